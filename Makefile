@@ -1,0 +1,56 @@
+# fraudloop: two commands on a fresh machine, `make demo` and `make test`.
+# Both bootstrap uv (into .tools/ when it is not on PATH) and the locked virtualenv (.venv/).
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+VENV := $(CURDIR)/.venv
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+export FRAUDLOOP_HOME ?= $(CURDIR)/.fraudloop
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: demo test ui bench lint fmt clean help
+
+help:
+	@echo "make demo   - the end-to-end demo on the embedded local profile"
+	@echo "make test   - the whole test suite"
+	@echo "make ui     - Dagster UI (webserver + daemon) on http://127.0.0.1:3000"
+	@echo "make bench  - the benchmarks behind the README's results table"
+	@echo "make lint   - ruff"
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked
+	@touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: infra/local/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp infra/local/dagster.yaml $@
+
+demo: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/fraudloop demo
+
+test: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+ui: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: $(VENV)/.synced
+	$(VENV)/bin/python bench/simulate.py
+	$(VENV)/bin/python bench/ingest.py
+	$(VENV)/bin/python bench/features.py
+
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: $(VENV)/.synced
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf .dagster .fraudloop

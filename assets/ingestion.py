@@ -1,0 +1,247 @@
+"""Ingestion: landed feed files become validated, content-addressed raw tables.
+
+Thin on purpose: the work (reading, Great Expectations validation, quarantine, versioned
+writes) lives in `fraudloop.ingest`; these assets loop over the partitions of the run, call it,
+and put what an on-call engineer needs into the Dagster UI.
+
+Validation happens *before* the canonical copy is written (a failing hour is quarantined, not
+written), and the blocking checks then report that verdict per run, so a bad hour stops
+downstream steps in the same run, while the `_current.json` pointer makes every later reader
+refuse it too.
+"""
+
+import hashlib
+
+import dagster as dg
+
+from fraudloop import ingest, raw
+from fraudloop.schema import day_start
+from pipelines.partitions import DAILY, HOURLY, SETTINGS
+from resources.alerts import AlertsResource
+from resources.object_store import ObjectStoreResource
+
+INGEST_RETRY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+
+
+class TransactionIngestConfig(dg.Config):
+    """Limits for one ingestion run; defaults come from the environment (see README)."""
+
+    max_amount: float = SETTINGS.max_amount
+    max_file_mb: int = SETTINGS.max_file_mb
+    row_count_history_days: int = SETTINGS.row_count_history_days
+    row_count_ratio: float = SETTINGS.row_count_ratio
+
+
+class LabelIngestConfig(dg.Config):
+    max_file_mb: int = SETTINGS.max_file_mb
+    label_lookback_days: int = SETTINGS.label_lookback_days
+    unknown_id_tolerance: float = 0.0
+
+
+def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
+    """What the UI shows for one partition: enough to act on without opening a file."""
+    meta = {
+        "status": outcome.status,
+        "dagster/row_count": outcome.rows,
+        "sources": dg.MetadataValue.json(outcome.sources),
+        "compute_seconds": round(outcome.seconds, 3),
+    }
+    if outcome.sha256:
+        meta["sha256"] = outcome.sha256
+        meta["raw_uri"] = dg.MetadataValue.url(store.uri(outcome.key))
+        meta["bytes"] = outcome.bytes
+    if outcome.min_timestamp:
+        meta["min_timestamp"] = outcome.min_timestamp
+        meta["max_timestamp"] = outcome.max_timestamp
+    if outcome.status != "valid":
+        meta["reason"] = dg.MetadataValue.md(ingest.reason_markdown(outcome))
+        meta["quarantine"] = dg.MetadataValue.json(outcome.quarantine_keys)
+    return meta
+
+
+def _range_data_version(outcomes: dict[str, ingest.IngestOutcome]) -> dg.DataVersion:
+    """One partition: its content hash. A range run can carry only one data version per output
+    in Dagster, so it records a hash over the range's per-partition hashes (stable for the same
+    content); each partition's own hash is in its `sha256` metadata."""
+    if len(outcomes) == 1:
+        only = next(iter(outcomes.values()))
+        return dg.DataVersion(only.sha256 or f"{only.status}")
+    joined = "\n".join(f"{k}={o.sha256 or o.status}" for k, o in sorted(outcomes.items()))
+    return dg.DataVersion(hashlib.sha256(joined.encode()).hexdigest())
+
+
+def _summary(outcomes: dict[str, ingest.IngestOutcome]) -> dict:
+    bad = {k: o for k, o in outcomes.items() if o.status != "valid"}
+    meta = {
+        "partitions": len(outcomes),
+        "rows_total": sum(o.rows for o in outcomes.values()),
+        "partitions_quarantined": len(bad),
+    }
+    if bad:
+        meta["quarantined_partitions"] = dg.MetadataValue.md(
+            "\n".join(f"- `{k}`: {o.reason}" for k, o in sorted(bad.items()))
+        )
+    return meta
+
+
+def _alert_quarantine(alerts: AlertsResource, table: str, key: str, outcome) -> None:
+    alerts.send(
+        title=f"{table} partition {key} quarantined",
+        summary=outcome.reason,
+        severity="warning" if outcome.status == "missing" else "critical",
+        table=table,
+        partition=key,
+        quarantine=outcome.quarantine_keys,
+    )
+
+
+@dg.asset(
+    partitions_def=HOURLY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="ingestion",
+    kinds={"pandas", "parquet", "great_expectations"},
+    owners=["team:data-platform"],
+    retry_policy=INGEST_RETRY,
+    description=(
+        "Card transactions of one UTC hour: every file landed under "
+        "`landing/transactions/<day>/<hour>/`, normalised to the canonical schema, validated "
+        "with Great Expectations and stored as immutable Parquet keyed by its sha256 (the data "
+        "version). A failing hour is quarantined with its bytes and a reason, never written."
+    ),
+)
+def raw_transactions(
+    context: dg.AssetExecutionContext,
+    config: TransactionIngestConfig,
+    store: ObjectStoreResource,
+    alerts: AlertsResource,
+) -> dg.MaterializeResult:
+    s = store.open()
+    limits = ingest.Limits(
+        max_amount=config.max_amount,
+        max_file_bytes=config.max_file_mb * 1024 * 1024,
+        row_count_ratio=config.row_count_ratio,
+    )
+    outcomes: dict[str, ingest.IngestOutcome] = {}
+    for key in context.partition_keys:
+        files = ingest.landed_files(s, "transactions", key)
+        history = raw.raw_history_counts(s, "transactions", key, config.row_count_history_days)
+        outcome = ingest.ingest_transactions_hour(s, key, files, history, limits)
+        outcomes[key] = outcome
+        context.add_asset_metadata(_partition_metadata(outcome, s), partition_key=key)
+        if outcome.status != "valid":
+            context.log.warning(f"{key}: {outcome.status}: {outcome.reason}")
+            _alert_quarantine(alerts, "transactions", key, outcome)
+    return dg.MaterializeResult(
+        metadata=_summary(outcomes), data_version=_range_data_version(outcomes)
+    )
+
+
+@dg.asset(
+    partitions_def=DAILY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="ingestion",
+    kinds={"pandas", "parquet", "great_expectations"},
+    owners=["team:data-platform"],
+    retry_policy=INGEST_RETRY,
+    deps=[
+        dg.AssetDep(
+            raw_transactions,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-SETTINGS.label_lookback_days, end_offset=0
+            ),
+        )
+    ],
+    description=(
+        "Delayed fraud labels that became known on one UTC day (`landing/labels/<day>/`): "
+        "bi-temporal (`known_at`), validated with Great Expectations, including that every label "
+        "refers to an ingested transaction of the lookback window."
+    ),
+)
+def raw_labels(
+    context: dg.AssetExecutionContext,
+    config: LabelIngestConfig,
+    store: ObjectStoreResource,
+    alerts: AlertsResource,
+) -> dg.MaterializeResult:
+    s = store.open()
+    limits = ingest.Limits(max_file_bytes=config.max_file_mb * 1024 * 1024)
+    outcomes: dict[str, ingest.IngestOutcome] = {}
+    for key in context.partition_keys:
+        files = ingest.landed_files(s, "labels", key)
+        known = raw.known_transaction_ids(s, day_start(key), config.label_lookback_days)
+        outcome = ingest.ingest_labels_day(
+            s, key, files, known, limits, mostly=1.0 - config.unknown_id_tolerance
+        )
+        outcomes[key] = outcome
+        context.add_asset_metadata(_partition_metadata(outcome, s), partition_key=key)
+        if outcome.status != "valid":
+            context.log.warning(f"{key}: {outcome.status}: {outcome.reason}")
+            _alert_quarantine(alerts, "labels", key, outcome)
+    return dg.MaterializeResult(
+        metadata=_summary(outcomes), data_version=_range_data_version(outcomes)
+    )
+
+
+def _check_partitions(context, store: ObjectStoreResource, table: str) -> dg.AssetCheckResult:
+    """Pass only if every partition of the run holds a valid raw version."""
+    s = store.open()
+    keys = context.partition_keys if context.has_partition_key_range else [context.partition_key]
+    failed = {}
+    evaluated = 0
+    for key in keys:
+        pointer = raw.read_pointer(s, table, key)
+        if pointer is None or pointer.get("status") != "valid":
+            failed[key] = (pointer or {}).get("reason", "nothing was ingested for this partition")
+        else:
+            evaluated += int(pointer.get("expectations_evaluated", 0))
+    metadata = {
+        "partitions_checked": len(keys),
+        "partitions_failed": len(failed),
+        "expectations_evaluated": evaluated,
+    }
+    if failed:
+        metadata["failures"] = dg.MetadataValue.md(
+            "\n".join(f"- `{k}`: {reason}" for k, reason in sorted(failed.items()))
+        )
+    return dg.AssetCheckResult(
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=(
+            "all partitions passed the Great Expectations suite"
+            if not failed
+            else f"{len(failed)} partition(s) quarantined: " + ", ".join(sorted(failed)[:5])
+        ),
+    )
+
+
+@dg.asset_check(
+    asset=raw_transactions,
+    blocking=True,
+    partitions_def=HOURLY,
+    description=(
+        "Great Expectations suite `transactions` passed for the hour: required columns and "
+        "types, no null keys, unique transaction_id, 0 < amount <= cap, timestamps inside the "
+        "hour, row count within bounds of the same hour on previous days."
+    ),
+)
+def transactions_pass_expectations(
+    context: dg.AssetCheckExecutionContext, store: ObjectStoreResource
+) -> dg.AssetCheckResult:
+    return _check_partitions(context, store, "transactions")
+
+
+@dg.asset_check(
+    asset=raw_labels,
+    blocking=True,
+    partitions_def=DAILY,
+    description=(
+        "Great Expectations suite `labels` passed for the day: required columns, no null keys, "
+        "unique transaction_id, is_fraud in {0, 1}, known_at inside the day, and every label "
+        "refers to an ingested transaction."
+    ),
+)
+def labels_pass_expectations(
+    context: dg.AssetCheckExecutionContext, store: ObjectStoreResource
+) -> dg.AssetCheckResult:
+    return _check_partitions(context, store, "labels")

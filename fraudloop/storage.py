@@ -1,0 +1,307 @@
+"""One key space for every artifact, on a local directory or on S3.
+
+Both backends give the same guarantees, because readers elsewhere rely on them:
+- a write is atomic: a reader sees the old object or the new one, never half of one
+  (temp file + rename locally, a single PUT on S3);
+- compare-and-swap: ``put_bytes(..., if_none_match=True)`` creates only if absent and
+  ``put_bytes(..., if_match=etag)`` replaces only the version the caller read, so two writers
+  can never silently overwrite each other (a lock around check-and-replace locally, conditional
+  PUT on S3, which AWS, MinIO and moto's server mode enforce).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+LOCK_DIR = ".locks"
+
+
+class ObjectNotFound(KeyError):
+    """The key does not exist in the store."""
+
+
+class PreconditionFailed(RuntimeError):
+    """A conditional write lost: the object exists (create) or changed since it was read (update)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    modified: float = 0.0  # epoch seconds the object was last written (ctime locally)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_key(key: str) -> str:
+    if not key or key.startswith("/") or key.endswith("/"):
+        raise ValueError(f"invalid object key {key!r}: must be relative and name an object")
+    parts = key.split("/")
+    if (
+        any(p in ("", ".", "..") or p.startswith(TEMP_PREFIX) for p in parts)
+        or parts[0] == LOCK_DIR
+    ):
+        raise ValueError(f"invalid object key {key!r}")
+    return key
+
+
+class ObjectStore(ABC):
+    """The interface every stage uses; see the module docstring for the guarantees."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        """Write atomically and return the new etag; raise PreconditionFailed when a condition fails."""
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo | None: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object whose key starts with `prefix`, sorted by key."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def uri(self, key: str) -> str:
+        """Where a human or another tool finds the object (file:// or s3://)."""
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """Bytes and the etag to pass as `if_match` for a safe read-modify-write."""
+        info = self.head(key)
+        if info is None:
+            raise ObjectNotFound(key)
+        data = self.get_bytes(key)
+        # Re-check so the etag belongs to the bytes returned (a writer may slip in between).
+        after = self.head(key)
+        if after is None or after.etag != info.etag:
+            return self.get_with_etag(key)
+        return data, info.etag
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create an immutable object; False if it already exists (content-addressed keys)."""
+        try:
+            self.put_bytes(key, data, if_none_match=True)
+        except PreconditionFailed:
+            return False
+        return True
+
+
+class LocalObjectStore(ObjectStore):
+    """A directory tree; the embedded default (``FRAUDLOOP_HOME``)."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    @staticmethod
+    def _etag(st: os.stat_result) -> str:
+        return f"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}"
+
+    @contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        lock_dir = self.root / LOCK_DIR
+        lock_dir.mkdir(exist_ok=True)
+        lock_path = lock_dir / hashlib.sha1(key.encode()).hexdigest()
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            if if_none_match:
+                try:
+                    os.link(tmp, path)  # atomic create-if-absent
+                except FileExistsError:
+                    raise PreconditionFailed(f"{key} already exists") from None
+            elif if_match is not None:
+                with self._lock(key):
+                    info = self.head(key)
+                    if info is None or info.etag != if_match:
+                        raise PreconditionFailed(f"{key} changed since it was read")
+                    os.replace(tmp, path)
+            else:
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self._etag(path.stat())
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not os.path.isfile(self._path(key)):
+            return None
+        return ObjectInfo(key, st.st_size, self._etag(st), st.st_ctime)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base_dir
+        if not start.is_dir():
+            return []
+        found = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            if rel_dir == ".":
+                dirnames[:] = [d for d in dirnames if d != LOCK_DIR]
+                rel_dir = ""
+            for name in filenames:
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                if key.startswith(prefix):
+                    st = os.stat(os.path.join(dirpath, name))
+                    found.append(ObjectInfo(key, st.st_size, self._etag(st), st.st_ctime))
+        return sorted(found, key=lambda info: info.key)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def local_path(self, key: str) -> Path:
+        """The file behind a key, for tools that want a path (reports opened in a browser)."""
+        return self._path(key)
+
+
+class S3ObjectStore(ObjectStore):
+    """A bucket (and optional prefix) on S3 or any S3-compatible endpoint (MinIO, moto).
+
+    Credentials come from boto3's usual environment chain, never from configuration files.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        client=None,
+    ):
+        import boto3  # lazy: the local profile never pays for it
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.client = client or boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            region_name=region_name or None,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def _k(self, key: str) -> str:
+        return self.prefix + _check_key(key)
+
+    @staticmethod
+    def _is(error, *codes: str) -> bool:
+        err = getattr(error, "response", {}).get("Error", {})
+        status = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return err.get("Code") in codes or str(status) in codes
+
+    def get_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
+        except ClientError as error:
+            if self._is(error, "NoSuchKey", "404"):
+                raise ObjectNotFound(key) from None
+            raise
+
+    def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        from botocore.exceptions import ClientError
+
+        kwargs = {}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        elif if_match is not None:
+            kwargs["IfMatch"] = if_match
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=self._k(key), Body=data, **kwargs
+            )
+        except ClientError as error:
+            if self._is(error, "PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                raise PreconditionFailed(f"{key}: conditional write refused") from None
+            raise
+        return response["ETag"]
+
+    def head(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+        except ClientError as error:
+            if self._is(error, "NoSuchKey", "NotFound", "404"):
+                return None
+            raise
+        return ObjectInfo(
+            key, response["ContentLength"], response["ETag"], response["LastModified"].timestamp()
+        )
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        found = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for item in page.get("Contents", []):
+                found.append(
+                    ObjectInfo(
+                        item["Key"][len(self.prefix) :],
+                        item["Size"],
+                        item["ETag"],
+                        item["LastModified"].timestamp(),
+                    )
+                )
+        return sorted(found, key=lambda info: info.key)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._k(key)}"

@@ -1,0 +1,22 @@
+"""The code location: every asset, check, job, schedule, sensor and resource of fraudloop."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets import ingestion
+from pipelines.jobs import daily_labels_job, hourly_ingestion_job
+from pipelines.partitions import SETTINGS
+from pipelines.resources import build_resources
+from pipelines.schedules import hourly_refresh_schedule
+from sensors.new_data import new_data_sensor
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([ingestion]),
+    asset_checks=dg.load_asset_checks_from_modules([ingestion]),
+    jobs=[hourly_ingestion_job, daily_labels_job],
+    schedules=[hourly_refresh_schedule],
+    sensors=[new_data_sensor],
+    resources=build_resources(SETTINGS),
+    executor=dg.in_process_executor,
+)

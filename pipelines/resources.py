@@ -1,0 +1,33 @@
+"""Resource wiring per profile: local directory or S3, file or webhook alerts."""
+
+from __future__ import annotations
+
+from pipelines.settings import Settings
+from resources.alerts import AlertsResource
+from resources.object_store import (
+    LocalObjectStoreResource,
+    ObjectStoreResource,
+    S3ObjectStoreResource,
+)
+
+
+def store_resource(settings: Settings) -> ObjectStoreResource:
+    """The resource twin of `Settings.open_store()` (which validates the backend first)."""
+    settings.open_store()
+    if settings.store_backend == "s3":
+        return S3ObjectStoreResource(
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.aws_region,
+        )
+    return LocalObjectStoreResource(root=settings.home)
+
+
+def build_resources(settings: Settings) -> dict:
+    return {
+        "store": store_resource(settings),
+        "alerts": AlertsResource(
+            file_path=settings.alert_file, webhook_url=settings.alert_webhook_url
+        ),
+    }

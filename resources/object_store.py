@@ -1,0 +1,48 @@
+"""The object store as a Dagster resource: one interface, a local and an S3 flavour.
+
+Assets ask for `store: ObjectStoreResource` and never know which backend they got; the
+Dagster-free core (`fraudloop.storage`) does the work, so the CLI and the scoring service
+share exactly the same code path.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import dagster as dg
+
+from fraudloop.storage import LocalObjectStore, ObjectStore, S3ObjectStore
+
+
+class ObjectStoreResource(dg.ConfigurableResource, ABC):
+    """Where every artifact lives (see DESIGN.md's key space)."""
+
+    @abstractmethod
+    def open(self) -> ObjectStore:
+        """The core store object the fraudloop/ functions take."""
+
+
+class LocalObjectStoreResource(ObjectStoreResource):
+    """A directory on this machine: the embedded default (``FRAUDLOOP_HOME``)."""
+
+    root: str
+
+    def open(self) -> ObjectStore:
+        return LocalObjectStore(self.root)
+
+
+class S3ObjectStoreResource(ObjectStoreResource):
+    """A bucket on S3 or an S3-compatible endpoint (MinIO); credentials from the AWS env chain."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region_name: str | None = None
+
+    def open(self) -> ObjectStore:
+        return S3ObjectStore(
+            self.bucket,
+            prefix=self.prefix,
+            endpoint_url=self.endpoint_url,
+            region_name=self.region_name,
+        )

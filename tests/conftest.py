@@ -1,0 +1,59 @@
+"""Shared fixtures: object stores on both backends, with S3 served by moto over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+from fraudloop.storage import LocalObjectStore, S3ObjectStore
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on a free loopback port: a real HTTP endpoint, not in-process patching."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint):
+    import boto3
+
+    name = f"fraudloop-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def local_store(tmp_path) -> LocalObjectStore:
+    return LocalObjectStore(tmp_path / "store")
+
+
+@pytest.fixture
+def s3_store(s3_endpoint, s3_bucket) -> S3ObjectStore:
+    return S3ObjectStore(s3_bucket, prefix="fl", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request):
+    """Runs a test once per backend: both must behave identically."""
+    return request.getfixturevalue(f"{request.param}_store")

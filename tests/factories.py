@@ -1,0 +1,55 @@
+"""Small, valid feed files for tests that need a few landed hours without the simulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fraudloop.schema import day_landing_prefix, hour_landing_prefix, hour_start
+
+
+def hour_frame(partition_key: str, rows: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    start = hour_start(partition_key)
+    offsets = np.sort(rng.integers(0, 3600, rows))
+    stamp = start.strftime("%Y%m%d%H")
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"{stamp}-{seed}-{i:05d}" for i in range(rows)],
+            "tx_datetime": [
+                (start + pd.Timedelta(seconds=int(s))).strftime("%Y-%m-%dT%H:%M:%SZ")
+                for s in offsets
+            ],
+            "customer_id": [f"C{int(c):05d}" for c in rng.integers(0, 50, rows)],
+            "terminal_id": [f"T{int(t):05d}" for t in rng.integers(0, 80, rows)],
+            "amount": [f"{a:.2f}" for a in rng.uniform(1, 150, rows)],
+        }
+    )
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False, lineterminator="\n").encode()
+
+
+def land_hour(
+    store, partition_key: str, rows: int = 40, seed: int = 0, name: str = "part-0000.csv"
+):
+    """Land one valid hourly file; returns its key and frame."""
+    frame = hour_frame(partition_key, rows, seed)
+    key = hour_landing_prefix(partition_key) + name
+    store.put_bytes(key, csv_bytes(frame))
+    return key, frame
+
+
+def land_labels(store, day: str, transactions: pd.DataFrame, name: str = "labels.csv") -> str:
+    """Labels for `transactions`, all known on `day` (noon), every 10th one a fraud."""
+    labels = pd.DataFrame(
+        {
+            "transaction_id": transactions["transaction_id"].to_numpy(),
+            "is_fraud": [1 if i % 10 == 0 else 0 for i in range(len(transactions))],
+            "known_at": f"{day}T12:00:00Z",
+        }
+    )
+    key = day_landing_prefix(day) + name
+    store.put_bytes(key, csv_bytes(labels))
+    return key

@@ -1,0 +1,432 @@
+"""Reading, normalising and ingesting feed files (the happy paths and their edges)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import sys
+import time
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fraudloop.corrupt import sample_transactions_csv
+from fraudloop.ingest import (
+    Limits,
+    ingest_labels_day,
+    ingest_transactions_hour,
+    landed_files,
+    normalise_labels,
+    normalise_transactions,
+    read_landed_file,
+    reason_markdown,
+)
+from fraudloop.raw import known_transaction_ids, read_pointer, read_raw_partition
+from fraudloop.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS, hour_landing_prefix, hour_start
+from fraudloop.validation import warm_up
+
+KEY = "2018-04-01-05:00"
+START = hour_start(KEY)
+PREFIX = hour_landing_prefix(KEY)
+GOOD = sample_transactions_csv(START, rows=60)
+
+
+def _csv(text: str) -> bytes:
+    return text.encode()
+
+
+def _read_ok(name: str, data: bytes) -> pd.DataFrame:
+    result = read_landed_file(name, data)
+    assert result.problems == [], [p.to_dict() for p in result.problems]
+    return result.frame
+
+
+# --- read_landed_file ------------------------------------------------------------------------
+
+
+def test_csv_is_read_as_strings_with_missing_tokens():
+    frame = _read_ok("a.csv", _csv("a,b,c\n007,1.50,\nNULL,x,NaN\n"))
+    assert frame["a"].tolist()[0] == "007"  # leading zeros survive: every column is a string
+    assert frame["b"].tolist() == ["1.50", "x"]
+    assert frame.isna().sum().to_dict() == {"a": 1, "b": 0, "c": 2}
+
+
+def test_utf8_bom_is_accepted():
+    frame = _read_ok("a.csv", b"\xef\xbb\xbf" + GOOD)
+    assert frame.columns[0] == "transaction_id"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "check", "fragment"),
+    [
+        ("a.csv", b"", "empty_file", "0 bytes"),
+        ("a.csv", gzip.compress(b"a,b\n1,2\n", mtime=0), "gzip_named_csv", "gzip-compressed"),
+        ("a.csv", b"PAR1....PAR1", "parquet_named_csv", "named .csv"),
+        ("a.parquet", b"a,b\n1,2\n3,4\n5,6\n", "corrupt_parquet", "does not start with the PAR1"),
+        ("a.parquet", b"PAR1", "corrupt_parquet", "too short"),
+        ("a.parquet", b"PAR1" + b"\0" * 20 + b"PAR1", "corrupt_parquet", "truncated or corrupt"),
+        ("a.txt", b"a,b\n", "unsupported_file_type", "'.txt'"),
+        ("noext", b"a,b\n", "unsupported_file_type", "(no extension)"),
+        ("a.csv", b"a|b|c\n1|2|3\n", "wrong_delimiter", "looks `|`-delimited"),
+        ("a.csv", b"a\tb\n1\t2\n", "wrong_delimiter", "looks tab-delimited"),
+        ("a.csv", b"a,b\n1,2\n1,2,3\n", "malformed_csv", "Expected 2 fields in line 3"),
+        ("a.csv", b"a,b,A\n1,2,3\n", "duplicate_columns", "repeats column name(s) a"),
+        ("a.csv", b"\n\n", "missing_header", "header"),
+        ("a.csv", b"a,b\n" + b"\xff\xfe\n", "not_utf8", "byte offset 4 (line 2)"),
+    ],
+)
+def test_read_problems(name, data, check, fragment):
+    result = read_landed_file(name, data)
+    assert result.frame is None
+    assert [p.check for p in result.problems] == [check]
+    assert fragment in result.problems[0].message
+    assert result.problems[0].stage == "read"
+    assert result.problems[0].source == name
+
+
+def test_size_and_line_limits_are_enforced_quickly():
+    limits = Limits(max_file_bytes=1000, max_line_bytes=100)
+    big = read_landed_file("a.csv", b"a,b\n" + b"1,2\n" * 500, limits)
+    assert big.problems[0].check == "file_too_large"
+    long_line = read_landed_file("a.csv", b"a,b\n1," + b"x" * 200 + b"\n", limits)
+    assert long_line.problems[0].check == "line_too_long"
+    assert "line 2" in long_line.problems[0].message
+
+    huge = b"a,b\n" + b"x" * 50_000_000
+    started = time.perf_counter()
+    result = read_landed_file("a.csv", huge)
+    assert result.problems[0].check == "line_too_long"
+    assert time.perf_counter() - started < 2.0
+
+
+def test_read_never_raises_on_random_bytes():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        data = rng.bytes(int(rng.integers(0, 300)))
+        for name in ("x.csv", "x.parquet"):
+            result = read_landed_file(name, data)
+            assert result.frame is None or isinstance(result.frame, pd.DataFrame), i
+    # text that is valid UTF-8 but not valid CSV is a problem too, not an exception
+    unterminated = read_landed_file("x.csv", b'a,b\n"unterminated,1\n')
+    assert [p.check for p in unterminated.problems] == ["malformed_csv"]
+
+
+def test_parquet_is_read_as_stored():
+    table = pa.table({"transaction_id": [1, 2], "amount": [1.5, 2.5]})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    frame = _read_ok("a.parquet", sink.getvalue())
+    assert frame["transaction_id"].tolist() == [1, 2]
+
+
+# --- normalise -------------------------------------------------------------------------------
+
+
+def test_headers_are_matched_case_insensitively_and_extras_kept():
+    raw = pd.DataFrame(
+        {
+            " Transaction_ID ": ["b", "a"],
+            "TX_DATETIME": ["2018-04-01T05:30:00Z", "2018-04-01T05:10:00Z"],
+            "customer_id": ["c1", "c2"],
+            "Terminal_Id": ["t1", "t2"],
+            "amount ": ["10.5", " 3 "],
+            "zeta": [1, 2],
+            " Channel": ["pos", None],
+        }
+    )
+    notes: list[str] = []
+    frame, problems = normalise_transactions(raw, KEY, source="f.csv", notes=notes)
+    assert problems == []
+    assert list(frame.columns) == [*TRANSACTION_COLUMNS, "Channel", "zeta"]
+    assert {c: str(frame[c].dtype) for c in TRANSACTION_COLUMNS} == TRANSACTION_COLUMNS
+    assert str(frame["zeta"].dtype) == "string" and frame["zeta"].tolist() == ["2", "1"]
+    assert frame["transaction_id"].tolist() == ["a", "b"]  # sorted by time
+    assert frame["amount"].tolist() == [3.0, 10.5]
+    assert notes == ["f.csv: kept 2 extra column(s) after the canonical ones: zeta, Channel"]
+
+
+def test_missing_column_lists_missing_and_present():
+    raw = pd.DataFrame({"transaction_id": ["a"], "tx_datetime": ["2018-04-01T05:00:00Z"]})
+    frame, problems = normalise_transactions(raw, KEY)
+    assert frame is None
+    assert problems[0].check == "required_columns"
+    assert problems[0].message == (
+        "missing required column(s): customer_id, terminal_id, amount; "
+        "the file has columns: transaction_id, tx_datetime"
+    )
+    assert problems[0].examples == ["customer_id", "terminal_id", "amount"]
+
+
+def test_headerless_file_gets_a_hint():
+    frame = _read_ok("a.csv", GOOD.split(b"\n", 1)[1])
+    _, problems = normalise_transactions(frame, KEY)
+    assert "is the header row missing?" in problems[0].message
+
+
+def _tx(times, ids=None, amounts=None):
+    n = len(times)
+    return pd.DataFrame(
+        {
+            "transaction_id": ids or [f"t{i}" for i in range(n)],
+            "tx_datetime": times,
+            "customer_id": ["c"] * n,
+            "terminal_id": ["x"] * n,
+            "amount": amounts or ["1.0"] * n,
+        }
+    )
+
+
+def test_timestamp_rule_offsets_z_and_naive_are_utc():
+    frame, problems = normalise_transactions(
+        _tx(["2018-04-01T07:10:00+02:00", "2018-04-01T05:20:00Z", "2018-04-01 05:30:00.5"]), KEY
+    )
+    assert problems == []
+    assert frame["tx_datetime"].tolist() == [
+        pd.Timestamp("2018-04-01 05:10:00", tz="UTC"),
+        pd.Timestamp("2018-04-01 05:20:00", tz="UTC"),
+        pd.Timestamp("2018-04-01 05:30:00.5", tz="UTC"),
+    ]
+    assert str(frame["tx_datetime"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_epoch_numbers_are_rejected():
+    frame, problems = normalise_transactions(_tx(["1522559400", "2018-04-01T05:20:00Z"]), KEY)
+    assert frame is None
+    assert problems[0].check == "tx_datetime_type"
+    assert "epoch numbers are not accepted" in problems[0].message
+    assert problems[0].examples == ["1522559400"]
+    parquet_like = _tx([1522559400, 1522559500])
+    _, problems = normalise_transactions(parquet_like, KEY)
+    assert "epoch numbers are not accepted" in problems[0].message
+
+
+def test_typed_parquet_columns_are_normalised():
+    raw = pd.DataFrame(
+        {
+            "transaction_id": [12, 7],
+            "tx_datetime": pd.to_datetime(["2018-04-01 05:30", "2018-04-01 05:10"]),  # naive
+            "customer_id": [1.0, 2.0],
+            "terminal_id": ["t1", "t2"],
+            "amount": [10, 20],
+        }
+    )
+    frame, problems = normalise_transactions(raw, KEY)
+    assert problems == []
+    assert frame["transaction_id"].tolist() == ["7", "12"]
+    assert frame["customer_id"].tolist() == ["2", "1"]
+    assert frame["amount"].dtype == "float64"
+    assert frame["tx_datetime"].iloc[0] == pd.Timestamp("2018-04-01 05:10", tz="UTC")
+
+
+def test_normalise_labels_accepts_flags():
+    raw = pd.DataFrame(
+        {
+            "transaction_id": ["a", "b", "c", "d"],
+            "is_fraud": ["1", "0", "TRUE", " false "],
+            "known_at": ["2018-04-08T01:00:00Z"] * 4,
+        }
+    )
+    frame, problems = normalise_labels(raw, "2018-04-08")
+    assert problems == []
+    assert frame["is_fraud"].tolist() == [1, 0, 1, 0]
+    assert {c: str(frame[c].dtype) for c in LABEL_COLUMNS} == LABEL_COLUMNS
+    bad, problems = normalise_labels(raw.assign(is_fraud=["yes", "1", "0.5", "0"]), "2018-04-08")
+    assert bad is None
+    assert problems[0].check == "is_fraud_type"
+    assert problems[0].examples == ["yes"]
+
+
+# --- ingest end to end -----------------------------------------------------------------------
+
+
+def _split(csv: bytes, parts: int) -> list[bytes]:
+    header, *lines = csv.decode().strip().split("\n")
+    chunks = [lines[i::parts] for i in range(parts)]
+    return [("\n".join([header, *chunk]) + "\n").encode() for chunk in chunks]
+
+
+def test_same_content_in_any_file_order_gives_the_same_version(store):
+    a, b, c = _split(GOOD, 3)
+    first = ingest_transactions_hour(
+        store, KEY, [(PREFIX + "1.csv", a), (PREFIX + "2.csv", b), (PREFIX + "3.csv", c)], []
+    )
+    assert first.status == "valid" and first.created and first.rows == 60
+    pointer = read_pointer(store, "transactions", KEY)
+
+    # same rows, other files, other order: same bytes
+    again = ingest_transactions_hour(
+        store,
+        KEY,
+        [(PREFIX + "z.csv", c + b"".join(b.split(b"\n", 1)[1:])), (PREFIX + "y.csv", a)],
+        [],
+    )
+    assert again.sha256 == first.sha256 and again.key == first.key
+    assert not again.created
+    assert read_pointer(store, "transactions", KEY) == pointer  # a no-op: pointer untouched
+
+    whole = ingest_transactions_hour(store, KEY, [(PREFIX + "all.csv", GOOD)], [])
+    assert whole.sha256 == first.sha256
+    assert sum(1 for i in store.list("raw/") if i.key.endswith(".parquet")) == 1
+
+
+def test_reingesting_the_same_files_is_a_noop(local_store):
+    files = [(PREFIX + "part.csv", GOOD)]
+    first = ingest_transactions_hour(local_store, KEY, files, [])
+    pointer = read_pointer(local_store, "transactions", KEY)
+    second = ingest_transactions_hour(local_store, KEY, files, [])
+    assert (second.sha256, second.key, second.created) == (first.sha256, first.key, False)
+    assert read_pointer(local_store, "transactions", KEY) == pointer
+    assert pointer["sources"] == [
+        {"key": PREFIX + "part.csv", "sha256": first.sources[0]["sha256"], "size": len(GOOD)}
+    ]
+
+
+def test_corrected_redelivery_after_quarantine_becomes_current(store):
+    bad = GOOD.replace(b",", b";")
+    files = [(PREFIX + "part.csv", bad)]
+    assert ingest_transactions_hour(store, KEY, files, []).status == "quarantined"
+    assert read_pointer(store, "transactions", KEY)["status"] == "quarantined"
+
+    fixed = ingest_transactions_hour(store, KEY, [(PREFIX + "part.csv", GOOD)], [])
+    assert fixed.status == "valid" and fixed.created
+    pointer = read_pointer(store, "transactions", KEY)
+    assert pointer["status"] == "valid" and pointer["sha256"] == fixed.sha256
+    assert pointer["previous"] is None
+    assert len(read_raw_partition(store, "transactions", KEY)) == 60
+    # the quarantined bytes are still there
+    assert store.get_bytes(f"quarantine/transactions/{KEY}/part.csv") == bad
+
+
+def test_corrected_redelivery_of_a_valid_hour_moves_the_pointer(local_store):
+    v1 = ingest_transactions_hour(local_store, KEY, [(PREFIX + "part.csv", GOOD)], [])
+    frame = pd.read_csv(io.BytesIO(GOOD), dtype=str)
+    frame.loc[0, "amount"] = "99.99"
+    corrected = frame.to_csv(index=False, lineterminator="\n").encode()
+    v2 = ingest_transactions_hour(local_store, KEY, [(PREFIX + "part.csv", corrected)], [])
+    assert v2.status == "valid" and v2.sha256 != v1.sha256 and v2.created
+    pointer = read_pointer(local_store, "transactions", KEY)
+    assert pointer["sha256"] == v2.sha256 and pointer["previous"] == v1.sha256
+    assert local_store.exists(v1.key)  # old versions are immutable and kept
+    first_id = frame.loc[0, "transaction_id"]
+    raw = read_raw_partition(local_store, "transactions", KEY).set_index("transaction_id")
+    assert raw.loc[first_id, "amount"] == 99.99
+
+
+def test_no_files_is_missing_and_writes_nothing(local_store):
+    outcome = ingest_transactions_hour(local_store, KEY, [], [])
+    assert outcome.status == "missing"
+    assert local_store.list() == []
+
+
+def test_history_is_read_from_raw_when_not_given(local_store):
+    for day in range(1, 8):
+        key = f"2018-04-0{day}-05:00"
+        start = hour_start(key)
+        data = sample_transactions_csv(start, rows=30, seed=day)
+        assert ingest_transactions_hour(local_store, key, [("x/a.csv", data)]).status == "valid"
+    big = sample_transactions_csv(hour_start("2018-04-08-05:00"), rows=400, seed=8)
+    outcome = ingest_transactions_hour(local_store, "2018-04-08-05:00", [("x/a.csv", big)])
+    assert outcome.status == "quarantined"
+    assert outcome.problems[0].check == "expect_table_row_count_to_be_between"
+    assert "over 7 earlier partition(s)" in outcome.problems[0].message
+
+
+def test_landed_files_lists_only_feed_files(store):
+    for name in ("b.csv", "a.parquet", ".hidden.csv", "_SUCCESS", "a.csv.reason.json"):
+        store.put_bytes(PREFIX + name, b"x")
+    store.put_bytes(PREFIX + "nested/c.csv", b"x")
+    store.put_bytes(hour_landing_prefix("2018-04-01-06:00") + "other.csv", b"x")
+    store.put_bytes("landing/labels/2018-04-08/labels.csv", b"y")
+    assert [k for k, _ in landed_files(store, "transactions", KEY)] == [
+        PREFIX + "a.parquet",
+        PREFIX + "b.csv",
+    ]
+    assert landed_files(store, "labels", "2018-04-08") == [
+        ("landing/labels/2018-04-08/labels.csv", b"y")
+    ]
+
+
+def test_parquet_feed_file_is_ingested(local_store):
+    frame = pd.read_csv(io.BytesIO(GOOD), dtype=str)
+    frame["amount"] = frame["amount"].astype(float)
+    frame["tx_datetime"] = pd.to_datetime(frame["tx_datetime"], utc=True)
+    sink = io.BytesIO()
+    frame.to_parquet(sink, index=False)
+    from_parquet = ingest_transactions_hour(local_store, KEY, [("a.parquet", sink.getvalue())], [])
+    from_csv = ingest_transactions_hour(local_store, KEY, [("a.csv", GOOD)], [])
+    assert from_parquet.status == from_csv.status == "valid"
+    assert from_parquet.sha256 == from_csv.sha256
+
+
+def test_labels_day_end_to_end(local_store):
+    ids = pd.read_csv(io.BytesIO(GOOD), dtype=str)["transaction_id"].tolist()
+    labels = "transaction_id,is_fraud,known_at\n" + "".join(
+        f"{tx},{i % 2},2018-04-08T{i % 24:02d}:00:00Z\n" for i, tx in enumerate(ids)
+    )
+    files = [("landing/labels/2018-04-08/labels.csv", labels.encode())]
+    good = ingest_labels_day(local_store, "2018-04-08", files, known_transaction_ids=set(ids))
+    assert good.status == "valid", good.problems
+    frame = read_raw_partition(local_store, "labels", "2018-04-08")
+    assert {c: str(frame[c].dtype) for c in LABEL_COLUMNS} == LABEL_COLUMNS
+    assert len(frame) == len(ids)
+
+    bad = ingest_labels_day(local_store, "2018-04-08", files, known_transaction_ids=ids[:-3])
+    assert bad.status == "quarantined"
+    assert bad.problems[0].column == "transaction_id"
+    assert bad.problems[0].unexpected_count == 3
+    assert "never ingested" in bad.reason_summary
+    assert local_store.exists("quarantine/labels/2018-04-08/labels.csv.reason.json")
+
+
+def test_timing_of_one_busy_hour(local_store):
+    """42,000 rows: read + normalise + validate + write. A print, not an assertion."""
+    data = sample_transactions_csv(START, rows=42_000, seed=3)
+    was_imported = "great_expectations" in sys.modules
+    started = time.perf_counter()
+    warm_up()
+    cold = time.perf_counter() - started
+    outcome = ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", data)], [40_000] * 7)
+    assert outcome.status == "valid" and outcome.rows == 42_000
+    print(
+        f"\n42,000 rows ({len(data) / 1e6:.1f} MB CSV): GE import+context "
+        f"{'already warm' if was_imported else f'{cold:.2f} s (once per process)'}; "
+        f"ingest {outcome.timings}"
+    )
+
+
+def test_outcome_carries_what_the_asset_metadata_needs(local_store):
+    outcome = ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", GOOD)], [60] * 3)
+    assert outcome.ok and outcome.reason is None and outcome.seconds > 0
+    assert outcome.bytes == local_store.head(outcome.key).size
+    assert outcome.min_timestamp.startswith("2018-04-01T05:")
+    pointer = read_pointer(local_store, "transactions", KEY)
+    assert pointer["expectations_evaluated"] == 14
+    assert pointer["validation"]["unsuccessful_expectations"] == 0
+    assert reason_markdown(outcome).startswith("**transactions `2018-04-01-05:00`: valid**")
+
+    bad = ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", b"")], [])
+    text = reason_markdown(bad)
+    assert "`empty_file` (file `a.csv`): file is empty (0 bytes)" in text
+    assert f"- `quarantine/transactions/{KEY}/a.csv`" in text
+    missing = ingest_transactions_hour(local_store, KEY, [], [])
+    assert "no files landed" in reason_markdown(missing)
+
+
+def test_labels_against_ids_from_raw(store):
+    frame = pd.read_csv(io.BytesIO(GOOD), dtype=str)
+    ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    known = known_transaction_ids(store, "2018-04-08", lookback_days=7)
+    assert sorted(known) == sorted(frame["transaction_id"])
+    assert len(known_transaction_ids(store, "2018-04-09", lookback_days=7)) == 0
+    labels = "transaction_id,is_fraud,known_at\n" + "".join(
+        f"{tx},0,2018-04-08T10:00:00Z\n" for tx in [*frame["transaction_id"][:9], "ghost"]
+    )
+    files = [("landing/labels/2018-04-08/l.csv", labels.encode())]
+    strict = ingest_labels_day(store, "2018-04-08", files, known)
+    assert strict.status == "quarantined"
+    lenient = ingest_labels_day(store, "2018-04-08", files, known, mostly=0.9)
+    assert lenient.status == "valid"

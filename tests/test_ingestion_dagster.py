@@ -1,0 +1,283 @@
+"""Ingestion through real Dagster runs on a temporary instance: versions, checks, quarantine,
+range backfills, the new-data sensor and the hourly schedule."""
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import dagster as dg
+import pytest
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from assets.ingestion import (
+    labels_pass_expectations,
+    raw_labels,
+    raw_transactions,
+    transactions_pass_expectations,
+)
+from fraudloop import raw
+from fraudloop.alerts import FileAlertSink
+from fraudloop.quarantine import list_quarantine
+from fraudloop.storage import sha256_hex
+from pipelines.definitions import defs
+from pipelines.partitions import HOURLY
+from pipelines.resources import build_resources
+from pipelines.settings import Settings
+from resources.object_store import ObjectStoreResource, S3ObjectStoreResource
+from sensors.new_data import new_data_sensor
+from tests.factories import csv_bytes, hour_frame, land_hour, land_labels
+
+H5 = "2018-04-01-05:00"
+
+
+@dg.asset(
+    partitions_def=HOURLY,
+    deps=[raw_transactions],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def consumer(context: dg.AssetExecutionContext, store: ObjectStoreResource) -> dg.MaterializeResult:
+    """A stand-in for the feature stage: reads raw partitions the way every reader must."""
+    rows = sum(
+        len(raw.read_raw_partition(store.open(), "transactions", key))
+        for key in context.partition_keys
+    )
+    return dg.MaterializeResult(metadata={"rows": rows})
+
+
+INGEST = [raw_transactions, transactions_pass_expectations]
+
+
+@pytest.fixture
+def env(tmp_path):
+    settings = Settings.from_env({"FRAUDLOOP_HOME": str(tmp_path / "home")})
+    with dg.instance_for_test() as instance:
+        yield SimpleNamespace(
+            settings=settings,
+            store=settings.open_store(),
+            resources=build_resources(settings),
+            instance=instance,
+        )
+
+
+def run(env, assets, partition_key=None, start=None, end=None, resources=None):
+    tags = {}
+    if start:
+        tags = {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
+    return dg.materialize(
+        assets,
+        instance=env.instance,
+        resources=resources or env.resources,
+        partition_key=partition_key,
+        tags=tags,
+        raise_on_error=False,
+    )
+
+
+def latest(env, key, partition):
+    record = env.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
+    ).records
+    return record[0].asset_materialization if record else None
+
+
+def test_definitions_load_and_every_asset_is_documented():
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description, key
+        assert node.group_name == "ingestion", key
+        assert node.kinds, key
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {
+        "hourly_ingestion_job",
+        "daily_labels_job",
+    }
+    assert defs.resolve_sensor_def("new_data_sensor")
+    assert defs.resolve_schedule_def("hourly_refresh_schedule")
+
+
+def test_valid_hour_is_versioned_by_content_hash(env):
+    land_hour(env.store, H5, rows=40)
+    result = run(env, INGEST, partition_key=H5)
+    assert result.success
+    pointer = raw.read_pointer(env.store, "transactions", H5)
+    assert pointer["status"] == "valid" and pointer["rows"] == 40
+    stored = env.store.get_bytes(pointer["key"])
+    assert sha256_hex(stored) == pointer["sha256"]
+    materialization = latest(env, "raw_transactions", H5)
+    assert materialization.tags["dagster/data_version"] == pointer["sha256"]
+    assert materialization.metadata["dagster/row_count"].value == 40
+    assert materialization.metadata["status"].value == "valid"
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed
+
+
+def test_same_input_same_version_and_corrected_redelivery_new_version(env):
+    key, frame = land_hour(env.store, H5, rows=30)
+    run(env, INGEST, partition_key=H5)
+    first = latest(env, "raw_transactions", H5).tags["dagster/data_version"]
+    run(env, INGEST, partition_key=H5)
+    assert latest(env, "raw_transactions", H5).tags["dagster/data_version"] == first
+    corrected = frame.assign(amount=["12.34"] * len(frame))
+    env.store.put_bytes(key, csv_bytes(corrected))
+    run(env, INGEST, partition_key=H5)
+    second = latest(env, "raw_transactions", H5).tags["dagster/data_version"]
+    assert second != first
+    assert raw.read_raw_partition(env.store, "transactions", H5)["amount"].eq(12.34).all()
+
+
+def test_bad_hour_is_quarantined_blocks_downstream_and_later_reads_refuse_it(env, tmp_path):
+    _, frame = land_hour(env.store, H5, rows=30)
+    broken = csv_bytes(frame.assign(amount=["-5.00", *list(frame["amount"][1:])]))
+    bad_key = "landing/transactions/2018-04-01/05/part-0000.csv"
+    env.store.put_bytes(bad_key, broken)
+
+    result = run(env, [*INGEST, consumer], partition_key=H5)
+    assert not result.success
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert "2018-04-01-05:00" in evaluation.metadata["failures"].value
+    # the blocking check stopped the downstream step inside the run
+    assert latest(env, "consumer", H5) is None
+    # the canonical copy was never written; the bytes wait in quarantine, untouched
+    assert raw.read_pointer(env.store, "transactions", H5)["status"] == "quarantined"
+    names = [i.key.rsplit("/", 1)[1] for i in env.store.list("raw/transactions/")]
+    assert not [n for n in names if n.endswith(".parquet") and not n.startswith("_")]
+    (record,) = list_quarantine(env.store, table="transactions")
+    assert record["source_key"] == bad_key
+    quarantined = [i.key for i in env.store.list("quarantine/") if not i.key.endswith(".json")]
+    assert env.store.get_bytes(quarantined[0]) == broken
+    assert "amount" in record["summary"]
+    # on-call was told
+    alerts = FileAlertSink(env.settings.alert_file).read()
+    assert alerts[-1]["details"]["partition"] == H5 and alerts[-1]["severity"] == "critical"
+    # a later run of the downstream asset alone refuses the quarantined hour
+    later = run(env, [consumer], partition_key=H5)
+    assert not later.success
+    failure = next(e for e in later.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "quarantined" in str(failure.event_specific_data.error)
+
+
+def test_range_backfill_is_one_run_with_per_partition_metadata(env):
+    keys = HOURLY.get_partition_keys_in_range(dg.PartitionKeyRange(H5, "2018-04-02-04:00"))
+    assert len(keys) == 24
+    for i, key in enumerate(keys):
+        land_hour(env.store, key, rows=20 + i, seed=i)
+    result = run(env, INGEST, start=keys[0], end=keys[-1])
+    assert result.success
+    assert len(env.instance.get_runs()) == 1
+    shas = set()
+    for i, key in enumerate(keys):
+        materialization = latest(env, "raw_transactions", key)
+        assert materialization.metadata["dagster/row_count"].value == 20 + i
+        shas.add(materialization.metadata["sha256"].value)
+    assert len(shas) == 24
+
+
+def test_labels_are_checked_against_ingested_transactions(env):
+    _, frame = land_hour(env.store, H5, rows=30)
+    run(env, INGEST, partition_key=H5)
+    land_labels(env.store, "2018-04-08", frame)
+    assert run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-08").success
+    pointer = raw.read_pointer(env.store, "labels", "2018-04-08")
+    assert pointer["status"] == "valid" and pointer["rows"] == 30
+
+    stranger = hour_frame("2018-04-01-06:00", rows=5, seed=9)  # never ingested
+    land_labels(env.store, "2018-04-09", stranger)
+    result = run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-09")
+    assert not result.success
+    pointer = raw.read_pointer(env.store, "labels", "2018-04-09")
+    assert pointer["status"] == "quarantined"
+    assert "transaction" in pointer["reason"].lower()
+
+
+def test_s3_backend_end_to_end(env, s3_endpoint, s3_bucket):
+    store_resource = S3ObjectStoreResource(
+        bucket=s3_bucket, prefix="e2e", endpoint_url=s3_endpoint, region_name="us-east-1"
+    )
+    s3 = store_resource.open()
+    land_hour(s3, H5, rows=25)
+    result = run(
+        env, INGEST, partition_key=H5, resources={**env.resources, "store": store_resource}
+    )
+    assert result.success
+    pointer = raw.read_pointer(s3, "transactions", H5)
+    assert pointer["status"] == "valid"
+    assert s3.uri(pointer["key"]).startswith(f"s3://{s3_bucket}/e2e/raw/transactions/")
+
+
+# --- the new-data sensor -----------------------------------------------------------------
+
+
+def tick(env, cursor=None):
+    context = dg.build_sensor_context(instance=env.instance, cursor=cursor, resources=env.resources)
+    result = new_data_sensor(context)
+    return result, (result.cursor if isinstance(result, dg.SensorResult) else cursor)
+
+
+def test_sensor_requests_each_file_version_exactly_once(env):
+    key, frame = land_hour(env.store, H5)
+    result, cursor = tick(env)
+    (request,) = result.run_requests
+    assert request.partition_key == H5
+    assert request.run_key == f"{key}@{sha256_hex(env.store.get_bytes(key))}"
+    assert request.asset_selection == [raw_transactions.key]
+
+    again, cursor = tick(env, cursor)
+    assert isinstance(again, dg.SkipReason)
+
+    env.store.put_bytes(key, csv_bytes(frame.assign(amount="1.00")))  # corrected re-delivery
+    changed, cursor = tick(env, cursor)
+    (request2,) = changed.run_requests
+    assert request2.partition_key == H5 and request2.run_key != request.run_key
+
+    land_hour(env.store, "2018-04-01-01:00")  # late file for an old hour
+    land_labels(env.store, "2018-04-08", frame)
+    late, cursor = tick(env, cursor)
+    assert sorted((tuple(r.asset_selection), r.partition_key) for r in late.run_requests) == [
+        ((raw_labels.key,), "2018-04-08"),
+        ((raw_transactions.key,), "2018-04-01-01:00"),
+    ]
+
+    land_hour(env.store, "2018-03-30-02:00")  # before the configured partitions start
+    outside, cursor = tick(env, cursor)
+    assert (
+        not outside.run_requests
+        and "none for a configured partition" in outside.skip_reason.skip_message
+    )
+
+
+def test_sensor_turns_a_landed_history_into_one_range_run(env):
+    keys = HOURLY.get_partition_keys_in_range(dg.PartitionKeyRange(H5, "2018-04-01-16:00"))
+    for i, key in enumerate(keys):
+        land_hour(env.store, key, seed=i)
+    result, _ = tick(env)
+    (request,) = result.run_requests
+    assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == keys[0]
+    assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == keys[-1]
+    assert request.tags["fraudloop/files"] == str(len(keys))
+
+
+def test_hourly_schedule_targets_the_hour_that_just_ended():
+    schedule = defs.resolve_schedule_def("hourly_refresh_schedule")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2018, 4, 2, 6, 10, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
+    )
+    (request,) = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2018-04-02-05:00"
+
+
+def test_labels_of_a_quarantined_hour_are_not_rejected_for_the_transactions_fault(env):
+    _, frame = land_hour(env.store, H5, rows=30)
+    env.store.put_bytes(
+        "landing/transactions/2018-04-01/05/part-0000.csv",
+        csv_bytes(frame.assign(amount=["-1.00"] * len(frame))),
+    )
+    run(env, INGEST, partition_key=H5)
+    assert raw.read_pointer(env.store, "transactions", H5)["status"] == "quarantined"
+    land_labels(env.store, "2018-04-08", frame)
+    assert run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-08").success
+    assert raw.read_pointer(env.store, "labels", "2018-04-08")["status"] == "valid"
