@@ -7,8 +7,12 @@ VENV := $(CURDIR)/.venv
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 export FRAUDLOOP_HOME ?= $(CURDIR)/.fraudloop
 export UV_PYTHON_DOWNLOADS := never
+# Ship bytecode with the venv: with PYTHONDONTWRITEBYTECODE set (as on these machines) every
+# process would otherwise recompile Dagster, Great Expectations and Evidently on import
+# (measured: importing great_expectations 5.9 s -> 2.9 s, dagster 1.3 s -> 0.6 s).
+export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test ui bench lint fmt clean help
+.PHONY: demo test ui bench lint fmt clean help system-deps
 
 help:
 	@echo "make demo   - the end-to-end demo on the embedded local profile"
@@ -32,7 +36,10 @@ $(DAGSTER_HOME)/dagster.yaml: infra/local/dagster.yaml
 demo: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/fraudloop demo
 
-test: $(VENV)/.synced
+system-deps:
+	bash infra/system-deps.sh
+
+test: $(VENV)/.synced system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

@@ -30,13 +30,21 @@ def _date(text: str) -> date:
 
 
 def _corrupt_spec(text: str) -> tuple[str, str]:
-    """``KIND@YYYY-MM-DDTHH`` -> ``(kind, "YYYY-MM-DD-HH:00")``."""
-    match = re.fullmatch(r"([a-z_]+)@(\d{4}-\d{2}-\d{2})T(\d{2})", text.strip())
-    if not match:
+    """``KIND@YYYY-MM-DDTHH`` -> ``(kind, "YYYY-MM-DD-HH:00")``, with the kinds listed on error."""
+    from fraudloop.corrupt import CORRUPTION_KINDS
+    from fraudloop.simulate import parse_corrupt
+
+    try:
+        kind, hour = parse_corrupt(text)
+    except ValueError:
         raise argparse.ArgumentTypeError(
             f"--corrupt takes KIND@YYYY-MM-DDTHH (e.g. negative_amount@2018-04-03T14), not {text!r}"
+        ) from None
+    if kind not in CORRUPTION_KINDS:
+        raise argparse.ArgumentTypeError(
+            f"unknown corruption {kind!r}; expected one of: {', '.join(sorted(CORRUPTION_KINDS))}"
         )
-    return match.group(1), f"{match.group(2)}-{match.group(3)}:00"
+    return kind, hour
 
 
 def _settings():

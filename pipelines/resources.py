@@ -12,8 +12,8 @@ from resources.object_store import (
 
 
 def store_resource(settings: Settings) -> ObjectStoreResource:
-    """The resource twin of `Settings.open_store()` (which validates the backend first)."""
-    settings.open_store()
+    """The resource twin of `Settings.open_store()`."""
+    settings.validate()
     if settings.store_backend == "s3":
         return S3ObjectStoreResource(
             bucket=settings.s3_bucket,

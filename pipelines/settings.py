@@ -64,17 +64,22 @@ class Settings:
             sensor_interval_seconds=int(_env(env, "FRAUDLOOP_SENSOR_INTERVAL_SECONDS", "30")),
         )
 
+    def validate(self) -> Settings:
+        """Fail at start-up, with the variable to fix, rather than mid-run."""
+        if self.store_backend not in ("local", "s3"):
+            raise ValueError(f"FRAUDLOOP_STORE must be 'local' or 's3', not {self.store_backend!r}")
+        if self.store_backend == "s3" and not self.s3_bucket:
+            raise ValueError("FRAUDLOOP_STORE=s3 needs FRAUDLOOP_S3_BUCKET")
+        return self
+
     def open_store(self) -> ObjectStore:
         """The core store these settings name, for code outside Dagster (CLI, scoring service)."""
-        if self.store_backend == "local":
-            return LocalObjectStore(self.home)
+        self.validate()
         if self.store_backend == "s3":
-            if not self.s3_bucket:
-                raise ValueError("FRAUDLOOP_STORE=s3 needs FRAUDLOOP_S3_BUCKET")
             return S3ObjectStore(
                 self.s3_bucket,
                 prefix=self.s3_prefix,
                 endpoint_url=self.s3_endpoint_url,
                 region_name=self.aws_region,
             )
-        raise ValueError(f"FRAUDLOOP_STORE must be 'local' or 's3', not {self.store_backend!r}")
+        return LocalObjectStore(self.home)

@@ -281,3 +281,51 @@ def test_labels_of_a_quarantined_hour_are_not_rejected_for_the_transactions_faul
     land_labels(env.store, "2018-04-08", frame)
     assert run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-08").success
     assert raw.read_pointer(env.store, "labels", "2018-04-08")["status"] == "valid"
+
+
+def test_every_broken_delivery_goes_through_sensor_and_run_without_a_crash(env):
+    """All corruption kinds land on one day (after a week of history for the row-count bound);
+    the sensor and the runs handle every one: quarantined with the bytes intact, or accepted
+    for the two kinds that are valid by the documented rules."""
+    from fraudloop.corrupt import CORRUPTION_KINDS, VALID_KINDS, corrupt_file
+    from fraudloop.schema import hour_start
+
+    kinds = sorted(CORRUPTION_KINDS)
+    for day in range(1, 8):
+        for hour in range(len(kinds)):
+            land_hour(env.store, f"2018-04-0{day}-{hour:02d}:00", rows=50, seed=day * 100 + hour)
+    delivered = {}
+    for hour, kind in enumerate(kinds):
+        key = f"2018-04-08-{hour:02d}:00"
+        good = csv_bytes(hour_frame(key, rows=50, seed=hour))
+        suffix, data = corrupt_file(kind, good, hour_start(key))
+        landing_key = f"landing/transactions/2018-04-08/{hour:02d}/part-0000{suffix}"
+        env.store.put_bytes(landing_key, data)
+        delivered[key] = (kind, landing_key, data)
+
+    result, _ = tick(env)
+    requests = sorted(result.run_requests, key=lambda r: r.tags[ASSET_PARTITION_RANGE_START_TAG])
+    assert len(requests) == 8  # one range run per day (the hours of a day are contiguous)
+    job = defs.resolve_job_def("hourly_ingestion_job")
+    for request in requests:
+        outcome = job.execute_in_process(
+            instance=env.instance,
+            tags=request.tags,
+            resources=env.resources,
+            raise_on_error=False,
+        )
+        step_failures = [e for e in outcome.all_events if e.event_type_value == "STEP_FAILURE"]
+        # the only step allowed to fail is the blocking check, never the ingestion itself
+        assert all("pass_expectations" in e.step_key for e in step_failures)
+
+    records = {r["partition"]: r for r in list_quarantine(env.store, table="transactions")}
+    for key, (kind, landing_key, data) in delivered.items():
+        pointer = raw.read_pointer(env.store, "transactions", key)
+        if kind in VALID_KINDS:
+            assert pointer["status"] == "valid", kind
+            continue
+        assert pointer["status"] == "quarantined", kind
+        record = records[key]
+        assert record["source_key"] == landing_key
+        assert env.store.get_bytes(record["quarantine_key"]) == data, kind
+        assert record["summary"], kind

@@ -1,0 +1,91 @@
+"""The `fraudloop` command line: what a user types, end to end on a temporary home."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fraudloop import raw
+from fraudloop.storage import LocalObjectStore
+from pipelines.cli import main
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FRAUDLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    return LocalObjectStore(tmp_path / "home")
+
+
+def test_simulate_then_backfill_then_list_quarantine(home, capsys):
+    assert (
+        main(
+            [
+                "simulate",
+                "--days",
+                "1",
+                "--scale",
+                "0.1",
+                "--quiet",
+                "--corrupt",
+                "non_utf8@2018-04-01T13",
+            ]
+        )
+        == 0
+    )
+    assert home.list("landing/transactions/2018-04-01/12/")
+    assert home.list("landing/transactions/2018-04-01/13/")
+    # the range contains the corrupted hour, so its blocking check fails the run
+    assert (
+        main(["backfill", "transactions", "--from", "2018-04-01-11:00", "--to", "2018-04-01-13:00"])
+        == 1
+    )
+    assert raw.read_pointer(home, "transactions", "2018-04-01-12:00")["status"] == "valid"
+    assert raw.read_pointer(home, "transactions", "2018-04-01-13:00")["status"] == "quarantined"
+    capsys.readouterr()
+    assert main(["quarantine", "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["partition"] == "2018-04-01-13:00"
+    assert "UTF-8" in record["summary"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--corrupt", "negative_amount@2018-04-01"],
+        ["simulate", "--label-delay", "seven days"],
+        ["simulate", "--start", "01/04/2018"],
+    ],
+)
+def test_bad_arguments_exit_with_usage_error(home, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected" in err or "takes" in err
+
+
+def test_bad_drift_spec_is_a_clear_error(home, capsys):
+    assert (
+        main(
+            [
+                "simulate",
+                "--days",
+                "1",
+                "--scale",
+                "0.05",
+                "--quiet",
+                "--drift",
+                "meteor@2018-04-01",
+            ]
+        )
+        == 2
+    )
+    assert "drift" in capsys.readouterr().err.lower()
+
+
+def test_unknown_corruption_kind_lists_the_kinds(home, capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--corrupt", "gremlins@2018-04-01T05"])
+    assert "negative_amount" in capsys.readouterr().err
