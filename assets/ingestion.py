@@ -10,17 +10,14 @@ downstream steps in the same run, while the `_current.json` pointer makes every 
 refuse it too.
 """
 
-import hashlib
-
 import dagster as dg
 
+from assets.common import RETRY, check_partitions, range_data_version, run_summary
 from fraudloop import ingest, raw
 from fraudloop.schema import day_start
 from pipelines.partitions import DAILY, HOURLY, SETTINGS
 from resources.alerts import AlertsResource
 from resources.object_store import ObjectStoreResource
-
-INGEST_RETRY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
 
 class TransactionIngestConfig(dg.Config):
@@ -59,31 +56,6 @@ def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
     return meta
 
 
-def _range_data_version(outcomes: dict[str, ingest.IngestOutcome]) -> dg.DataVersion:
-    """One partition: its content hash. A range run can carry only one data version per output
-    in Dagster, so it records a hash over the range's per-partition hashes (stable for the same
-    content); each partition's own hash is in its `sha256` metadata."""
-    if len(outcomes) == 1:
-        only = next(iter(outcomes.values()))
-        return dg.DataVersion(only.sha256 or f"{only.status}")
-    joined = "\n".join(f"{k}={o.sha256 or o.status}" for k, o in sorted(outcomes.items()))
-    return dg.DataVersion(hashlib.sha256(joined.encode()).hexdigest())
-
-
-def _summary(outcomes: dict[str, ingest.IngestOutcome]) -> dict:
-    bad = {k: o for k, o in outcomes.items() if o.status != "valid"}
-    meta = {
-        "partitions": len(outcomes),
-        "rows_total": sum(o.rows for o in outcomes.values()),
-        "partitions_quarantined": len(bad),
-    }
-    if bad:
-        meta["quarantined_partitions"] = dg.MetadataValue.md(
-            "\n".join(f"- `{k}`: {o.reason}" for k, o in sorted(bad.items()))
-        )
-    return meta
-
-
 def _alert_quarantine(alerts: AlertsResource, table: str, key: str, outcome) -> None:
     alerts.send(
         title=f"{table} partition {key} quarantined",
@@ -101,7 +73,7 @@ def _alert_quarantine(alerts: AlertsResource, table: str, key: str, outcome) -> 
     group_name="ingestion",
     kinds={"pandas", "parquet", "great_expectations"},
     owners=["team:data-platform"],
-    retry_policy=INGEST_RETRY,
+    retry_policy=RETRY,
     description=(
         "Card transactions of one UTC hour: every file landed under "
         "`landing/transactions/<day>/<hour>/`, normalised to the canonical schema, validated "
@@ -132,7 +104,7 @@ def raw_transactions(
             context.log.warning(f"{key}: {outcome.status}: {outcome.reason}")
             _alert_quarantine(alerts, "transactions", key, outcome)
     return dg.MaterializeResult(
-        metadata=_summary(outcomes), data_version=_range_data_version(outcomes)
+        metadata=run_summary(outcomes), data_version=range_data_version(outcomes)
     )
 
 
@@ -142,7 +114,7 @@ def raw_transactions(
     group_name="ingestion",
     kinds={"pandas", "parquet", "great_expectations"},
     owners=["team:data-platform"],
-    retry_policy=INGEST_RETRY,
+    retry_policy=RETRY,
     deps=[
         dg.AssetDep(
             raw_transactions,
@@ -178,40 +150,7 @@ def raw_labels(
             context.log.warning(f"{key}: {outcome.status}: {outcome.reason}")
             _alert_quarantine(alerts, "labels", key, outcome)
     return dg.MaterializeResult(
-        metadata=_summary(outcomes), data_version=_range_data_version(outcomes)
-    )
-
-
-def _check_partitions(context, store: ObjectStoreResource, table: str) -> dg.AssetCheckResult:
-    """Pass only if every partition of the run holds a valid raw version."""
-    s = store.open()
-    keys = context.partition_keys if context.has_partition_key_range else [context.partition_key]
-    failed = {}
-    evaluated = 0
-    for key in keys:
-        pointer = raw.read_pointer(s, table, key)
-        if pointer is None or pointer.get("status") != "valid":
-            failed[key] = (pointer or {}).get("reason", "nothing was ingested for this partition")
-        else:
-            evaluated += int(pointer.get("expectations_evaluated", 0))
-    metadata = {
-        "partitions_checked": len(keys),
-        "partitions_failed": len(failed),
-        "expectations_evaluated": evaluated,
-    }
-    if failed:
-        metadata["failures"] = dg.MetadataValue.md(
-            "\n".join(f"- `{k}`: {reason}" for k, reason in sorted(failed.items()))
-        )
-    return dg.AssetCheckResult(
-        passed=not failed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=metadata,
-        description=(
-            "all partitions passed the Great Expectations suite"
-            if not failed
-            else f"{len(failed)} partition(s) quarantined: " + ", ".join(sorted(failed)[:5])
-        ),
+        metadata=run_summary(outcomes), data_version=range_data_version(outcomes)
     )
 
 
@@ -228,7 +167,7 @@ def _check_partitions(context, store: ObjectStoreResource, table: str) -> dg.Ass
 def transactions_pass_expectations(
     context: dg.AssetCheckExecutionContext, store: ObjectStoreResource
 ) -> dg.AssetCheckResult:
-    return _check_partitions(context, store, "transactions")
+    return check_partitions(context, store, "transactions")
 
 
 @dg.asset_check(
@@ -244,4 +183,4 @@ def transactions_pass_expectations(
 def labels_pass_expectations(
     context: dg.AssetCheckExecutionContext, store: ObjectStoreResource
 ) -> dg.AssetCheckResult:
-    return _check_partitions(context, store, "labels")
+    return check_partitions(context, store, "labels")

@@ -26,16 +26,26 @@ DEFAULT_LAG_SECONDS = 600.0
 class WatchCursor:
     watermark: float = 0.0
     recent: dict[str, str] = field(default_factory=dict)
+    # files seen but deliberately not handled yet (e.g. labels waiting for their transactions);
+    # they are reported again on every look until they are handled, however old they get
+    pending: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps({"watermark": self.watermark, "recent": self.recent}, sort_keys=True)
+        return json.dumps(
+            {"watermark": self.watermark, "recent": self.recent, "pending": self.pending},
+            sort_keys=True,
+        )
 
     @classmethod
     def from_json(cls, text: str | None) -> WatchCursor:
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(float(data.get("watermark", 0.0)), dict(data.get("recent", {})))
+        return cls(
+            float(data.get("watermark", 0.0)),
+            dict(data.get("recent", {})),
+            list(data.get("pending", [])),
+        )
 
 
 @dataclass(frozen=True)
@@ -49,13 +59,16 @@ class LandedFile:
 def detect_changes(
     listing: Iterable[ObjectInfo], cursor: WatchCursor, lag_seconds: float = DEFAULT_LAG_SECONDS
 ) -> tuple[list[LandedFile], WatchCursor]:
-    """New or changed feed files in `listing`, and the cursor to store after handling them."""
+    """New or changed feed files in `listing` (and still-pending ones), and the cursor to store
+    after handling them; add what is deferred again with `defer`."""
     infos = [info for info in listing if partition_from_landing_key(info.key)]
     horizon = cursor.watermark - lag_seconds
+    pending = set(cursor.pending)
     changed = [
         info
         for info in infos
-        if info.modified > horizon and cursor.recent.get(info.key) != info.etag
+        if info.key in pending
+        or (info.modified > horizon and cursor.recent.get(info.key) != info.etag)
     ]
     watermark = max([cursor.watermark, *(info.modified for info in infos)])
     recent = {info.key: info.etag for info in infos if info.modified > watermark - lag_seconds}
@@ -64,6 +77,13 @@ def detect_changes(
         table, partition_key = partition_from_landing_key(info.key)
         files.append(LandedFile(info.key, table, partition_key, info.etag))
     return files, WatchCursor(watermark, recent)
+
+
+def defer(cursor: WatchCursor, files: Iterable[LandedFile]) -> WatchCursor:
+    """The cursor with `files` kept pending: they are reported again on the next look."""
+    return WatchCursor(
+        cursor.watermark, cursor.recent, sorted({*cursor.pending, *(f.key for f in files)})
+    )
 
 
 @dataclass(frozen=True)

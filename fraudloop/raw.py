@@ -1,9 +1,13 @@
-"""The raw-partition store: canonical Parquet, content-addressed, with a current pointer.
+"""The partition store: canonical Parquet, content-addressed, with a current pointer.
 
-Layout per partition (``table`` is "transactions" with hourly keys or "labels" with daily keys)::
+It holds the raw tables ("transactions" with hourly keys, "labels" with daily keys) and the
+derived tables built from them ("fraud_labels", "transaction_features"), so every table of the
+pipeline is versioned, verified and refused in exactly the same way. Layout per partition::
 
-    raw/<table>/<partition>/<sha256>.parquet   immutable, named by the sha256 of its bytes
-    raw/<table>/<partition>/_current.json      which version readers use, or why none may be used
+    <prefix>/<partition>/<sha256>.parquet   immutable, named by the sha256 of its bytes
+    <prefix>/<partition>/_current.json      which version readers use, or why none may be used
+
+with ``<prefix>`` = ``raw/<table>`` for raw tables and ``features/<table>`` for derived ones.
 
 The Parquet bytes are deterministic: rows sorted by the table's sort key, no pandas index and no
 pandas schema metadata, fixed zstd compression. The same content therefore always gives the same
@@ -27,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fraudloop.features import FEATURE_NAMES, ID_COLUMNS
 from fraudloop.schema import (
     DAY_KEY_FORMAT,
     HOUR_KEY_FORMAT,
@@ -35,18 +40,42 @@ from fraudloop.schema import (
     day_start,
     hour_start,
 )
+from fraudloop.storage import IntegrityError as StoreIntegrityError
 from fraudloop.storage import ObjectNotFound, ObjectStore, PreconditionFailed, sha256_hex
 
 TABLES: dict[str, dict[str, Any]] = {
     "transactions": {
+        "prefix": "raw/transactions",
         "columns": TRANSACTION_COLUMNS,
         "sort": ["tx_datetime", "transaction_id"],
         "time": "tx_datetime",
     },
     "labels": {
+        "prefix": "raw/labels",
         "columns": LABEL_COLUMNS,
         "sort": ["known_at", "transaction_id"],
         "time": "known_at",
+    },
+    # labels joined with what the feature state needs of their transaction (bi-temporal)
+    "fraud_labels": {
+        "prefix": "features/fraud_labels",
+        "columns": {
+            **LABEL_COLUMNS,
+            "tx_datetime": TRANSACTION_COLUMNS["tx_datetime"],
+            "customer_id": "string",
+            "terminal_id": "string",
+        },
+        "sort": ["known_at", "transaction_id"],
+        "time": "known_at",
+    },
+    "transaction_features": {
+        "prefix": "features/transaction_features",
+        "columns": {
+            **{c: TRANSACTION_COLUMNS[c] for c in ID_COLUMNS},
+            **dict.fromkeys(FEATURE_NAMES, "float64"),
+        },
+        "sort": ["tx_datetime", "transaction_id"],
+        "time": "tx_datetime",
     },
 }
 POINTER_NAME = "_current.json"
@@ -74,7 +103,7 @@ class PartitionQuarantined(RawError):
         super().__init__(f"{table} partition {partition_key} is quarantined: {self.reason}")
 
 
-class IntegrityError(RawError):
+class IntegrityError(RawError, StoreIntegrityError):
     """The stored bytes do not match the sha256 recorded in the pointer (or are gone)."""
 
 
@@ -97,8 +126,7 @@ def _table(table: str) -> dict[str, Any]:
 
 
 def partition_prefix(table: str, partition_key: str) -> str:
-    _table(table)
-    return f"raw/{table}/{partition_key}/"
+    return f"{_table(table)['prefix']}/{partition_key}/"
 
 
 def pointer_key(table: str, partition_key: str) -> str:

@@ -30,7 +30,7 @@ class ObjectNotFound(KeyError):
 
 
 class PreconditionFailed(RuntimeError):
-    """A conditional write lost: the object exists (create) or changed since it was read (update)."""
+    """A conditional write lost: the object exists (create) or changed since it was read."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class ObjectStore(ABC):
     def put_bytes(
         self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
     ) -> str:
-        """Write atomically and return the new etag; raise PreconditionFailed when a condition fails."""
+        """Write atomically, return the new etag; PreconditionFailed when a condition fails."""
 
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None: ...
@@ -305,3 +305,61 @@ class S3ObjectStore(ObjectStore):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._k(key)}"
+
+
+class IntegrityError(RuntimeError):
+    """Stored bytes do not match the sha256 their pointer records (tampered or half-written)."""
+
+
+def publish_blob(
+    store: ObjectStore, prefix: str, data: bytes, metadata: dict, keep: int = 2
+) -> dict:
+    """Store `data` as ``<prefix>/<sha256>.bin`` and point ``<prefix>/_current.json`` at it.
+
+    The blob is written before the pointer, so a reader following the pointer never finds a
+    half object; older blobs beyond the newest `keep` are removed after the pointer moved.
+    """
+    import json
+    from datetime import UTC, datetime
+
+    sha = sha256_hex(data)
+    key = f"{prefix}/{sha}.bin"
+    store.put_if_absent(key, data)
+    pointer = {
+        **metadata,
+        "sha256": sha,
+        "key": key,
+        "bytes": len(data),
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    pointer_key = f"{prefix}/_current.json"
+    previous = load_pointer(store, prefix)
+    history = [key] + [k for k in (previous or {}).get("history", []) if k != key]
+    pointer["history"] = history[:keep]
+    store.put_bytes(pointer_key, json.dumps(pointer, indent=2, sort_keys=True).encode())
+    for stale in history[keep:]:
+        store.delete(stale)
+    return pointer
+
+
+def load_pointer(store: ObjectStore, prefix: str) -> dict | None:
+    import json
+
+    try:
+        return json.loads(store.get_bytes(f"{prefix}/_current.json"))
+    except ObjectNotFound:
+        return None
+
+
+def load_blob(store: ObjectStore, prefix: str) -> tuple[bytes, dict] | None:
+    """The current blob under `prefix` and its pointer, verified; None if nothing was published."""
+    pointer = load_pointer(store, prefix)
+    if pointer is None:
+        return None
+    try:
+        data = store.get_bytes(pointer["key"])
+    except ObjectNotFound:
+        raise IntegrityError(f"{pointer['key']} is gone but {prefix} points at it") from None
+    if sha256_hex(data) != pointer["sha256"]:
+        raise IntegrityError(f"{pointer['key']}: sha256 does not match {prefix}/_current.json")
+    return data, pointer

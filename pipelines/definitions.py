@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import ingestion
-from pipelines.jobs import daily_labels_job, hourly_ingestion_job
+from assets import features, ingestion
+from pipelines.jobs import daily_labels_job, features_job, fraud_labels_job, hourly_ingestion_job
 from pipelines.partitions import SETTINGS
 from pipelines.resources import build_resources
 from pipelines.schedules import hourly_refresh_schedule
+from sensors.features import features_sensor
 from sensors.new_data import new_data_sensor
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingestion]),
-    asset_checks=dg.load_asset_checks_from_modules([ingestion]),
-    jobs=[hourly_ingestion_job, daily_labels_job],
+    assets=dg.load_assets_from_modules([ingestion, features]),
+    asset_checks=dg.load_asset_checks_from_modules([ingestion, features]),
+    jobs=[hourly_ingestion_job, daily_labels_job, fraud_labels_job, features_job],
     schedules=[hourly_refresh_schedule],
-    sensors=[new_data_sensor],
+    sensors=[new_data_sensor, features_sensor],
     resources=build_resources(SETTINGS),
     executor=dg.in_process_executor,
 )

@@ -27,33 +27,37 @@ def _corruptions(start: date) -> list[tuple[str, str]]:
     ]
 
 
-def _execute_sensor_requests(instance, resources) -> list:
+def _tick_and_run(sensor, instance, resources, cursors: dict, run_keys: set) -> list:
+    """One daemon tick of `sensor`, done here: evaluate it with its stored cursor, execute each
+    new run request in process (a run key runs once), keep the new cursor."""
     import dagster as dg
 
     from pipelines.definitions import defs
-    from sensors.new_data import new_data_sensor
 
-    context = dg.build_sensor_context(instance=instance, resources=resources)
-    result = new_data_sensor(context)
-    requests = getattr(result, "run_requests", None) or []
-    job_of_asset = {"raw_transactions": "hourly_ingestion_job", "raw_labels": "daily_labels_job"}
-    # transactions first: label validation looks up the transactions they refer to
-    requests = sorted(
-        requests, key=lambda r: r.asset_selection[0].to_user_string() != "raw_transactions"
-    )
+    with dg.build_sensor_context(
+        instance=instance, resources=resources, cursor=cursors.get(sensor.name)
+    ) as context:
+        result = sensor(context)
+    if getattr(result, "cursor", None) is not None:
+        cursors[sensor.name] = result.cursor
     runs = []
-    for request in requests:
-        job = defs.resolve_job_def(job_of_asset[request.asset_selection[0].to_user_string()])
-        tags = {**request.tags, "dagster/sensor_name": "new_data_sensor"}
+    for request in getattr(result, "run_requests", None) or []:
+        if request.run_key in run_keys:
+            continue
+        run_keys.add(request.run_key)
+        tags = {**request.tags, "dagster/sensor_name": sensor.name}
         if request.partition_key:
             tags["dagster/partition"] = request.partition_key
-        print(f"  run for {request.asset_selection[0].to_user_string()} {_describe(request)} ...")
+        print(f"  {sensor.name} -> {request.job_name} {_describe(request)}")
         quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-        runs.append(
-            job.execute_in_process(
-                run_config=quiet, instance=instance, tags=tags, raise_on_error=False
-            )
+        run = defs.resolve_job_def(request.job_name).execute_in_process(
+            run_config=quiet,
+            instance=instance,
+            tags=tags,
+            resources=resources,
+            raise_on_error=False,
         )
+        runs.append((request.job_name, run))
     return runs
 
 
@@ -64,6 +68,10 @@ def _describe(request) -> str:
 
 
 def run_demo(days: int = 10, scale: float = 0.5, seed: int = 7) -> int:
+    import warnings
+
+    import dagster as dg
+
     from fraudloop import raw
     from fraudloop.quarantine import list_quarantine
     from fraudloop.simulate import simulate
@@ -71,10 +79,8 @@ def run_demo(days: int = 10, scale: float = 0.5, seed: int = 7) -> int:
     from pipelines.runner import ensure_dagster_home as dagster_instance_home
     from pipelines.runner import instance as dagster_instance
     from pipelines.settings import Settings
-
-    import warnings
-
-    import dagster as dg
+    from sensors.features import features_sensor
+    from sensors.new_data import new_data_sensor
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -96,9 +102,17 @@ def run_demo(days: int = 10, scale: float = 0.5, seed: int = 7) -> int:
     )
     print(f"    {summary.transactions:,} transactions, {summary.frauds:,} frauds")
 
-    print("2/3 new_data_sensor -> ingestion runs (Dagster, in process, recorded in the instance)")
+    print("2/3 sensors -> runs (Dagster, in process, recorded in the instance)")
     instance = dagster_instance()
-    runs = _execute_sensor_requests(instance, build_resources(settings))
+    resources = build_resources(settings)
+    runs, cursors, run_keys = [], {}, set()
+    # What the daemon does, tick by tick, until neither sensor has anything left to ask for.
+    for _ in range(8):
+        new = _tick_and_run(new_data_sensor, instance, resources, cursors, run_keys)
+        new += _tick_and_run(features_sensor, instance, resources, cursors, run_keys)
+        if not new:
+            break
+        runs += new
     if not runs:
         print("    nothing new in the landing zone (already ingested)")
 
@@ -126,9 +140,15 @@ def run_demo(days: int = 10, scale: float = 0.5, seed: int = 7) -> int:
     for record in records:
         print(f"      {record.get('partition')}  {record.get('source_key')}")
         print(f"        why: {record.get('summary')}")
-    for run in runs:
-        verdict = "success" if run.success else "failed: a blocking check found quarantined data"
-        print(f"    run {run.run_id[:8]}  {verdict}")
+    features = [raw.read_pointer(store, "transaction_features", k) for k in hours]
+    print(
+        f"    features: {sum(1 for p in features if p and p['status'] == 'valid')}/{len(hours)} "
+        f"hourly partitions, {sum(int(p.get('rows', 0)) for p in features if p):,} rows; "
+        "blocked hours are the quarantined ones"
+    )
+    for job_name, run in runs:
+        verdict = "success" if run.success else "failed: a blocking check stopped it"
+        print(f"    run {run.run_id[:8]} {job_name:22s} {verdict}")
     print(f"done in {time.perf_counter() - began:.1f} s; `make ui` shows runs, checks and metadata")
     # The demo passes when the pipeline did what it promises: exactly the broken hours were
     # quarantined, every other hour and every label day was ingested.

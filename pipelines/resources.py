@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipelines.settings import Settings
 from resources.alerts import AlertsResource
+from resources.feature_store import FeatureStoreResource
 from resources.object_store import (
     LocalObjectStoreResource,
     ObjectStoreResource,
@@ -25,8 +26,12 @@ def store_resource(settings: Settings) -> ObjectStoreResource:
 
 
 def build_resources(settings: Settings) -> dict:
+    store = store_resource(settings)
     return {
-        "store": store_resource(settings),
+        "store": store,
+        "feature_store": FeatureStoreResource(
+            store=store, label_delay_days=settings.label_delay_days
+        ),
         "alerts": AlertsResource(
             file_path=settings.alert_file, webhook_url=settings.alert_webhook_url
         ),

@@ -39,6 +39,8 @@ def run_partition_range(job_name: str, start: str, end: str, dagster_instance=No
     )
 
     from pipelines.definitions import defs
+    from pipelines.resources import build_resources
+    from pipelines.settings import Settings
 
     job = defs.resolve_job_def(job_name)
     run_tags = {
@@ -47,5 +49,9 @@ def run_partition_range(job_name: str, start: str, end: str, dagster_instance=No
         **(tags or {}),
     }
     return job.execute_in_process(
-        instance=dagster_instance or instance(), tags=run_tags, raise_on_error=False
+        instance=dagster_instance or instance(),
+        tags=run_tags,
+        # resources from the environment of this call, not of the first import of the code
+        resources=build_resources(Settings.from_env()),
+        raise_on_error=False,
     )

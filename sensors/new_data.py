@@ -13,13 +13,13 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from assets.ingestion import raw_labels, raw_transactions
-from fraudloop.landing_watch import WatchCursor, detect_changes, group_into_runs
+from fraudloop.landing_watch import WatchCursor, defer, detect_changes, group_into_runs
 from fraudloop.storage import sha256_hex
+from pipelines.jobs import daily_labels_job, hourly_ingestion_job
 from pipelines.partitions import DAILY, HOURLY, SETTINGS
 from resources.object_store import ObjectStoreResource
 
-ASSET_OF_TABLE = {"transactions": raw_transactions.key, "labels": raw_labels.key}
+JOB_OF_TABLE = {"transactions": hourly_ingestion_job.name, "labels": daily_labels_job.name}
 PARTITIONS_OF_TABLE = {"transactions": HOURLY, "labels": DAILY}
 
 
@@ -32,21 +32,36 @@ def run_request_for(run) -> dg.RunRequest:
     if run.start == run.end:
         return dg.RunRequest(
             run_key=run.run_key,
-            asset_selection=[ASSET_OF_TABLE[run.table]],
+            job_name=JOB_OF_TABLE[run.table],
             partition_key=run.start,
             tags=tags,
         )
     tags[ASSET_PARTITION_RANGE_START_TAG] = run.start
     tags[ASSET_PARTITION_RANGE_END_TAG] = run.end
-    return dg.RunRequest(
-        run_key=run.run_key, asset_selection=[ASSET_OF_TABLE[run.table]], tags=tags
+    return dg.RunRequest(run_key=run.run_key, job_name=JOB_OF_TABLE[run.table], tags=tags)
+
+
+def _ingesting(context) -> bool:
+    """Is a transaction ingestion run queued or running?"""
+    in_flight = context.instance.get_runs(
+        dg.RunsFilter(
+            job_name=hourly_ingestion_job.name,
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        ),
+        limit=1,
     )
+    return bool(in_flight)
 
 
 @dg.sensor(
     name="new_data_sensor",
     minimum_interval_seconds=SETTINGS.sensor_interval_seconds,
-    asset_selection=[raw_transactions, raw_labels],
+    jobs=[hourly_ingestion_job, daily_labels_job],
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
         "Watches the landing zone; one run per new or changed file version (contiguous "
@@ -74,6 +89,19 @@ def new_data_sensor(context: dg.SensorEvaluationContext, store: ObjectStoreResou
     if not versions:
         return dg.SensorResult(
             skip_reason="new files, but none for a configured partition",
+            cursor=next_cursor.to_json(),
+        )
+    # Labels are checked against the transactions they refer to: while transactions are being
+    # ingested (in this tick or a run still in flight), label files wait in the cursor.
+    tx_busy = any(landed.table == "transactions" for landed, _ in versions) or _ingesting(context)
+    waiting = [landed for landed, _ in versions if landed.table == "labels" and tx_busy]
+    if waiting:
+        next_cursor = defer(next_cursor, waiting)
+        versions = [(landed, sha) for landed, sha in versions if landed not in waiting]
+        context.log.info(f"{len(waiting)} label file(s) wait for transaction ingestion to finish")
+    if not versions:
+        return dg.SensorResult(
+            skip_reason="label files wait for transactions being ingested",
             cursor=next_cursor.to_json(),
         )
     runs = group_into_runs(versions)

@@ -77,7 +77,8 @@ def _assert_quarantined(store, outcome, files):
     assert outcome.status == "quarantined"
     assert outcome.sha256 is None
     # no canonical copy was written, and readers are refused
-    assert [i.key for i in store.list("raw/") if i.key.endswith(".parquet")] == []
+    versions = [i.key for i in store.list("raw/") if i.key.endswith(".parquet")]
+    assert [k for k in versions if not k.rsplit("/", 1)[1].startswith("_")] == []
     pointer = read_pointer(store, "transactions", KEY)
     assert pointer["status"] == "quarantined"
     assert pointer["reason"] == outcome.reason_summary

@@ -88,7 +88,7 @@ def test_definitions_load_and_every_asset_is_documented():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description, key
-        assert node.group_name == "ingestion", key
+        assert node.group_name in {"ingestion", "features"}, key
         assert node.kinds, key
     assert {j.name for j in defs.resolve_all_job_defs()} >= {
         "hourly_ingestion_job",
@@ -212,8 +212,10 @@ def test_s3_backend_end_to_end(env, s3_endpoint, s3_bucket):
 
 
 def tick(env, cursor=None):
-    context = dg.build_sensor_context(instance=env.instance, cursor=cursor, resources=env.resources)
-    result = new_data_sensor(context)
+    with dg.build_sensor_context(
+        instance=env.instance, cursor=cursor, resources=env.resources
+    ) as context:
+        result = new_data_sensor(context)
     return result, (result.cursor if isinstance(result, dg.SensorResult) else cursor)
 
 
@@ -223,7 +225,7 @@ def test_sensor_requests_each_file_version_exactly_once(env):
     (request,) = result.run_requests
     assert request.partition_key == H5
     assert request.run_key == f"{key}@{sha256_hex(env.store.get_bytes(key))}"
-    assert request.asset_selection == [raw_transactions.key]
+    assert request.job_name == "hourly_ingestion_job"
 
     again, cursor = tick(env, cursor)
     assert isinstance(again, dg.SkipReason)
@@ -236,9 +238,14 @@ def test_sensor_requests_each_file_version_exactly_once(env):
     land_hour(env.store, "2018-04-01-01:00")  # late file for an old hour
     land_labels(env.store, "2018-04-08", frame)
     late, cursor = tick(env, cursor)
-    assert sorted((tuple(r.asset_selection), r.partition_key) for r in late.run_requests) == [
-        ((raw_labels.key,), "2018-04-08"),
-        ((raw_transactions.key,), "2018-04-01-01:00"),
+    # labels wait while transactions are being ingested in the same tick ...
+    assert [(r.job_name, r.partition_key) for r in late.run_requests] == [
+        ("hourly_ingestion_job", "2018-04-01-01:00"),
+    ]
+    # ... and are requested on the next one
+    labels, cursor = tick(env, cursor)
+    assert [(r.job_name, r.partition_key) for r in labels.run_requests] == [
+        ("daily_labels_job", "2018-04-08"),
     ]
 
     land_hour(env.store, "2018-03-30-02:00")  # before the configured partitions start

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from fraudloop.landing_watch import LandedFile, WatchCursor, detect_changes, group_into_runs
+from fraudloop.landing_watch import (
+    LandedFile,
+    WatchCursor,
+    defer,
+    detect_changes,
+    group_into_runs,
+)
 from fraudloop.storage import ObjectInfo
 
 
@@ -87,3 +93,15 @@ def test_run_key_changes_with_content():
     one = group_into_runs([(_landed("a", "transactions", "2018-04-01-05:00"), "s1")])
     two = group_into_runs([(_landed("a", "transactions", "2018-04-01-05:00"), "s2")])
     assert one[0].run_key != two[0].run_key
+
+
+def test_deferred_files_come_back_until_handled_however_old():
+    labels = "landing/labels/2018-04-08/labels.csv"
+    files, cursor = detect_changes([info(TX), info(labels)], WatchCursor(), lag_seconds=10)
+    deferred = [f for f in files if f.table == "labels"]
+    cursor = defer(cursor, deferred)
+    later = [info(TX), info(labels), info("landing/transactions/2018-04-01/09/x.csv", modified=9e9)]
+    files, cursor = detect_changes(later, WatchCursor.from_json(cursor.to_json()), lag_seconds=10)
+    assert labels in [f.key for f in files]  # still reported, although far behind the watermark
+    files, _ = detect_changes(later, cursor, lag_seconds=10)
+    assert files == []  # handled (not deferred again): gone

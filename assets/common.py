@@ -1,0 +1,108 @@
+"""What every partitioned stage reports the same way: range data versions, run summaries and
+the blocking check over the partition pointers of the run."""
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import dagster as dg
+
+from fraudloop import raw
+from resources.object_store import ObjectStoreResource
+
+RETRY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+
+
+class Outcome(Protocol):
+    status: str
+    sha256: str | None
+    rows: int
+    reason: str | None
+
+
+def range_data_version(outcomes: Mapping[str, Outcome]) -> dg.DataVersion:
+    """One partition: its content hash. A range run can carry only one data version per output
+    in Dagster, so it records a hash over the range's per-partition hashes (stable for the same
+    content); each partition's own hash is in its `sha256` metadata."""
+    if len(outcomes) == 1:
+        only = next(iter(outcomes.values()))
+        return dg.DataVersion(only.sha256 or only.status)
+    joined = "\n".join(f"{k}={o.sha256 or o.status}" for k, o in sorted(outcomes.items()))
+    return dg.DataVersion(hashlib.sha256(joined.encode()).hexdigest())
+
+
+def run_summary(outcomes: Mapping[str, Outcome]) -> dict[str, Any]:
+    bad = {k: o for k, o in outcomes.items() if o.status != "valid"}
+    meta: dict[str, Any] = {
+        "partitions": len(outcomes),
+        "rows_total": sum(o.rows for o in outcomes.values()),
+        "partitions_not_valid": len(bad),
+    }
+    if bad:
+        meta["not_valid"] = dg.MetadataValue.md(
+            "\n".join(f"- `{k}` ({o.status}): {o.reason}" for k, o in sorted(bad.items()))
+        )
+    return meta
+
+
+def run_partition_keys(context) -> list[str]:
+    return (
+        list(context.partition_keys) if context.has_partition_key_range else [context.partition_key]
+    )
+
+
+def check_partitions(
+    context,
+    store: ObjectStoreResource,
+    table: str,
+    validate: Callable[[Any, dict[str, dict]], list[str]] | None = None,
+    fail_on_blocked: bool = True,
+) -> dg.AssetCheckResult:
+    """Pass only if every partition of the run holds a valid version and, with `validate`,
+    those versions pass it (`validate(store, {key: pointer})` returns failure sentences).
+
+    `fail_on_blocked=False` is for derived tables: a partition blocked because its input was
+    quarantined is listed but does not fail this check (the input's own check already failed).
+    """
+    s = store.open()
+    failed: dict[str, str] = {}
+    blocked: dict[str, str] = {}
+    valid: dict[str, dict] = {}
+    for key in run_partition_keys(context):
+        pointer = raw.read_pointer(s, table, key)
+        if pointer is not None and pointer.get("status") == "valid":
+            valid[key] = pointer
+            continue
+        reason = (pointer or {}).get("reason", "nothing was written for this partition")
+        (failed if fail_on_blocked else blocked)[key] = reason
+    problems = validate(s, valid) if validate is not None and valid else []
+    metadata: dict[str, Any] = {
+        "partitions_checked": len(valid) + len(failed) + len(blocked),
+        "partitions_failed": len(failed),
+    }
+    evaluated = sum(int(p.get("expectations_evaluated", 0)) for p in valid.values())
+    if evaluated:
+        metadata["expectations_evaluated"] = evaluated
+    if failed:
+        metadata["failures"] = dg.MetadataValue.md(
+            "\n".join(f"- `{k}`: {reason}" for k, reason in sorted(failed.items()))
+        )
+    if blocked:
+        metadata["blocked_upstream"] = dg.MetadataValue.md(
+            "\n".join(f"- `{k}`: {reason}" for k, reason in sorted(blocked.items()))
+        )
+    if problems:
+        metadata["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))
+    passed = not failed and not problems
+    if passed:
+        description = "every partition of the run passed"
+    elif failed:
+        description = f"{len(failed)} partition(s) failed: " + ", ".join(sorted(failed)[:5])
+    else:
+        description = "; ".join(problems)[:500]
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=description,
+    )

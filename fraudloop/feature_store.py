@@ -1,0 +1,67 @@
+"""The feature store: offline feature partitions for training, online state for serving.
+
+Offline, features are the hourly `transaction_features` partitions (see `fraudloop.raw`).
+Online, the latest feature state is published as one verified blob under
+``featurestore/online/`` with a manifest; the scoring service loads it into an
+`OnlineFeatureStore`, which computes a new transaction's features with the same code that built
+the offline table. Both sides therefore agree to 1e-9 (a parity test holds them to it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from fraudloop import raw
+from fraudloop.feature_state import FeatureState
+from fraudloop.features import feature_code_hash
+from fraudloop.online import OnlineFeatureStore
+from fraudloop.storage import ObjectStore, load_blob, load_pointer, publish_blob
+
+ONLINE_PREFIX = "featurestore/online"
+
+
+def publish_online(store: ObjectStore, state: FeatureState, state_hour: str) -> dict:
+    """Publish `state` (after hour `state_hour`) unless a newer one is already online."""
+    current = load_pointer(store, ONLINE_PREFIX)
+    if current is not None and current.get("state_hour", "") > state_hour:
+        return current
+    return publish_blob(
+        store,
+        ONLINE_PREFIX,
+        state.to_bytes(),
+        {
+            "state_hour": state_hour,
+            "label_delay_hours": state.label_delay_hours,
+            "feature_code_hash": feature_code_hash(),
+            "customers": len(state.customers),
+            "terminals": len(state.terminals),
+        },
+    )
+
+
+def load_online(store: ObjectStore) -> tuple[OnlineFeatureStore, dict]:
+    """The published state, verified against its sha256, ready to compute features."""
+    found = load_blob(store, ONLINE_PREFIX)
+    if found is None:
+        raise LookupError("no online feature state has been published yet")
+    data, pointer = found
+    if pointer.get("feature_code_hash") != feature_code_hash():
+        raise ValueError(
+            "the online state was built by different feature code "
+            f"({pointer.get('feature_code_hash', '?')[:12]} vs {feature_code_hash()[:12]}); "
+            "re-materialize online_feature_store"
+        )
+    return OnlineFeatureStore.from_state(FeatureState.from_bytes(data)), pointer
+
+
+def read_offline(store: ObjectStore, hour_keys: Sequence[str]) -> pd.DataFrame:
+    """The valid feature rows of `hour_keys` (blocked hours are skipped), for training sets."""
+    frames = []
+    for key in hour_keys:
+        try:
+            frames.append(raw.read_raw_partition(store, "transaction_features", key))
+        except (raw.PartitionMissing, raw.PartitionQuarantined):
+            continue
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
