@@ -67,6 +67,21 @@ def _alert_quarantine(alerts: AlertsResource, table: str, key: str, outcome) -> 
     )
 
 
+def _ingest_partitions(context, s, alerts: AlertsResource, table: str, ingest_one):
+    """Ingest every partition of the run; report each one to the UI and alert on the bad ones."""
+    outcomes: dict[str, ingest.IngestOutcome] = {}
+    for key in context.partition_keys:
+        outcome = ingest_one(key, ingest.landed_files(s, table, key))
+        outcomes[key] = outcome
+        context.add_asset_metadata(_partition_metadata(outcome, s), partition_key=key)
+        if outcome.status != "valid":
+            context.log.warning(f"{key}: {outcome.status}: {outcome.reason}")
+            _alert_quarantine(alerts, table, key, outcome)
+    return dg.MaterializeResult(
+        metadata=run_summary(outcomes), data_version=range_data_version(outcomes)
+    )
+
+
 @dg.asset(
     partitions_def=HOURLY,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -93,19 +108,12 @@ def raw_transactions(
         max_file_bytes=config.max_file_mb * 1024 * 1024,
         row_count_ratio=config.row_count_ratio,
     )
-    outcomes: dict[str, ingest.IngestOutcome] = {}
-    for key in context.partition_keys:
-        files = ingest.landed_files(s, "transactions", key)
+
+    def ingest_hour(key: str, files) -> ingest.IngestOutcome:
         history = raw.raw_history_counts(s, "transactions", key, config.row_count_history_days)
-        outcome = ingest.ingest_transactions_hour(s, key, files, history, limits)
-        outcomes[key] = outcome
-        context.add_asset_metadata(_partition_metadata(outcome, s), partition_key=key)
-        if outcome.status != "valid":
-            context.log.warning(f"{key}: {outcome.status}: {outcome.reason}")
-            _alert_quarantine(alerts, "transactions", key, outcome)
-    return dg.MaterializeResult(
-        metadata=run_summary(outcomes), data_version=range_data_version(outcomes)
-    )
+        return ingest.ingest_transactions_hour(s, key, files, history, limits)
+
+    return _ingest_partitions(context, s, alerts, "transactions", ingest_hour)
 
 
 @dg.asset(
@@ -137,21 +145,14 @@ def raw_labels(
 ) -> dg.MaterializeResult:
     s = store.open()
     limits = ingest.Limits(max_file_bytes=config.max_file_mb * 1024 * 1024)
-    outcomes: dict[str, ingest.IngestOutcome] = {}
-    for key in context.partition_keys:
-        files = ingest.landed_files(s, "labels", key)
+
+    def ingest_day(key: str, files) -> ingest.IngestOutcome:
         known = raw.known_transaction_ids(s, day_start(key), config.label_lookback_days)
-        outcome = ingest.ingest_labels_day(
+        return ingest.ingest_labels_day(
             s, key, files, known, limits, mostly=1.0 - config.unknown_id_tolerance
         )
-        outcomes[key] = outcome
-        context.add_asset_metadata(_partition_metadata(outcome, s), partition_key=key)
-        if outcome.status != "valid":
-            context.log.warning(f"{key}: {outcome.status}: {outcome.reason}")
-            _alert_quarantine(alerts, "labels", key, outcome)
-    return dg.MaterializeResult(
-        metadata=run_summary(outcomes), data_version=range_data_version(outcomes)
-    )
+
+    return _ingest_partitions(context, s, alerts, "labels", ingest_day)
 
 
 @dg.asset_check(

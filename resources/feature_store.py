@@ -1,6 +1,5 @@
 """The feature store resource: offline partitions and the online state, on the object store."""
 
-
 import dagster as dg
 
 from fraudloop import feature_store

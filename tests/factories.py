@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -53,3 +57,16 @@ def land_labels(store, day: str, transactions: pd.DataFrame, name: str = "labels
     key = day_landing_prefix(day) + name
     store.put_bytes(key, csv_bytes(labels))
     return key
+
+
+def load_bench_features():
+    """bench/features.py as a module: its data generator and the naive reference implementation
+    serve the feature tests as an oracle (one copy of the reference, not one per test file)."""
+    name = "fraudloop_bench_features"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "bench" / "features.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
-import sys
 import zipfile
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,22 +29,9 @@ from fraudloop.features import (
     feature_code_hash,
     feature_table_markdown,
 )
+from tests.factories import load_bench_features
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_bench():
-    """bench/features.py: the data generator and the naive reference implementation (oracle)."""
-    name = "fraudloop_bench_features"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "features.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bench = _load_bench()
+bench = load_bench_features()
 
 
 @pytest.fixture(scope="module")

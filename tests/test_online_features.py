@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,21 +19,9 @@ from fraudloop.feature_state import (
 )
 from fraudloop.features import FEATURE_NAMES, advance_hour, build_features
 from fraudloop.online import OnlineFeatureStore
+from tests.factories import load_bench_features
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_bench():
-    name = "fraudloop_bench_features"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "features.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-bench = _load_bench()
+bench = load_bench_features()
 
 
 @pytest.fixture(scope="module")
