@@ -47,6 +47,14 @@ def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
         meta["sha256"] = outcome.sha256
         meta["raw_uri"] = dg.MetadataValue.url(store.uri(outcome.key))
         meta["bytes"] = outcome.bytes
+        pointer = raw.read_pointer(store, outcome.table, outcome.partition_key) or {}
+        declared = raw.TABLES[outcome.table]["columns"]
+        meta["dagster/column_schema"] = dg.TableSchema(
+            columns=[
+                dg.TableColumn(name, declared.get(name, "string (extra feed column)"))
+                for name in pointer.get("columns", declared)
+            ]
+        )
     if outcome.min_timestamp:
         meta["min_timestamp"] = outcome.min_timestamp
         meta["max_timestamp"] = outcome.max_timestamp

@@ -110,6 +110,14 @@ def test_valid_hour_is_versioned_by_content_hash(env):
     assert materialization.tags["dagster/data_version"] == pointer["sha256"]
     assert materialization.metadata["dagster/row_count"].value == 40
     assert materialization.metadata["status"].value == "valid"
+    schema = materialization.metadata["dagster/column_schema"].value
+    assert [c.name for c in schema.columns] == [
+        "transaction_id",
+        "tx_datetime",
+        "customer_id",
+        "terminal_id",
+        "amount",
+    ]
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.passed
 
