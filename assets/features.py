@@ -80,6 +80,7 @@ def fraud_labels(
         context.add_asset_metadata(
             {
                 "status": "valid",
+                "changed": result.created,
                 "dagster/row_count": result.rows,
                 "frauds": result.frauds,
                 "unplaced_labels": result.unplaced,

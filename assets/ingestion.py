@@ -39,6 +39,8 @@ def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
     """What the UI shows for one partition: enough to act on without opening a file."""
     meta = {
         "status": outcome.status,
+        # False for a re-ingest of identical content: derived stages have nothing to redo
+        "changed": outcome.status != "valid" or outcome.created,
         "dagster/row_count": outcome.rows,
         "sources": dg.MetadataValue.json(outcome.sources),
         "compute_seconds": round(outcome.seconds, 3),

@@ -315,6 +315,7 @@ class LabelResult:
     unplaced: int  # labels whose transaction is not in a valid raw partition (yet)
     sha256: str
     key: str
+    created: bool = True  # False when the same version was already current
 
 
 def build_fraud_labels(
@@ -347,4 +348,5 @@ def build_fraud_labels(
         len(labels) - len(joined),
         version.sha256,
         version.key,
+        version.created,
     )

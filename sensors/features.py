@@ -6,7 +6,8 @@
   ingested hour, in one range run.
 
 The cursor is the event-log storage id up to which materializations were handled, so each
-materialization triggers exactly once; the run key is derived from it.
+materialization triggers exactly once; the run key is derived from it. A materialization that
+re-ingested identical content (metadata `changed: False`) triggers nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ WATCHED = {
 }
 
 
+def _changed(record) -> bool:
+    """Did this materialization change the partition's content? (A re-ingest of identical
+    bytes says `changed: False`; there is nothing to recompute for it.)"""
+    value = record.asset_materialization.metadata.get("changed")
+    return True if value is None else bool(value.value)
+
+
 def _new_partitions(context, cursor: dict) -> tuple[dict[str, set[str]], dict]:
     found, after = {}, dict(cursor)
     for name, asset in WATCHED.items():
@@ -41,7 +49,9 @@ def _new_partitions(context, cursor: dict) -> tuple[dict[str, set[str]], dict]:
         ).records
         if records:
             after[name] = records[-1].storage_id
-            found[name] = {r.partition_key for r in records if r.partition_key}
+            changed = {r.partition_key for r in records if r.partition_key and _changed(r)}
+            if changed:
+                found[name] = changed
     return found, after
 
 
@@ -70,6 +80,8 @@ def features_sensor(context: dg.SensorEvaluationContext):
     cursor = json.loads(context.cursor) if context.cursor else {}
     found, after = _new_partitions(context, cursor)
     if not found:
+        if after != cursor:
+            return dg.SensorResult(skip_reason="nothing changed content", cursor=json.dumps(after))
         return dg.SkipReason("no new raw data or labels")
     marker = ".".join(str(after.get(n, 0)) for n in WATCHED)
     requests = []
