@@ -122,6 +122,8 @@ def _feature_metadata(s, result) -> dict:
     owners=["team:data-science"],
     retry_policy=RETRY,
     code_version=feature_code_hash()[:16],
+    # runs that advance the feature state share its daily checkpoints: one at a time
+    pool="feature_state",
     deps=[
         raw_transactions,
         dg.AssetDep(fraud_labels, partition_mapping=dg.TimeWindowPartitionMapping()),

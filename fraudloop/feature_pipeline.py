@@ -98,6 +98,12 @@ def load_checkpoint(store: ObjectStore, day: str) -> tuple[FeatureState, dict] |
     return None if found is None else (FeatureState.from_bytes(found[0]), found[1])
 
 
+def _no_transactions() -> pd.DataFrame:
+    return pd.DataFrame(
+        {c: pd.Series(dtype=t) for c, t in raw.TABLES["transactions"]["columns"].items()}
+    )
+
+
 def _day(ts: pd.Timestamp) -> str:
     return ts.strftime(DAY_KEY_FORMAT)
 
@@ -169,13 +175,7 @@ def rebuild_state(
         labels, _ = _labels_of_day(store, _day(ts))
         if labels is not None:
             label_frames.append(labels[["transaction_id", "is_fraud", "known_at"]])
-    transactions = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(
-            {c: pd.Series(dtype=t) for c, t in raw.TABLES["transactions"]["columns"].items()}
-        )
-    )
+    transactions = pd.concat(frames, ignore_index=True) if frames else _no_transactions()
     labels = (
         pd.concat(label_frames, ignore_index=True)
         if label_frames
@@ -220,11 +220,8 @@ def compute_feature_hours(
             labels, label_source = _labels_of_day(store, _day(ts))
         transactions, tx_source = _transactions(store, key)
         feed = labels if ts.hour == 0 else None
-        empty = pd.DataFrame(
-            {c: pd.Series(dtype=t) for c, t in raw.TABLES["transactions"]["columns"].items()}
-        )
         features, state = advance_hour(
-            state, transactions if transactions is not None else empty, feed, key
+            state, transactions if transactions is not None else _no_transactions(), feed, key
         )
         if key in wanted:
             sources = [

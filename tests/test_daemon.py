@@ -47,18 +47,31 @@ def daemon_env(tmp_path):
     return env
 
 
+def _finished_runs(trigger: str) -> list:
+    """Runs started by `trigger` that have finished (any outcome), read from the instance."""
+    from dagster import DagsterInstance, RunsFilter
+
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(RunsFilter(tags={"fraudloop/trigger": trigger}))
+    return [r for r in runs if r.is_finished]
+
+
 @pytest.mark.slow
-def test_daemon_sensor_ingests_new_and_late_files(daemon_env, monkeypatch):
+def test_daemon_sensors_ingest_new_and_late_files_then_features(daemon_env, monkeypatch):
+    from dagster import DagsterRunStatus
+
+    monkeypatch.setenv("DAGSTER_HOME", daemon_env["DAGSTER_HOME"])
     store = LocalObjectStore(daemon_env["FRAUDLOOP_HOME"])
     for i, key in enumerate(["2018-04-01-05:00", "2018-04-01-06:00"]):
         land_hour(store, key, seed=i)
-    subprocess.run(
-        [BIN / "dagster", "sensor", "start", "new_data_sensor", "-w", "workspace.yaml"],
-        cwd=ROOT,
-        env=daemon_env,
-        check=True,
-        capture_output=True,
-    )
+    for sensor in ("new_data_sensor", "features_sensor"):
+        subprocess.run(
+            [BIN / "dagster", "sensor", "start", sensor, "-w", "workspace.yaml"],
+            cwd=ROOT,
+            env=daemon_env,
+            check=True,
+            capture_output=True,
+        )
     daemon = subprocess.Popen(
         [BIN / "dagster-daemon", "run", "-w", "workspace.yaml"],
         cwd=ROOT,
@@ -68,14 +81,19 @@ def test_daemon_sensor_ingests_new_and_late_files(daemon_env, monkeypatch):
         start_new_session=True,
     )
     try:
-
-        def valid(key):
-            pointer = raw.read_pointer(store, "transactions", key)
-            return pointer is not None and pointer["status"] == "valid"
-
-        _wait_for(lambda: valid("2018-04-01-05:00") and valid("2018-04-01-06:00"), 240, "first run")
+        _wait_for(lambda: len(_finished_runs("new_data_sensor")) == 1, 240, "the first run")
         land_hour(store, "2018-04-01-01:00", seed=5)  # a late file for an old hour
-        _wait_for(lambda: valid("2018-04-01-01:00"), 180, "the late file's run")
+        _wait_for(lambda: len(_finished_runs("new_data_sensor")) == 2, 180, "the late file's run")
+
+        def features_done():
+            pointers = [
+                raw.read_pointer(store, "transaction_features", key)
+                for key in ("2018-04-01-01:00", "2018-04-01-05:00", "2018-04-01-06:00")
+            ]
+            return all(p and p["status"] == "valid" for p in pointers)
+
+        _wait_for(features_done, 180, "features of every ingested hour")
+        _wait_for(lambda: all(r.is_finished for r in _all_runs()), 120, "every run to finish")
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
@@ -84,10 +102,16 @@ def test_daemon_sensor_ingests_new_and_late_files(daemon_env, monkeypatch):
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
 
-    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+    ingestion = _finished_runs("new_data_sensor")
+    assert len(ingestion) == 2  # one range run for the two hours, one for the late file
+    assert all(r.status == DagsterRunStatus.SUCCESS for r in _all_runs())
+    assert {r.job_name for r in _finished_runs("features_sensor")} == {"features_job"}
+    for key in ("2018-04-01-01:00", "2018-04-01-05:00", "2018-04-01-06:00"):
+        assert raw.read_pointer(store, "transactions", key)["status"] == "valid"
 
-    monkeypatch.setenv("DAGSTER_HOME", daemon_env["DAGSTER_HOME"])
+
+def _all_runs() -> list:
+    from dagster import DagsterInstance
+
     with DagsterInstance.get() as instance:
-        runs = instance.get_runs(RunsFilter(tags={"fraudloop/trigger": "new_data_sensor"}))
-        assert len(runs) == 2
-        assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
+        return instance.get_runs()
