@@ -156,8 +156,12 @@ def raw_labels(
     s = store.open()
     limits = ingest.Limits(max_file_bytes=config.max_file_mb * 1024 * 1024)
 
+    ids_by_hour: dict = {}
+
     def ingest_day(key: str, files) -> ingest.IngestOutcome:
-        known = raw.known_transaction_ids(s, day_start(key), config.label_lookback_days)
+        known = raw.known_transaction_ids(
+            s, day_start(key), config.label_lookback_days, cache=ids_by_hour
+        )
         return ingest.ingest_labels_day(
             s, key, files, known, limits, mostly=1.0 - config.unknown_id_tolerance
         )

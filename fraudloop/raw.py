@@ -380,6 +380,7 @@ def known_transaction_ids(
     lookback_days: int,
     *,
     max_workers: int = 16,
+    cache: dict[str, pd.Series | None] | None = None,
 ) -> pd.Index:
     """Unique ids of the valid transactions partitions from ``lookback_days`` before ``day``
     through the end of ``day`` (the set labels known on ``day`` may refer to).
@@ -408,8 +409,11 @@ def known_transaction_ids(
         column = pq.read_table(pa.BufferReader(data), columns=["transaction_id"]).column(0)
         return column.to_pandas()
 
+    cache = {} if cache is None else cache  # a range of label days re-reads no hour
+    missing = [k for k in keys if k not in cache]
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        parts = [p for p in pool.map(ids_of, keys) if p is not None]
+        cache.update(zip(missing, pool.map(ids_of, missing), strict=True))
+    parts = [cache[k] for k in keys if cache[k] is not None]
     if not parts:
         return pd.Index([], dtype="string", name="transaction_id")
     ids = pd.concat(parts, ignore_index=True).astype("string")
