@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from types import SimpleNamespace
 
+import dagster as dg
 import pytest
 
 from fraudloop.storage import LocalObjectStore, S3ObjectStore
+from pipelines.resources import build_resources
+from pipelines.settings import Settings
 
 
 def free_port() -> int:
@@ -57,3 +61,16 @@ def s3_store(s3_endpoint, s3_bucket) -> S3ObjectStore:
 def store(request):
     """Runs a test once per backend: both must behave identically."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A temporary Dagster instance and a local store, with the project's resources on it."""
+    settings = Settings.from_env({"FRAUDLOOP_HOME": str(tmp_path / "home")})
+    with dg.instance_for_test() as instance:
+        yield SimpleNamespace(
+            settings=settings,
+            store=settings.open_store(),
+            resources=build_resources(settings),
+            instance=instance,
+        )

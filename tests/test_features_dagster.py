@@ -5,7 +5,6 @@ published store, quarantined hours, the features sensor, and late data seen as s
 from __future__ import annotations
 
 from datetime import date, timedelta
-from types import SimpleNamespace
 
 import dagster as dg
 import numpy as np
@@ -38,9 +37,8 @@ from fraudloop.schema import HOUR_KEY_FORMAT, hour_start
 from fraudloop.simulate import generate_day, make_population
 from pipelines.definitions import defs
 from pipelines.partitions import HOURLY
-from pipelines.resources import build_resources
-from pipelines.settings import Settings
 from sensors.features import features_sensor
+from tests.dagster_runs import execute, run
 from tests.factories import csv_bytes, land_hour, land_labels
 
 pytestmark = pytest.mark.slow
@@ -69,18 +67,6 @@ def history() -> pd.DataFrame:
     return pd.concat(days, ignore_index=True)
 
 
-@pytest.fixture
-def env(tmp_path):
-    settings = Settings.from_env({"FRAUDLOOP_HOME": str(tmp_path / "home")})
-    with dg.instance_for_test() as instance:
-        yield SimpleNamespace(
-            settings=settings,
-            store=settings.open_store(),
-            resources=build_resources(settings),
-            instance=instance,
-        )
-
-
 def write_raw_transactions(store, history: pd.DataFrame) -> list[str]:
     """Raw hourly partitions written directly (ingestion has its own tests); returns the keys."""
     keys = hours(f"{START}-00:00", f"{START + timedelta(days=DAYS - 1)}-23:00")
@@ -106,28 +92,6 @@ def write_raw_labels(store, history: pd.DataFrame, days: list[str]) -> None:
     label_day = labels["known_at"].dt.strftime("%Y-%m-%d")
     for day in days:
         raw.write_raw_partition(store, "labels", day, labels[label_day == day], [])
-
-
-def run(env, assets, partition_key=None, start=None, end=None):
-    tags = {}
-    if start:
-        tags = {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
-    return dg.materialize(
-        assets,
-        instance=env.instance,
-        resources=env.resources,
-        partition_key=partition_key,
-        tags=tags,
-        raise_on_error=False,
-    )
-
-
-def execute(env, request: dg.RunRequest):
-    """Run a sensor's request the way the daemon would: its job from the code location."""
-    job = defs.resolve_job_def(request.job_name)
-    return job.execute_in_process(
-        instance=env.instance, tags=request.tags, resources=env.resources, raise_on_error=False
-    )
 
 
 def materializations(env, asset) -> dict[str, dg.AssetMaterialization]:

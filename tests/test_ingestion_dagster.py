@@ -2,10 +2,8 @@
 range backfills, the new-data sensor and the hourly schedule."""
 
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import dagster as dg
-import pytest
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -23,10 +21,9 @@ from fraudloop.quarantine import list_quarantine
 from fraudloop.storage import sha256_hex
 from pipelines.definitions import defs
 from pipelines.partitions import HOURLY
-from pipelines.resources import build_resources
-from pipelines.settings import Settings
 from resources.object_store import ObjectStoreResource, S3ObjectStoreResource
 from sensors.new_data import new_data_sensor
+from tests.dagster_runs import execute, run
 from tests.factories import csv_bytes, hour_frame, land_hour, land_labels
 
 H5 = "2018-04-01-05:00"
@@ -47,32 +44,6 @@ def consumer(context: dg.AssetExecutionContext, store: ObjectStoreResource) -> d
 
 
 INGEST = [raw_transactions, transactions_pass_expectations]
-
-
-@pytest.fixture
-def env(tmp_path):
-    settings = Settings.from_env({"FRAUDLOOP_HOME": str(tmp_path / "home")})
-    with dg.instance_for_test() as instance:
-        yield SimpleNamespace(
-            settings=settings,
-            store=settings.open_store(),
-            resources=build_resources(settings),
-            instance=instance,
-        )
-
-
-def run(env, assets, partition_key=None, start=None, end=None, resources=None):
-    tags = {}
-    if start:
-        tags = {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
-    return dg.materialize(
-        assets,
-        instance=env.instance,
-        resources=resources or env.resources,
-        partition_key=partition_key,
-        tags=tags,
-        raise_on_error=False,
-    )
 
 
 def latest(env, key, partition):
@@ -321,14 +292,8 @@ def test_every_broken_delivery_goes_through_sensor_and_run_without_a_crash(env):
     result, _ = tick(env)
     requests = sorted(result.run_requests, key=lambda r: r.tags[ASSET_PARTITION_RANGE_START_TAG])
     assert len(requests) == 8  # one range run per day (the hours of a day are contiguous)
-    job = defs.resolve_job_def("hourly_ingestion_job")
     for request in requests:
-        outcome = job.execute_in_process(
-            instance=env.instance,
-            tags=request.tags,
-            resources=env.resources,
-            raise_on_error=False,
-        )
+        outcome = execute(env, request)
         step_failures = [e for e in outcome.all_events if e.event_type_value == "STEP_FAILURE"]
         # the only step allowed to fail is the blocking check, never the ingestion itself
         assert all("pass_expectations" in e.step_key for e in step_failures)
