@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import features, ingestion
-from pipelines.jobs import daily_labels_job, features_job, fraud_labels_job, hourly_ingestion_job
+from assets import features, ingestion, training
+from pipelines.jobs import (
+    daily_labels_job,
+    features_job,
+    fraud_labels_job,
+    hourly_ingestion_job,
+    training_job,
+)
 from pipelines.partitions import SETTINGS
 from pipelines.resources import build_resources
 from pipelines.schedules import hourly_refresh_schedule
@@ -13,9 +19,9 @@ from sensors.features import features_sensor
 from sensors.new_data import new_data_sensor
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingestion, features]),
-    asset_checks=dg.load_asset_checks_from_modules([ingestion, features]),
-    jobs=[hourly_ingestion_job, daily_labels_job, fraud_labels_job, features_job],
+    assets=dg.load_assets_from_modules([ingestion, features, training]),
+    asset_checks=dg.load_asset_checks_from_modules([ingestion, features, training]),
+    jobs=[hourly_ingestion_job, daily_labels_job, fraud_labels_job, features_job, training_job],
     schedules=[hourly_refresh_schedule],
     sensors=[new_data_sensor, features_sensor],
     resources=build_resources(SETTINGS),

@@ -17,6 +17,7 @@ import dagster as dg
 
 from assets.features import fraud_labels, online_feature_store, transaction_features
 from assets.ingestion import raw_labels, raw_transactions
+from assets.training import candidate_model, model_evaluation, production_model, training_dataset
 
 hourly_ingestion_job = dg.define_asset_job(
     name="hourly_ingestion_job",
@@ -46,5 +47,17 @@ features_job = dg.define_asset_job(
     description=(
         "Compute features for a range of hours (new data, late labels, a fixed feed) and "
         "republish the online feature state."
+    ),
+)
+
+training_job = dg.define_asset_job(
+    name="training_job",
+    selection=dg.AssetSelection.assets(
+        training_dataset, candidate_model, model_evaluation, production_model
+    ),
+    executor_def=dg.in_process_executor,
+    description=(
+        "Build the dataset as of the cutoff, train a candidate, evaluate it against production "
+        "on the same holdout, and promote it only if the blocking gate checks pass."
     ),
 )

@@ -10,6 +10,7 @@ from resources.object_store import (
     ObjectStoreResource,
     S3ObjectStoreResource,
 )
+from resources.registry import ModelRegistryResource
 
 
 def store_resource(settings: Settings) -> ObjectStoreResource:
@@ -29,6 +30,7 @@ def build_resources(settings: Settings) -> dict:
     store = store_resource(settings)
     return {
         "store": store,
+        "registry": ModelRegistryResource(store=store),
         "feature_store": FeatureStoreResource(
             store=store, label_delay_days=settings.label_delay_days
         ),

@@ -1,0 +1,134 @@
+"""The model CI loop in real Dagster runs: v1 passes on floors and is promoted; an identical
+retrain is held (noise never promotes); a clearly worse model is rejected; production stays."""
+
+import json
+from datetime import date, timedelta
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from assets.training import (
+    candidate_beats_production,
+    candidate_meets_floors,
+    candidate_model,
+    model_evaluation,
+    production_model,
+    training_dataset,
+)
+from fraudloop import raw
+from fraudloop.feature_pipeline import build_fraud_labels, compute_feature_hours
+from fraudloop.registry import ModelRegistry
+from fraudloop.schema import HOUR_KEY_FORMAT
+from fraudloop.simulate import generate_day, make_population
+from fraudloop.training import reproduce
+
+START = date(2018, 4, 1)
+DAYS = 36
+CUTOFF = "2018-05-07T00:00:00+00:00"  # end of the history: holdout 04-24..04-30, train before
+TRAINING = [
+    training_dataset,
+    candidate_model,
+    model_evaluation,
+    candidate_meets_floors,
+    candidate_beats_production,
+    production_model,
+]
+
+
+@pytest.fixture(scope="module")
+def history() -> pd.DataFrame:
+    population = make_population(seed=5, scale=0.2)
+    return pd.concat(
+        [generate_day(population, START + timedelta(days=d)) for d in range(DAYS)],
+        ignore_index=True,
+    )
+
+
+@pytest.fixture
+def stored(env, history):
+    """Raw partitions written directly (ingestion has its own tests), then labels and features."""
+    tx = history[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]]
+    of_hour = tx["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)
+    first = pd.Timestamp(START, tz="UTC")
+    hours = [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * DAYS)]
+    for key in hours:
+        raw.write_raw_partition(env.store, "transactions", key, tx[of_hour == key], [])
+    labels = pd.DataFrame(
+        {
+            "transaction_id": history["transaction_id"],
+            "is_fraud": history["is_fraud"].astype("int8"),
+            "known_at": history["tx_datetime"] + timedelta(days=7),
+        }
+    )
+    label_day = labels["known_at"].dt.strftime("%Y-%m-%d")
+    for day in sorted(label_day.unique()):
+        if day <= hours[-1][:10]:
+            raw.write_raw_partition(env.store, "labels", day, labels[label_day == day], [])
+            build_fraud_labels(env.store, day, lookback_days=45)
+    compute_feature_hours(env.store, hours, history_start=str(START))
+    return env
+
+
+def train_run(env, **candidate):
+    config = {
+        "ops": {
+            "training_dataset": {"config": {"cutoff": CUTOFF, "window_days": 16}},
+            "candidate_model": {"config": candidate},
+            "model_evaluation": {"config": {"floor_auc": 0.75, "floor_ap": 0.2, "n_boot": 300}},
+        }
+    }
+    return dg.materialize(
+        TRAINING,
+        instance=env.instance,
+        resources=env.resources,
+        run_config=config,
+        raise_on_error=False,
+    )
+
+
+def decision_of(env, version: int) -> dict:
+    return json.loads(env.store.get_bytes(f"reports/evaluations/v{version}.json"))
+
+
+@pytest.mark.slow
+def test_first_model_promoted_identical_retrain_held_worse_rejected(stored):
+    env = stored
+    registry = ModelRegistry(env.store)
+
+    first = train_run(env)
+    assert first.success
+    assert registry.aliases()["production"] == 1
+    assert decision_of(env, 1)["decision"]["decision"] == "promote"  # floors alone
+    lineage = json.loads(registry.get_file(1, "lineage.json"))
+    assert lineage["dataset"]["id"] and lineage["config"]["seed"] == 42
+    report = env.store.get_bytes("reports/evaluations/v1.md").decode()
+    assert "candidate v1" in report and "production (none)" in report
+
+    same = train_run(env)  # the same data and config: the same model, no significant gain
+    assert not same.success
+    # the blocking gate check stopped the promotion step: it never ran
+    assert "production_model" not in {e.step_key for e in same.all_events if e.is_step_start}
+    record = decision_of(env, 2)
+    assert record["decision"]["decision"] == "hold" and record["production"] == 1
+    assert registry.aliases()["production"] == 1
+    assert (
+        registry.show(2).files["model.txt"]["sha256"]
+        == registry.show(1).files["model.txt"]["sha256"]
+    )
+
+    worse = train_run(env, n_estimators=2, num_leaves=2, early_stopping_rounds=1)
+    assert not worse.success
+    assert decision_of(env, 3)["decision"]["decision"] == "reject"
+    assert registry.aliases()["production"] == 1
+    report = env.store.get_bytes("reports/evaluations/v3.md").decode()
+    assert "candidate v3" in report and "production v1" in report
+
+    production_changes = [e for e in registry.history() if e.get("alias") == "production"]
+    assert [(e["to_version"], e["actor"]) for e in production_changes] == [
+        (1, "dagster:production_model")
+    ]
+    assert production_changes[0]["evidence"]["decision"]["decision"] == "promote"
+
+    result = reproduce(env.store, registry, 1)
+    assert result.identical, result
