@@ -50,6 +50,8 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/simulate.py
 	$(VENV)/bin/python bench/ingest.py
 	$(VENV)/bin/python bench/features.py
+	$(VENV)/bin/python bench/training.py
+	$(VENV)/bin/python bench/quality.py
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .

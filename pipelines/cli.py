@@ -124,6 +124,284 @@ def cmd_demo(args) -> int:
     return run_demo(days=args.days, scale=args.scale, seed=args.seed)
 
 
+def _actor() -> str:
+    import os
+
+    return f"cli:{os.environ.get('USER') or 'unknown'}"
+
+
+def _registry():
+    from fraudloop.registry import ModelRegistry
+
+    return ModelRegistry(_settings().open_store())
+
+
+def _ref(text: str) -> int | str:
+    """A version number (``3``) or an alias name (``production``), as typed."""
+    text = text.strip()
+    return int(text) if text.isdigit() else text
+
+
+def _fmt_metric(value) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def _aliases_by_version(aliases: dict[str, int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for name, version in sorted(aliases.items()):
+        out.setdefault(version, []).append(name)
+    return out
+
+
+def cmd_models_list(args) -> int:
+    registry = _registry()
+    versions = registry.list_versions()
+    by_version = _aliases_by_version(registry.aliases())
+    rows = [
+        {
+            "version": v.version,
+            "created_at": v.created_at,
+            "dataset_id": v.metadata.get("dataset_id"),
+            "metrics": {
+                k: v.metadata.get("metrics", {}).get(k) for k in ("auc", "ap", "cp_at_100")
+            },
+            "aliases": by_version.get(v.version, []),
+            "actor": v.actor,
+        }
+        for v in versions
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print(f"model {registry.name!r} has no registered versions")
+        return 0
+    print(
+        f"{'VERSION':>7}  {'CREATED':<19}  {'DATASET':<12}  "
+        f"{'AUC':>6}  {'AP':>6}  {'CP@100':>6}  ALIASES"
+    )
+    for row in rows:
+        m = row["metrics"]
+        print(
+            f"{row['version']:>7}  {str(row['created_at'])[:19]:<19}  "
+            f"{str(row['dataset_id'] or '-')[:12]:<12}  {_fmt_metric(m['auc']):>6}  "
+            f"{_fmt_metric(m['ap']):>6}  {_fmt_metric(m['cp_at_100']):>6}  "
+            f"{', '.join(row['aliases']) or '-'}"
+        )
+    return 0
+
+
+def _lineage_summary(lineage: dict) -> dict:
+    dataset = lineage.get("dataset") or {}
+    return {
+        "dataset_id": lineage.get("dataset_id"),
+        "dataset_spec": dataset.get("spec"),
+        "dataset_rows": dataset.get("rows"),
+        "skipped_hours": len(dataset.get("skipped_hours") or {}),
+        "splits": lineage.get("splits"),
+        "seed": lineage.get("seed"),
+        "config": lineage.get("config"),
+        "model_sha256": lineage.get("model_sha256"),
+        "best_iteration": lineage.get("best_iteration"),
+        "feature_code_hash": lineage.get("feature_code_hash"),
+        "git_commit": lineage.get("git_commit"),
+        "uv_lock_sha256": lineage.get("uv_lock_sha256"),
+        "libraries": lineage.get("libraries"),
+        "train_seconds": lineage.get("train_seconds"),
+        "cost": lineage.get("cost"),
+    }
+
+
+def cmd_models_show(args) -> int:
+    from fraudloop.training import LINEAGE_FILE
+
+    registry = _registry()
+    loaded = registry.load(_ref(args.version))  # every file verified against the manifest
+    info = loaded.info
+    aliases = _aliases_by_version(registry.aliases()).get(info.version, [])
+    lineage = None
+    if LINEAGE_FILE in loaded.files:
+        lineage = _lineage_summary(json.loads(loaded.files[LINEAGE_FILE]))
+    out = {
+        "name": info.name,
+        "version": info.version,
+        "created_at": info.created_at,
+        "actor": info.actor,
+        "reason": info.reason,
+        "aliases": aliases,
+        "files": info.files,
+        "metadata": info.metadata,
+        "lineage": lineage,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(f"model {info.name!r} version {info.version}  (aliases: {', '.join(aliases) or 'none'})")
+    print(f"  created   {info.created_at} by {info.actor}: {info.reason}")
+    for fname, entry in sorted(info.files.items()):
+        print(f"  file      {fname}  sha256 {entry['sha256']}  {entry['size']:,} bytes  (verified)")
+    metrics = info.metadata.get("metrics", {})
+    if metrics:
+        print("  metrics   " + "  ".join(f"{k}={_fmt_metric(v)}" for k, v in metrics.items()))
+    if lineage is None:
+        print("  lineage   none (no lineage.json)")
+        return 0
+    spec = lineage["dataset_spec"] or {}
+    print(f"  dataset   {lineage['dataset_id']}")
+    if spec:
+        print(
+            f"            train {spec.get('train_start')} .. {spec.get('holdout_start')}, "
+            f"holdout .. {spec.get('end')}, cutoff {spec.get('cutoff')}"
+        )
+    if lineage["dataset_rows"]:
+        rows = lineage["dataset_rows"]
+        print(
+            f"            rows train={rows.get('train')} holdout={rows.get('holdout')} "
+            f"unlabelled={rows.get('unlabelled_rows')} skipped_hours={lineage['skipped_hours']}"
+        )
+    print(f"  seed      {lineage['seed']}  best_iteration {lineage['best_iteration']}")
+    print(
+        f"  code      git {lineage['git_commit']}  "
+        f"features {str(lineage['feature_code_hash'])[:12]}"
+    )
+    libs = lineage["libraries"] or {}
+    print("  libraries " + "  ".join(f"{k}={v}" for k, v in sorted(libs.items())))
+    return 0
+
+
+def cmd_models_diff(args) -> int:
+    diff = _registry().diff(_ref(args.a), _ref(args.b))
+    if args.json:
+        print(json.dumps(diff, indent=2, default=str))
+        return 0
+    a, b = diff["a"], diff["b"]
+    if not diff["metadata"] and not diff["files"]:
+        print(f"v{a} and v{b} have the same metadata and files")
+        return 0
+    width = max([len(k) for k in (*diff["metadata"], *diff["files"])] + [8])
+    print(f"{'KEY':<{width}}  v{a} -> v{b}")
+    for key, change in diff["metadata"].items():
+        print(f"{key:<{width}}  {change['a']!r} -> {change['b']!r}")
+    for fname, change in diff["files"].items():
+        print(f"{('file ' + fname):<{width}}  {change['a']} -> {change['b']}")
+    return 0
+
+
+def _print_aliases(aliases: dict[str, int]) -> None:
+    print("aliases: " + (", ".join(f"{k}=v{v}" for k, v in sorted(aliases.items())) or "none"))
+
+
+def cmd_models_promote(args) -> int:
+    registry = _registry()
+    version = registry.resolve(_ref(args.version))
+    before = registry.aliases()
+    after = registry.promote(
+        version,
+        args.to,
+        actor=_actor(),
+        reason=args.reason or f"promoted to {args.to} from the command line",
+        evidence={"command": "fraudloop models promote", "before": before},
+    )
+    if after == before:
+        print(f"{args.to} already points at v{version}: nothing changed")
+    else:
+        print(f"promoted v{version} to {args.to}")
+    _print_aliases(after)
+    return 0
+
+
+def cmd_models_rollback(args) -> int:
+    registry = _registry()
+    before = registry.aliases()
+    after = registry.rollback(
+        actor=_actor(),
+        reason=args.reason or "rolled back from the command line",
+        evidence={"command": "fraudloop models rollback", "before": before},
+    )
+    print(f"rolled back production v{before.get('production')} -> v{after['production']}")
+    _print_aliases(after)
+    return 0
+
+
+def cmd_models_history(args) -> int:
+    entries = _registry().history(alias=args.alias)
+    if args.json:
+        print(json.dumps(entries, indent=2, default=str))
+        return 0
+    if not entries:
+        print("no audit entries")
+    for e in entries:
+        target = e.get("alias") or "version"
+        moves = f"{target}: {e.get('from_version') or '-'} -> {e.get('to_version') or '-'}"
+        print(
+            f"{e.get('timestamp', '')[:19]}  {e.get('action', ''):<12} {moves:<28} "
+            f"{e.get('actor', '')}  {e.get('reason', '')}"
+        )
+    return 0
+
+
+def cmd_models_reproduce(args) -> int:
+    from fraudloop.registry import ModelRegistry
+    from fraudloop.training import LINEAGE_FILE, MODEL_FILE, reproduce
+
+    store = _settings().open_store()
+    registry = ModelRegistry(store)
+    info = registry.show(registry.resolve(_ref(args.version)))
+    missing = {MODEL_FILE, LINEAGE_FILE} - set(info.files)
+    if missing:
+        raise ValueError(
+            f"version {info.version} has no {', '.join(sorted(missing))}: not reproducible"
+        )
+    result = reproduce(store, registry, info.version)
+    print(f"version   v{result.version}  dataset {result.dataset_id}")
+    print(f"recorded  sha256 {result.recorded_sha}")
+    print(f"rebuilt   sha256 {result.rebuilt_sha}")
+    print(f"seconds   {result.seconds:.2f}")
+    if result.library_mismatches:
+        for name, versions in result.library_mismatches.items():
+            print(f"library   {name}: recorded {versions['recorded']}, now {versions['current']}")
+    else:
+        print("library   versions match the lineage")
+    if result.feature_code_changed:
+        print("note: the feature code changed since training (stored features were used)")
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.identical:
+        print("identical: the rebuilt model.txt is byte-for-byte the registered one")
+    else:
+        print("NOT identical: the rebuilt model.txt differs from the registered one")
+    return 0 if result.identical else 1
+
+
+def cmd_score(args) -> int:
+    from pathlib import Path
+
+    from fraudloop.importer import read_table
+    from fraudloop.registry import ModelRegistry
+    from fraudloop.scoring import score_transactions
+
+    output = Path(args.output)
+    suffixes = "".join(output.suffixes).lower()
+    if ".parquet" not in suffixes and ".csv" not in suffixes:
+        raise ValueError(f"{output}: the output must end in .csv(.gz) or .parquet")
+    frame = read_table(args.input)
+    store = _settings().open_store()
+    scored = score_transactions(store, ModelRegistry(store), _ref(args.model), frame)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if ".parquet" in suffixes:
+        scored.to_parquet(output, index=False)
+    else:
+        scored.to_csv(output, index=False)
+    counts = scored["feature_source"].value_counts().to_dict()
+    version = int(scored["model_version"].iloc[0]) if len(scored) else "-"
+    print(
+        f"scored {len(scored):,} transactions with v{version} "
+        f"(offline features {counts.get('offline', 0):,}, online {counts.get('online', 0):,}) "
+        f"-> {output}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fraudloop", description="The fraudloop MLOps delivery loop (see README.md)."
@@ -177,16 +455,78 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scale", type=float, default=0.5)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)
+
+    models = sub.add_parser("models", help="the model registry: versions, aliases, audit log")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    mlist = msub.add_parser("list", help="versions, metrics and the aliases pointing at them")
+    mlist.add_argument("--json", action="store_true")
+    mlist.set_defaults(func=cmd_models_list)
+    mshow = msub.add_parser("show", help="manifest and lineage of a version (files verified)")
+    mshow.add_argument("version", metavar="N|ALIAS")
+    mshow.add_argument("--json", action="store_true")
+    mshow.set_defaults(func=cmd_models_show)
+    mdiff = msub.add_parser("diff", help="params, metrics and file hashes that differ")
+    mdiff.add_argument("a", metavar="N|ALIAS")
+    mdiff.add_argument("b", metavar="M|ALIAS")
+    mdiff.add_argument("--json", action="store_true")
+    mdiff.set_defaults(func=cmd_models_diff)
+    mprom = msub.add_parser(
+        "promote", help="point an alias at a version (production keeps the old one as previous)"
+    )
+    mprom.add_argument("version", metavar="N|ALIAS")
+    mprom.add_argument("--to", required=True, metavar="ALIAS", help="e.g. production, canary")
+    mprom.add_argument("--reason", default=None)
+    mprom.set_defaults(func=cmd_models_promote)
+    mroll = msub.add_parser("rollback", help="production <- previous (one atomic swap)")
+    mroll.add_argument("--reason", default=None)
+    mroll.set_defaults(func=cmd_models_rollback)
+    mhist = msub.add_parser("history", help="the audit log, oldest first")
+    mhist.add_argument("--alias", default=None, help="only changes that moved this alias")
+    mhist.add_argument("--json", action="store_true")
+    mhist.set_defaults(func=cmd_models_history)
+    mrepro = msub.add_parser(
+        "reproduce", help="retrain a version from its lineage; exit 0 only if byte-identical"
+    )
+    mrepro.add_argument("version", metavar="N|ALIAS")
+    mrepro.set_defaults(func=cmd_models_reproduce)
+
+    score = sub.add_parser("score", help="score a file of transactions with a registered model")
+    score.add_argument("--model", required=True, metavar="N|ALIAS")
+    score.add_argument("--input", required=True, help="CSV or Parquet with canonical columns")
+    score.add_argument("--output", required=True, help="CSV or Parquet (by extension)")
+    score.set_defaults(func=cmd_score)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    command = args.command
+    if getattr(args, "models_command", None):
+        command = f"{command} {args.models_command}"
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as error:
-        print(f"fraudloop {args.command}: error: {error}", file=sys.stderr)
+        print(f"fraudloop {command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if not _is_user_error(error):
+            raise
+        print(f"fraudloop {command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(error: Exception) -> bool:
+    """Registry errors and integrity failures (tampered files): a message, not a traceback.
+
+    Only modules the command already imported are consulted (no import cost on this path).
+    """
+    registry, storage = sys.modules.get("fraudloop.registry"), sys.modules.get("fraudloop.storage")
+    kinds: tuple[type, ...] = ()
+    if registry is not None:
+        kinds += (registry.RegistryError,)
+    if storage is not None:
+        kinds += (storage.IntegrityError,)
+    return bool(kinds) and isinstance(error, kinds)
 
 
 if __name__ == "__main__":

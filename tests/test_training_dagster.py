@@ -17,7 +17,7 @@ from assets.training import (
     training_dataset,
 )
 from fraudloop import raw
-from fraudloop.feature_pipeline import build_fraud_labels, compute_feature_hours
+from fraudloop.feature_pipeline import TransactionLookup, build_fraud_labels, compute_feature_hours
 from fraudloop.registry import ModelRegistry
 from fraudloop.schema import HOUR_KEY_FORMAT
 from fraudloop.simulate import generate_day, make_population
@@ -62,10 +62,11 @@ def stored(env, history):
         }
     )
     label_day = labels["known_at"].dt.strftime("%Y-%m-%d")
+    lookup = TransactionLookup(env.store)  # each hour read once for all label days
     for day in sorted(label_day.unique()):
         if day <= hours[-1][:10]:
             raw.write_raw_partition(env.store, "labels", day, labels[label_day == day], [])
-            build_fraud_labels(env.store, day, lookback_days=45)
+            build_fraud_labels(env.store, day, 45, lookup)
     compute_feature_hours(env.store, hours, history_start=str(START))
     return env
 
