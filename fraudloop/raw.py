@@ -179,10 +179,14 @@ def parquet_bytes(table: str, frame: pd.DataFrame) -> bytes:
 
 def frame_from_parquet(table: str, data: bytes) -> pd.DataFrame:
     """Parquet bytes written by :func:`parquet_bytes` back to a frame with canonical dtypes."""
-    spec = _table(table)
-    frame = pq.read_table(pa.BufferReader(data)).to_pandas()
-    dtypes = {c: spec["columns"].get(c, "string") for c in frame.columns}
-    for column, dtype in dtypes.items():
+    return with_canonical_dtypes(table, pq.read_table(pa.BufferReader(data)).to_pandas())
+
+
+def with_canonical_dtypes(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The table's declared dtypes (timestamps as UTC; extra columns as strings), in place."""
+    declared = _table(table)["columns"]
+    for column in frame.columns:
+        dtype = declared.get(column, "string")
         if dtype.startswith("datetime64"):
             col = frame[column]
             if getattr(col.dt, "tz", None) is None:

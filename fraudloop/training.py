@@ -225,16 +225,7 @@ def _read_all(
     if not tables:
         return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "string")) for c in columns})
     frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
-    for column in columns:
-        dtype = dtypes.get(column, "string")
-        if dtype.startswith("datetime64"):
-            col = frame[column]
-            if getattr(col.dt, "tz", None) is None:
-                col = col.dt.tz_localize("UTC")
-            frame[column] = col.dt.tz_convert("UTC").astype(dtype)
-        else:
-            frame[column] = frame[column].astype(dtype)
-    return frame
+    return raw.with_canonical_dtypes(table, frame)
 
 
 def _labels_as_of(labels: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:

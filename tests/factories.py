@@ -70,3 +70,42 @@ def load_bench_features():
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def store_history(
+    store,
+    history: pd.DataFrame,
+    hours: list[str],
+    *,
+    label_delay=None,
+    labelled: pd.DataFrame | None = None,
+    all_label_days: bool = False,
+) -> None:
+    """Leave a simulated history as ingestion would: raw hourly transactions for `hours`, raw
+    daily labels (known `label_delay` after each transaction; only for `labelled` rows when
+    given; only days up to the last hour unless `all_label_days`) and the bi-temporal labels.
+    Written directly: ingestion has its own tests, and these tests are about what comes after."""
+    from datetime import timedelta
+
+    from fraudloop import raw
+    from fraudloop.feature_pipeline import TransactionLookup, build_fraud_labels
+    from fraudloop.schema import HOUR_KEY_FORMAT
+
+    tx = history[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]]
+    of_hour = tx["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)
+    for key in hours:
+        raw.write_raw_partition(store, "transactions", key, tx[of_hour == key], [])
+    rows = history if labelled is None else labelled
+    labels = pd.DataFrame(
+        {
+            "transaction_id": rows["transaction_id"],
+            "is_fraud": rows["is_fraud"].astype("int8"),
+            "known_at": rows["tx_datetime"] + (label_delay or timedelta(days=7)),
+        }
+    )
+    label_day = labels["known_at"].dt.strftime("%Y-%m-%d")
+    lookup = TransactionLookup(store)  # each hour is read once for all label days
+    for day in sorted(label_day.unique()):
+        if all_label_days or day <= hours[-1][:10]:
+            raw.write_raw_partition(store, "labels", day, labels[label_day == day], [])
+            build_fraud_labels(store, day, 45, lookup)

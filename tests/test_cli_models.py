@@ -17,7 +17,7 @@ import pytest
 
 from fraudloop import raw
 from fraudloop.evaluation import evaluate
-from fraudloop.feature_pipeline import build_fraud_labels, compute_feature_hours
+from fraudloop.feature_pipeline import compute_feature_hours
 from fraudloop.feature_store import publish_online
 from fraudloop.features import FEATURE_NAMES
 from fraudloop.model import TrainConfig, load_model
@@ -27,6 +27,7 @@ from fraudloop.simulate import generate_day, make_population
 from fraudloop.storage import LocalObjectStore
 from fraudloop.training import DatasetSpec, build_dataset, fit, lineage_json, lineage_record
 from pipelines.cli import main
+from tests.factories import store_history
 
 START = date(2018, 4, 1)
 TX_DAYS = 10
@@ -80,21 +81,9 @@ def history() -> pd.DataFrame:
 def base_home(tmp_path_factory, history):
     root = tmp_path_factory.mktemp("cli_models") / "home"
     store = LocalObjectStore(root)
-    tx = history[TX_COLUMNS]
-    hours = tx["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)
-    for key in _hours(TX_DAYS):
-        raw.write_raw_partition(store, "transactions", key, tx[hours == key], [])
-    labels = pd.DataFrame(
-        {
-            "transaction_id": history["transaction_id"],
-            "is_fraud": history["is_fraud"].astype("int8"),
-            "known_at": history["tx_datetime"] + timedelta(days=2),
-        }
+    store_history(
+        store, history, _hours(TX_DAYS), label_delay=timedelta(days=2), all_label_days=True
     )
-    days = labels["known_at"].dt.strftime("%Y-%m-%d")
-    for day in sorted(days.unique()):
-        raw.write_raw_partition(store, "labels", day, labels[days == day], [])
-        build_fraud_labels(store, day, lookback_days=45)
     run = compute_feature_hours(store, _hours(TX_DAYS), history_start=str(START))
     publish_online(store, run.state, run.state_hour)
     dataset = build_dataset(store, SPEC)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from fraudloop import raw
-from fraudloop.feature_pipeline import build_fraud_labels, compute_feature_hours
+from fraudloop.feature_pipeline import compute_feature_hours
 from fraudloop.features import FEATURE_NAMES, feature_code_hash
 from fraudloop.model import TrainConfig
 from fraudloop.registry import ModelRegistry
@@ -29,6 +29,7 @@ from fraudloop.training import (
     manifest_id,
     reproduce,
 )
+from tests.factories import store_history
 
 START = date(2018, 4, 1)
 TX_DAYS = 10  # transactions 04-01 .. 04-10; their labels (known 7 days later) up to 04-17
@@ -64,23 +65,9 @@ def history() -> pd.DataFrame:
 def base_store(tmp_path_factory, history):
     """Raw partitions, fraud labels and features, written once; tests get a copy."""
     store = LocalObjectStore(tmp_path_factory.mktemp("training") / "store")
-    tx = history[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]]
-    hours = tx["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)
-    for key in _hours(TX_DAYS):
-        raw.write_raw_partition(store, "transactions", key, tx[hours == key], [])
     # every 97th transaction never gets a label
     labelled = history[history.index % 97 != 0]
-    labels = pd.DataFrame(
-        {
-            "transaction_id": labelled["transaction_id"],
-            "is_fraud": labelled["is_fraud"].astype("int8"),
-            "known_at": labelled["tx_datetime"] + timedelta(days=7),
-        }
-    )
-    days = labels["known_at"].dt.strftime("%Y-%m-%d")
-    for day in sorted(days.unique()):
-        raw.write_raw_partition(store, "labels", day, labels[days == day], [])
-        build_fraud_labels(store, day, lookback_days=45)
+    store_history(store, history, _hours(TX_DAYS), labelled=labelled, all_label_days=True)
     feature_hours = [k for k in _hours(TX_DAYS) if k != MISSING_HOUR]
     compute_feature_hours(store, feature_hours, history_start="2018-04-01")
     raw.mark_quarantined(store, "transaction_features", BLOCKED_HOUR, "test: blocked")

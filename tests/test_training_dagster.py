@@ -16,12 +16,12 @@ from assets.training import (
     production_model,
     training_dataset,
 )
-from fraudloop import raw
-from fraudloop.feature_pipeline import TransactionLookup, build_fraud_labels, compute_feature_hours
+from fraudloop.feature_pipeline import compute_feature_hours
 from fraudloop.registry import ModelRegistry
 from fraudloop.schema import HOUR_KEY_FORMAT
 from fraudloop.simulate import generate_day, make_population
 from fraudloop.training import reproduce
+from tests.factories import store_history
 
 START = date(2018, 4, 1)
 DAYS = 36
@@ -47,26 +47,10 @@ def history() -> pd.DataFrame:
 
 @pytest.fixture
 def stored(env, history):
-    """Raw partitions written directly (ingestion has its own tests), then labels and features."""
-    tx = history[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]]
-    of_hour = tx["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)
+    """A stored history (raw, labels, bi-temporal labels), then its features."""
     first = pd.Timestamp(START, tz="UTC")
     hours = [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * DAYS)]
-    for key in hours:
-        raw.write_raw_partition(env.store, "transactions", key, tx[of_hour == key], [])
-    labels = pd.DataFrame(
-        {
-            "transaction_id": history["transaction_id"],
-            "is_fraud": history["is_fraud"].astype("int8"),
-            "known_at": history["tx_datetime"] + timedelta(days=7),
-        }
-    )
-    label_day = labels["known_at"].dt.strftime("%Y-%m-%d")
-    lookup = TransactionLookup(env.store)  # each hour read once for all label days
-    for day in sorted(label_day.unique()):
-        if day <= hours[-1][:10]:
-            raw.write_raw_partition(env.store, "labels", day, labels[label_day == day], [])
-            build_fraud_labels(env.store, day, 45, lookup)
+    store_history(env.store, history, hours)
     compute_feature_hours(env.store, hours, history_start=str(START))
     return env
 
