@@ -155,6 +155,18 @@ def canonical_order(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "float64": pa.float64(),
+    "int8": pa.int8(),
+    "datetime64[ns, UTC]": pa.timestamp("ns", tz="UTC"),
+}
+
+
+def _arrow_type(dtype: str) -> pa.DataType:
+    return _ARROW_TYPES[dtype]
+
+
 def parquet_bytes(table: str, frame: pd.DataFrame) -> bytes:
     """Deterministic Parquet bytes of a canonical frame."""
     spec = _table(table)
@@ -165,7 +177,11 @@ def parquet_bytes(table: str, frame: pd.DataFrame) -> bytes:
     for column in frame.columns:
         if column not in spec["columns"]:
             frame = frame.astype({column: "string"})
-    arrow = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    # An explicit Arrow schema: the same values always get the same physical types (pandas may
+    # hand over `large_string` for a concatenated frame), hence the same bytes and sha256.
+    schema = pa.schema([(c, _arrow_type(spec["columns"].get(c, "string"))) for c in frame.columns])
+    arrow = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    arrow = arrow.replace_schema_metadata(None)
     sink = io.BytesIO()
     pq.write_table(
         arrow,

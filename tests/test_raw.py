@@ -217,3 +217,24 @@ def test_quarantine_never_overwrites_different_bytes(store):
     assert reason["problems"] == [PROBLEMS[0].to_dict()]
     assert reason["problems_in_this_file"] == 1
     assert {r["quarantine_key"] for r in list_quarantine(store)} == {first[0], second[0]}
+
+
+def test_same_values_give_the_same_bytes_however_the_frame_was_built():
+    import pandas as pd
+
+    from fraudloop.raw import parquet_bytes
+
+    frame = pd.DataFrame(
+        {
+            "transaction_id": ["a", "b", "c"],
+            "tx_datetime": pd.to_datetime(["2018-04-01T05:00:00Z"] * 3, utc=True),
+            "customer_id": ["c1", "c2", "c1"],
+            "terminal_id": ["t1", "t1", "t2"],
+            "amount": [1.0, 2.5, 3.25],
+        }
+    )
+    pieces = pd.concat(
+        [frame.iloc[:1].astype({"transaction_id": "string[pyarrow]"}), frame.iloc[1:]],
+        ignore_index=True,
+    )
+    assert parquet_bytes("transactions", pieces) == parquet_bytes("transactions", frame)
