@@ -14,7 +14,7 @@ import numpy as np
 from assets.common import RETRY, check_partitions, range_data_version, run_summary
 from assets.ingestion import raw_labels, raw_transactions
 from fraudloop import feature_pipeline, raw
-from fraudloop.features import FEATURE_NAMES, feature_code_hash
+from fraudloop.features import feature_code_hash
 from fraudloop.schema import hour_start
 from fraudloop.validation import validate_features
 from pipelines.partitions import DAILY, HOURLY, SETTINGS
@@ -100,15 +100,14 @@ def _feature_metadata(s, result) -> dict:
     if result.status != "valid":
         meta["reason"] = result.reason
         return meta
-    frame = raw.read_raw_partition(s, "transaction_features", result.hour)
     meta["sha256"] = result.sha256
     meta["uri"] = dg.MetadataValue.url(s.uri(result.key))
-    meta["null_values"] = int(frame[list(FEATURE_NAMES)].isna().sum().sum())
-    if len(frame):
-        meta["mean_amount"] = float(frame["amount"].mean())
-        meta["mean_terminal_risk_7d"] = float(frame["terminal_risk_7d"].mean())
-        meta["share_new_terminal"] = float(frame["customer_terminal_novelty"].mean())
-        stats = frame[list(FEATURE_NAMES)].describe().T[["mean", "std", "min", "max"]]
+    meta["null_values"] = result.null_values
+    if result.rows:
+        stats = result.summary
+        meta["mean_amount"] = float(stats.loc["amount", "mean"])
+        meta["mean_terminal_risk_7d"] = float(stats.loc["terminal_risk_7d", "mean"])
+        meta["share_new_terminal"] = float(stats.loc["customer_terminal_novelty", "mean"])
         meta["summary"] = dg.MetadataValue.md(stats.round(4).to_markdown())
     meta["sources"] = dg.MetadataValue.json(result.sources)
     return meta

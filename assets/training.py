@@ -17,7 +17,8 @@ from assets.features import transaction_features
 from assets.ingestion import raw_labels, raw_transactions
 from fraudloop import training
 from fraudloop.evaluation import evaluate, gate
-from fraudloop.model import TrainConfig, load_model, train
+from fraudloop.model import TrainConfig, load_model
+from fraudloop.schema import hour_start
 from fraudloop.storage import load_blob, publish_blob
 from resources.object_store import ObjectStoreResource
 from resources.registry import ModelRegistryResource
@@ -65,7 +66,7 @@ def _newest_ingested_hour_end(context) -> pd.Timestamp:
     keys = context.instance.get_materialized_partitions(raw_transactions.key)
     if not keys:
         raise dg.Failure("no transactions have been ingested yet; nothing to train on")
-    return pd.Timestamp(max(keys)[:10] + " " + max(keys)[11:], tz="UTC") + pd.Timedelta(hours=1)
+    return hour_start(max(keys)) + pd.Timedelta(hours=1)
 
 
 @dg.asset(
@@ -161,7 +162,7 @@ def candidate_model(
         early_stopping_rounds=config.early_stopping_rounds,
         validation_share=config.validation_share,
     )
-    model = train(dataset.train, dataset.train["is_fraud"], train_config)
+    model = training.fit(dataset, train_config)  # the same path `reproduce` retrains with
     metrics = evaluate(_scores(model, dataset.holdout))
     cost = {
         "cpu_seconds": round(model.cpu_seconds, 3),
@@ -173,7 +174,7 @@ def candidate_model(
     version = reg.register(
         {
             "model.txt": model.model_text.encode(),
-            "lineage.json": json.dumps(lineage, indent=2, default=str).encode(),
+            "lineage.json": training.lineage_json(lineage),
         },
         metadata={
             "dataset_id": manifest["id"],

@@ -24,11 +24,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fraudloop import raw, training
+from fraudloop import training
 from fraudloop.evaluation import evaluate
 from fraudloop.feature_pipeline import (
-    TransactionLookup,
-    build_fraud_labels,
     compute_feature_hours,
 )
 from fraudloop.model import TrainConfig
@@ -36,35 +34,21 @@ from fraudloop.registry import ModelRegistry
 from fraudloop.schema import HOUR_KEY_FORMAT
 from fraudloop.simulate import generate_day, make_population
 from fraudloop.storage import LocalObjectStore
+from tests.factories import store_history
 
 START = date(2018, 4, 1)
 
 
 def stored_history(store, days: int) -> None:
+    """A handbook-scale history as ingestion would leave it, then its features."""
     population = make_population(seed=42, scale=1.0)
     history = pd.concat(
         [generate_day(population, START + timedelta(days=d)) for d in range(days)],
         ignore_index=True,
     )
-    tx = history[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]]
-    of_hour = tx["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)
     first = pd.Timestamp(START, tz="UTC")
     hours = [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * days)]
-    for key, rows in tx.groupby(of_hour):
-        raw.write_raw_partition(store, "transactions", key, rows, [])
-    labels = pd.DataFrame(
-        {
-            "transaction_id": history["transaction_id"],
-            "is_fraud": history["is_fraud"].astype("int8"),
-            "known_at": history["tx_datetime"] + timedelta(days=7),
-        }
-    )
-    label_day = labels["known_at"].dt.strftime("%Y-%m-%d")
-    lookup = TransactionLookup(store)
-    for day, rows in labels.groupby(label_day):
-        if day <= hours[-1][:10]:
-            raw.write_raw_partition(store, "labels", day, rows, [])
-            build_fraud_labels(store, day, 45, lookup)
+    store_history(store, history, hours)
     compute_feature_hours(store, hours, history_start=str(START))
 
 

@@ -26,7 +26,8 @@ import pandas as pd
 
 from fraudloop import raw
 from fraudloop.feature_state import FeatureState
-from fraudloop.features import advance_hour, build_features
+from fraudloop.feature_store import publish_state
+from fraudloop.features import FEATURE_NAMES, advance_hour, build_features
 from fraudloop.schema import DAY_KEY_FORMAT, HOUR_KEY_FORMAT, hour_start
 from fraudloop.storage import ObjectStore, load_blob, load_pointer, publish_blob
 
@@ -43,6 +44,10 @@ class HourResult:
     key: str | None = None
     reason: str | None = None
     sources: list[dict] = field(default_factory=list)
+    # per-feature mean/std/min/max and null count of the written rows, so callers can report
+    # them without reading the partition back
+    summary: pd.DataFrame | None = None
+    null_values: int = 0
 
 
 @dataclass
@@ -58,12 +63,8 @@ LATEST_PREFIX = f"{CHECKPOINT_PREFIX}/latest"
 
 
 def publish_latest_state(store: ObjectStore, state: FeatureState, state_hour: str) -> dict:
-    """Keep the newest state computed so far (the online store is published from it); a run over
-    older hours (a backfill) never replaces a newer one."""
-    current = load_pointer(store, LATEST_PREFIX)
-    if current is not None and current.get("state_hour", "") > state_hour:
-        return current
-    return publish_blob(store, LATEST_PREFIX, state.to_bytes(), {"state_hour": state_hour})
+    """Keep the newest state computed so far (the online store is published from it)."""
+    return publish_state(store, LATEST_PREFIX, state, state_hour)
 
 
 def load_latest_state(store: ObjectStore) -> tuple[FeatureState, dict]:
@@ -237,9 +238,17 @@ def compute_feature_hours(
                 version = raw.write_raw_partition(
                     store, "transaction_features", key, features, sources
                 )
+                values = features[list(FEATURE_NAMES)]
                 results.append(
                     HourResult(
-                        key, "valid", version.rows, version.sha256, version.key, sources=sources
+                        key,
+                        "valid",
+                        version.rows,
+                        version.sha256,
+                        version.key,
+                        sources=sources,
+                        summary=values.describe().T[["mean", "std", "min", "max"]],
+                        null_values=int(values.isna().sum().sum()),
                     )
                 )
     if last.hour == 23:

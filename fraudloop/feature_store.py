@@ -22,22 +22,28 @@ from fraudloop.storage import ObjectStore, load_blob, load_pointer, publish_blob
 ONLINE_PREFIX = "featurestore/online"
 
 
-def publish_online(store: ObjectStore, state: FeatureState, state_hour: str) -> dict:
-    """Publish `state` (after hour `state_hour`) unless a newer one is already online."""
-    current = load_pointer(store, ONLINE_PREFIX)
+def publish_state(
+    store: ObjectStore, prefix: str, state: FeatureState, state_hour: str, **metadata
+) -> dict:
+    """Publish `state` (after hour `state_hour`) under `prefix` unless a newer one is there: a
+    run over older hours (a backfill) never replaces a newer state."""
+    current = load_pointer(store, prefix)
     if current is not None and current.get("state_hour", "") > state_hour:
         return current
-    return publish_blob(
+    return publish_blob(store, prefix, state.to_bytes(), {"state_hour": state_hour, **metadata})
+
+
+def publish_online(store: ObjectStore, state: FeatureState, state_hour: str) -> dict:
+    """Publish `state` for the scoring service, with what it must agree on to use it."""
+    return publish_state(
         store,
         ONLINE_PREFIX,
-        state.to_bytes(),
-        {
-            "state_hour": state_hour,
-            "label_delay_hours": state.label_delay_hours,
-            "feature_code_hash": feature_code_hash(),
-            "customers": len(state.customers),
-            "terminals": len(state.terminals),
-        },
+        state,
+        state_hour,
+        label_delay_hours=state.label_delay_hours,
+        feature_code_hash=feature_code_hash(),
+        customers=len(state.customers),
+        terminals=len(state.terminals),
     )
 
 

@@ -62,8 +62,13 @@ def _tick_and_run(sensor, instance, resources, cursors: dict, run_keys: set) -> 
 
 
 def _describe(request) -> str:
-    start = request.tags.get("dagster/asset_partition_range_start")
-    end = request.tags.get("dagster/asset_partition_range_end")
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    start = request.tags.get(ASSET_PARTITION_RANGE_START_TAG)
+    end = request.tags.get(ASSET_PARTITION_RANGE_END_TAG)
     return f"{start} .. {end}" if start else str(request.partition_key)
 
 

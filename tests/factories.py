@@ -80,10 +80,12 @@ def store_history(
     label_delay=None,
     labelled: pd.DataFrame | None = None,
     all_label_days: bool = False,
+    quarantined_hours: tuple[str, ...] = (),
 ) -> None:
     """Leave a simulated history as ingestion would: raw hourly transactions for `hours`, raw
     daily labels (known `label_delay` after each transaction; only for `labelled` rows when
-    given; only days up to the last hour unless `all_label_days`) and the bi-temporal labels.
+    given; only days up to the last hour unless `all_label_days`) and the bi-temporal labels;
+    `quarantined_hours` are marked quarantined instead of written.
     Written directly: ingestion has its own tests, and these tests are about what comes after."""
     from datetime import timedelta
 
@@ -94,7 +96,10 @@ def store_history(
     tx = history[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]]
     of_hour = tx["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)
     for key in hours:
-        raw.write_raw_partition(store, "transactions", key, tx[of_hour == key], [])
+        if key in quarantined_hours:
+            raw.mark_quarantined(store, "transactions", key, "broken feed file")
+        else:
+            raw.write_raw_partition(store, "transactions", key, tx[of_hour == key], [])
     rows = history if labelled is None else labelled
     labels = pd.DataFrame(
         {

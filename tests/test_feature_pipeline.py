@@ -19,6 +19,7 @@ from fraudloop.feature_pipeline import (
 from fraudloop.features import FEATURE_NAMES
 from fraudloop.schema import HOUR_KEY_FORMAT
 from fraudloop.simulate import generate_day, make_population
+from tests.factories import store_history
 
 DAYS = 12
 START = date(2018, 4, 1)
@@ -37,27 +38,7 @@ def history():
 
 
 def _land_raw(store, history, skip_hour=None):
-    """Write raw partitions directly (ingestion has its own tests) and the label days."""
-    tx = history[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]]
-    hours = tx["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)
-    for key in _hours():
-        rows = tx[hours == key]
-        if key == skip_hour:
-            raw.mark_quarantined(store, "transactions", key, "broken feed file")
-            continue
-        raw.write_raw_partition(store, "transactions", key, rows, [])
-    labels = pd.DataFrame(
-        {
-            "transaction_id": history["transaction_id"],
-            "is_fraud": history["is_fraud"].astype("int8"),
-            "known_at": history["tx_datetime"] + timedelta(days=7),
-        }
-    )
-    days = labels["known_at"].dt.strftime("%Y-%m-%d")
-    for day in sorted(days.unique()):
-        if day <= _hours()[-1][:10]:
-            raw.write_raw_partition(store, "labels", day, labels[days == day], [])
-            build_fraud_labels(store, day, lookback_days=45)
+    store_history(store, history, _hours(), quarantined_hours=(skip_hour,) if skip_hour else ())
 
 
 def _stored_features(store, keys):
