@@ -348,35 +348,3 @@ def candidate_beats_production(
             "ci_high": decision.get("ci_high"),
         },
     )
-
-
-@dg.asset(
-    group_name="training",
-    kinds={"lightgbm"},
-    owners=["team:ml-platform"],
-    deps=[model_evaluation],
-    description=(
-        "Moves the `production` alias to the candidate when the gate said promote (the old "
-        "production becomes `previous`, so rollback is one pointer swap); audited with the "
-        "evaluation as evidence. Blocked by the evaluation's checks otherwise."
-    ),
-)
-def production_model(
-    context: dg.AssetExecutionContext, store: ObjectStoreResource, registry: ModelRegistryResource
-) -> dg.MaterializeResult:
-    record = _latest_decision(store, registry)
-    decision = record["decision"]["decision"]
-    reg = registry.open()
-    if decision != "promote":
-        raise dg.Failure(f"candidate v{record['candidate']} was not promoted: {decision}")
-    aliases = reg.promote(
-        record["candidate"],
-        to="production",
-        actor="dagster:production_model",
-        reason=f"gate decision promote in run {context.run_id}",
-        evidence=record,
-    )
-    return dg.MaterializeResult(
-        metadata={"production": aliases["production"], "previous": aliases.get("previous", "none")},
-        data_version=dg.DataVersion(str(aliases["production"])),
-    )

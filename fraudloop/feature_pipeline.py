@@ -186,6 +186,40 @@ def rebuild_state(
     return FeatureState.from_history(transactions, labels, last_hour, label_delay=label_delay)
 
 
+def _day_start_state(
+    store: ObjectStore, day: str, label_delay: timedelta, history_start: str
+) -> tuple[FeatureState, str, list[str]]:
+    """The checkpoint of `day` (rebuilt from raw history and saved if missing): (state, its
+    sha256, checkpoints written)."""
+    loaded = load_checkpoint(store, day)
+    if loaded is not None:
+        return loaded[0], loaded[1]["sha256"], []
+    state = rebuild_state(store, day, label_delay, history_start)
+    return state, save_checkpoint(store, day, state)["sha256"], [day]
+
+
+def state_before(
+    store: ObjectStore,
+    hour_key: str,
+    *,
+    label_delay: timedelta = timedelta(days=7),
+    history_start: str = "2018-04-01",
+) -> FeatureState:
+    """The feature state as of the start of hour `hour_key` (the day's checkpoint advanced over
+    the hours before it): what the online store held when that hour's transactions arrived.
+    Staging tests replay the hour against it and compare with the stored offline features."""
+    start = hour_start(hour_key)
+    state = _day_start_state(store, _day(start.floor("D")), label_delay, history_start)[0]
+    for ts in _hours(start.floor("D"), start - timedelta(hours=1)):
+        key = ts.strftime(HOUR_KEY_FORMAT)
+        transactions, _ = _transactions(store, key)
+        labels = _labels_of_day(store, _day(ts))[0] if ts.hour == 0 else None
+        _, state = advance_hour(
+            state, transactions if transactions is not None else _no_transactions(), labels, key
+        )
+    return state
+
+
 def compute_feature_hours(
     store: ObjectStore,
     hour_keys: Sequence[str],
@@ -203,14 +237,9 @@ def compute_feature_hours(
     wanted = set(hour_keys)
     first = hour_start(min(hour_keys)).floor("D")
     last = hour_start(max(hour_keys))
-    loaded = load_checkpoint(store, _day(first))
-    if loaded is None:
-        state = rebuild_state(store, _day(first), label_delay, history_start)
-        checkpoint_sha = save_checkpoint(store, _day(first), state)["sha256"]
-        written = [_day(first)]
-    else:
-        state, pointer = loaded
-        checkpoint_sha, written = pointer["sha256"], []
+    state, checkpoint_sha, written = _day_start_state(
+        store, _day(first), label_delay, history_start
+    )
     results, labels, label_source = [], None, {}
     for ts in _hours(first, last):
         key = ts.strftime(HOUR_KEY_FORMAT)

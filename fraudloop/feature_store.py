@@ -33,11 +33,13 @@ def publish_state(
     return publish_blob(store, prefix, state.to_bytes(), {"state_hour": state_hour, **metadata})
 
 
-def publish_online(store: ObjectStore, state: FeatureState, state_hour: str) -> dict:
+def publish_online(
+    store: ObjectStore, state: FeatureState, state_hour: str, prefix: str = ONLINE_PREFIX
+) -> dict:
     """Publish `state` for the scoring service, with what it must agree on to use it."""
     return publish_state(
         store,
-        ONLINE_PREFIX,
+        prefix,
         state,
         state_hour,
         label_delay_hours=state.label_delay_hours,
@@ -47,11 +49,12 @@ def publish_online(store: ObjectStore, state: FeatureState, state_hour: str) -> 
     )
 
 
-def load_online(store: ObjectStore) -> tuple[OnlineFeatureStore, dict]:
-    """The published state, verified against its sha256, ready to compute features."""
-    found = load_blob(store, ONLINE_PREFIX)
+def load_online(store: ObjectStore, prefix: str = ONLINE_PREFIX) -> tuple[OnlineFeatureStore, dict]:
+    """The state published under `prefix`, verified against its sha256, ready to compute
+    features (staging tests publish theirs under another prefix)."""
+    found = load_blob(store, prefix)
     if found is None:
-        raise LookupError("no online feature state has been published yet")
+        raise LookupError(f"no online feature state has been published under {prefix}/ yet")
     data, pointer = found
     if pointer.get("feature_code_hash") != feature_code_hash():
         raise ValueError(

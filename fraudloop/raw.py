@@ -133,6 +133,16 @@ def pointer_key(table: str, partition_key: str) -> str:
     return partition_prefix(table, partition_key) + POINTER_NAME
 
 
+def list_partitions(store: ObjectStore, table: str) -> list[str]:
+    """Partition keys of `table` that have a pointer (valid or quarantined), sorted."""
+    base = f"{_table(table)['prefix']}/"
+    return sorted(
+        info.key[len(base) : -len(POINTER_NAME) - 1]
+        for info in store.list(base)
+        if info.key.endswith(f"/{POINTER_NAME}") and info.key[len(base) :].count("/") == 1
+    )
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 

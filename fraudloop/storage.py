@@ -226,6 +226,8 @@ class S3ObjectStore(ObjectStore):
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint_url = endpoint_url
+        self.region_name = region_name
         self.client = client or boto3.client(
             "s3",
             endpoint_url=endpoint_url or None,

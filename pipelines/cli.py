@@ -48,7 +48,7 @@ def _corrupt_spec(text: str) -> tuple[str, str]:
 
 
 def _settings():
-    from pipelines.settings import Settings
+    from fraudloop.settings import Settings
 
     return Settings.from_env()
 
@@ -295,6 +295,23 @@ def cmd_models_promote(args) -> int:
     registry = _registry()
     version = registry.resolve(_ref(args.version))
     before = registry.aliases()
+    if args.to == "canary":
+        return _start_rollout(registry, version, args.reason)
+    if args.to == "shadow":
+        from fraudloop.package import require_staged
+
+        require_staged(registry.store, registry.name, version)  # only a staged package shadows
+    if args.to == "production":
+        from fraudloop.package import PackageError, load_package
+
+        try:
+            load_package(registry.store, registry.name, version)
+        except PackageError:
+            print(
+                f"warning: v{version} has no package; scoring services keep serving the "
+                f"previous version until `fraudloop models package {version}`",
+                file=sys.stderr,
+            )
     after = registry.promote(
         version,
         args.to,
@@ -321,6 +338,108 @@ def cmd_models_rollback(args) -> int:
     print(f"rolled back production v{before.get('production')} -> v{after['production']}")
     _print_aliases(after)
     return 0
+
+
+def _start_rollout(registry, version: int, reason: str | None) -> int:
+    from fraudloop import rollout
+
+    doc = rollout.start(
+        registry.store,
+        registry,
+        version,
+        policy=_settings().rollout_policy(),
+        actor=_actor(),
+        reason=reason or "canary rollout started from the command line",
+    )
+    print(
+        f"canary rollout {doc['rollout_id']} of v{version} started at {doc['share']:.0%} "
+        f"(steps {', '.join(f'{x:.0%}' for x in doc['policy']['steps'])}); "
+        "rollout_sensor drives it from here"
+    )
+    return 0
+
+
+def cmd_models_package(args) -> int:
+    from fraudloop.package import build_package, export_package
+
+    registry = _registry()
+    version = registry.resolve(_ref(args.version))
+    package = build_package(
+        registry.store, registry, version, decision_threshold=_settings().decision_threshold
+    )
+    print(f"package of v{version}: sha256 {package.sha256}")
+    for name, entry in sorted(package.manifest["files"].items()):
+        if not name.startswith("build/src/"):
+            print(f"  {name:32} {entry['size']:>10,}  {entry['sha256'][:16]}")
+    if args.output:
+        path = export_package(registry.store, registry.name, version, args.output)
+        print(f"exported (verified) to {path}")
+        print(f"build the image with: docker build -t fraudloop-{registry.name}:v{version} {path}")
+    return 0
+
+
+def cmd_models_stage(args) -> int:
+    from fraudloop.staging import StagingConfig, check_lines, run_staging
+
+    settings = _settings()
+    registry = _registry()
+    version = registry.resolve(_ref(args.version))
+    report = run_staging(
+        registry.store,
+        registry,
+        version,
+        StagingConfig(
+            p99_budget_ms=settings.staging_p99_ms,
+            label_delay_days=settings.label_delay_days,
+            history_start=settings.partition_start[:10],
+        ),
+    )
+    for line in check_lines(report):
+        print(line)
+    print(f"staging test of v{version}: {'passed' if report['passed'] else 'FAILED'}")
+    return 0 if report["passed"] else 1
+
+
+def cmd_rollout(args) -> int:
+    from fraudloop import rollout
+
+    registry = _registry()
+    store, name = registry.store, registry.name
+    action = args.rollout_command
+    if action == "start":
+        return _start_rollout(registry, registry.resolve(_ref(args.version)), args.reason)
+    reason = getattr(args, "reason", None) or f"{action} from the command line"
+    if action == "pause":
+        doc = rollout.pause(store, name, actor=_actor(), reason=reason)
+    elif action == "resume":
+        doc = rollout.resume(store, name, actor=_actor(), reason=reason)
+    elif action == "abort":
+        doc = rollout.abort(store, registry, actor=_actor(), reason=reason)
+    elif action == "share":
+        doc = rollout.set_share(store, name, args.share, actor=_actor(), reason=reason)
+    else:
+        doc = rollout.read_state(store, name)[0]
+    if doc is None:
+        print("no rollout has been started")
+        return 0
+    if getattr(args, "json", False):
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(
+        f"rollout {doc['rollout_id']}: canary v{doc['canary_version']} vs production "
+        f"v{doc['baseline_version']}, {doc['status']}, step {doc['step'] + 1}/"
+        f"{len(doc['policy']['steps'])}, share {doc['share']:.0%}"
+    )
+    for entry in doc.get("decisions", [])[-10:]:
+        print(f"  {entry['at']}  {entry['action']:9} {entry['actor']}: {entry['reason']}")
+    _print_aliases(registry.aliases())
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from fraudloop.serving.__main__ import serve
+
+    return serve(args)
 
 
 def cmd_models_history(args) -> int:
@@ -490,6 +609,47 @@ def build_parser() -> argparse.ArgumentParser:
     mrepro.add_argument("version", metavar="N|ALIAS")
     mrepro.set_defaults(func=cmd_models_reproduce)
 
+    mpack = msub.add_parser(
+        "package", help="build (or verify) the deployment package of a version; export it"
+    )
+    mpack.add_argument("version", metavar="N|ALIAS")
+    mpack.add_argument("--output", default=None, help="write the verified package to this dir")
+    mpack.set_defaults(func=cmd_models_package)
+
+    mstage = msub.add_parser(
+        "stage", help="staging test: serve the package in a real process and replay an hour"
+    )
+    mstage.add_argument("version", metavar="N|ALIAS")
+    mstage.set_defaults(func=cmd_models_stage)
+
+    roll = sub.add_parser("rollout", help="the canary rollout: status, start, pause, abort")
+    rsub = roll.add_subparsers(dest="rollout_command", required=True)
+    rstatus = rsub.add_parser("status", help="the rollout document and its last decisions")
+    rstatus.add_argument("--json", action="store_true")
+    rstatus.set_defaults(func=cmd_rollout)
+    rstart = rsub.add_parser("start", help="start a canary rollout of a staged version")
+    rstart.add_argument("version", metavar="N|ALIAS")
+    rstart.add_argument("--reason", default=None)
+    rstart.set_defaults(func=cmd_rollout)
+    for action, text in (
+        ("pause", "stop the controller from moving the canary"),
+        ("resume", "hand control back to the controller (the step's analysis restarts)"),
+        ("abort", "remove the canary; production stays"),
+    ):
+        sp = rsub.add_parser(action, help=text)
+        sp.add_argument("--reason", default=None)
+        sp.set_defaults(func=cmd_rollout)
+    rshare = rsub.add_parser("share", help="set the canary's share by hand (pauses the rollout)")
+    rshare.add_argument("share", type=float, help="0..1")
+    rshare.add_argument("--reason", default=None)
+    rshare.set_defaults(func=cmd_rollout)
+
+    from fraudloop.serving.__main__ import build_parser as serve_parser
+
+    serve = sub.add_parser("serve", help="run the scoring service (FastAPI + uvicorn)")
+    serve_parser(serve)
+    serve.set_defaults(func=cmd_serve)
+
     score = sub.add_parser("score", help="score a file of transactions with a registered model")
     score.add_argument("--model", required=True, metavar="N|ALIAS")
     score.add_argument("--input", required=True, help="CSV or Parquet with canonical columns")
@@ -501,8 +661,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command
-    if getattr(args, "models_command", None):
-        command = f"{command} {args.models_command}"
+    for sub in ("models_command", "rollout_command"):
+        if getattr(args, sub, None):
+            command = f"{command} {getattr(args, sub)}"
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as error:
@@ -520,12 +681,15 @@ def _is_user_error(error: Exception) -> bool:
 
     Only modules the command already imported are consulted (no import cost on this path).
     """
-    registry, storage = sys.modules.get("fraudloop.registry"), sys.modules.get("fraudloop.storage")
     kinds: tuple[type, ...] = ()
-    if registry is not None:
-        kinds += (registry.RegistryError,)
-    if storage is not None:
-        kinds += (storage.IntegrityError,)
+    for module, names in (
+        ("fraudloop.registry", ("RegistryError",)),
+        ("fraudloop.storage", ("IntegrityError",)),
+        ("fraudloop.package", ("PackageError",)),
+        ("fraudloop.rollout", ("RolloutError",)),
+    ):
+        if (loaded := sys.modules.get(module)) is not None:
+            kinds += tuple(getattr(loaded, name) for name in names)
     return bool(kinds) and isinstance(error, kinds)
 
 

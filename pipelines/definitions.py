@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import features, ingestion, training
+from assets import deployment, features, ingestion, training
 from pipelines.jobs import (
     daily_labels_job,
     features_job,
@@ -17,13 +17,18 @@ from pipelines.resources import build_resources
 from pipelines.schedules import hourly_refresh_schedule
 from sensors.features import features_sensor
 from sensors.new_data import new_data_sensor
+from sensors.rollout import rollout_sensor
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingestion, features, training]),
-    asset_checks=dg.load_asset_checks_from_modules([ingestion, features, training]),
+    # model_rollout is an AssetSpec (materialized by rollout_sensor): module loading skips specs
+    assets=[
+        *dg.load_assets_from_modules([ingestion, features, training, deployment]),
+        deployment.model_rollout,
+    ],
+    asset_checks=dg.load_asset_checks_from_modules([ingestion, features, training, deployment]),
     jobs=[hourly_ingestion_job, daily_labels_job, fraud_labels_job, features_job, training_job],
     schedules=[hourly_refresh_schedule],
-    sensors=[new_data_sensor, features_sensor],
+    sensors=[new_data_sensor, features_sensor, rollout_sensor],
     resources=build_resources(SETTINGS),
     executor=dg.in_process_executor,
 )

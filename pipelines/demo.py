@@ -79,11 +79,11 @@ def run_demo(days: int = 10, scale: float = 0.5, seed: int = 7) -> int:
 
     from fraudloop import raw
     from fraudloop.quarantine import list_quarantine
+    from fraudloop.settings import Settings
     from fraudloop.simulate import simulate
     from pipelines.resources import build_resources
     from pipelines.runner import ensure_dagster_home as dagster_instance_home
     from pipelines.runner import instance as dagster_instance
-    from pipelines.settings import Settings
     from sensors.features import features_sensor
     from sensors.new_data import new_data_sensor
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.deployment import model_package, model_release
 from assets.features import fraud_labels, online_feature_store, transaction_features
 from assets.ingestion import raw_labels, raw_transactions
-from assets.training import candidate_model, model_evaluation, production_model, training_dataset
+from assets.training import candidate_model, model_evaluation, training_dataset
 
 hourly_ingestion_job = dg.define_asset_job(
     name="hourly_ingestion_job",
@@ -53,11 +54,13 @@ features_job = dg.define_asset_job(
 training_job = dg.define_asset_job(
     name="training_job",
     selection=dg.AssetSelection.assets(
-        training_dataset, candidate_model, model_evaluation, production_model
+        training_dataset, candidate_model, model_evaluation, model_package, model_release
     ),
     executor_def=dg.in_process_executor,
     description=(
         "Build the dataset as of the cutoff, train a candidate, evaluate it against production "
-        "on the same holdout, and promote it only if the blocking gate checks pass."
+        "on the same holdout; if the blocking gate checks pass, package it, staging-test the "
+        "package in a real service process, and release it (first version: production; later "
+        "ones: a canary rollout that rollout_sensor drives)."
     ),
 )

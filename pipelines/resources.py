@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pipelines.settings import Settings
+from dataclasses import asdict
+
+from fraudloop.settings import Settings
 from resources.alerts import AlertsResource
+from resources.deployment import DeploymentResource
 from resources.feature_store import FeatureStoreResource
 from resources.object_store import (
     LocalObjectStoreResource,
@@ -33,6 +36,17 @@ def build_resources(settings: Settings) -> dict:
         "registry": ModelRegistryResource(store=store),
         "feature_store": FeatureStoreResource(
             store=store, label_delay_days=settings.label_delay_days
+        ),
+        "deployment": DeploymentResource(
+            decision_threshold=settings.decision_threshold,
+            staging_p99_ms=settings.staging_p99_ms,
+            label_delay_days=settings.label_delay_days,
+            history_start=settings.partition_start[:10],
+            **{
+                name: list(value) if isinstance(value, tuple) else value
+                for name, value in asdict(settings).items()
+                if name in DeploymentResource.model_fields and name.startswith("rollout_")
+            },
         ),
         "alerts": AlertsResource(
             file_path=settings.alert_file, webhook_url=settings.alert_webhook_url

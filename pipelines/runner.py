@@ -38,9 +38,9 @@ def run_partition_range(job_name: str, start: str, end: str, dagster_instance=No
         ASSET_PARTITION_RANGE_START_TAG,
     )
 
+    from fraudloop.settings import Settings
     from pipelines.definitions import defs
     from pipelines.resources import build_resources
-    from pipelines.settings import Settings
 
     job = defs.resolve_job_def(job_name)
     run_tags = {

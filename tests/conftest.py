@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
+from fraudloop.settings import Settings
 from fraudloop.storage import LocalObjectStore, S3ObjectStore
 from pipelines.resources import build_resources
-from pipelines.settings import Settings
 
 
 def free_port() -> int:
@@ -74,3 +74,23 @@ def env(tmp_path):
             resources=build_resources(settings),
             instance=instance,
         )
+
+
+@pytest.fixture(scope="session")
+def deployable_world(tmp_path_factory):
+    """Stored history, online state, three staged versions and live traffic (serving_home)."""
+    from tests.serving_home import build_deployable_world
+
+    root = tmp_path_factory.mktemp("deployable") / "home"
+    traffic = build_deployable_world(root)[1]
+    return root, traffic
+
+
+@pytest.fixture
+def world(deployable_world, tmp_path):
+    """A private copy of the deployable world: (store, traffic)."""
+    import shutil
+
+    root, traffic = deployable_world
+    shutil.copytree(root, tmp_path / "home")
+    return LocalObjectStore(tmp_path / "home"), traffic

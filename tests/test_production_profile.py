@@ -190,8 +190,8 @@ def test_production_instance_runs_an_asset_on_postgres_and_s3(
 ):
     from assets.ingestion import raw_transactions, transactions_pass_expectations
     from fraudloop import raw
+    from fraudloop.settings import Settings
     from pipelines.resources import build_resources
-    from pipelines.settings import Settings
     from resources.object_store import S3ObjectStoreResource
     from tests.factories import land_hour
 
@@ -302,9 +302,9 @@ def _production_config() -> dict:
 
 
 def _settings_env_vars() -> set[str]:
-    source = (ROOT / "pipelines" / "settings.py").read_text()
+    source = (ROOT / "fraudloop" / "settings.py").read_text()
     names = set(re.findall(r'"(FRAUDLOOP_[A-Z0-9_]+)"', source))
-    assert names, "pipelines/settings.py names no FRAUDLOOP_* variable any more?"
+    assert names, "fraudloop/settings.py names no FRAUDLOOP_* variable any more?"
     return names
 
 

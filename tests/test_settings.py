@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from fraudloop.settings import Settings
 from fraudloop.storage import LocalObjectStore
 from pipelines.resources import build_resources
-from pipelines.settings import Settings
 from resources.object_store import LocalObjectStoreResource, S3ObjectStoreResource
 
 

@@ -7,7 +7,7 @@ is never a constant scattered in code and the UI, the daemon and the CLI agree o
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fraudloop.storage import LocalObjectStore, ObjectStore, S3ObjectStore
@@ -37,6 +37,16 @@ class Settings:
     alert_file: str | None = None  # FRAUDLOOP_ALERT_FILE (default <home>/alerts/alerts.jsonl)
     alert_webhook_url: str | None = None  # FRAUDLOOP_ALERT_WEBHOOK_URL
     sensor_interval_seconds: int = 30  # FRAUDLOOP_SENSOR_INTERVAL_SECONDS
+    decision_threshold: float = 0.5  # FRAUDLOOP_DECISION_THRESHOLD: score >= it -> review
+    staging_p99_ms: float = 25.0  # FRAUDLOOP_STAGING_P99_MS: staging test latency budget
+    rollout_steps: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)  # FRAUDLOOP_ROLLOUT_STEPS
+    rollout_min_requests: int = 200  # FRAUDLOOP_ROLLOUT_MIN_REQUESTS (per step)
+    rollout_bake_seconds: float = 60.0  # FRAUDLOOP_ROLLOUT_BAKE_SECONDS (per step)
+    rollout_max_error_rate: float = 0.01  # FRAUDLOOP_ROLLOUT_MAX_ERROR_RATE
+    rollout_max_p99_ratio: float = 1.5  # FRAUDLOOP_ROLLOUT_MAX_P99_RATIO (vs production)
+    rollout_max_psi: float = 0.25  # FRAUDLOOP_ROLLOUT_MAX_PSI (canary vs control scores)
+    rollout_max_flag_rate: float = 0.10  # FRAUDLOOP_ROLLOUT_MAX_FLAG_RATE
+    rollout_interval_seconds: int = 15  # FRAUDLOOP_ROLLOUT_INTERVAL_SECONDS: controller tick
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -62,6 +72,20 @@ class Settings:
             ),
             alert_webhook_url=_env(env, "FRAUDLOOP_ALERT_WEBHOOK_URL"),
             sensor_interval_seconds=int(_env(env, "FRAUDLOOP_SENSOR_INTERVAL_SECONDS", "30")),
+            decision_threshold=float(_env(env, "FRAUDLOOP_DECISION_THRESHOLD", "0.5")),
+            staging_p99_ms=float(_env(env, "FRAUDLOOP_STAGING_P99_MS", "25")),
+            rollout_steps=tuple(
+                float(x)
+                for x in _env(env, "FRAUDLOOP_ROLLOUT_STEPS", "0.05,0.25,0.5,1").split(",")
+                if x.strip()
+            ),
+            rollout_min_requests=int(_env(env, "FRAUDLOOP_ROLLOUT_MIN_REQUESTS", "200")),
+            rollout_bake_seconds=float(_env(env, "FRAUDLOOP_ROLLOUT_BAKE_SECONDS", "60")),
+            rollout_max_error_rate=float(_env(env, "FRAUDLOOP_ROLLOUT_MAX_ERROR_RATE", "0.01")),
+            rollout_max_p99_ratio=float(_env(env, "FRAUDLOOP_ROLLOUT_MAX_P99_RATIO", "1.5")),
+            rollout_max_psi=float(_env(env, "FRAUDLOOP_ROLLOUT_MAX_PSI", "0.25")),
+            rollout_max_flag_rate=float(_env(env, "FRAUDLOOP_ROLLOUT_MAX_FLAG_RATE", "0.10")),
+            rollout_interval_seconds=int(_env(env, "FRAUDLOOP_ROLLOUT_INTERVAL_SECONDS", "15")),
         )
 
     def validate(self) -> Settings:
@@ -70,7 +94,20 @@ class Settings:
             raise ValueError(f"FRAUDLOOP_STORE must be 'local' or 's3', not {self.store_backend!r}")
         if self.store_backend == "s3" and not self.s3_bucket:
             raise ValueError("FRAUDLOOP_STORE=s3 needs FRAUDLOOP_S3_BUCKET")
+        if not 0 < self.decision_threshold < 1:
+            raise ValueError("FRAUDLOOP_DECISION_THRESHOLD must be in (0, 1)")
+        self.rollout_policy()  # raises with the reason if the rollout settings are inconsistent
         return self
+
+    def rollout_policy(self):
+        """The canary policy new rollouts start with (a running one keeps the policy it began
+        with, recorded in its document)."""
+        from fraudloop.rollout import policy_from_prefixed
+
+        try:
+            return policy_from_prefixed(asdict(self))
+        except ValueError as error:
+            raise ValueError(f"FRAUDLOOP_ROLLOUT_*: {error}") from None
 
     def open_store(self) -> ObjectStore:
         """The core store these settings name, for code outside Dagster (CLI, scoring service)."""
@@ -83,3 +120,22 @@ class Settings:
                 region_name=self.aws_region,
             )
         return LocalObjectStore(self.home)
+
+
+def store_env(store: ObjectStore) -> dict[str, str]:
+    """The environment that makes another process (the scoring service under a staging test)
+    open the same store as `store`. Credentials are not copied: they stay in the environment."""
+    if isinstance(store, LocalObjectStore):
+        return {"FRAUDLOOP_STORE": "local", "FRAUDLOOP_HOME": str(store.root)}
+    if isinstance(store, S3ObjectStore):
+        env = {
+            "FRAUDLOOP_STORE": "s3",
+            "FRAUDLOOP_S3_BUCKET": store.bucket,
+            "FRAUDLOOP_S3_PREFIX": store.prefix.rstrip("/"),
+        }
+        if store.endpoint_url:
+            env["FRAUDLOOP_S3_ENDPOINT_URL"] = store.endpoint_url
+        if store.region_name:
+            env["AWS_REGION"] = store.region_name
+        return env
+    raise TypeError(f"cannot describe a {type(store).__name__} to another process")

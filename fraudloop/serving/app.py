@@ -1,0 +1,527 @@
+"""The scoring service's HTTP API (FastAPI).
+
+``POST /v1/score`` and ``POST /v1/score/batch`` answer with a score, a decision, the model version
+and a request id. Features come from the online feature store; each scored transaction is then
+observed, so the next transaction of the same card sees it in its velocity windows.
+
+Scoring runs on the event loop thread: it is CPU work of tens of microseconds per transaction,
+and running it inline keeps the order of observations equal to the order of requests (what the
+batch feature definition assumes). Everything that is not the answer runs elsewhere: shadow and
+control scoring in the off-path worker, the prediction log flush and the registry polling in
+their threads.
+
+Failure behaviour: a body over the limit is 413, an invalid field 422 naming it (pydantic's
+``loc``), a transaction older than the loaded feature state 422 on ``tx_datetime``, no verified
+model 503; a failing canary falls back to production (counted), never a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fraudloop import rollout
+from fraudloop.feature_state import HOUR_NS
+from fraudloop.serving.config import ServeConfig
+from fraudloop.serving.contract import BatchRequest, BatchResponse, Score, Transaction
+from fraudloop.serving.follower import Follower
+from fraudloop.serving.live import Deployment, Slot, bucket, feature_hash
+from fraudloop.serving.metrics import ServiceMetrics
+from fraudloop.serving.predlog import PredictionLog, Row
+from fraudloop.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class BodyLimit:
+    """413 for bodies over ``limit`` bytes, by Content-Length or while streaming (chunked)."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _send_json(send, 413, {"detail": self._message(int(value))})
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, self._message(received))
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _message(self, size: int) -> str:
+        return f"request body of {size} bytes exceeds the limit of {self.limit} bytes"
+
+
+async def _send_json(send: Send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body).encode(), status_code=status, media_type="application/json")
+
+
+def _ns(value: datetime) -> int:
+    return (value - _EPOCH) // _US * 1000
+
+
+_US = datetime.resolution  # one microsecond
+
+
+class OffPath:
+    """Shadow and control scoring off the response path: a bounded queue and one thread.
+
+    A full queue drops the job (counted) rather than slow down answers; :meth:`close` drains
+    what is queued, so a graceful shutdown logs every shadow decision that was accepted.
+    """
+
+    _STOP = object()
+
+    def __init__(self, predlog: PredictionLog | None, metrics: ServiceMetrics, size: int):
+        self.predlog = predlog
+        self.metrics = metrics
+        self.queue: queue.Queue = queue.Queue(maxsize=size)
+        self.failures = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="off-path", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: tuple) -> None:
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            self.metrics.shadow_dropped.inc()
+
+    def _run(self) -> None:
+        while (job := self.queue.get()) is not self._STOP:
+            try:
+                self._score(*job)
+            except Exception as error:
+                self.failures += 1
+                if self.failures % 1000 == 1:  # the metric counts each; the log samples
+                    log.warning(
+                        "off-path %s scoring failed (%d so far): %s", job[0], self.failures, error
+                    )
+                self.metrics.errors.labels(str(job[1].version), job[0]).inc()
+            finally:
+                self.queue.task_done()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being scored (tests and shutdown wait for it)."""
+        return self.queue.unfinished_tasks == 0
+
+    def _score(self, role: str, slot: Slot, rows: list[tuple[Row, dict]]) -> None:
+        started = time.perf_counter()
+        matrix = np.array([[values[n] for n in slot.features] for _, values in rows])
+        scores = slot.predict(matrix)
+        per_row_ms = (time.perf_counter() - started) * 1000 / max(len(rows), 1)
+        version = str(slot.version)
+        self.metrics.predictions.labels(version, role).inc(len(rows))
+        out = []
+        for (base, values), score in zip(rows, scores.tolist(), strict=True):
+            decision = "review" if score >= slot.threshold else "approve"
+            out.append(
+                base._replace(
+                    model_version=slot.version,
+                    role=role,
+                    score=score,
+                    decision=decision,
+                    threshold=slot.threshold,
+                    latency_ms=per_row_ms,
+                    feature_hash=feature_hash([values[n] for n in slot.features]),
+                    status="ok",
+                )
+            )
+        if self.predlog is not None:
+            self.predlog.extend(out)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.queue.put(self._STOP)  # after everything already queued
+            self._thread.join(timeout=60)
+            self._thread = None
+
+
+class TrafficChange(BaseModel):
+    canary_share: float = Field(ge=0, le=1, description="Share of customers for the canary.")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ScoringService:
+    """The app's state: follower, logs, metrics, and the scoring path itself."""
+
+    def __init__(self, store: ObjectStore, config: ServeConfig):
+        self.store = store
+        self.config = config
+        self.metrics = ServiceMetrics()
+        self.follower = Follower(store, config, self.metrics)
+        self.predlog = (
+            PredictionLog(
+                store,
+                config.instance,
+                flush_rows=config.flush_rows,
+                flush_seconds=config.flush_seconds,
+            )
+            if config.log_predictions
+            else None
+        )
+        self.offpath = OffPath(self.predlog, self.metrics, config.shadow_queue)
+        self.started_at = time.time()
+
+    # ---- lifecycle
+    def start(self) -> None:
+        try:
+            self.follower.sync()
+        except Exception as error:
+            log.error("initial deployment sync failed: %s", error)
+            self.follower.errors["sync"] = str(error)
+        self.follower.start()
+        self.offpath.start()
+        if self.predlog is not None:
+            self.predlog.start()
+
+    def stop(self) -> None:
+        self.follower.stop()
+        self.offpath.close()
+        if self.predlog is not None:
+            written = self.predlog.close()
+            log.info("prediction log flushed %d rows at shutdown", written)
+
+    # ---- scoring
+    def score(self, txs: list[Transaction]) -> tuple[str, list[dict[str, Any]]]:
+        """Score transactions in time order; returns (request id, answers in input order)."""
+        dep = self.follower.deployment
+        if dep.production is None or not self.follower.features.ready:
+            raise HTTPException(503, "not ready: no verified model or online features loaded")
+        request_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        served_ns = time.time_ns()
+        records = [
+            {
+                "transaction_id": t.transaction_id,
+                "tx_datetime": _ns(t.tx_datetime),
+                "customer_id": t.customer_id,
+                "terminal_id": t.terminal_id,
+                "amount": t.amount,
+            }
+            for t in txs
+        ]
+        first = self.follower.features._online.first_hour
+        for i, rec in enumerate(records):
+            if first is not None and rec["tx_datetime"] // HOUR_NS < first:
+                loc = ["body", "tx_datetime"] if len(txs) == 1 else ["body", "transactions", i]
+                raise HTTPException(
+                    422,
+                    [
+                        {
+                            "loc": [*loc, "tx_datetime"] if len(txs) > 1 else loc,
+                            "msg": "transaction is older than the online feature state "
+                            f"(state hour {self.follower.features.state_hour}); score it in batch "
+                            "with `fraudloop score` instead",
+                            "type": "value_error",
+                        }
+                    ],
+                )
+        order = (
+            sorted(
+                range(len(records)),
+                key=lambda i: (records[i]["tx_datetime"], records[i]["transaction_id"]),
+            )
+            if len(records) > 1
+            else [0]
+        )
+        values: list[dict[str, float]] = [{}] * len(records)
+        for i in order:
+            values[i] = self.follower.features.features_and_observe(records[i])
+        routes = self._route(dep, records)
+        scores, status, answered_by = self._predict(dep, routes, values)
+        elapsed_ms = (time.perf_counter() - started) * 1000 / len(records)
+        return request_id, self._answer(
+            dep,
+            request_id,
+            served_ns,
+            records,
+            values,
+            routes,
+            scores,
+            status,
+            answered_by,
+            elapsed_ms,
+        )
+
+    @staticmethod
+    def _route(dep: Deployment, records: list[dict]) -> list[str]:
+        if dep.canary is None or dep.canary_share <= 0:
+            return ["production"] * len(records)
+        salt, share = dep.canary.version, dep.canary_share
+        return [
+            "canary" if bucket(r["customer_id"], salt) < share else "production" for r in records
+        ]
+
+    def _predict(
+        self, dep: Deployment, routes: list[str], values: list[dict[str, float]]
+    ) -> tuple[list[float], list[str], list[Slot]]:
+        n = len(routes)
+        scores = [0.0] * n
+        status = ["ok"] * n
+        answered_by: list[Slot] = [dep.production] * n
+        for role in ("canary", "production"):
+            idx = [i for i in range(n) if routes[i] == role]
+            if not idx:
+                continue
+            slot = dep.canary if role == "canary" else dep.production
+            try:
+                result = self._run_model(slot, [values[i] for i in idx])
+            except Exception as error:
+                self.metrics.errors.labels(str(slot.version), role).inc()
+                if role == "production":
+                    log.error("production v%s failed: %s", slot.version, error)
+                    raise HTTPException(503, f"model v{slot.version} failed: {error}") from None
+                log.warning("canary v%s failed, production answers: %s", slot.version, error)
+                self.metrics.fallbacks.labels(str(slot.version)).inc(len(idx))
+                result = self._run_model(dep.production, [values[i] for i in idx])
+                for i in idx:
+                    status[i] = "fallback"
+            else:
+                for i in idx:
+                    answered_by[i] = slot
+            for i, s in zip(idx, result, strict=True):
+                scores[i] = s
+        return scores, status, answered_by
+
+    @staticmethod
+    def _run_model(slot: Slot, values: list[dict[str, float]]) -> list[float]:
+        matrix = np.array([[v[n] for n in slot.features] for v in values], dtype=np.float64)
+        out = slot.predict(matrix)
+        if out.shape != (len(values),) or not np.isfinite(out).all():
+            raise ValueError(f"model v{slot.version} returned invalid scores")
+        return out.tolist()
+
+    def _answer(
+        self, dep, request_id, served_ns, records, values, routes, scores, status, answered_by, ms
+    ) -> list[dict[str, Any]]:
+        answers, rows, control, shadow = [], [], [], []
+        m = self.metrics
+        for i, rec in enumerate(records):
+            slot = answered_by[i]
+            role = routes[i]
+            logged_slot = dep.canary if role == "canary" else dep.production
+            score = scores[i]
+            decision = "review" if score >= slot.threshold else "approve"
+            answers.append(
+                {
+                    "request_id": request_id,
+                    "transaction_id": rec["transaction_id"],
+                    "score": score,
+                    "decision": decision,
+                    "threshold": slot.threshold,
+                    "model_version": slot.version,
+                    "role": slot.role if status[i] == "ok" else "production",
+                    "fallback": status[i] == "fallback",
+                }
+            )
+            row = Row(
+                request_id,
+                rec["transaction_id"],
+                rec["customer_id"],
+                rec["terminal_id"],
+                rec["tx_datetime"],
+                rec["amount"],
+                served_ns,
+                logged_slot.version,
+                role,
+                score,
+                decision,
+                slot.threshold,
+                ms,
+                feature_hash([values[i][n] for n in slot.features]),
+                status[i],
+            )
+            rows.append(row)
+            version = str(logged_slot.version)
+            m.predictions.labels(version, role).inc()
+            m.latency.labels(version, role).observe(ms / 1000)
+            if decision == "review":
+                m.flagged.labels(version, role).inc()
+            if role == "canary":
+                control.append((row, values[i]))
+            if dep.shadow is not None:
+                shadow.append((row, values[i]))
+        if self.predlog is not None:
+            self.predlog.extend(rows)
+        if control:
+            self.offpath.submit(("control", dep.production, control))
+        if shadow:
+            self.offpath.submit(("shadow", dep.shadow, shadow))
+        return answers
+
+    # ---- status
+    def status(self) -> dict[str, Any]:
+        dep = self.follower.deployment
+        return {
+            "ready": self.follower.ready,
+            "model": self.config.model_name,
+            "deployment": dep.versions(),
+            "canary_share": dep.canary_share,
+            "revision": dep.revision,
+            "packages": {
+                role: slot.package_sha256
+                for role in ("production", "canary", "shadow")
+                if (slot := getattr(dep, role)) is not None
+            },
+            "features_state_hour": self.follower.features.state_hour,
+            "errors": dict(self.follower.errors),
+            "instance": self.config.instance,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+        }
+
+
+def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
+    service = ScoringService(store, config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(
+        title="fraudloop scoring service",
+        version="1",
+        description="Scores card transactions with the model versions the registry deploys.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    def admin(authorization: str | None = Header(default=None)) -> None:
+        token = config.admin_token
+        if not token:
+            raise HTTPException(403, "admin endpoints are disabled: set FRAUDLOOP_ADMIN_TOKEN")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not authorization or not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(
+                401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    def count(endpoint: str, status: int) -> None:
+        service.metrics.requests.labels(endpoint, str(status)).inc()
+
+    @app.post(
+        "/v1/score",
+        response_model=Score,
+        responses={413: {}, 422: {}, 503: {}},
+        summary="Score one transaction",
+    )
+    async def score(tx: Transaction) -> Response:
+        try:
+            _, answers = service.score([tx])
+        except HTTPException as error:
+            count("score", error.status_code)
+            raise
+        count("score", 200)
+        return _json(answers[0])
+
+    @app.post(
+        "/v1/score/batch",
+        response_model=BatchResponse,
+        responses={413: {}, 422: {}, 503: {}},
+        summary="Score up to 10,000 transactions (in time order)",
+    )
+    async def score_batch(batch: BatchRequest) -> Response:
+        try:
+            request_id, answers = service.score(batch.transactions)
+        except HTTPException as error:
+            count("batch", error.status_code)
+            raise
+        count("batch", 200)
+        return _json({"request_id": request_id, "scores": answers})
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict:
+        return {"status": "ok", "instance": config.instance}
+
+    @app.get("/readyz", summary="Ready only with a verified model and online features")
+    async def readyz() -> Response:
+        status = service.status()
+        return _json(status, 200 if status["ready"] else 503)
+
+    @app.get("/v1/deployment", summary="Which versions serve, in which roles")
+    async def deployment() -> dict:
+        return service.status()
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        m = service.metrics
+        if service.predlog is not None:
+            m.log_buffered.set(service.predlog.buffered)
+            m.log_written.set(service.predlog.rows_written)
+            m.log_errors.set(service.predlog.write_errors)
+        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/reload", dependencies=[Depends(admin)], summary="Re-read aliases now")
+    async def reload() -> dict:
+        import asyncio
+
+        await asyncio.to_thread(service.follower.sync)
+        return service.status()
+
+    @app.post(
+        "/admin/traffic",
+        dependencies=[Depends(admin)],
+        summary="Set the canary's traffic share (pauses the rollout controller)",
+    )
+    async def traffic(change: TrafficChange, request: Request) -> dict:
+        import asyncio
+
+        try:
+            rollout.set_share(
+                store,
+                config.model_name,
+                change.canary_share,
+                actor=f"admin@{config.instance}",
+                reason=change.reason,
+            )
+        except rollout.RolloutError as error:
+            raise HTTPException(409, str(error)) from None
+        await asyncio.to_thread(service.follower.sync)
+        return service.status()
+
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    return app

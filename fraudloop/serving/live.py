@@ -1,0 +1,180 @@
+"""What the service holds live: the online features and the deployed model slots.
+
+Both are swapped while requests keep flowing. A swap builds the new object completely (loaded,
+verified, warmed) in a background thread, then replaces one reference; a request reads the
+reference once at its start, so it runs entirely on the old or entirely on the new object and
+never fails because of a swap.
+
+Online features: a newly published feature state replaces the loaded one, and the transactions
+the service has scored since that state's hour are replayed into it, so velocity windows never
+lose what the service itself has seen. Each transaction id is observed once (a client retry does
+not count twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fraudloop.feature_state import HOUR_NS
+from fraudloop.features import feature_code_hash
+from fraudloop.online import OnlineFeatureStore, tx_time_ns
+from fraudloop.package import Package
+from fraudloop.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+WARMUP_ROWS = 64
+
+
+class LiveFeatures:
+    """The online feature store of the service, reloaded when a newer state is published."""
+
+    def __init__(self, store: ObjectStore, prefix: str):
+        self.store = store
+        self.prefix = prefix
+        self._online: OnlineFeatureStore | None = None
+        self.pointer: dict[str, Any] = {}
+        self._lock = threading.Lock()  # scoring + observe vs. swap-with-replay
+        self._observed: deque[dict[str, Any]] = deque()
+        self._seen: set[str] = set()
+        self.reloads = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._online is not None
+
+    @property
+    def state_hour(self) -> str | None:
+        return self.pointer.get("state_hour")
+
+    def refresh(self) -> bool:
+        """Load the published state if it is newer than the loaded one; True if swapped."""
+        from fraudloop.feature_store import load_online
+        from fraudloop.storage import load_pointer
+
+        pointer = load_pointer(self.store, self.prefix)
+        if pointer is None or pointer.get("sha256") == self.pointer.get("sha256"):
+            return False
+        online, pointer = load_online(self.store, self.prefix)  # verified, code hash checked
+        with self._lock:
+            first = online.first_hour
+            for tx in self._observed:
+                if first is None or tx_time_ns(tx["tx_datetime"]) // HOUR_NS >= first:
+                    online.observe(tx)
+            self._online, self.pointer = online, pointer
+            self._prune(first)
+        self.reloads += 1
+        log.info("online features now at state hour %s", pointer.get("state_hour"))
+        return True
+
+    def _prune(self, first_hour: int | None) -> None:
+        if first_hour is None:
+            return
+        while (
+            self._observed and tx_time_ns(self._observed[0]["tx_datetime"]) // HOUR_NS < first_hour
+        ):
+            self._seen.discard(self._observed.popleft()["transaction_id"])
+
+    def vector(self, tx: dict[str, Any], names: tuple[str, ...]) -> list[float]:
+        """Features of ``tx`` in ``names`` order; ValueError when the store cannot place it."""
+        online = self._online
+        if online is None:
+            raise RuntimeError("online features are not loaded")
+        values = online.features(tx)
+        return [values[n] for n in names]
+
+    def features_and_observe(self, tx: dict[str, Any]) -> dict[str, float]:
+        """Features of ``tx``, then record it so later transactions see it (once per id)."""
+        with self._lock:
+            online = self._online
+            if online is None:
+                raise RuntimeError("online features are not loaded")
+            values = online.features(tx)
+            if tx["transaction_id"] not in self._seen:
+                online.observe(tx)
+                self._seen.add(tx["transaction_id"])
+                self._observed.append(tx)
+            return values
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One deployed version in one role, ready to predict."""
+
+    role: str
+    version: int
+    package_sha256: str
+    threshold: float
+    features: tuple[str, ...]
+    booster: Any = field(repr=False)
+    loaded_at: float = field(default_factory=time.time)
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        return self.booster.predict(matrix, num_threads=1)
+
+
+def load_slot(package: Package, role: str) -> Slot:
+    """A slot from a verified package: the feature code must be the service's own (otherwise its
+    features would not be what the model was trained on), then a warm-up prediction."""
+    import lightgbm as lgb
+
+    spec = package.spec
+    if spec["feature_code_hash"] != feature_code_hash():
+        raise ValueError(
+            f"v{package.version} was trained on feature code {spec['feature_code_hash'][:12]}, "
+            f"this service computes {feature_code_hash()[:12]}: deploy a matching service"
+        )
+    booster = lgb.Booster(model_str=package.model_text)
+    names = tuple(booster.feature_name())
+    if list(names) != spec["features"]:
+        raise ValueError(f"v{package.version}: model features differ from its feature spec")
+    booster.predict(np.zeros((WARMUP_ROWS, len(names))), num_threads=1)  # warm caches and pages
+    return Slot(
+        role=role,
+        version=package.version,
+        package_sha256=package.sha256,
+        threshold=float(spec["decision_threshold"]),
+        features=names,
+        booster=booster,
+    )
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What serves right now; replaced as a whole, never mutated."""
+
+    production: Slot | None = None
+    canary: Slot | None = None
+    shadow: Slot | None = None
+    canary_share: float = 0.0
+    revision: int = 0
+
+    def versions(self) -> dict[str, int]:
+        return {
+            role: slot.version
+            for role in ("production", "canary", "shadow")
+            if (slot := getattr(self, role)) is not None
+        }
+
+
+def bucket(customer_id: str, salt: int) -> float:
+    """A stable position in [0, 1) for a customer: the same card always lands on the same side
+    of the canary split, on every replica and across restarts (salted by the canary version so
+    each rollout exposes a different set of customers)."""
+    digest = hashlib.blake2b(f"{salt}:{customer_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def feature_hash(values: list[float]) -> str:
+    """Short hash of the exact feature values a decision used (audits, skew checks)."""
+    return hashlib.blake2b(
+        np.asarray(values, dtype=np.float64).tobytes(), digest_size=8
+    ).hexdigest()

@@ -1,0 +1,105 @@
+"""The scoring service on a real HTTP port for tests: in a thread (uvicorn.Server, so a test can
+reach into the app) or in its own process (for signals: a graceful SIGTERM)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+
+import httpx
+import uvicorn
+
+from fraudloop.serving.app import create_app
+from fraudloop.serving.config import ServeConfig
+from fraudloop.settings import store_env
+from tests.conftest import free_port
+
+TOKEN = "test-admin-token"  # a test-only value, never a real secret
+
+
+def config(**overrides) -> ServeConfig:
+    base = ServeConfig(poll_seconds=0.2, flush_seconds=0.5, admin_token=TOKEN)
+    return replace(base, **overrides)
+
+
+@contextmanager
+def service_thread(store, serve_config: ServeConfig | None = None, ready: bool = True):
+    """Yields (base url, app); the server is stopped (graceful shutdown) on exit."""
+    app = create_app(store, serve_config or config())
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the service did not start")
+        time.sleep(0.02)
+    if ready:
+        wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="ready")
+    try:
+        yield base, app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> float:
+    """Seconds it took for `predicate` to hold; AssertionError after `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextmanager
+def service_process(store, *args: str, env: dict | None = None):
+    """`python -m fraudloop.serving` in its own process; yields (base url, Popen)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fraudloop.serving",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *args,
+        ],
+        env={**os.environ, **store_env(store), **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode()[-2000:])
+            try:
+                return httpx.get(f"{base}/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, timeout=60, what="service process ready")
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.stderr.close()

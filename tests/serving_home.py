@@ -1,0 +1,118 @@
+"""A stored world for the deployment tests: ten days of simulated history, features and labels
+for the first eight, two registered versions trained on them (a good one and a deliberately bad
+one), the online state published at the end of day eight, and the transactions of days nine and
+ten kept aside as live traffic. Built once per session, copied per test."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, timedelta
+
+import pandas as pd
+
+from fraudloop.evaluation import evaluate
+from fraudloop.feature_pipeline import compute_feature_hours
+from fraudloop.feature_store import publish_online
+from fraudloop.model import TrainConfig
+from fraudloop.registry import ModelRegistry
+from fraudloop.schema import HOUR_KEY_FORMAT
+from fraudloop.simulate import generate_day, make_population
+from fraudloop.storage import LocalObjectStore
+from fraudloop.training import DatasetSpec, build_dataset, fit, lineage_json, lineage_record
+from tests.factories import store_history
+
+START = date(2018, 4, 1)
+STORED_DAYS = 8
+TRAFFIC_DAYS = 2
+LABEL_DELAY = timedelta(days=1)
+SPEC = DatasetSpec(
+    cutoff=pd.Timestamp("2018-04-09 00:00", tz="UTC"),
+    window_days=5,
+    holdout_days=2,
+    label_delay_days=1,
+)
+GOOD = TrainConfig(n_estimators=60, min_child_samples=20, early_stopping_rounds=15)
+#: balanced class weights: scores several times higher, far more reviews -- a canary that the
+#: rollout analysis must refuse (score shift and flagged rate)
+BAD = replace(GOOD, class_weight="balanced", early_stopping_rounds=0, validation_share=0.0)
+TX_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]
+
+
+def hours(first_day: date, days: int) -> list[str]:
+    first = pd.Timestamp(first_day, tz="UTC")
+    return [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * days)]
+
+
+def register(registry: ModelRegistry, dataset, config: TrainConfig) -> int:
+    model = fit(dataset, config)
+    holdout = dataset.holdout
+    metrics = evaluate(
+        holdout[["transaction_id", "tx_datetime", "customer_id", "is_fraud"]].assign(
+            score=model.predict(holdout)
+        )
+    )
+    record = lineage_record(dataset.manifest, config, model, metrics, {"cpu_seconds": 0.0})
+    version = registry.register(
+        files={"model.txt": model.model_text.encode(), "lineage.json": lineage_json(record)},
+        metadata={"dataset_id": dataset.id, "metrics": {"ap": metrics["ap"]}},
+        actor="test:trainer",
+        reason="trained by the test",
+    )
+    return version.version
+
+
+def build_world(root) -> tuple[LocalObjectStore, pd.DataFrame]:
+    """(store, live traffic of days 9-10 in time order)."""
+    population = make_population(seed=7, scale=0.1)
+    days = STORED_DAYS + TRAFFIC_DAYS
+    history = pd.concat(
+        [generate_day(population, START + timedelta(days=d)) for d in range(days)],
+        ignore_index=True,
+    )
+    store = LocalObjectStore(root)
+    stored_hours = hours(START, STORED_DAYS)
+    end = pd.Timestamp(START + timedelta(days=STORED_DAYS), tz="UTC")
+    stored = history[history["tx_datetime"] < end]
+    store_history(store, stored, stored_hours, label_delay=LABEL_DELAY)
+    run = compute_feature_hours(
+        store, stored_hours, label_delay=LABEL_DELAY, history_start=str(START)
+    )
+    publish_online(store, run.state, run.state_hour)
+    dataset = build_dataset(store, SPEC)
+    registry = ModelRegistry(store)
+    register(registry, dataset, GOOD)
+    register(registry, dataset, BAD)
+    traffic = history[history["tx_datetime"] >= end].sort_values(
+        ["tx_datetime", "transaction_id"], kind="mergesort"
+    )
+    return store, traffic[TX_COLUMNS].reset_index(drop=True)
+
+
+#: a second good model (other seed): close to v1's scores, the canary that should be promoted
+GOOD_OTHER_SEED = replace(GOOD, seed=43)
+
+
+def build_deployable_world(root) -> tuple[LocalObjectStore, pd.DataFrame]:
+    """`build_world` plus a third version (good, other seed), and all three packaged and
+    staging-tested for real (each test starts the service in its own process)."""
+    from fraudloop.package import build_package
+    from fraudloop.staging import StagingConfig, run_staging
+
+    store, traffic = build_world(root)
+    registry = ModelRegistry(store)
+    register(registry, build_dataset(store, SPEC), GOOD_OTHER_SEED)
+    for version in (1, 2, 3):
+        build_package(store, registry, version)
+        report = run_staging(store, registry, version, StagingConfig(label_delay_days=1))
+        assert report["passed"], report
+    return store, traffic
+
+
+def requests_of(traffic: pd.DataFrame) -> list[dict]:
+    """JSON bodies of the traffic rows, in time order."""
+    out = []
+    for rec in traffic.to_dict("records"):
+        rec["tx_datetime"] = pd.Timestamp(rec["tx_datetime"]).isoformat()
+        rec["amount"] = float(rec["amount"])
+        out.append(rec)
+    return out
