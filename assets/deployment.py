@@ -143,7 +143,7 @@ def model_release(
             version,
             to="production",
             actor="dagster:model_release",
-            reason=f"first version, staged and gated, released in run {context.run_id}",
+            reason=f"first version, staged and gated, released in run {context.run.run_id}",
             evidence=evidence,
             expect={"production": None},
         )
@@ -159,7 +159,7 @@ def model_release(
         version,
         policy=deployment.policy(),
         actor="dagster:model_release",
-        reason=f"canary rollout started in run {context.run_id}",
+        reason=f"canary rollout started in run {context.run.run_id}",
         evidence={"staging_passed": True, "gate": evidence["evaluation"]["decision"]["decision"]},
     )
     return dg.MaterializeResult(

@@ -182,7 +182,7 @@ def candidate_model(
             "metrics": {k: metrics[k] for k in ("auc", "ap", "cp_at_100")},
         },
         actor="dagster:candidate_model",
-        reason=f"trained in run {context.run_id}",
+        reason=f"trained in run {context.run.run_id}",
     )
     reg.set_alias(
         "candidate", version.version, actor="dagster:candidate_model", reason="newly trained"

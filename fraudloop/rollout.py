@@ -42,7 +42,6 @@ RUNNING, PAUSED, PROMOTED, ROLLED_BACK, ABORTED = (
 )
 ACTIVE = (RUNNING, PAUSED)
 MAX_DECISIONS = 50
-PSI_BINS = 10
 
 
 class RolloutError(RuntimeError):
@@ -71,6 +70,8 @@ class RolloutPolicy:
     max_error_rate: float = 0.01  # fallbacks / canary requests
     max_p99_ratio: float = 1.5  # canary p99 <= ratio x production p99 + slack
     p99_slack_ms: float = 2.0
+    #: the bound when production served nothing to compare with (at 100 % with no earlier step)
+    max_p99_ms: float = 50.0
     max_psi: float = 0.25  # canary vs control scores on the same requests
     min_flag_rate: float = 0.0  # canary share of `review` decisions must lie in the bounds
     max_flag_rate: float = 0.10
@@ -241,16 +242,23 @@ def _record(store, name, doc, etag, action, actor, reason, evidence) -> dict[str
 # ------------------------------------------------------------------------------ analysis
 
 
-def psi(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float:
-    """Population stability index of ``actual`` against ``expected`` on quantile bins of
-    ``expected`` (0: same distribution; > 0.25 is the usual "significant shift")."""
+#: PSI bin edges on the score. Fraud probabilities spread over orders of magnitude (most
+#: transactions score 0.001-0.05), so the edges are roughly geometric. Fixed edges, not quantiles
+#: of the baseline: a tree ensemble's scores have many ties, and quantile edges that fall on a
+#: tie make two near-identical models (correlation 0.999) look like a PSI of 1.5.
+SCORE_EDGES = np.array([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5])
+
+
+def psi(expected: np.ndarray, actual: np.ndarray, edges: np.ndarray = SCORE_EDGES) -> float:
+    """Population stability index of ``actual`` scores against ``expected`` ones (0: the same
+    distribution; above 0.25 is the usual "significant shift")."""
     expected = np.asarray(expected, dtype=float)
     actual = np.asarray(actual, dtype=float)
     if len(expected) == 0 or len(actual) == 0:
         return float("nan")
-    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)[1:-1]))
-    e = np.bincount(np.searchsorted(edges, expected, side="right"), minlength=len(edges) + 1)
-    a = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=len(edges) + 1)
+    bins = len(edges) + 1
+    e = np.bincount(np.searchsorted(edges, expected, side="right"), minlength=bins)
+    a = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=bins)
     eps = 1e-4
     pe = np.maximum(e / e.sum(), eps)
     pa_ = np.maximum(a / a.sum(), eps)
@@ -306,6 +314,11 @@ def analyze(log: pd.DataFrame, doc: dict[str, Any], policy: RolloutPolicy) -> An
     )
     error_rate = fallbacks / n if n else float("nan")
     c99, p99 = _p99(answered["latency_ms"]), _p99(prod["latency_ms"])
+    if math.isnan(p99):  # production got no traffic in this window (the 100 % step)
+        p99 = float(doc.get("production_p99_ms") or float("nan"))
+    latency_bound = (
+        policy.max_p99_ms if math.isnan(p99) else policy.max_p99_ratio * p99 + policy.p99_slack_ms
+    )
     shift = psi(paired["score_control"].to_numpy(), paired["score"].to_numpy())
     flag = float((answered["decision"] == "review").mean()) if len(answered) else float("nan")
     cflag = float((paired["decision_control"] == "review").mean()) if len(paired) else float("nan")
@@ -326,11 +339,9 @@ def analyze(log: pd.DataFrame, doc: dict[str, Any], policy: RolloutPolicy) -> An
             policy.max_error_rate,
         ),
         "latency_p99": check(
-            (c99 <= policy.max_p99_ratio * p99 + policy.p99_slack_ms)
-            if enough and len(prod) and not math.isnan(c99)
-            else None,
+            (c99 <= latency_bound) if enough and not math.isnan(c99) else None,
             c99,
-            None if math.isnan(p99) else policy.max_p99_ratio * p99 + policy.p99_slack_ms,
+            latency_bound,
         ),
         "score_psi": check(
             (shift <= policy.max_psi) if len(paired) >= policy.min_paired else None,
@@ -431,6 +442,8 @@ def apply(
         new.update(status=ROLLED_BACK, share=0.0)
     elif decision.action == "advance":
         new.update(step=int(doc["step"]) + 1, share=decision.next_share, step_started_at=_now())
+        if not math.isnan(analysis.production_p99_ms):  # the reference for a 100 % step
+            new["production_p99_ms"] = analysis.production_p99_ms
     else:
         return doc  # wait: nothing written (the sensor reports it)
     return _record(store, name, new, etag, decision.action, actor, decision.reason, evidence)

@@ -144,8 +144,20 @@ def test_list_promote_rollback_and_history(home, capsys):
 
 def test_actor_without_user(home, capsys, monkeypatch):
     monkeypatch.delenv("USER")
-    assert run(capsys, "models", "promote", "2", "--to", "canary")[0] == 0
-    assert ModelRegistry(home).history("canary")[-1]["actor"] == "cli:unknown"
+    code, _, err = run(capsys, "models", "promote", "2", "--to", "production")
+    assert code == 0 and "has no package" in err  # allowed, with a warning
+    assert ModelRegistry(home).history("production")[-1]["actor"] == "cli:unknown"
+
+
+def test_canary_and_shadow_need_a_staged_package(home, capsys):
+    code, _, err = run(capsys, "models", "promote", "2", "--to", "shadow")
+    assert code == 2 and "has no package" in err
+    code, _, err = run(capsys, "models", "promote", "2", "--to", "canary")
+    assert code == 2 and "has no package" in err
+    assert run(capsys, "models", "package", "2")[0] == 0
+    code, _, err = run(capsys, "rollout", "start", "2")
+    assert code == 2 and "not been staging-tested" in err
+    assert "canary" not in ModelRegistry(home).aliases()
 
 
 def test_rollback_without_previous_is_a_clear_error(home, capsys):

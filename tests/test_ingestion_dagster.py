@@ -59,13 +59,14 @@ def test_definitions_load_and_every_asset_is_documented():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description, key
-        assert node.group_name in {"ingestion", "features", "training"}, key
+        assert node.group_name in {"ingestion", "features", "training", "deployment"}, key
         assert node.kinds, key
     assert {j.name for j in defs.resolve_all_job_defs()} >= {
         "hourly_ingestion_job",
         "daily_labels_job",
     }
     assert defs.resolve_sensor_def("new_data_sensor")
+    assert defs.resolve_sensor_def("rollout_sensor")
     assert defs.resolve_schedule_def("hourly_refresh_schedule")
 
 

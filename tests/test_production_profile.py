@@ -476,7 +476,10 @@ def test_dockerfiles_and_helm_values_are_consistent():
         line for line in serve_text.splitlines() if not line.lstrip().startswith("#")
     )
     assert "uv export --locked --no-dev" in serve_df
-    assert "--prune dagster " in serve_df
+    from fraudloop.package import PRUNED_FROM_IMAGE
+
+    for name in PRUNED_FROM_IMAGE:  # the same closure as a model package's image
+        assert f"--prune {name} " in serve_df, name
     assert "uv sync" not in serve_df, "uv sync would install dagster into the scoring image"
     assert re.search(r"^USER\s+(?!root)\S+", serve_df, re.M)
 

@@ -8,12 +8,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from assets.deployment import model_package, model_release, package_passes_staging
 from assets.training import (
     candidate_beats_production,
     candidate_meets_floors,
     candidate_model,
     model_evaluation,
-    production_model,
     training_dataset,
 )
 from fraudloop.feature_pipeline import compute_feature_hours
@@ -32,7 +32,9 @@ TRAINING = [
     model_evaluation,
     candidate_meets_floors,
     candidate_beats_production,
-    production_model,
+    model_package,
+    package_passes_staging,
+    model_release,
 ]
 
 
@@ -55,12 +57,17 @@ def stored(env, history):
     return env
 
 
+#: a modest first production (stumps): passes the floors, leaves room for a real improvement
+MODEST = {"num_leaves": 2, "n_estimators": 40}
+
+
 def train_run(env, **candidate):
+    gate = {"floor_auc": 0.75, "floor_ap": 0.2, "n_boot": 300}
     config = {
         "ops": {
             "training_dataset": {"config": {"cutoff": CUTOFF, "window_days": 16}},
             "candidate_model": {"config": candidate},
-            "model_evaluation": {"config": {"floor_auc": 0.75, "floor_ap": 0.2, "n_boot": 300}},
+            "model_evaluation": {"config": gate},
         }
     }
     return dg.materialize(
@@ -81,7 +88,7 @@ def test_first_model_promoted_identical_retrain_held_worse_rejected(stored):
     env = stored
     registry = ModelRegistry(env.store)
 
-    first = train_run(env)
+    first = train_run(env, **MODEST)
     assert first.success
     assert registry.aliases()["production"] == 1
     assert decision_of(env, 1)["decision"]["decision"] == "promote"  # floors alone
@@ -90,10 +97,11 @@ def test_first_model_promoted_identical_retrain_held_worse_rejected(stored):
     report = env.store.get_bytes("reports/evaluations/v1.md").decode()
     assert "candidate v1" in report and "production (none)" in report
 
-    same = train_run(env)  # the same data and config: the same model, no significant gain
+    same = train_run(env, **MODEST)  # the same data and config: the same model, no significant gain
     assert not same.success
     # the blocking gate check stopped the promotion step: it never ran
-    assert "production_model" not in {e.step_key for e in same.all_events if e.is_step_start}
+    started = {e.step_key for e in same.all_events if e.is_step_start}
+    assert not started & {"model_package", "model_release"}
     record = decision_of(env, 2)
     assert record["decision"]["decision"] == "hold" and record["production"] == 1
     assert registry.aliases()["production"] == 1
@@ -111,9 +119,23 @@ def test_first_model_promoted_identical_retrain_held_worse_rejected(stored):
 
     production_changes = [e for e in registry.history() if e.get("alias") == "production"]
     assert [(e["to_version"], e["actor"]) for e in production_changes] == [
-        (1, "dagster:production_model")
+        (1, "dagster:model_release")
     ]
-    assert production_changes[0]["evidence"]["decision"]["decision"] == "promote"
+    evidence = production_changes[0]["evidence"]
+    assert evidence["evaluation"]["decision"]["decision"] == "promote"
+    assert evidence["staging"]["passed"] and evidence["staging"]["version"] == 1
+
+    # a significantly better model: promoted by the gate, packaged, staged, and released as a
+    # canary -- production does not move until the rollout controller says so
+    better = train_run(env)
+    assert better.success, decision_of(env, 4)["decision"]
+    checks = better.get_asset_check_evaluations()
+    staging = next(c for c in checks if c.check_name == "package_passes_staging")
+    assert staging.passed and staging.metadata["max_abs_score_diff"].value <= 1e-9
+    assert registry.aliases()["production"] == 1 and registry.aliases()["canary"] == 4
+    state = json.loads(env.store.get_bytes("models/fraud/rollout.json"))
+    assert state["status"] == "running" and state["canary_version"] == 4
+    assert state["share"] == env.settings.rollout_steps[0]
 
     result = reproduce(env.store, registry, 1)
     assert result.identical, result

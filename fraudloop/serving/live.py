@@ -13,6 +13,7 @@ not count twice).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import threading
@@ -64,6 +65,11 @@ class LiveFeatures:
         if pointer is None or pointer.get("sha256") == self.pointer.get("sha256"):
             return False
         online, pointer = load_online(self.store, self.prefix)  # verified, code hash checked
+        # The store is millions of small Python objects; without this, every full collection of
+        # the cyclic GC walks them all (~100 ms pauses on the request path, measured). They hold
+        # no cycles, so refcounting still frees an old store once it is swapped out.
+        gc.collect()
+        gc.freeze()
         with self._lock:
             first = online.first_hour
             for tx in self._observed:

@@ -1,0 +1,185 @@
+"""Model packages: contents and checksums, no pickle, tamper refusal, the Dagster-free image
+closure, export to a directory served as-is, and the staging test catching broken packages."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+
+from fraudloop.features import FEATURE_NAMES, feature_code_hash
+from fraudloop.package import (
+    PRUNED_FROM_IMAGE,
+    PackageError,
+    build_package,
+    export_package,
+    load_package,
+    load_package_dir,
+    require_staged,
+    staging_record,
+)
+from fraudloop.registry import ModelRegistry
+from fraudloop.staging import StagingConfig, run_staging
+from fraudloop.storage import IntegrityError, sha256_hex
+from tests.servers import service_process
+from tests.serving_home import requests_of
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_package_contents_and_checksums(world):
+    store, _ = world
+    registry = ModelRegistry(store)
+    package = load_package(store, "fraud", 1, include_build=True)
+    files = package.files
+    assert {
+        "model.txt",
+        "feature_spec.json",
+        "request.schema.json",
+        "response.schema.json",
+        "model_card.md",
+        "lineage.json",
+        "Dockerfile",
+        "build/pyproject.toml",
+        "build/uv.lock",
+        "build/src/fraudloop/serving/app.py",
+    } <= set(files)
+    # the model is the registered one, byte for byte; every file matches the manifest
+    assert files["model.txt"] == registry.get_file(1, "model.txt")
+    for name, entry in package.manifest["files"].items():
+        assert sha256_hex(files[name]) == entry["sha256"] and len(files[name]) == entry["size"]
+    spec = json.loads(files["feature_spec.json"])
+    assert (
+        spec["features"] == list(FEATURE_NAMES) and spec["feature_code_hash"] == feature_code_hash()
+    )
+    assert spec["decision_threshold"] == 0.5 and spec["version"] == 1
+    # the build context is pinned to the project's own lock file
+    assert files["build/uv.lock"] == (ROOT / "uv.lock").read_bytes()
+    dockerfile = files["Dockerfile"].decode()
+    assert "uv export --locked" in dockerfile and "--prune dagster " in dockerfile
+    assert not any(name.startswith("build/src/pipelines") for name in files)
+    # no pickle anywhere (protocol 2+ pickles start with 0x80)
+    assert not any(data[:1] == b"\x80" for data in files.values())
+    assert not any(name.endswith((".pkl", ".pickle", ".joblib")) for name in files)
+    # the request schema accepts a real transaction and refuses a broken one
+    schema = json.loads(files["request.schema.json"])
+    good = {
+        "transaction_id": "t1",
+        "tx_datetime": "2018-04-09T10:00:00Z",
+        "customer_id": "12",
+        "terminal_id": "7",
+        "amount": 12.5,
+    }
+    jsonschema.validate(good, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**good, "amount": -1}, schema)
+    card = files["model_card.md"].decode()
+    assert "# Model card: fraud v1" in card and "## Limits" in card and "| ap |" in card
+    # building again is idempotent: the committed package is returned, not rewritten
+    assert build_package(store, registry, 1).sha256 == package.sha256
+
+
+def test_tampered_package_is_refused_everywhere(world):
+    store, _ = world
+    key = "models/fraud/packages/3/model.txt"
+    store.put_bytes(key, store.get_bytes(key) + b"\n")
+    with pytest.raises(IntegrityError, match="does not match the manifest sha256"):
+        load_package(store, "fraud", 3)
+    with pytest.raises(IntegrityError):
+        require_staged(store, "fraud", 3)
+    # the staging test fails instead of raising, with the reason
+    report = run_staging(store, ModelRegistry(store), 3)
+    assert not report["passed"] and report["checks"][0]["name"] == "package verified"
+    assert "sha256" in report["checks"][0]["error"]
+    # a manifest edited to match the tampered file breaks its own hash
+    manifest_key = "models/fraud/packages/3/manifest.json"
+    manifest = json.loads(store.get_bytes(manifest_key))
+    manifest["files"]["model.txt"]["sha256"] = sha256_hex(store.get_bytes(key))
+    manifest["files"]["model.txt"]["size"] += 1
+    store.put_bytes(manifest_key, json.dumps(manifest).encode())
+    with pytest.raises(IntegrityError, match="package_sha256"):
+        load_package(store, "fraud", 3)
+
+
+def test_missing_package_and_unstaged_versions_are_refused(world):
+    store, _ = world
+    registry = ModelRegistry(store)
+    with pytest.raises(PackageError, match="has no package"):
+        load_package(store, "fraud", 9)
+    store.delete("models/fraud/packages/2/staging.json")
+    with pytest.raises(PackageError, match="not been staging-tested"):
+        require_staged(store, "fraud", 2)
+    assert staging_record(store, "fraud", 2) is None
+    assert require_staged(store, "fraud", 1).version == 1
+    assert registry.aliases() == {}  # nothing here moved an alias
+
+
+@pytest.mark.slow
+def test_staging_test_catches_a_package_built_for_other_feature_code(world):
+    """A model whose lineage names other feature code: the service refuses to load it (its
+    features would not be the ones it learnt), so the package never becomes ready."""
+    store, _ = world
+    registry = ModelRegistry(store)
+    files = {
+        "model.txt": registry.get_file(1, "model.txt"),
+        "lineage.json": json.dumps(
+            {**json.loads(registry.get_file(1, "lineage.json")), "feature_code_hash": "0" * 64}
+        ).encode(),
+    }
+    version = registry.register(files, {}, actor="test", reason="stale feature code").version
+    build_package(store, registry, version)
+    report = run_staging(store, registry, version, StagingConfig(start_timeout_s=10))
+    assert not report["passed"]
+    failed = {c["name"]: c for c in report["checks"] if not c["passed"]}
+    assert "service ready" in failed and "feature code" in failed["service ready"]["error"]
+    with pytest.raises(PackageError, match="failed its staging test"):
+        require_staged(store, "fraud", version)
+
+
+@pytest.mark.slow
+def test_the_serving_closure_runs_without_dagster_ge_or_evidently(world, tmp_path):
+    """The image leaves these out: prove the service starts and scores with them unimportable,
+    serving an exported package directory the way the container does."""
+    store, traffic = world
+    target = export_package(store, "fraud", 1, tmp_path / "pkg")
+    assert load_package_dir(target).sha256 == load_package(store, "fraud", 1).sha256
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            BLOCKED = ("dagster", "great_expectations", "evidently", "sklearn", "psycopg2")
+
+            class Block:
+                def find_spec(self, name, path=None, target=None):
+                    if name.split(".")[0] in BLOCKED:
+                        raise ImportError(f"{name} is not in the serving image")
+                    return None
+
+            sys.meta_path.insert(0, Block())
+            """
+        )
+    )
+    env = {"PYTHONPATH": f"{blocker}:{ROOT}"}
+    body = requests_of(traffic.head(1))[0]
+    with service_process(store, "--package-dir", str(target), env=env) as (base, _):
+        response = httpx.post(f"{base}/v1/score", json=body)
+        assert response.status_code == 200 and response.json()["model_version"] == 1
+    probe = subprocess.run(
+        [sys.executable, "-c", "import dagster"], env={**env, "PATH": ""}, capture_output=True
+    )
+    assert probe.returncode != 0  # the blocker really blocks
+
+
+def test_pruned_distributions_are_locked_packages():
+    """`uv export --prune X` silently ignores an X that is not in the lock: every name the
+    image prunes must be a locked package, or the image would carry what it means to leave out."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    names = {p["name"] for p in lock["package"]}
+    assert set(PRUNED_FROM_IMAGE) <= names

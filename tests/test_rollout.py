@@ -1,0 +1,272 @@
+"""The canary rollout: analysis and decisions on prediction-log frames, the rollout document's
+rules, and the controller end to end (real service, real traffic, the Dagster sensor): a good
+canary walks its steps and is promoted, a bad one is rolled back and alerted."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudloop import rollout
+from fraudloop.package import PackageError, record_staging
+from fraudloop.registry import ModelRegistry
+from fraudloop.rollout import RolloutPolicy, analyze, decide, psi
+from fraudloop.serving.predlog import read_predictions
+from tests.servers import service_thread, wait_until
+from tests.serving_home import requests_of
+
+POLICY = RolloutPolicy(steps=(0.1, 0.5, 1.0), min_requests=100, bake_seconds=10, min_paired=50)
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def doc(**over) -> dict:
+    base = {
+        "rollout_id": "r1",
+        "canary_version": 3,
+        "baseline_version": 1,
+        "status": "running",
+        "step": 0,
+        "share": 0.1,
+        "policy": POLICY.to_dict(),
+        "started_at": T0.isoformat(),
+        "step_started_at": T0.isoformat(),
+        "decisions": [],
+    }
+    return {**base, **over}
+
+
+def log_frame(
+    n_canary: int,
+    n_prod: int = 1000,
+    *,
+    shift: float = 0.0,
+    fallbacks: int = 0,
+    canary_ms: float = 1.0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Prediction-log rows after T0: canary rows with their control twins, production rows."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    served = pd.Timestamp(T0) + pd.Timedelta(seconds=1)
+
+    def row(rid, role, version, score, ms, status="ok"):
+        return {
+            "request_id": rid,
+            "transaction_id": f"t{rid}",
+            "served_at": served,
+            "role": role,
+            "model_version": version,
+            "score": score,
+            "decision": "review" if score >= 0.5 else "approve",
+            "latency_ms": ms,
+            "status": status,
+        }
+
+    for i in range(n_prod):
+        rows.append(row(f"p{i}", "production", 1, float(rng.beta(1, 30)), 1.0))
+    for i in range(n_canary):
+        control = float(rng.beta(1, 30))
+        score = min(control + shift, 1.0)
+        status = "fallback" if i < fallbacks else "ok"
+        rows.append(row(f"c{i}", "canary", 3, score, canary_ms, status))
+        rows.append(row(f"c{i}", "control", 1, control, 0.1))
+    return pd.DataFrame(rows)
+
+
+def at(seconds: float) -> float:
+    return (T0 + timedelta(seconds=seconds)).timestamp()
+
+
+def test_psi_is_zero_for_equal_and_large_for_shifted_distributions():
+    rng = np.random.default_rng(1)
+    a = rng.beta(1, 30, 5000)
+    assert psi(a, a) == pytest.approx(0.0, abs=1e-12)
+    assert psi(a, rng.beta(1, 30, 5000)) < 0.05
+    assert psi(a, np.minimum(a + 0.2, 1)) > 1.0
+    assert np.isnan(psi(a, np.array([])))
+
+
+def test_waits_for_requests_then_bake_time_then_advances():
+    few = analyze(log_frame(30), doc(), POLICY)
+    assert few.checks["requests"]["status"] == "pending"
+    assert decide(doc(), few, POLICY, at(60)).action == "wait"
+    enough = analyze(log_frame(300), doc(), POLICY)
+    assert not enough.failed and not enough.pending, enough.checks
+    assert decide(doc(), enough, POLICY, at(5)).action == "wait"  # baking
+    step = decide(doc(), enough, POLICY, at(11))
+    assert step.action == "advance" and step.next_share == 0.5
+    last = decide(doc(step=2, share=1.0), enough, POLICY, at(11))
+    assert last.action == "promote"
+
+
+def test_rows_before_the_step_began_do_not_count():
+    later = doc(step_started_at=(T0 + timedelta(minutes=5)).isoformat())
+    analysis = analyze(log_frame(300), later, POLICY)
+    assert analysis.canary_requests == 0 and analysis.checks["requests"]["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    ("frame", "failed"),
+    [
+        (log_frame(300, shift=0.5), {"score_psi", "flag_rate"}),  # every score far higher
+        (log_frame(300, fallbacks=30), {"error_rate"}),  # 10 % of requests failed
+        (log_frame(300, canary_ms=20.0), {"latency_p99"}),  # 20 ms against 1 ms
+    ],
+)
+def test_a_failed_check_rolls_back_at_once(frame, failed):
+    analysis = analyze(frame, doc(), POLICY)
+    assert set(analysis.failed) == failed, analysis.checks
+    decision = decide(doc(), analysis, POLICY, at(1))  # before the bake time: no waiting
+    assert decision.action == "rollback"
+    assert all(name in decision.reason for name in failed)
+
+
+def test_at_full_share_latency_is_judged_against_the_last_measured_production_p99():
+    frame = log_frame(300, n_prod=0, canary_ms=4.0)
+    full = doc(step=2, share=1.0)
+    assert analyze(frame, full, POLICY).checks["latency_p99"]["bound"] == POLICY.max_p99_ms
+    measured = analyze(frame, {**full, "production_p99_ms": 1.0}, POLICY)
+    assert measured.checks["latency_p99"]["status"] == "fail"  # 4 ms > 1.5 x 1 ms + 2 ms
+    relaxed = analyze(frame, {**full, "production_p99_ms": 3.0}, POLICY)
+    assert relaxed.checks["latency_p99"]["status"] == "pass"
+
+
+def test_errors_roll_back_before_the_full_sample():
+    analysis = analyze(log_frame(25, fallbacks=5), doc(), POLICY)
+    assert analysis.checks["error_rate"]["status"] == "fail"
+    assert decide(doc(), analysis, POLICY, at(1)).action == "rollback"
+
+
+def test_policy_validation():
+    with pytest.raises(ValueError, match="increasing"):
+        RolloutPolicy(steps=(0.5, 0.25))
+    with pytest.raises(ValueError):
+        RolloutPolicy(steps=(0.0, 1.0))
+    assert RolloutPolicy.from_dict(POLICY.to_dict()) == POLICY
+
+
+def test_start_requires_a_staged_package_a_production_and_no_active_rollout(world):
+    store, _ = world
+    registry = ModelRegistry(store)
+    with pytest.raises(rollout.RolloutError, match="no production"):
+        rollout.start(store, registry, 3, actor="t", reason="r")
+    registry.promote(1, to="production", actor="t", reason="r")
+    with pytest.raises(rollout.RolloutError, match="already production"):
+        rollout.start(store, registry, 1, actor="t", reason="r")
+    # a failed staging record keeps a version away from traffic
+    from fraudloop.package import load_package
+
+    record_staging(
+        store,
+        load_package(store, "fraud", 2),
+        {"passed": False, "checks": [{"name": "scores equal batch scores", "passed": False}]},
+    )
+    with pytest.raises(PackageError, match="failed its staging test"):
+        rollout.start(store, registry, 2, actor="t", reason="r")
+    state = rollout.start(store, registry, 3, actor="t", reason="r", policy=POLICY)
+    assert state["share"] == 0.1 and registry.aliases()["canary"] == 3
+    with pytest.raises(rollout.RolloutError, match="abort it first"):
+        rollout.start(store, registry, 3, actor="t", reason="r")
+    paused = rollout.set_share(store, "fraud", 0.4, actor="ops", reason="hold here")
+    assert paused["status"] == "paused" and paused["share"] == 0.4
+    assert rollout.tick(store, registry).decision is None  # the controller leaves it alone
+    resumed = rollout.resume(store, "fraud", actor="ops", reason="go on")
+    assert resumed["status"] == "running" and resumed["share"] == 0.1
+    aborted = rollout.abort(store, registry, actor="ops", reason="not today")
+    assert aborted["status"] == "aborted" and "canary" not in registry.aliases()
+    assert [d["action"] for d in aborted["decisions"]] == ["set_share", "resume", "abort"]
+
+
+def test_an_operator_rollback_during_a_rollout_aborts_it(world):
+    store, _ = world
+    registry = ModelRegistry(store)
+    registry.promote(1, to="production", actor="t", reason="r")
+    registry.promote(2, to="production", actor="t", reason="r")
+    rollout.start(store, registry, 3, actor="t", reason="r", policy=POLICY)
+    registry.rollback(actor="ops", reason="incident")  # production 2 -> 1 under the rollout
+    result = rollout.tick(store, registry)
+    assert result.decision.action == "abort" and result.doc["status"] == "aborted"
+    assert "canary" not in registry.aliases() and registry.aliases()["production"] == 1
+
+
+def drive(store, traffic, resources, instance, *, rounds: int = 40) -> list:
+    """Send traffic through a real service while evaluating rollout_sensor, as the daemon would,
+    until the rollout ends; returns the sensor's materialization events."""
+    from sensors.rollout import rollout_sensor
+
+    bodies = requests_of(traffic)
+    events = []
+    with service_thread(store) as (base, app), httpx.Client() as client:
+        for i in range(rounds):
+            start = (i * 250) % len(bodies)
+            chunk = bodies[start : start + 250]
+            for body in chunk[:20]:
+                assert client.post(f"{base}/v1/score", json=body).status_code == 200
+            response = client.post(f"{base}/v1/score/batch", json={"transactions": chunk[20:]})
+            assert response.status_code == 200
+            wait_until(lambda: app.state.service.offpath.idle, what="control scored")
+            app.state.service.predlog.flush()
+            with dg.build_sensor_context(instance=instance, resources=resources) as context:
+                result = rollout_sensor(context)
+            if isinstance(result, dg.SensorResult):
+                events += result.asset_events
+
+            state = rollout.read_state(store, "fraud")[0]
+            if state["status"] not in rollout.ACTIVE:
+                break
+            share = state["share"]
+            wait_until(lambda s=share: app.state.service.follower.deployment.canary_share == s)
+    return events
+
+
+@pytest.mark.slow
+def test_a_good_canary_walks_its_steps_and_is_promoted(world, env):
+    store, traffic = world
+    registry = ModelRegistry(store)
+    registry.promote(1, to="production", actor="t", reason="r")
+    policy = RolloutPolicy(steps=(0.25, 0.5, 1.0), min_requests=60, bake_seconds=0, min_paired=40)
+    rollout.start(store, registry, 3, actor="test", reason="good canary", policy=policy)
+    resources = resources_on(store)
+    events = drive(store, traffic, resources, env.instance)
+    state = rollout.read_state(store, "fraud")[0]
+    assert state["status"] == "promoted", state["decisions"]
+    assert [e.metadata["action"].value for e in events] == ["advance", "advance", "promote"]
+    assert registry.aliases() == {"production": 3, "previous": 1}
+    promotion = registry.history("production")[-1]
+    assert promotion["actor"] == "rollout-controller"
+    analysis = promotion["evidence"]["analysis"]
+    assert analysis["checks"]["score_psi"]["status"] == "pass" and analysis["psi"] < 0.25
+    log = read_predictions(store)
+    assert {"canary", "control", "production"} <= set(log["role"])
+
+
+@pytest.mark.slow
+def test_a_bad_canary_is_rolled_back_automatically_and_alerted(world, env):
+    store, traffic = world
+    registry = ModelRegistry(store)
+    registry.promote(1, to="production", actor="t", reason="r")
+    policy = RolloutPolicy(steps=(0.25, 0.5, 1.0), min_requests=60, bake_seconds=0, min_paired=40)
+    rollout.start(store, registry, 2, actor="test", reason="bad canary", policy=policy)
+    resources = resources_on(store)
+    events = drive(store, traffic, resources, env.instance)
+    state = rollout.read_state(store, "fraud")[0]
+    assert state["status"] == "rolled_back"
+    assert [e.metadata["action"].value for e in events] == ["rollback"]
+    assert "score_psi" in events[0].metadata["reason"].value
+    assert registry.aliases() == {"production": 1}
+    entry = registry.history("canary")[-1]
+    assert entry["action"] == "remove_alias" and entry["evidence"]["analysis"]["psi"] > 0.25
+    alerts = [json.loads(line) for line in open(store.root / "alerts" / "alerts.jsonl")]
+    assert alerts[-1]["severity"] == "critical" and "rollback" in alerts[-1]["title"]
+
+
+def resources_on(store) -> dict:
+    """The project's resources on the world's store (alerts in its default file)."""
+    from fraudloop.settings import Settings
+    from pipelines.resources import build_resources
+
+    return build_resources(Settings.from_env({"FRAUDLOOP_HOME": str(store.root)}))
