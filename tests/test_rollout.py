@@ -260,7 +260,10 @@ def test_a_bad_canary_is_rolled_back_automatically_and_alerted(world, env):
     assert registry.aliases() == {"production": 1}
     entry = registry.history("canary")[-1]
     assert entry["action"] == "remove_alias" and entry["evidence"]["analysis"]["psi"] > 0.25
-    alerts = [json.loads(line) for line in open(store.root / "alerts" / "alerts.jsonl")]
+    alerts = [
+        json.loads(line)
+        for line in (store.root / "alerts" / "alerts.jsonl").read_text().splitlines()
+    ]
     assert alerts[-1]["severity"] == "critical" and "rollback" in alerts[-1]["title"]
 
 
