@@ -43,7 +43,9 @@ test: $(VENV)/.synced system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
+# After `make demo`, the UI runs with the demo's settings (partitions, label delay, ...).
 ui: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
+	set -a; if [ -f .fraudloop/demo.env ]; then . ./.fraudloop/demo.env; fi; set +a; \
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: $(VENV)/.synced

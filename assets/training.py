@@ -20,6 +20,7 @@ from fraudloop.evaluation import evaluate, gate
 from fraudloop.model import TrainConfig, load_model
 from fraudloop.schema import hour_start
 from fraudloop.storage import load_blob, publish_blob
+from pipelines.partitions import SETTINGS
 from resources.object_store import ObjectStoreResource
 from resources.registry import ModelRegistryResource
 
@@ -32,9 +33,9 @@ class DatasetConfig(dg.Config):
     the newest ingested hour; a past cutoff trains exactly what was known then (backtests)."""
 
     cutoff: str | None = None
-    window_days: int = 28
-    holdout_days: int = 7
-    label_delay_days: int = 7
+    window_days: int = SETTINGS.train_window_days
+    holdout_days: int = SETTINGS.holdout_days
+    label_delay_days: int = SETTINGS.label_delay_days
 
 
 class CandidateConfig(dg.Config):
@@ -49,7 +50,7 @@ class CandidateConfig(dg.Config):
     num_threads: int = 2
     early_stopping_rounds: int = 50
     validation_share: float = 0.2
-    cpu_hour_price: float = 0.05  # cost of training, currency units per CPU hour
+    cpu_hour_price: float = SETTINGS.cpu_hour_price  # cost of training, per CPU hour
 
 
 class GateConfig(dg.Config):

@@ -13,7 +13,9 @@ rows/s, no failed request across hot swaps. The hot swaps run before the batch p
 their figures are the swaps' own.
 
 One machine: the load generator shares the cores with the service, so the peak figures are what
-the service does with part of the machine (the CPU seconds each side used are printed).
+the service does with part of the machine. The CPU seconds each side used in each phase are
+printed, with those of every other process of the machine: on a shared box, that column says
+which figures a neighbour disturbed.
 
 The world is `tests.serving_home.build_deployable_world` (seeded, ~15 s) in a temp dir; its two
 days of live traffic (~1,900 transactions) are reused cyclically. A reused transaction id is
@@ -40,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.loadgen import Result, run_constant_rate, run_max_throughput  # noqa: E402
 from fraudloop.registry import ModelRegistry  # noqa: E402
-from fraudloop.serving.app import ScoringService, _ns  # noqa: E402
+from fraudloop.serving.app import ScoringService  # noqa: E402
 from fraudloop.serving.config import ServeConfig  # noqa: E402
 from fraudloop.serving.contract import BatchRequest, Transaction  # noqa: E402
 from fraudloop.serving.live import feature_hash  # noqa: E402
@@ -146,7 +147,8 @@ def cyclic(bodies: list[dict], start: int, n: int) -> list[dict]:
 
 def in_process(store, bodies: list[dict], plan: Plan, rng: np.random.Generator) -> dict:
     """LightGBM on one row, the service's scoring path on one request, and a stage-by-stage
-    profile of a 10,000-row batch; the service here never writes a prediction log."""
+    profile of a 10,000-row batch. This service writes no prediction log into the world's store
+    (the profile flushes its rows into a scratch store)."""
     service = ScoringService(store, ServeConfig(log_predictions=False, poll_seconds=3600))
     service.start()
     try:
@@ -226,96 +228,102 @@ class GcWatch:
         gc.callbacks.remove(self._callback)
 
 
-PROFILE_EXTRA = (
-    "(feature_hash alone, included in _answer)",
-    "prediction log flush (background thread)",
-    "whole ScoringService.score (for comparison)",
-)
+class Timed:
+    """Stands in for a method on one object: sums the wall and GC seconds of its calls."""
+
+    def __init__(self, owner: object, name: str, watch: GcWatch, keep: bool = False):
+        self.owner, self.name, self.watch = owner, name, watch
+        self.fn = getattr(owner, name)
+        self.keep = keep
+        self.results: list = []
+        self.wall = self.gc = 0.0
+        setattr(owner, name, self)  # an instance attribute shadows the class's method
+
+    def __call__(self, *args, **kwargs):
+        started, gc_started = time.perf_counter(), self.watch.seconds
+        try:
+            result = self.fn(*args, **kwargs)
+        finally:
+            self.wall += time.perf_counter() - started
+            self.gc += self.watch.seconds - gc_started
+        if self.keep:
+            self.results.append(result)
+        return result
+
+    def reset(self) -> None:
+        self.results.clear()
+        self.wall = self.gc = 0.0
+
+    def remove(self) -> None:
+        delattr(self.owner, self.name)
 
 
 def batch_profile(
     service: ScoringService, bodies: list[dict], slot, rows: int = 10_000, reps: int = 6
 ) -> dict:
-    """Per-row microseconds of each stage the batch endpoint goes through, timed on the service's
-    own pieces in the order `ScoringService.score` runs them, with the part spent in the garbage
-    collector; plus the whole `score` call and the background prediction-log flush of the rows.
-    Means over the repetitions after the first (a full collection lands in some of them only)."""
+    """Where the time of one batch request goes, per row: what FastAPI does before the handler
+    (json.loads, then pydantic validation), the real `ScoringService.score` with its main steps
+    timed by wrapping them on this instance (so the profile follows the service's code, not a
+    copy of it), the response JSON, and the background prediction-log flush of the rows. Each
+    stage also reports the part spent in the garbage collector. Means over the repetitions after
+    the first (a full collection lands in some of them only)."""
     body = json.dumps({"transactions": cyclic(bodies, 0, rows)}).encode()
     scratch = tempfile.TemporaryDirectory()
-    wall: dict[str, list[float]] = {}
-    in_gc: dict[str, list[float]] = {}
     watch = GcWatch()
+    features = Timed(service.follower.features, "features_and_observe", watch, keep=True)
+    predict = Timed(service, "_predict", watch)
+    booster = Timed(slot.booster, "predict", watch)
+    answer = Timed(service, "_answer", watch)
+    wrapped = (features, predict, booster, answer)
+    stages: dict[str, list[tuple[float, float]]] = {}
     mark = [0.0, 0.0]  # perf_counter, gc seconds at the last clock
 
-    def clock(name: str | None) -> None:
+    def clock(name: str | None) -> tuple[float, float]:
         now, gc_now = time.perf_counter(), watch.seconds
+        took = (now - mark[0], gc_now - mark[1])
         if name is not None:
-            wall.setdefault(name, []).append(now - mark[0])
-            in_gc.setdefault(name, []).append(gc_now - mark[1])
+            stages.setdefault(name, []).append(took)
         mark[:] = [now, gc_now]
+        return took
 
-    dep = service.follower.deployment
+    def add(name: str, wall: float, in_gc: float) -> None:
+        stages.setdefault(name, []).append((wall, in_gc))
+
     try:
         for rep in range(reps):
+            for w in wrapped:
+                w.reset()
+            service.predlog = PredictionLog(
+                LocalObjectStore(Path(scratch.name) / f"s{rep}"), "bench", flush_seconds=3600
+            )
             clock(None)
             obj = json.loads(body)
             clock("JSON parse of the request (json.loads)")
             batch = BatchRequest.model_validate(obj)
             clock("pydantic validation (BatchRequest of Transaction)")
-            txs = batch.transactions
-            records = [
-                {
-                    "transaction_id": x.transaction_id,
-                    "tx_datetime": _ns(x.tx_datetime),
-                    "customer_id": x.customer_id,
-                    "terminal_id": x.terminal_id,
-                    "amount": x.amount,
-                }
-                for x in txs
-            ]
-            order = sorted(
-                range(len(records)),
-                key=lambda i: (records[i]["tx_datetime"], records[i]["transaction_id"]),
+            _, answers = service.score(batch.transactions)
+            wall, in_gc = clock("ScoringService.score, of which:")
+            add("  online features (features_and_observe)", features.wall, features.gc)
+            add("  feature matrix + LightGBM predict (_predict)", predict.wall, predict.gc)
+            add("    of which LightGBM Booster.predict (whole batch)", booster.wall, booster.gc)
+            add("  answers + log rows + metrics (_answer)", answer.wall, answer.gc)
+            top = (features, predict, answer)
+            add(
+                "  the rest (records, time-order sort, routing)",
+                wall - sum(w.wall for w in top),
+                in_gc - sum(w.gc for w in top),
             )
-            clock("records + time-order sort")
-            values: list[dict] = [{}] * len(records)
-            for i in order:
-                values[i] = service.follower.features.features_and_observe(records[i])
-            clock("online features (features_and_observe)")
-            routes = service._route(dep, records)
-            matrix = np.array([[v[n] for n in slot.features] for v in values], dtype=np.float64)
-            clock("feature matrix from the dicts")
-            scores = slot.predict(matrix).tolist()
-            clock("LightGBM predict (whole batch, 1 thread)")
-            service.predlog = PredictionLog(
-                LocalObjectStore(Path(scratch.name) / f"s{rep}"), "bench", flush_seconds=3600
-            )
-            clock(None)
-            answers = service._answer(
-                dep,
-                uuid.uuid4().hex,
-                time.time_ns(),
-                records,
-                values,
-                routes,
-                scores,
-                ["ok"] * len(records),
-                [slot] * len(records),
-                0.0,
-            )
-            clock("answers + log rows + metrics (_answer)")
             json.dumps({"request_id": "x", "scores": answers}).encode()
             clock("JSON of the response")
-            hashes = [feature_hash([v[n] for n in slot.features]) for v in values]
-            clock(PROFILE_EXTRA[0])
-            del hashes, answers
             service.predlog.flush()
-            clock(PROFILE_EXTRA[1])
+            clock("prediction log flush (background thread, not in the total)")
             service.predlog = None
-            clock(None)
-            service.score(txs)
-            clock(PROFILE_EXTRA[2])
+            hashes = [feature_hash([v[n] for n in slot.features]) for v in features.results]
+            clock("feature_hash of every row, alone (inside _answer)")
+            del hashes, answers
     finally:
+        for w in wrapped:
+            w.remove()
         watch.close()
         service.predlog = None
         scratch.cleanup()
@@ -323,15 +331,23 @@ def batch_profile(
     def per_row(values: list[float]) -> float:
         return round(us(statistics.fmean(values[1:])) / rows, 2)
 
-    stages = {name: {"us": per_row(v), "gc_us": per_row(in_gc[name])} for name, v in wall.items()}
-    path = [n for n in stages if n not in PROFILE_EXTRA]
+    table = {
+        name: {"us": per_row([w for w, _ in v]), "gc_us": per_row([g for _, g in v])}
+        for name, v in stages.items()
+    }
+    path = (
+        "JSON parse of the request (json.loads)",
+        "pydantic validation (BatchRequest of Transaction)",
+        "ScoringService.score, of which:",
+        "JSON of the response",
+    )
     return {
         "rows": rows,
         "body_bytes": len(body),
         "repetitions_averaged": reps - 1,
-        "us_per_row": stages,
-        "request_path_us_per_row": round(sum(stages[n]["us"] for n in path), 2),
-        "request_path_gc_us_per_row": round(sum(stages[n]["gc_us"] for n in path), 2),
+        "us_per_row": table,
+        "request_path_us_per_row": round(sum(table[n]["us"] for n in path), 2),
+        "request_path_gc_us_per_row": round(sum(table[n]["gc_us"] for n in path), 2),
         "full_collections": len(watch.full),
         "full_collection_ms": [round(s * 1000, 1) for s in watch.full],
     }
@@ -730,7 +746,7 @@ def report(out: dict) -> None:
     for c, r in out["peak"].items():
         rows.append(
             (
-                f"closed loop, {c} connections, {r['duration_s']:.0f} s",
+                f"closed loop, {c} connection{'' if c == '1' else 's'}, {r['duration_s']:.0f} s",
                 f"{r['rps']:,.0f} req/s, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, "
                 f"failed {r['failed']}",
                 "",
@@ -847,11 +863,14 @@ def report(out: dict) -> None:
     )
     print("| stage | us/row | of which in GC |\n|---|---|---|")
     for name, value in prof["us_per_row"].items():
-        print(f"| {name} | {value['us']:.2f} | {value['gc_us']:.2f} |")
-    print(
-        f"| **request path total** (without the rows in parentheses and below) | "
-        f"**{prof['request_path_us_per_row']:.2f}** | {prof['request_path_gc_us_per_row']:.2f} |"
-    )
+        label = name.replace("  ", "&nbsp;&nbsp;")  # keeps the nesting visible in Markdown
+        print(f"| {label} | {value['us']:.2f} | {value['gc_us']:.2f} |")
+        if name == "JSON of the response":
+            print(
+                f"| **request path total** (parse + validation + score + response) | "
+                f"**{prof['request_path_us_per_row']:.2f}** | "
+                f"{prof['request_path_gc_us_per_row']:.2f} |"
+            )
     print()
     print(json.dumps(out, indent=2, default=str))
 

@@ -29,7 +29,14 @@ from fraudloop.feature_state import FeatureState
 from fraudloop.feature_store import publish_state
 from fraudloop.features import FEATURE_NAMES, advance_hour, build_features
 from fraudloop.schema import DAY_KEY_FORMAT, HOUR_KEY_FORMAT, hour_start
-from fraudloop.storage import ObjectStore, load_blob, load_pointer, publish_blob
+from fraudloop.storage import (
+    ObjectNotFound,
+    ObjectStore,
+    load_blob,
+    load_pointer,
+    publish_blob,
+    sha256_hex,
+)
 
 CHECKPOINT_PREFIX = "features/state"
 TX_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]
@@ -205,11 +212,34 @@ def state_before(
     label_delay: timedelta = timedelta(days=7),
     history_start: str = "2018-04-01",
 ) -> FeatureState:
-    """The feature state as of the start of hour `hour_key` (the day's checkpoint advanced over
-    the hours before it): what the online store held when that hour's transactions arrived.
-    Staging tests replay the hour against it and compare with the stored offline features."""
+    """The feature state as of the start of hour `hour_key`, built from exactly the checkpoint
+    the stored feature partition of that hour was computed from (its `feature_state` source),
+    advanced over the hours before it: what the online store held when that hour's transactions
+    arrived. Staging tests replay the hour against it and compare with the stored features.
+
+    Pinning the checkpoint by sha256 matters: a features run recomputing the day (late labels)
+    replaces the checkpoint, and a state from the new one would not match the partition written
+    from the old one. `StaleCheckpoint` if that checkpoint is no longer kept.
+    """
     start = hour_start(hour_key)
-    state = _day_start_state(store, _day(start.floor("D")), label_delay, history_start)[0]
+    day = _day(start.floor("D"))
+    pointer = raw.read_pointer(store, "transaction_features", hour_key) or {}
+    sources = pointer.get("sources", [])
+    pinned = next((s["sha256"] for s in sources if s.get("table") == "feature_state"), None)
+    if pinned is None:
+        state = _day_start_state(store, day, label_delay, history_start)[0]
+    else:
+        key = f"{checkpoint_prefix(day)}/{pinned}.bin"
+        try:
+            data = store.get_bytes(key)
+        except ObjectNotFound:
+            raise StaleCheckpoint(
+                f"the checkpoint {key} that {hour_key}'s features were computed from is gone "
+                "(the day was recomputed since): pick another hour or retry"
+            ) from None
+        if sha256_hex(data) != pinned:
+            raise StaleCheckpoint(f"{key} does not match its sha256")
+        state = FeatureState.from_bytes(data)
     for ts in _hours(start.floor("D"), start - timedelta(hours=1)):
         key = ts.strftime(HOUR_KEY_FORMAT)
         transactions, _ = _transactions(store, key)
@@ -218,6 +248,10 @@ def state_before(
             state, transactions if transactions is not None else _no_transactions(), labels, key
         )
     return state
+
+
+class StaleCheckpoint(RuntimeError):
+    """The checkpoint a stored feature partition was computed from has been replaced."""
 
 
 def compute_feature_hours(

@@ -47,6 +47,15 @@ class Settings:
     rollout_max_psi: float = 0.25  # FRAUDLOOP_ROLLOUT_MAX_PSI (canary vs control scores)
     rollout_max_flag_rate: float = 0.10  # FRAUDLOOP_ROLLOUT_MAX_FLAG_RATE
     rollout_interval_seconds: int = 15  # FRAUDLOOP_ROLLOUT_INTERVAL_SECONDS: controller tick
+    train_window_days: int = 28  # FRAUDLOOP_TRAIN_WINDOW_DAYS
+    holdout_days: int = 7  # FRAUDLOOP_HOLDOUT_DAYS
+    cpu_hour_price: float = 0.05  # FRAUDLOOP_CPU_HOUR_PRICE: inference and training cost
+    latency_slo_ms: float = 10.0  # FRAUDLOOP_LATENCY_SLO_MS: p99 of in-service scoring
+    max_error_rate: float = 0.01  # FRAUDLOOP_MAX_ERROR_RATE: fallbacks per request, per hour
+    drift_share: float = 0.3  # FRAUDLOOP_DRIFT_SHARE: drifted share of features that alerts
+    accuracy_min_ratio: float = 0.75  # FRAUDLOOP_ACCURACY_MIN_RATIO: of the version's holdout AP
+    min_label_completeness: float = 0.9  # FRAUDLOOP_MIN_LABEL_COMPLETENESS to judge a day
+    retrain_cooldown_hours: int = 24  # FRAUDLOOP_RETRAIN_COOLDOWN_HOURS (of data time)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -86,6 +95,15 @@ class Settings:
             rollout_max_psi=float(_env(env, "FRAUDLOOP_ROLLOUT_MAX_PSI", "0.25")),
             rollout_max_flag_rate=float(_env(env, "FRAUDLOOP_ROLLOUT_MAX_FLAG_RATE", "0.10")),
             rollout_interval_seconds=int(_env(env, "FRAUDLOOP_ROLLOUT_INTERVAL_SECONDS", "15")),
+            train_window_days=int(_env(env, "FRAUDLOOP_TRAIN_WINDOW_DAYS", "28")),
+            holdout_days=int(_env(env, "FRAUDLOOP_HOLDOUT_DAYS", "7")),
+            cpu_hour_price=float(_env(env, "FRAUDLOOP_CPU_HOUR_PRICE", "0.05")),
+            latency_slo_ms=float(_env(env, "FRAUDLOOP_LATENCY_SLO_MS", "10")),
+            max_error_rate=float(_env(env, "FRAUDLOOP_MAX_ERROR_RATE", "0.01")),
+            drift_share=float(_env(env, "FRAUDLOOP_DRIFT_SHARE", "0.3")),
+            accuracy_min_ratio=float(_env(env, "FRAUDLOOP_ACCURACY_MIN_RATIO", "0.75")),
+            min_label_completeness=float(_env(env, "FRAUDLOOP_MIN_LABEL_COMPLETENESS", "0.9")),
+            retrain_cooldown_hours=int(_env(env, "FRAUDLOOP_RETRAIN_COOLDOWN_HOURS", "24")),
         )
 
     def validate(self) -> Settings:

@@ -54,9 +54,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def pick_hour(store: ObjectStore) -> str:
-    """The busiest of the newest 24 stored feature hours, leaving out hour 0 of a day (at hour 0
-    the day's labels are fed into the state, which an online state of the previous hour lacks)."""
+def candidate_hours(store: ObjectStore, count: int = 3) -> list[str]:
+    """The busiest of the newest 24 stored feature hours, best first, leaving out hour 0 of a
+    day (at hour 0 the day's labels are fed into the state, which an online state of the
+    previous hour lacks)."""
     keys = [k for k in raw.list_partitions(store, FEATURE_TABLE) if hour_start(k).hour != 0][-24:]
     rows = {}
     for key in keys:
@@ -65,7 +66,34 @@ def pick_hour(store: ObjectStore) -> str:
             rows[key] = int(pointer["rows"])
     if not rows:
         raise LookupError("no stored feature hour to replay: materialize transaction_features")
-    return max(sorted(rows), key=lambda k: rows[k])
+    return sorted(rows, key=lambda k: (-rows[k], k))[:count]
+
+
+def replay_material(store: ObjectStore, config: StagingConfig) -> tuple[str, pd.DataFrame, Any]:
+    """(hour, its stored features, the feature state before it), consistent with each other.
+
+    A features run recomputing the same days meanwhile would pair a partition with a state it
+    was not computed from; such an hour is skipped for the next candidate."""
+    from fraudloop.feature_pipeline import StaleCheckpoint, state_before
+
+    last_error = None
+    for hour in candidate_hours(store):
+        before = raw.read_pointer(store, FEATURE_TABLE, hour)
+        offline = raw.read_raw_partition(store, FEATURE_TABLE, hour)
+        try:
+            state = state_before(
+                store,
+                hour,
+                label_delay=timedelta(days=config.label_delay_days),
+                history_start=config.history_start,
+            )
+        except StaleCheckpoint as error:
+            last_error = error
+            continue
+        if raw.read_pointer(store, FEATURE_TABLE, hour) == before:
+            return hour, offline, state
+        last_error = RuntimeError(f"{hour} was recomputed during the staging test")
+    raise RuntimeError(f"no consistent hour to replay ({last_error}); retry the staging test")
 
 
 def _requests(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -180,7 +208,6 @@ def run_staging(
     """
     import httpx
 
-    from fraudloop.feature_pipeline import state_before
     from fraudloop.feature_store import publish_online
     from fraudloop.model import load_model
 
@@ -198,18 +225,11 @@ def run_staging(
         return {**report, "passed": False, "checks": checks}
     check("package verified", True, package_sha256=package.sha256)
 
-    hour = pick_hour(store)
-    offline = raw.read_raw_partition(store, FEATURE_TABLE, hour)
+    hour, offline, state = replay_material(store, config)
     offline = offline.sort_values(["tx_datetime", "transaction_id"], kind="mergesort")
     offline = offline.head(config.max_rows)
     model = load_model(package.model_text)
     expected = dict(zip(offline["transaction_id"], model.predict(offline), strict=True))
-    state = state_before(
-        store,
-        hour,
-        label_delay=timedelta(days=config.label_delay_days),
-        history_start=config.history_start,
-    )
     prefix = f"featurestore/staging/{registry.name}-v{version}"
     previous_hour = (hour_start(hour) - timedelta(hours=1)).strftime(HOUR_KEY_FORMAT)
     publish_online(store, state, previous_hour, prefix=prefix)

@@ -119,9 +119,9 @@ def cmd_quarantine(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from pipelines.demo import run_demo
+    from pipelines.demo import DemoPlan, run_demo
 
-    return run_demo(days=args.days, scale=args.scale, seed=args.seed)
+    return run_demo(DemoPlan(scale=args.scale, seed=args.seed, pace_seconds=args.pace))
 
 
 def _actor() -> str:
@@ -570,9 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     quar.set_defaults(func=cmd_quarantine)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on the local profile")
-    demo.add_argument("--days", type=int, default=10)
-    demo.add_argument("--scale", type=float, default=0.5)
+    demo.add_argument("--scale", type=float, default=0.2)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--pace", type=float, default=12.0, help="wall seconds per replayed day")
     demo.set_defaults(func=cmd_demo)
 
     models = sub.add_parser("models", help="the model registry: versions, aliases, audit log")

@@ -18,6 +18,7 @@ import dagster as dg
 from assets.deployment import model_package, model_release
 from assets.features import fraud_labels, online_feature_store, transaction_features
 from assets.ingestion import raw_labels, raw_transactions
+from assets.monitoring import model_accuracy, prediction_drift, prediction_health
 from assets.training import candidate_model, model_evaluation, training_dataset
 
 hourly_ingestion_job = dg.define_asset_job(
@@ -63,4 +64,18 @@ training_job = dg.define_asset_job(
         "package in a real service process, and release it (first version: production; later "
         "ones: a canary rollout that rollout_sensor drives)."
     ),
+)
+
+health_job = dg.define_asset_job(
+    name="health_job",
+    selection=dg.AssetSelection.assets(prediction_health),
+    executor_def=dg.in_process_executor,
+    description="Serving health (latency, errors, cost, missing predictions) for a range of hours.",
+)
+
+daily_monitoring_job = dg.define_asset_job(
+    name="daily_monitoring_job",
+    selection=dg.AssetSelection.assets(prediction_drift, model_accuracy),
+    executor_def=dg.in_process_executor,
+    description="Evidently drift and accuracy on matured labels for a range of days.",
 )

@@ -8,6 +8,7 @@ from fraudloop.settings import Settings
 from resources.alerts import AlertsResource
 from resources.deployment import DeploymentResource
 from resources.feature_store import FeatureStoreResource
+from resources.monitoring import MonitoringResource
 from resources.object_store import (
     LocalObjectStoreResource,
     ObjectStoreResource,
@@ -47,6 +48,13 @@ def build_resources(settings: Settings) -> dict:
                 for name, value in asdict(settings).items()
                 if name in DeploymentResource.model_fields and name.startswith("rollout_")
             },
+        ),
+        "monitoring_config": MonitoringResource(
+            **{
+                name: value
+                for name, value in asdict(settings).items()
+                if name in MonitoringResource.model_fields
+            }
         ),
         "alerts": AlertsResource(
             file_path=settings.alert_file, webhook_url=settings.alert_webhook_url

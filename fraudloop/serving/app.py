@@ -144,10 +144,11 @@ class OffPath:
         return self.queue.unfinished_tasks == 0
 
     def _score(self, role: str, slot: Slot, rows: list[tuple[Row, dict]]) -> None:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         matrix = np.array([[values[n] for n in slot.features] for _, values in rows])
         scores = slot.predict(matrix)
         per_row_ms = (time.perf_counter() - started) * 1000 / max(len(rows), 1)
+        cpu_ms = (time.thread_time() - cpu) * 1000 / max(len(rows), 1)
         version = str(slot.version)
         self.metrics.predictions.labels(version, role).inc(len(rows))
         out = []
@@ -161,6 +162,7 @@ class OffPath:
                     decision=decision,
                     threshold=slot.threshold,
                     latency_ms=per_row_ms,
+                    cpu_ms=cpu_ms,
                     feature_hash=feature_hash([values[n] for n in slot.features]),
                     status="ok",
                 )
@@ -227,7 +229,7 @@ class ScoringService:
         if dep.production is None or not self.follower.features.ready:
             raise HTTPException(503, "not ready: no verified model or online features loaded")
         request_id = uuid.uuid4().hex
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         served_ns = time.time_ns()
         records = [
             {
@@ -269,6 +271,7 @@ class ScoringService:
         routes = self._route(dep, records)
         scores, status, answered_by = self._predict(dep, routes, values)
         elapsed_ms = (time.perf_counter() - started) * 1000 / len(records)
+        cpu_ms = (time.thread_time() - cpu) * 1000 / len(records)
         return request_id, self._answer(
             dep,
             request_id,
@@ -279,7 +282,7 @@ class ScoringService:
             scores,
             status,
             answered_by,
-            elapsed_ms,
+            (elapsed_ms, cpu_ms),
         )
 
     @staticmethod
@@ -331,8 +334,9 @@ class ScoringService:
         return out.tolist()
 
     def _answer(
-        self, dep, request_id, served_ns, records, values, routes, scores, status, answered_by, ms
+        self, dep, request_id, served_ns, records, values, routes, scores, status, answered_by, cost
     ) -> list[dict[str, Any]]:
+        ms, cpu_ms = cost
         answers, rows, control, shadow = [], [], [], []
         m = self.metrics
         for i, rec in enumerate(records):
@@ -367,6 +371,7 @@ class ScoringService:
                 decision,
                 slot.threshold,
                 ms,
+                cpu_ms,
                 feature_hash([values[i][n] for n in slot.features]),
                 status[i],
             )

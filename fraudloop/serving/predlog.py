@@ -53,6 +53,7 @@ SCHEMA = pa.schema(
         ("decision", pa.string()),
         ("threshold", pa.float64()),
         ("latency_ms", pa.float64()),
+        ("cpu_ms", pa.float64()),
         ("feature_hash", pa.string()),
         ("status", pa.string()),
         ("instance", pa.string()),
@@ -77,6 +78,7 @@ class Row(NamedTuple):
     decision: str
     threshold: float
     latency_ms: float
+    cpu_ms: float  # CPU time of the scoring thread, per row (the cost of inference)
     feature_hash: str
     status: str
 
@@ -102,6 +104,7 @@ def _table(rows: list[Row], instance: str) -> pa.Table:
             "decision": pa.array(arrays["decision"], pa.string()),
             "threshold": pa.array(arrays["threshold"], pa.float64()),
             "latency_ms": pa.array(arrays["latency_ms"], pa.float64()),
+            "cpu_ms": pa.array(arrays["cpu_ms"], pa.float64()),
             "feature_hash": pa.array(arrays["feature_hash"], pa.string()),
             "status": pa.array(arrays["status"], pa.string()),
             "instance": pa.array([instance] * len(rows), pa.string()),

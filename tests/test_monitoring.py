@@ -1,0 +1,312 @@
+"""Monitoring: health and accuracy from prediction-log frames, the judgements the checks and
+alerts use, the retraining decision (fire, cooldown, in flight), and the sensors on a real
+instance (run keys, shared cooldown, the in-flight limit, the due monitoring runs)."""
+
+import json
+from types import SimpleNamespace
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudloop import monitoring, retrain, rollout
+from fraudloop.serving.predlog import PredictionLog, Row, read_predictions
+
+CONFIG = SimpleNamespace(
+    latency_slo_ms=10.0,
+    max_error_rate=0.01,
+    drift_share=0.3,
+    accuracy_min_ratio=0.75,
+    min_label_completeness=0.9,
+    cpu_hour_price=0.05,
+)
+
+
+def rows(n: int, *, role="production", version=1, latency=1.0, fallback=0, seed=0, hour=10):
+    rng = np.random.default_rng(seed)
+    base = pd.Timestamp("2018-05-01", tz="UTC") + pd.Timedelta(hours=hour)
+    out = []
+    for i in range(n):
+        score = float(rng.beta(1, 20))
+        out.append(
+            Row(
+                f"r{seed}-{i}",
+                f"t{seed}-{i}",
+                f"c{i % 40}",
+                "T1",
+                int((base + pd.Timedelta(seconds=i)).value),
+                10.0,
+                int(base.value),
+                version,
+                role,
+                score,
+                "review" if score >= 0.5 else "approve",
+                0.5,
+                latency * (3.0 if i >= n - n // 20 else 1.0),  # the slowest 5 %
+                0.2,
+                "f",
+                "fallback" if i < fallback else "ok",
+            )
+        )
+    return out
+
+
+def frame(*groups) -> pd.DataFrame:
+    import pyarrow as pa
+
+    from fraudloop.serving.predlog import _table
+
+    return pa.concat_tables([_table(g, "test") for g in groups]).to_pandas()
+
+
+def test_health_per_version_and_role_with_cost():
+    log = frame(rows(200, latency=2.0), rows(50, role="canary", version=2, fallback=5, seed=1))
+    by = {(r["model_version"], r["role"]): r for r in monitoring.health(log, cpu_hour_price=0.05)}
+    prod, canary = by[(1, "production")], by[(2, "canary")]
+    assert prod["requests"] == 200 and prod["p50_ms"] == 2.0 and prod["p99_ms"] == 6.0
+    assert canary["error_rate"] == pytest.approx(0.1)
+    # 0.2 ms CPU per row: 1,000 predictions = 0.2 CPU s = 0.2/3600 h x 0.05
+    assert prod["cost_per_1000"] == pytest.approx(0.2 / 3600 * 0.05)
+    assert monitoring.health(log.iloc[0:0], 0.05) == []
+
+
+def test_health_problems_name_slo_errors_and_missing_predictions():
+    ok = {"groups": monitoring.health(frame(rows(100)), 0.05), "transactions": 100}
+    assert monitoring.health_problems(ok, CONFIG) == []
+    slow = {"groups": monitoring.health(frame(rows(100, latency=12.0)), 0.05)}
+    assert "over the SLO" in monitoring.health_problems(slow, CONFIG)[0]
+    failing = {"groups": monitoring.health(frame(rows(100, fallback=5)), 0.05)}
+    assert "error rate" in monitoring.health_problems(failing, CONFIG)[0]
+    down = {"groups": [], "transactions": 80}
+    assert "missing predictions" in monitoring.health_problems(down, CONFIG)[0]
+    assert monitoring.health_problems({"groups": [], "transactions": 0}, CONFIG) == []
+
+
+def test_accuracy_uses_only_known_labels_and_reports_completeness():
+    log = frame(rows(100))
+    ids = log["transaction_id"]
+    # labels for 80 of 100 predictions; the 10 highest scores are frauds
+    top = set(log.nlargest(10, "score")["transaction_id"])
+    labels = pd.DataFrame(
+        {
+            "transaction_id": ids[:80],
+            "is_fraud": [int(t in top) for t in ids[:80]],
+            "known_at": pd.Timestamp("2018-05-02", tz="UTC"),
+        }
+    )
+    (record,) = monitoring.accuracy(log, labels)
+    assert record["predictions"] == 100 and record["labelled"] == 80
+    assert record["completeness"] == pytest.approx(0.8)
+    assert record["ap"] == pytest.approx(1.0)  # the frauds are exactly the top scores
+    # nothing judged below the completeness bar, then judged once labels are in
+    judged = {"production": {**record, "reference_ap": 0.9, "requests": 100}}
+    assert monitoring.accuracy_problems(judged, CONFIG) == []
+    weak = {**record, "completeness": 0.95, "ap": 0.3, "reference_ap": 0.8, "requests": 100}
+    (problem,) = monitoring.accuracy_problems({"production": weak}, CONFIG)
+    assert "AP 0.300" in problem and "0.600" in problem
+
+
+def test_drift_problems():
+    computed = {
+        "status": "computed",
+        "drifted_share": 0.4,
+        "drifted": {"amount": True, "tx_hour": False},
+        "prediction_drifted": True,
+        "prediction_drift_score": 0.31,
+    }
+    problems = monitoring.drift_problems(computed, CONFIG)
+    assert "40% of features drifted" in problems[0] and "amount" in problems[0]
+    assert "score distribution drifted" in problems[1]
+    calm = {**computed, "drifted_share": 0.1, "prediction_drifted": False}
+    assert monitoring.drift_problems(calm, CONFIG) == []
+    assert monitoring.drift_problems({"status": "no predictions"}, CONFIG) == []
+
+
+def signal(day: str, source="drift") -> retrain.Signal:
+    at = pd.Timestamp(day, tz="UTC") + pd.Timedelta(days=1)
+    return retrain.Signal(source, day, at, "test")
+
+
+def test_retrain_decision_fire_cooldown_in_flight():
+    assert not retrain.decide([], last_trigger_at=None, cooldown_hours=24, in_flight=None).fire
+    first = retrain.decide(
+        [signal("2018-05-06"), signal("2018-05-07")],
+        last_trigger_at=None,
+        cooldown_hours=24,
+        in_flight=None,
+    )
+    assert first.fire and first.signal.partition == "2018-05-07"
+    assert first.run_key == "retrain:drift:2018-05-07"
+    cooling = retrain.decide(
+        [signal("2018-05-08")],
+        last_trigger_at=pd.Timestamp("2018-05-08 12:00", tz="UTC"),
+        cooldown_hours=24,
+        in_flight=None,
+    )
+    assert not cooling.fire and "cooling down" in cooling.reason
+    after = retrain.decide(
+        [signal("2018-05-09")],
+        last_trigger_at=pd.Timestamp("2018-05-08 12:00", tz="UTC"),
+        cooldown_hours=24,
+        in_flight=None,
+    )
+    assert after.fire
+    busy = retrain.decide(
+        [signal("2018-05-09")], last_trigger_at=None, cooldown_hours=24, in_flight="run x is queued"
+    )
+    assert not busy.fire and "run x is queued" in busy.reason
+
+
+def write_drift(store, day: str, share: float) -> None:
+    monitoring.write_record(
+        store,
+        "drift",
+        day,
+        {
+            "status": "computed",
+            "drifted_share": share,
+            "drifted": {"amount": share > 0.3},
+            "prediction_drifted": False,
+            "prediction_drift_score": 0.0,
+        },
+    )
+
+
+@pytest.fixture
+def sensor_env(env):
+    return env
+
+
+def evaluate(sensor, env, cursor=None):
+    with dg.build_sensor_context(
+        instance=env.instance, resources=env.resources, cursor=cursor
+    ) as context:
+        return sensor(context)
+
+
+def test_drift_sensor_fires_once_then_cools_down_and_respects_in_flight(env):
+    from sensors.monitoring import drift_sensor
+
+    write_drift(env.store, "2018-05-06", 0.1)
+    result = evaluate(drift_sensor, env)
+    assert not result.run_requests and "no failed" in result.skip_reason.skip_message
+    cursor = result.cursor
+
+    write_drift(env.store, "2018-05-07", 0.6)
+    fired = evaluate(drift_sensor, env, cursor)
+    (request,) = fired.run_requests
+    assert request.job_name == "training_job" and request.run_key == "retrain:drift:2018-05-07"
+    assert request.tags[retrain.RETRAIN_TAG] == "drift"
+    # the same record again: the cursor moved past it, nothing new
+    assert not evaluate(drift_sensor, env, fired.cursor).run_requests
+
+    # a run of that request is running: the next signal waits for it
+    env.instance.create_run_for_job(
+        dg.GraphDefinition(name="g", node_defs=[]).to_job(name="training_job"),
+        tags=request.tags,
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    write_drift(env.store, "2018-05-10", 0.7)
+    busy = evaluate(drift_sensor, env, fired.cursor)
+    assert not busy.run_requests and "started" in busy.skip_reason.skip_message
+
+
+def test_retraining_waits_while_a_rollout_is_active_and_cooldown_is_shared(env):
+    from sensors.monitoring import accuracy_sensor, drift_sensor
+
+    write_drift(env.store, "2018-05-07", 0.6)
+    fired = evaluate(drift_sensor, env)
+    (request,) = fired.run_requests
+    env.instance.create_run_for_job(
+        dg.GraphDefinition(name="g", node_defs=[]).to_job(name="training_job"),
+        tags=request.tags,
+        status=dg.DagsterRunStatus.SUCCESS,
+    )
+    # accuracy on the very next day: within the 24 h cooldown the drift trigger started
+    monitoring.write_record(
+        env.store,
+        "accuracy",
+        "2018-05-07",
+        {
+            "production": {
+                "model_version": 1,
+                "ap": 0.1,
+                "reference_ap": 0.8,
+                "completeness": 1.0,
+                "frauds": 30,
+                "recall": 0.1,
+                "requests": 500,
+            }
+        },
+    )
+    cooled = evaluate(accuracy_sensor, env)
+    assert not cooled.run_requests and "cooling down" in cooled.skip_reason.skip_message
+    # later accuracy failures, but a canary rollout is running: no second candidate
+    env.store.put_bytes(
+        rollout.rollout_key("fraud"),
+        json.dumps({"status": "running", "canary_version": 2}).encode(),
+    )
+    monitoring.write_record(
+        env.store,
+        "accuracy",
+        "2018-05-10",
+        monitoring.read_record(env.store, "accuracy", "2018-05-07"),
+    )
+    busy = evaluate(accuracy_sensor, env, cooled.cursor)
+    assert not busy.run_requests and "rollout of v2 is running" in busy.skip_reason.skip_message
+
+
+def test_monitoring_sensor_asks_for_health_from_the_first_served_hour(env):
+    from sensors.monitoring import monitoring_sensor
+
+    assert "no monitoring due" in evaluate(monitoring_sensor, env).skip_message
+    log = PredictionLog(env.store, "test")
+    log.extend(rows(20, hour=10))
+    log.extend(rows(20, hour=12, seed=2))
+    log.flush()
+    result = evaluate(monitoring_sensor, env)
+    (request,) = result.run_requests  # no day has all its features yet: health only
+    assert request.job_name == "health_job"
+    assert request.tags["dagster/asset_partition_range_start"] == "2018-05-01-10:00"
+    assert request.tags["dagster/asset_partition_range_end"] == "2018-05-01-12:00"
+    assert len(read_predictions(env.store)) == 40
+
+
+def test_prediction_health_asset_alerts_on_missing_predictions(env):
+    from assets.monitoring import prediction_health, serving_within_slo
+    from tests.dagster_runs import run
+
+    log = PredictionLog(env.store, "test")
+    log.extend(rows(30, hour=10))
+    log.flush()
+    from fraudloop import raw
+
+    raw.write_raw_partition(
+        env.store,
+        "transactions",
+        "2018-05-01-11:00",
+        pd.DataFrame(
+            {
+                "transaction_id": pd.Series(["a", "b"], dtype="string"),
+                "tx_datetime": pd.to_datetime(["2018-05-01 11:00", "2018-05-01 11:30"], utc=True),
+                "customer_id": pd.Series(["1", "2"], dtype="string"),
+                "terminal_id": pd.Series(["1", "2"], dtype="string"),
+                "amount": [1.0, 2.0],
+            }
+        ),
+        [],
+    )
+    result = run(
+        env,
+        [prediction_health, serving_within_slo],
+        start="2018-05-01-10:00",
+        end="2018-05-01-11:00",
+    )
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and "missing predictions" in check.description
+    alerts = [json.loads(line) for line in open(env.settings.alert_file).read().splitlines()]
+    assert [a["title"] for a in alerts] == ["serving unhealthy in 2018-05-01-11:00"]
+    record = monitoring.read_record(env.store, "health", "2018-05-01-10:00")
+    assert record["groups"][0]["requests"] == 30 and record["problems"] == []
