@@ -54,6 +54,8 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/features.py
 	$(VENV)/bin/python bench/training.py
 	$(VENV)/bin/python bench/quality.py
+	$(VENV)/bin/python bench/serve.py
+	$(VENV)/bin/python bench/drift.py
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .

@@ -158,6 +158,7 @@ def model_release(
         reg,
         version,
         policy=deployment.policy(),
+        expected=evidence["evaluation"].get("expected_live"),
         actor="dagster:model_release",
         reason=f"canary rollout started in run {context.run.run_id}",
         evidence={"staging_passed": True, "gate": evidence["evaluation"]["decision"]["decision"]},

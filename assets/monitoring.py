@@ -106,6 +106,7 @@ def prediction_health(
         }
         prod = monitoring.production_row(groups)
         record["problems"] = monitoring.health_problems(record, monitoring_config)
+        new_problem = _changed(s, "health", hour, record)
         monitoring.write_record(s, "health", hour, record)
         meta = {"predictions": len(log), "transactions": record["transactions"]}
         if prod is not None:
@@ -138,6 +139,7 @@ def prediction_health(
         if record["problems"]:
             bad += 1
             meta["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in record["problems"]))
+        if new_problem:
             alerts.send(
                 title=f"serving unhealthy in {hour}",
                 summary="; ".join(record["problems"]),
@@ -148,6 +150,13 @@ def prediction_health(
     return dg.MaterializeResult(
         metadata={"hours": len(run_partition_keys(context)), "unhealthy": bad}
     )
+
+
+def _changed(s, view: str, partition: str, record: dict) -> bool:
+    """Is this a new finding? A partition recomputed with the same problems (a range run that
+    covers it again, more labels arriving) must not page anyone twice."""
+    previous = monitoring.read_record(s, view, partition) or {}
+    return bool(record["problems"]) and record["problems"] != previous.get("problems")
 
 
 def _check_records(context, store, view: str, problems_of) -> dg.AssetCheckResult:
@@ -269,6 +278,7 @@ def prediction_drift(
         record = {"status": "computed", "model_version": version, "report": html_key}
         record.update(result.to_dict())
         record["problems"] = monitoring.drift_problems(record, monitoring_config)
+        new_problem = _changed(s, "drift", day, record)
         monitoring.write_record(s, "drift", day, record)
         meta = {
             "status": "computed",
@@ -287,6 +297,7 @@ def prediction_drift(
         if record["problems"]:
             drifted_days += 1
             meta["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in record["problems"]))
+        if new_problem:
             alerts.send(
                 title=f"drift in {day} (v{version})",
                 summary="; ".join(record["problems"]),
@@ -351,6 +362,7 @@ def model_accuracy(
             prod = {**prod, "reference_ap": _version_metric(reg, prod["model_version"], "ap")}
         record = {"groups": groups, "production": prod}
         record["problems"] = monitoring.accuracy_problems(record, monitoring_config)
+        new_problem = _changed(s, "accuracy", day, record)
         monitoring.write_record(s, "accuracy", day, record)
         meta = {"predictions": len(log)}
         if prod is not None:
@@ -384,6 +396,7 @@ def model_accuracy(
         if record["problems"]:
             failing += 1
             meta["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in record["problems"]))
+        if new_problem:
             alerts.send(
                 title=f"accuracy under floor on {day}",
                 summary="; ".join(record["problems"]),
@@ -397,7 +410,7 @@ def model_accuracy(
 @dg.asset_check(
     asset=model_accuracy,
     partitions_def=DAILY,
-    description="Production's AP on matured labels is at least the configured share of its holdout AP.",
+    description="Production's AP on matured labels is at least a set share of its holdout AP.",
 )
 def accuracy_above_floor(
     context: dg.AssetCheckExecutionContext,

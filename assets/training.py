@@ -14,7 +14,7 @@ import pandas as pd
 
 from assets.common import RETRY
 from assets.features import transaction_features
-from assets.ingestion import raw_labels, raw_transactions
+from assets.ingestion import raw_labels
 from fraudloop import training
 from fraudloop.evaluation import evaluate, gate
 from fraudloop.model import TrainConfig, load_model
@@ -30,7 +30,8 @@ EVALUATION_PREFIX = "reports/evaluations"
 
 class DatasetConfig(dg.Config):
     """What the candidate learns from. `cutoff` ("as of", ISO 8601 UTC) defaults to the end of
-    the newest ingested hour; a past cutoff trains exactly what was known then (backtests)."""
+    the newest hour with stored features; a past cutoff trains exactly what was known then
+    (backtests)."""
 
     cutoff: str | None = None
     window_days: int = SETTINGS.train_window_days
@@ -63,11 +64,21 @@ class GateConfig(dg.Config):
     n_boot: int = 1000
 
 
-def _newest_ingested_hour_end(context) -> pd.Timestamp:
-    keys = context.instance.get_materialized_partitions(raw_transactions.key)
-    if not keys:
-        raise dg.Failure("no transactions have been ingested yet; nothing to train on")
-    return hour_start(max(keys)) + pd.Timedelta(hours=1)
+def _newest_feature_hour_end(store) -> pd.Timestamp:
+    """The default cutoff: the end of the newest hour whose features are stored. Not the newest
+    ingested hour: a retraining requested while features lag behind ingestion would otherwise
+    ask for a holdout that does not exist yet."""
+    from fraudloop import raw
+
+    keys = raw.list_partitions(store, training.FEATURE_TABLE)
+    valid = [
+        k
+        for k in keys
+        if (raw.read_pointer(store, training.FEATURE_TABLE, k) or {}).get("status") == "valid"
+    ]
+    if not valid:
+        raise dg.Failure("no features have been computed yet; nothing to train on")
+    return hour_start(max(valid)) + pd.Timedelta(hours=1)
 
 
 @dg.asset(
@@ -86,7 +97,7 @@ def training_dataset(
     context: dg.AssetExecutionContext, config: DatasetConfig, store: ObjectStoreResource
 ) -> dg.MaterializeResult:
     s = store.open()
-    cutoff = pd.Timestamp(config.cutoff) if config.cutoff else _newest_ingested_hour_end(context)
+    cutoff = pd.Timestamp(config.cutoff) if config.cutoff else _newest_feature_hour_end(s)
     cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
     spec = training.DatasetSpec(
         cutoff=cutoff,
@@ -124,6 +135,19 @@ def _current_dataset(s) -> dict:
     if found is None:
         raise dg.Failure("materialize training_dataset first")
     return json.loads(found[0])
+
+
+def expected_live(cand_scores: pd.DataFrame, prod_scores: pd.DataFrame | None) -> dict:
+    """The score shift (PSI) and flagged rate the holdout predicts for a canary of this
+    candidate against production: the rollout analysis tolerates that much (a model retrained
+    for a new fraud pattern is *meant* to score differently), not more."""
+    from fraudloop.rollout import psi
+
+    out = {"flag_rate": float((cand_scores["score"] >= 0.5).mean())}
+    if prod_scores is not None:
+        out["psi"] = psi(prod_scores["score"].to_numpy(), cand_scores["score"].to_numpy())
+        out["production_flag_rate"] = float((prod_scores["score"] >= 0.5).mean())
+    return out
 
 
 def _scores(model, frame: pd.DataFrame) -> pd.DataFrame:
@@ -282,6 +306,8 @@ def model_evaluation(
     report = _report(decision, candidate.version, production, cand_metrics, prod_metrics)
     key = f"{EVALUATION_PREFIX}/v{candidate.version}"
     record = {
+        # what a canary of this candidate should look like next to production on live traffic
+        "expected_live": expected_live(cand_scores, prod_scores),
         "candidate": candidate.version,
         "production": production,
         "decision": decision.to_dict(),

@@ -145,9 +145,15 @@ def start(
     actor: str,
     reason: str,
     evidence: dict[str, Any] | None = None,
+    expected: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Start a canary rollout of ``version``: its package must have passed staging, production
-    must be another version, and no other rollout may be active."""
+    must be another version, and no other rollout may be active.
+
+    ``expected`` (``psi``, ``flag_rate``: what the evaluation measured for this candidate
+    against production on the holdout) widens the score-shift and flagged-rate bounds to what
+    the gate already accepted: a model retrained for a new fraud pattern is meant to score that
+    pattern differently, and must not be rolled back for exactly the change it was made for."""
     from fraudloop.package import require_staged
 
     policy = policy or RolloutPolicy()
@@ -175,6 +181,7 @@ def start(
         "step": 0,
         "share": policy.steps[0],
         "policy": policy.to_dict(),
+        "expected": {k: float(v) for k, v in (expected or {}).items() if v is not None},
         "started_at": now,
         "step_started_at": now,
         "updated_at": now,
@@ -327,6 +334,10 @@ def analyze(log: pd.DataFrame, doc: dict[str, Any], policy: RolloutPolicy) -> An
         status = "pending" if ok is None else ("pass" if ok else "fail")
         return {"status": status, "value": value, "bound": bound}
 
+    expected = doc.get("expected") or {}
+    # bounds: the policy's, widened to twice what the holdout predicted for this candidate
+    psi_bound = max(policy.max_psi, 2 * expected.get("psi", 0.0))
+    flag_bound = max(policy.max_flag_rate, 2 * expected.get("flag_rate", 0.0))
     enough = n >= policy.min_requests
     # Errors are judged as soon as a handful of requests exist: a broken canary is rolled back
     # without waiting for the full sample (20 requests with more than the bound failing).
@@ -344,14 +355,14 @@ def analyze(log: pd.DataFrame, doc: dict[str, Any], policy: RolloutPolicy) -> An
             latency_bound,
         ),
         "score_psi": check(
-            (shift <= policy.max_psi) if len(paired) >= policy.min_paired else None,
+            (shift <= psi_bound) if len(paired) >= policy.min_paired else None,
             shift,
-            policy.max_psi,
+            psi_bound,
         ),
         "flag_rate": check(
-            (policy.min_flag_rate <= flag <= policy.max_flag_rate) if enough else None,
+            (policy.min_flag_rate <= flag <= flag_bound) if enough else None,
             flag,
-            [policy.min_flag_rate, policy.max_flag_rate],
+            [policy.min_flag_rate, flag_bound],
         ),
     }
     return Analysis(

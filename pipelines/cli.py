@@ -572,7 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the end-to-end demo on the local profile")
     demo.add_argument("--scale", type=float, default=0.2)
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--pace", type=float, default=12.0, help="wall seconds per replayed day")
+    demo.add_argument(
+        "--pace", type=float, default=8.0, help="minimum wall seconds per replayed day"
+    )
     demo.set_defaults(func=cmd_demo)
 
     models = sub.add_parser("models", help="the model registry: versions, aliases, audit log")

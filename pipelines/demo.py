@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 START = date(2018, 4, 1)
@@ -38,12 +40,13 @@ START = date(2018, 4, 1)
 @dataclass
 class DemoPlan:
     days: int = 60  # simulated
-    history_days: int = 28  # landed before v1 is trained (21-day window + 3-day holdout + delay)
-    drift_day: int = 31  # first day of the new fraud pattern (0-based from START)
+    history_days: int = 19  # landed before v1 is trained (14-day window + 3-day holdout + delay)
+    drift_day: int = 21  # first day of the new fraud pattern (0-based from START)
+    chunk_days: int = 2  # days replayed, then landed, at a time
     scale: float = 0.2
     seed: int = 7
     card_testing_cards: int = 10  # stolen cards tested per day once the drift starts
-    pace_seconds: float = 12.0  # wall time per replayed day
+    pace_seconds: float = 10.0  # wall time over which a chunk's traffic is spread
     timeout_seconds: float = 900.0
     home: Path = field(default_factory=lambda: Path(".fraudloop").resolve())
     dagster_home: Path = field(default_factory=lambda: Path(".dagster").resolve())
@@ -60,7 +63,7 @@ class DemoPlan:
             "FRAUDLOOP_PARTITION_START": f"{START:%Y-%m-%d}-00:00",
             "FRAUDLOOP_PARTITION_END": f"{self.day(self.days):%Y-%m-%d}-00:00",
             "FRAUDLOOP_LABEL_DELAY_DAYS": "1",
-            "FRAUDLOOP_TRAIN_WINDOW_DAYS": "21",
+            "FRAUDLOOP_TRAIN_WINDOW_DAYS": "14",
             "FRAUDLOOP_HOLDOUT_DAYS": "3",
             "FRAUDLOOP_SENSOR_INTERVAL_SECONDS": "3",
             "FRAUDLOOP_ROLLOUT_INTERVAL_SECONDS": "3",
@@ -80,6 +83,8 @@ class Timeline:
         self.began = time.monotonic()
         self.events: list[tuple[float, str]] = []
         self.marks: dict[str, float] = {}
+        self.epochs: dict[str, float] = {}
+        self.first_alert: dict | None = None
 
     def now(self) -> float:
         return time.monotonic() - self.began
@@ -90,7 +95,9 @@ class Timeline:
         print(f"  [{at:6.1f} s] {text}", flush=True)
 
     def mark(self, name: str) -> None:
-        self.marks.setdefault(name, self.now())
+        if name not in self.marks:
+            self.marks[name] = self.now()
+            self.epochs[name] = time.time()
 
 
 class Watcher:
@@ -135,6 +142,7 @@ class Watcher:
                 alert = json.loads(line)
                 if alert["title"].startswith(("drift in", "accuracy under")):
                     t.mark("first_detection")
+                    t.first_alert = t.first_alert or alert
                 t.say(f"ALERT {alert['severity']}: {alert['title']}: {alert['summary'][:110]}")
             self.alert_lines = len(lines)
         history = self.registry.history()
@@ -190,31 +198,31 @@ def _wait(predicate, watcher: Watcher, timeout: float, what: str) -> None:
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _replay_day(client, base: str, frame, day: date) -> int:
-    rows = frame[frame["tx_datetime"].dt.date == day]
-    sent = 0
-    for _, hour in rows.groupby(rows["tx_datetime"].dt.hour, sort=True):
-        body = [
-            {
-                "transaction_id": r.transaction_id,
-                "tx_datetime": r.tx_datetime.isoformat(),
-                "customer_id": r.customer_id,
-                "terminal_id": r.terminal_id,
-                "amount": float(r.amount),
-            }
-            for r in hour.sort_values(["tx_datetime", "transaction_id"]).itertuples()
-        ]
-        for start in range(0, len(body), 5000):
-            response = client.post(
-                f"{base}/v1/score/batch", json={"transactions": body[start : start + 5000]}
-            )
-            response.raise_for_status()
-            sent += len(body[start : start + 5000])
-    return sent
+def _replay_hour(client, base: str, frame, day: date, hour: int) -> int:
+    """Score one simulated hour of transactions through the service, in time order."""
+    times = frame["tx_datetime"]
+    rows = frame[(times.dt.date == day) & (times.dt.hour == hour)]
+    body = [
+        {
+            "transaction_id": r.transaction_id,
+            "tx_datetime": r.tx_datetime.isoformat(),
+            "customer_id": r.customer_id,
+            "terminal_id": r.terminal_id,
+            "amount": float(r.amount),
+        }
+        for r in rows.sort_values(["tx_datetime", "transaction_id"]).itertuples()
+    ]
+    for start in range(0, len(body), 5000):  # an hour without transactions sends nothing
+        chunk = body[start : start + 5000]
+        client.post(f"{base}/v1/score/batch", json={"transactions": chunk}).raise_for_status()
+    return len(body)
 
 
 def run_demo(plan: DemoPlan | None = None) -> int:
+    import warnings
+
     plan = plan or DemoPlan()
+    warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
     env = {**os.environ, **plan.env()}
     os.environ.update(plan.env())
     timeline = Timeline()
@@ -222,9 +230,9 @@ def run_demo(plan: DemoPlan | None = None) -> int:
     print(f"  object store {plan.home}, Dagster instance {plan.dagster_home}")
     for path in (plan.home, plan.dagster_home, plan.home.with_name(".fraudloop-feed")):
         shutil.rmtree(path, ignore_errors=True)
-    plan.dagster_home.mkdir(parents=True)
+    plan.dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ROOT / "infra" / "local" / "dagster.yaml", plan.dagster_home / "dagster.yaml")
-    plan.home.mkdir(parents=True)
+    plan.home.mkdir(parents=True, exist_ok=True)
     (plan.home / "demo.env").write_text("".join(f"{k}={v}\n" for k, v in plan.env().items()))
 
     import httpx
@@ -312,17 +320,32 @@ def run_demo(plan: DemoPlan | None = None) -> int:
         sent = 0
         print("5/6 replay: drift starts on", plan.day(plan.drift_day))
         with httpx.Client(timeout=60) as client:
-            for n in range(plan.history_days, plan.days):
-                day = plan.day(n)
-                if n == plan.drift_day:
+            for first in range(plan.history_days, plan.days, plan.chunk_days):
+                days = [plan.day(n) for n in range(first, min(first + plan.chunk_days, plan.days))]
+                if plan.drift_day in range(first, first + len(days)):
                     timeline.mark("drift_landed")
-                    timeline.say(f"-- {day}: the new fraud pattern begins (simulator) --")
-                sent += _replay_day(client, base, frame, day)
-                _copy_landing(feed, store, [day])
-                timeline.say(f"day {day} replayed ({sent:,} requests so far) and landed")
-                deadline = time.monotonic() + plan.pace_seconds
-                while time.monotonic() < deadline:
+                    timeline.say(f"-- {plan.day(plan.drift_day)}: the new fraud pattern begins --")
+                # The chunk's traffic, hour by hour, spread over `pace` seconds of wall time,
+                # so the rollout controller sees a steady stream.
+                hours = [(day, h) for day in days for h in range(24)]
+                gap = plan.pace_seconds / len(hours)
+                for day, h in hours:
+                    sent += _replay_hour(client, base, frame, day, h)
                     watcher.poll()
+                    if (watcher.production() or 0) > first_version:
+                        timeline.mark("promoted")
+                    time.sleep(gap)
+                _copy_landing(feed, store, days)
+                timeline.say(f"{days[0]}..{days[-1]} replayed ({sent:,} requests) and landed")
+                # Live traffic runs at most one chunk ahead of the pipeline (in real time the
+                # pipeline trails the traffic by its ingestion lag): wait until the features
+                # before this chunk are in.
+                previous = f"{plan.day(first - 1):%Y-%m-%d}-23:00"
+                caught_up = time.monotonic() + 120
+                while time.monotonic() < caught_up and not _featured(store, previous):
+                    watcher.poll()
+                    if (watcher.production() or 0) > first_version:
+                        break
                     time.sleep(1.0)
                 if (watcher.production() or 0) > first_version:
                     timeline.mark("promoted")
@@ -340,6 +363,13 @@ def run_demo(plan: DemoPlan | None = None) -> int:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _featured(store, hour: str) -> bool:
+    from fraudloop import raw
+
+    pointer = raw.read_pointer(store, "transaction_features", hour)
+    return bool(pointer and pointer.get("status") == "valid")
 
 
 def _free_port() -> int:
@@ -369,28 +399,46 @@ def _summarize(plan, store, instance, timeline, first_version, promoted, sent) -
     print(f"    requests replayed: {sent:,}; production: v{first_version} -> v{production}")
     marks = timeline.marks
     if "drift_landed" in marks and "first_detection" in marks:
+        alert = timeline.first_alert
+        day = pd.Timestamp(alert["details"]["partition"], tz="UTC")
+        # what the alert needed: the whole day (drift), and its labels too (accuracy)
+        needs_labels = alert["title"].startswith("accuracy")
+        ready = day + pd.Timedelta(days=2 if needs_labels else 1)
+        began = pd.Timestamp(plan.day(plan.drift_day), tz="UTC")
+        hours = (ready - began) / pd.Timedelta(hours=1)
         print(
-            f"    drift landed -> first drift/accuracy alert: "
-            f"{marks['first_detection'] - marks['drift_landed']:.0f} s wall"
+            f"    detection: '{alert['title']}' used data up to {hours:.0f} h after the drift "
+            f"began (the day had to end{' and its labels arrive' if needs_labels else ''}); "
+            f"{marks['first_detection'] - marks['drift_landed']:.0f} s wall after it landed"
         )
     if promoted and "drift_landed" in marks:
         delivery = marks["promoted"] - marks["drift_landed"]
         print(f"    first drifted day landed -> v{production} serving 100 %: {delivery:.0f} s wall")
-        startup, compute = _run_overheads(instance, RunsFilter, timeline)
+        startup, compute = _run_overheads(
+            instance, RunsFilter, timeline.epochs["drift_landed"], timeline.epochs["promoted"]
+        )
         if startup + compute:
             print(
-                f"    runs meanwhile: {startup:.0f} s start-up vs {compute:.0f} s in steps "
-                f"({startup / (startup + compute):.0%} start-up)"
+                f"    runs in that window (overlapping, 2 at a time): {startup:.0f} s queued or "
+                f"starting vs {compute:.0f} s in steps ({startup / (startup + compute):.0%} "
+                "start-up)"
             )
         _print_ap(plan, store, registry, first_version, production)
     print(f"done in {timeline.now():.0f} s; `make ui` shows every run, check and plot")
     return 0 if promoted else 1
 
 
-def _run_overheads(instance, RunsFilter, timeline) -> tuple[float, float]:
-    """Seconds runs spent starting (process, imports, code location) vs executing steps."""
+def _run_overheads(instance, RunsFilter, since: float, until: float) -> tuple[float, float]:
+    """Seconds runs created in [since, until] spent queued and starting (process, imports, code
+    location) vs executing steps."""
+    from datetime import UTC, datetime
+
     startup = compute = 0.0
-    for run in instance.get_runs(RunsFilter(), limit=500):
+    window = RunsFilter(
+        created_after=datetime.fromtimestamp(since, UTC),
+        created_before=datetime.fromtimestamp(until, UTC),
+    )
+    for run in instance.get_runs(window, limit=500):
         stats = instance.get_run_stats(run.run_id)
         if not stats.start_time or not stats.end_time:
             continue
@@ -404,21 +452,28 @@ def _run_overheads(instance, RunsFilter, timeline) -> tuple[float, float]:
 
 
 def _print_ap(plan, store, registry, v1: int, v2: int) -> None:
-    """AP of the old and the new production on the drifted days, with the labels known now."""
+    """AP of the old and the new production on the drifted days the new one never saw (after
+    its dataset's cutoff), with the labels known now."""
     from fraudloop.evaluation import evaluate
     from fraudloop.feature_store import read_offline
     from fraudloop.model import load_model
     from fraudloop.monitoring import labels_known
     from fraudloop.schema import hours_of_day
 
+    lineage = json.loads(registry.get_file(v2, "lineage.json"))
+    cutoff = pd.Timestamp(lineage["dataset"]["spec"]["cutoff"])
     days = [
         plan.day(n).strftime("%Y-%m-%d")
         for n in range(plan.drift_day, plan.days)
-        if store.exists(f"raw/labels/{plan.day(n):%Y-%m-%d}/_current.json")
+        if pd.Timestamp(plan.day(n), tz="UTC") >= cutoff.floor("D")
+        and store.exists(f"raw/labels/{plan.day(n):%Y-%m-%d}/_current.json")
     ]
+    if not days:
+        print(f"    (no labelled day after v{v2}'s cutoff {cutoff} yet to compare on)")
+        return
     hours = [h for d in days for h in hours_of_day(d)]
     features = read_offline(store, hours)
-    labels = labels_known(store, days + [plan.day(plan.days).strftime("%Y-%m-%d")])
+    labels = labels_known(store, [*days, plan.day(plan.days).strftime("%Y-%m-%d")])
     frame = features.merge(
         labels[["transaction_id", "is_fraud"]].astype({"transaction_id": "string"}),
         on="transaction_id",
@@ -429,4 +484,7 @@ def _print_ap(plan, store, registry, v1: int, v2: int) -> None:
     for version in (v1, v2):
         model = load_model(registry.get_file(version, "model.txt").decode())
         ap = evaluate(frame[cols].assign(score=model.predict(frame)))["ap"]
-        print(f"    AP of v{version} on the drifted days with labels ({len(frame):,} tx): {ap:.3f}")
+        print(
+            f"    AP of v{version} on {days[0]}..{days[-1]} (drifted, after v{v2}'s training "
+            f"data; {len(frame):,} tx with labels): {ap:.3f}"
+        )

@@ -72,6 +72,15 @@ def _range_request(job, keys: list[str], marker: str) -> dg.RunRequest:
     )
 
 
+def _in_flight_ranges(context, job) -> list[tuple[str, str]]:
+    runs = context.instance.get_runs(dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT))
+    return [
+        (r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
+        for r in runs
+        if ASSET_PARTITION_RANGE_START_TAG in r.tags
+    ]
+
+
 def due_monitoring(context, s, label_delay_days: int, min_completeness: float) -> dict:
     """What is due: {"health": [hours], "daily": [days]}."""
     predictions = _latest_modified(s.list("predictions/"), "predictions/")
@@ -84,11 +93,9 @@ def due_monitoring(context, s, label_delay_days: int, min_completeness: float) -
         for k in context.instance.get_materialized_partitions(raw_transactions.key)
         if k >= first_served
     }
-    hours = sorted(
-        h
-        for h in set(predictions) | ingested
-        if h not in health or predictions.get(h, 0.0) > health[h]
-    )
+    # An hour is judged once its transactions are ingested: then it is complete, and an hour
+    # with transactions but no predictions is a finding (the service was down), not a race.
+    hours = sorted(h for h in ingested if h not in health or predictions.get(h, 0.0) > health[h])
     featured = set(context.instance.get_materialized_partitions(transaction_features.key))
     label_days = sorted(context.instance.get_materialized_partitions(raw_labels.key))
     newest_labels = label_days[-1] if label_days else None
@@ -120,9 +127,10 @@ def due_monitoring(context, s, label_delay_days: int, min_completeness: float) -
     minimum_interval_seconds=SETTINGS.sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
-        "Starts the monitoring runs that are due: hourly health for every served hour (and "
-        "hours with transactions but no predictions), daily drift once the day's features are "
-        "in, daily accuracy once its labels matured."
+        "Starts the monitoring runs that are due: hourly health for every ingested hour from "
+        "the first served one (an hour with transactions but no predictions means the service "
+        "was down), daily drift once the day's features are in, daily accuracy once its labels "
+        "matured."
     ),
 )
 def monitoring_sensor(
@@ -134,6 +142,10 @@ def monitoring_sensor(
     due = due_monitoring(
         context, s, monitoring_config.label_delay_days, monitoring_config.min_label_completeness
     )
+    # What a queued or running monitoring run covers is not due again (its record is on its way)
+    for job, kind in ((health_job, "health"), (daily_monitoring_job, "daily")):
+        for start, end in _in_flight_ranges(context, job):
+            due[kind] = [k for k in due[kind] if not start <= k <= end]
     requests = []
     marker = json.dumps(due)
     if due["health"]:
@@ -145,9 +157,19 @@ def monitoring_sensor(
     return dg.SensorResult(run_requests=requests)
 
 
-def _signals(s, view: str, since: str | None, problems_of) -> tuple[list, str | None]:
-    """Records of `view` written after the cursor (ISO time) whose check fails, and the new
-    cursor."""
+def _judged_version(record: dict) -> int | None:
+    """The production version a drift or accuracy record judged."""
+    if "model_version" in record:
+        return record["model_version"]
+    return (record.get("production") or {}).get("model_version")
+
+
+def _signals(
+    s, view: str, since: str | None, problems_of, production: int | None
+) -> tuple[list, str | None]:
+    """Records of `view` written after the cursor (ISO time) whose check fails for the version
+    that is production now, and the new cursor. A failure of a version already replaced (the
+    days before the new one took over) asks for nothing."""
     signals, newest = [], since
     for partition in sorted(_records(s, view)):
         record = monitoring.read_record(s, view, partition)
@@ -155,6 +177,8 @@ def _signals(s, view: str, since: str | None, problems_of) -> tuple[list, str | 
         if since is not None and computed <= since:
             continue
         newest = max(newest or "", computed)
+        if _judged_version(record) != production:
+            continue
         problems = problems_of(record)
         if problems:
             end = day_start(partition) + pd.Timedelta(days=1)
@@ -188,7 +212,11 @@ def _retrain_sensor(view: str, problems_of):
     def evaluate(context, store, registry, monitoring_config):
         s = store.open()
         signals, cursor = _signals(
-            s, view, context.cursor or None, lambda r: problems_of(r, monitoring_config)
+            s,
+            view,
+            context.cursor or None,
+            lambda r: problems_of(r, monitoring_config),
+            registry.open().aliases().get("production"),
         )
         decision = retrain.decide(
             signals,

@@ -41,8 +41,9 @@ def run_request_for(run) -> dg.RunRequest:
     return dg.RunRequest(run_key=run.run_key, job_name=JOB_OF_TABLE[run.table], tags=tags)
 
 
-def _ingesting(context) -> bool:
-    """Is a transaction ingestion run queued or running?"""
+def _ingesting(context) -> list[str]:
+    """Transaction hours being ingested by queued or running runs (their first hour is enough:
+    labels wait for hours up to their own day)."""
     in_flight = context.instance.get_runs(
         dg.RunsFilter(
             job_name=hourly_ingestion_job.name,
@@ -53,9 +54,12 @@ def _ingesting(context) -> bool:
                 dg.DagsterRunStatus.STARTED,
             ],
         ),
-        limit=1,
+        limit=50,
     )
-    return bool(in_flight)
+    return [
+        run.tags.get(ASSET_PARTITION_RANGE_START_TAG) or run.tags.get("dagster/partition", "")
+        for run in in_flight
+    ]
 
 
 @dg.sensor(
@@ -91,10 +95,20 @@ def new_data_sensor(context: dg.SensorEvaluationContext, store: ObjectStoreResou
             skip_reason="new files, but none for a configured partition",
             cursor=next_cursor.to_json(),
         )
-    # Labels are checked against the transactions they refer to: while transactions are being
-    # ingested (in this tick or a run still in flight), label files wait in the cursor.
-    tx_busy = any(landed.table == "transactions" for landed, _ in versions) or _ingesting(context)
-    waiting = [landed for landed, _ in versions if landed.table == "labels" and tx_busy]
+    # Labels are checked against the transactions they refer to: a label file of day D waits in
+    # the cursor while transactions of hours up to the end of D are being ingested (in this tick
+    # or a run still in flight). Only those: with feeds landing continuously some ingestion is
+    # always running, and waiting for all of them would starve the labels.
+    busy = [landed.partition_key for landed, _ in versions if landed.table == "transactions"]
+    busy += _ingesting(context)
+    first_busy = min((k for k in busy if k), default=None)
+    waiting = [
+        landed
+        for landed, _ in versions
+        if landed.table == "labels"
+        and first_busy is not None
+        and first_busy <= f"{landed.partition_key}-23:00"
+    ]
     if waiting:
         next_cursor = defer(next_cursor, waiting)
         versions = [(landed, sha) for landed, sha in versions if landed not in waiting]

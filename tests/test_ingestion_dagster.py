@@ -59,7 +59,13 @@ def test_definitions_load_and_every_asset_is_documented():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description, key
-        assert node.group_name in {"ingestion", "features", "training", "deployment"}, key
+        assert node.group_name in {
+            "ingestion",
+            "features",
+            "training",
+            "deployment",
+            "monitoring",
+        }, key
         assert node.kinds, key
     assert {j.name for j in defs.resolve_all_job_defs()} >= {
         "hourly_ingestion_job",
@@ -234,6 +240,26 @@ def test_sensor_requests_each_file_version_exactly_once(env):
         not outside.run_requests
         and "none for a configured partition" in outside.skip_reason.skip_message
     )
+
+
+def test_labels_wait_only_for_transactions_up_to_their_day(env):
+    """With feeds landing continuously some ingestion is always running; labels of a day whose
+    transactions are all in must not wait for later hours (they would starve)."""
+    _, frame = land_hour(env.store, H5)
+    _, cursor = tick(env)
+    land_labels(env.store, "2018-04-08", frame)
+    land_hour(env.store, "2018-04-09-03:00")  # a later hour lands in the same tick
+    result, cursor = tick(env, cursor)
+    assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
+        ("daily_labels_job", "2018-04-08"),
+        ("hourly_ingestion_job", "2018-04-09-03:00"),
+    ]
+    land_hour(env.store, "2018-04-08-10:00")  # an hour of the labels' own day is in flight
+    land_labels(env.store, "2018-04-08", frame, name="labels-2.csv")
+    result, cursor = tick(env, cursor)
+    assert [(r.job_name, r.partition_key) for r in result.run_requests] == [
+        ("hourly_ingestion_job", "2018-04-08-10:00"),
+    ]
 
 
 def test_sensor_turns_a_landed_history_into_one_range_run(env):

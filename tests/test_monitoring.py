@@ -3,6 +3,7 @@ alerts use, the retraining decision (fire, cooldown, in flight), and the sensors
 instance (run keys, shared cooldown, the in-flight limit, the due monitoring runs)."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import dagster as dg
@@ -158,13 +159,14 @@ def test_retrain_decision_fire_cooldown_in_flight():
     assert not busy.fire and "run x is queued" in busy.reason
 
 
-def write_drift(store, day: str, share: float) -> None:
+def write_drift(store, day: str, share: float, version: int = 1) -> None:
     monitoring.write_record(
         store,
         "drift",
         day,
         {
             "status": "computed",
+            "model_version": version,
             "drifted_share": share,
             "drifted": {"amount": share > 0.3},
             "prediction_drifted": False,
@@ -174,7 +176,14 @@ def write_drift(store, day: str, share: float) -> None:
 
 
 @pytest.fixture
-def sensor_env(env):
+def env(env):
+    """The Dagster test env with v1 registered and in production (signals are about it)."""
+    from fraudloop.registry import ModelRegistry
+
+    registry = ModelRegistry(env.store)
+    for _ in range(2):
+        registry.register({"model.txt": b"tree\n"}, {}, actor="test", reason="placeholder")
+    registry.promote(1, to="production", actor="test", reason="test")
     return env
 
 
@@ -210,6 +219,19 @@ def test_drift_sensor_fires_once_then_cools_down_and_respects_in_flight(env):
     write_drift(env.store, "2018-05-10", 0.7)
     busy = evaluate(drift_sensor, env, fired.cursor)
     assert not busy.run_requests and "started" in busy.skip_reason.skip_message
+
+
+def test_a_replaced_version_s_failures_ask_for_nothing(env):
+    from fraudloop.registry import ModelRegistry
+    from sensors.monitoring import drift_sensor
+
+    ModelRegistry(env.store).promote(2, to="production", actor="test", reason="v2 took over")
+    write_drift(env.store, "2018-05-07", 0.6, version=1)  # v1's last days, judged late
+    result = evaluate(drift_sensor, env)
+    assert not result.run_requests
+    write_drift(env.store, "2018-05-08", 0.6, version=2)
+    (request,) = evaluate(drift_sensor, env, result.cursor).run_requests
+    assert request.run_key == "retrain:drift:2018-05-08"
 
 
 def test_retraining_waits_while_a_rollout_is_active_and_cooldown_is_shared(env):
@@ -265,6 +287,12 @@ def test_monitoring_sensor_asks_for_health_from_the_first_served_hour(env):
     log.extend(rows(20, hour=10))
     log.extend(rows(20, hour=12, seed=2))
     log.flush()
+    # served but not ingested yet: the hours are still open
+    assert "no monitoring due" in evaluate(monitoring_sensor, env).skip_message
+    for hour in ("10", "11", "12"):
+        env.instance.report_runless_asset_event(
+            dg.AssetMaterialization("raw_transactions", partition=f"2018-05-01-{hour}:00")
+        )
     result = evaluate(monitoring_sensor, env)
     (request,) = result.run_requests  # no day has all its features yet: health only
     assert request.job_name == "health_job"
@@ -306,7 +334,7 @@ def test_prediction_health_asset_alerts_on_missing_predictions(env):
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and "missing predictions" in check.description
-    alerts = [json.loads(line) for line in open(env.settings.alert_file).read().splitlines()]
+    alerts = [json.loads(line) for line in Path(env.settings.alert_file).read_text().splitlines()]
     assert [a["title"] for a in alerts] == ["serving unhealthy in 2018-05-01-11:00"]
     record = monitoring.read_record(env.store, "health", "2018-05-01-10:00")
     assert record["groups"][0]["requests"] == 30 and record["problems"] == []

@@ -273,3 +273,17 @@ def resources_on(store) -> dict:
     from pipelines.resources import build_resources
 
     return build_resources(Settings.from_env({"FRAUDLOOP_HOME": str(store.root)}))
+
+
+def test_a_shift_the_evaluation_predicted_is_tolerated():
+    """A model retrained for a new fraud pattern scores that pattern differently: the holdout
+    already showed the shift, so the canary is judged against it, not against zero."""
+    shifted = log_frame(300, shift=0.5)
+    plain = analyze(shifted, doc(), POLICY)
+    assert {"score_psi", "flag_rate"} <= set(plain.failed)
+    foreseen = doc(expected={"psi": plain.psi * 0.8, "flag_rate": plain.flag_rate * 0.8})
+    accepted = analyze(shifted, foreseen, POLICY)
+    assert not accepted.failed, accepted.checks
+    # twice the foreseen shift is still a failure
+    beyond = doc(expected={"psi": plain.psi / 3, "flag_rate": plain.flag_rate / 3})
+    assert {"score_psi", "flag_rate"} <= set(analyze(shifted, beyond, POLICY).failed)

@@ -373,11 +373,15 @@ def browser(ui) -> Iterator[Chromium]:
 ASSETS = [
     "candidate_model",
     "fraud_labels",
+    "model_accuracy",
     "model_evaluation",
     "online_feature_store",
     "model_package",
     "model_release",
     "model_rollout",
+    "prediction_drift",
+    "prediction_health",
+    "prediction_log",
     "raw_labels",
     "raw_transactions",
     "training_dataset",
@@ -387,11 +391,11 @@ ASSETS = [
 
 def test_catalog_and_lineage_graph_show_every_asset(ui, browser, tmp_path):
     browser.goto(f"{ui.url}/assets")
-    browser.wait_for_text(*ASSETS, "ingestion", "features", "training", "deployment")
+    browser.wait_for_text(*ASSETS, "ingestion", "features", "training", "deployment", "monitoring")
 
     browser.goto(f"{ui.url}/asset-groups")
     groups = browser.wait_for(_nodes_shown("ingestion", "features", "training"), "the group boxes")
-    assert sorted(groups) == ["deployment", "features", "ingestion", "training"]
+    assert sorted(groups) == ["deployment", "features", "ingestion", "monitoring", "training"]
     nodes = open_asset_graph(browser, ui, "ingestion", "raw_transactions", "raw_labels")
     # the expanded group shows its assets as graph nodes (other groups may be scrolled away)
     assert {"ingestion", "raw_labels", "raw_transactions"} <= set(nodes)

@@ -1,0 +1,56 @@
+"""The whole loop in the suite: `make demo`'s plan, through the real Dagster daemon, on
+temporary homes. A new fraud pattern starts; monitoring must notice it on its own, retraining
+must be requested by a sensor, the candidate gated, packaged, staged, canaried and promoted by
+the rollout controller -- with no call from the test other than landing data and sending
+traffic (which the demo does)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fraudloop.registry import ModelRegistry
+from fraudloop.storage import LocalObjectStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_drift_is_detected_and_a_retrained_model_is_promoted_without_a_human(tmp_path, monkeypatch):
+    home, dagster_home = tmp_path / "home", tmp_path / "dagster"
+    script = (
+        "import sys; from pathlib import Path; from pipelines.demo import DemoPlan, run_demo; "
+        f"sys.exit(run_demo(DemoPlan(home=Path({str(home)!r}), "
+        f"dagster_home=Path({str(dagster_home)!r}))))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUDLOOP_", "DAGSTER_"))}
+    options = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 1200}
+    done = subprocess.run([sys.executable, "-c", script], **options)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "serving 100 %" in done.stdout
+
+    store = LocalObjectStore(home)
+    registry = ModelRegistry(store)
+    production = registry.aliases()["production"]
+    assert production > 1
+    promotion = registry.history("production")[-1]
+    assert promotion["actor"] == "rollout-controller" and promotion["action"] == "promote"
+    assert promotion["evidence"]["analysis"]["checks"]["error_rate"]["status"] == "pass"
+    lineage = json.loads(registry.get_file(production, "lineage.json"))
+    assert lineage["dataset"]["spec"]["window_days"] == 14  # the demo's settings reached the run
+    alerts = [json.loads(x) for x in (home / "alerts" / "alerts.jsonl").read_text().splitlines()]
+    titles = [a["title"] for a in alerts]
+    assert any(t.startswith("accuracy under floor") for t in titles)
+    assert any(t.startswith("drift in") for t in titles)
+    assert f"v{production} promoted to production" in titles
+    # the retraining was requested by a monitoring sensor, not by the demo
+    from dagster import DagsterInstance, RunsFilter
+
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(RunsFilter(job_name="training_job"))
+        triggers = {r.tags.get("fraudloop/trigger") for r in runs}
+    assert "demo" in triggers and triggers & {"drift_sensor", "accuracy_sensor"}
