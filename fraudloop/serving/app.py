@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -512,7 +512,7 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
         dependencies=[Depends(admin)],
         summary="Set the canary's traffic share (pauses the rollout controller)",
     )
-    async def traffic(change: TrafficChange, request: Request) -> dict:
+    async def traffic(change: TrafficChange) -> dict:
         import asyncio
 
         try:

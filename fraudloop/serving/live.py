@@ -89,14 +89,6 @@ class LiveFeatures:
         ):
             self._seen.discard(self._observed.popleft()["transaction_id"])
 
-    def vector(self, tx: dict[str, Any], names: tuple[str, ...]) -> list[float]:
-        """Features of ``tx`` in ``names`` order; ValueError when the store cannot place it."""
-        online = self._online
-        if online is None:
-            raise RuntimeError("online features are not loaded")
-        values = online.features(tx)
-        return [values[n] for n in names]
-
     def features_and_observe(self, tx: dict[str, Any]) -> dict[str, float]:
         """Features of ``tx``, then record it so later transactions see it (once per id)."""
         with self._lock:
