@@ -39,6 +39,27 @@ prediction_log = dg.AssetSpec(
 )
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
+ACCURACY_COLUMNS = [
+    "model_version",
+    "role",
+    "predictions",
+    "completeness",
+    "frauds",
+    "ap",
+    "recall",
+    "precision",
+    "cp_at_100",
+]
+HEALTH_COLUMNS = [
+    "model_version",
+    "role",
+    "requests",
+    "p50_ms",
+    "p99_ms",
+    "error_rate",
+    "flagged_rate",
+    "cost_per_1000",
+]
 
 
 def _version_metric(registry, version: int, key: str) -> float | None:
@@ -106,8 +127,6 @@ def prediction_health(
         }
         prod = monitoring.production_row(groups)
         record["problems"] = monitoring.health_problems(record, monitoring_config)
-        new_problem = _changed(s, "health", hour, record)
-        monitoring.write_record(s, "health", hour, record)
         meta = {"predictions": len(log), "transactions": record["transactions"]}
         if prod is not None:
             meta.update(
@@ -123,40 +142,42 @@ def prediction_health(
                 }
             )
         if groups:
-            meta["by_version_and_role"] = _table(
-                groups,
-                [
-                    "model_version",
-                    "role",
-                    "requests",
-                    "p50_ms",
-                    "p99_ms",
-                    "error_rate",
-                    "flagged_rate",
-                    "cost_per_1000",
-                ],
-            )
-        if record["problems"]:
-            bad += 1
-            meta["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in record["problems"]))
-        if new_problem:
-            alerts.send(
-                title=f"serving unhealthy in {hour}",
-                summary="; ".join(record["problems"]),
-                severity="critical",
-                partition=hour,
-            )
-        context.add_asset_metadata(meta, partition_key=hour)
+            meta["by_version_and_role"] = _table(groups, HEALTH_COLUMNS)
+        bad += _publish(
+            context,
+            s,
+            alerts,
+            "health",
+            hour,
+            record,
+            meta,
+            title=f"serving unhealthy in {hour}",
+            severity="critical",
+        )
     return dg.MaterializeResult(
         metadata={"hours": len(run_partition_keys(context)), "unhealthy": bad}
     )
 
 
-def _changed(s, view: str, partition: str, record: dict) -> bool:
-    """Is this a new finding? A partition recomputed with the same problems (a range run that
-    covers it again, more labels arriving) must not page anyone twice."""
+def _publish(context, s, alerts, view, partition, record, meta, *, title, severity, **details):
+    """Write a partition's record and metadata; alert on a *new* finding only (a partition
+    recomputed with the same problems -- a range run covering it again, more labels arriving --
+    must not page anyone twice). Returns 1 if the partition has problems, for the run's count."""
     previous = monitoring.read_record(s, view, partition) or {}
-    return bool(record["problems"]) and record["problems"] != previous.get("problems")
+    monitoring.write_record(s, view, partition, record)
+    problems = record["problems"]
+    if problems:
+        meta["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))
+        if problems != previous.get("problems"):
+            alerts.send(
+                title=title,
+                summary="; ".join(problems),
+                severity=severity,
+                partition=partition,
+                **details,
+            )
+    context.add_asset_metadata(meta, partition_key=partition)
+    return int(bool(problems))
 
 
 def _check_records(context, store, view: str, problems_of) -> dg.AssetCheckResult:
@@ -278,8 +299,6 @@ def prediction_drift(
         record = {"status": "computed", "model_version": version, "report": html_key}
         record.update(result.to_dict())
         record["problems"] = monitoring.drift_problems(record, monitoring_config)
-        new_problem = _changed(s, "drift", day, record)
-        monitoring.write_record(s, "drift", day, record)
         meta = {
             "status": "computed",
             "model_version": version,
@@ -294,18 +313,18 @@ def prediction_drift(
                 for name, v in sorted(result.feature_scores.items())
             },
         }
-        if record["problems"]:
-            drifted_days += 1
-            meta["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in record["problems"]))
-        if new_problem:
-            alerts.send(
-                title=f"drift in {day} (v{version})",
-                summary="; ".join(record["problems"]),
-                severity="warning",
-                partition=day,
-                report=s.uri(html_key),
-            )
-        context.add_asset_metadata(meta, partition_key=day)
+        drifted_days += _publish(
+            context,
+            s,
+            alerts,
+            "drift",
+            day,
+            record,
+            meta,
+            title=f"drift in {day} (v{version})",
+            severity="warning",
+            report=s.uri(html_key),
+        )
     return dg.MaterializeResult(metadata={"days_drifted": drifted_days})
 
 
@@ -362,8 +381,6 @@ def model_accuracy(
             prod = {**prod, "reference_ap": _version_metric(reg, prod["model_version"], "ap")}
         record = {"groups": groups, "production": prod}
         record["problems"] = monitoring.accuracy_problems(record, monitoring_config)
-        new_problem = _changed(s, "accuracy", day, record)
-        monitoring.write_record(s, "accuracy", day, record)
         meta = {"predictions": len(log)}
         if prod is not None:
             meta.update(
@@ -379,31 +396,18 @@ def model_accuracy(
                 }
             )
         if groups:
-            meta["by_version_and_role"] = _table(
-                groups,
-                [
-                    "model_version",
-                    "role",
-                    "predictions",
-                    "completeness",
-                    "frauds",
-                    "ap",
-                    "recall",
-                    "precision",
-                    "cp_at_100",
-                ],
-            )
-        if record["problems"]:
-            failing += 1
-            meta["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in record["problems"]))
-        if new_problem:
-            alerts.send(
-                title=f"accuracy under floor on {day}",
-                summary="; ".join(record["problems"]),
-                severity="critical",
-                partition=day,
-            )
-        context.add_asset_metadata(meta, partition_key=day)
+            meta["by_version_and_role"] = _table(groups, ACCURACY_COLUMNS)
+        failing += _publish(
+            context,
+            s,
+            alerts,
+            "accuracy",
+            day,
+            record,
+            meta,
+            title=f"accuracy under floor on {day}",
+            severity="critical",
+        )
     return dg.MaterializeResult(metadata={"days_under_floor": failing})
 
 

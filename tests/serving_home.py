@@ -10,7 +10,6 @@ from datetime import date, timedelta
 
 import pandas as pd
 
-from fraudloop.evaluation import evaluate
 from fraudloop.feature_pipeline import compute_feature_hours
 from fraudloop.feature_store import publish_online
 from fraudloop.model import TrainConfig
@@ -18,8 +17,8 @@ from fraudloop.registry import ModelRegistry
 from fraudloop.schema import HOUR_KEY_FORMAT
 from fraudloop.simulate import generate_day, make_population
 from fraudloop.storage import LocalObjectStore
-from fraudloop.training import DatasetSpec, build_dataset, fit, lineage_json, lineage_record
-from tests.factories import store_history
+from fraudloop.training import DatasetSpec, build_dataset
+from tests.factories import register, store_history
 
 START = date(2018, 4, 1)
 STORED_DAYS = 8
@@ -41,24 +40,6 @@ TX_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "am
 def hours(first_day: date, days: int) -> list[str]:
     first = pd.Timestamp(first_day, tz="UTC")
     return [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * days)]
-
-
-def register(registry: ModelRegistry, dataset, config: TrainConfig) -> int:
-    model = fit(dataset, config)
-    holdout = dataset.holdout
-    metrics = evaluate(
-        holdout[["transaction_id", "tx_datetime", "customer_id", "is_fraud"]].assign(
-            score=model.predict(holdout)
-        )
-    )
-    record = lineage_record(dataset.manifest, config, model, metrics, {"cpu_seconds": 0.0})
-    version = registry.register(
-        files={"model.txt": model.model_text.encode(), "lineage.json": lineage_json(record)},
-        metadata={"dataset_id": dataset.id, "metrics": {"ap": metrics["ap"]}},
-        actor="test:trainer",
-        reason="trained by the test",
-    )
-    return version.version
 
 
 def build_world(root) -> tuple[LocalObjectStore, pd.DataFrame]:

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 from fraudloop import raw
-from fraudloop.evaluation import evaluate
 from fraudloop.feature_pipeline import compute_feature_hours
 from fraudloop.feature_store import publish_online
 from fraudloop.features import FEATURE_NAMES
@@ -25,9 +24,9 @@ from fraudloop.registry import ModelRegistry
 from fraudloop.schema import HOUR_KEY_FORMAT, hour_start
 from fraudloop.simulate import generate_day, make_population
 from fraudloop.storage import LocalObjectStore
-from fraudloop.training import DatasetSpec, build_dataset, fit, lineage_json, lineage_record
+from fraudloop.training import DatasetSpec, build_dataset
 from pipelines.cli import main
-from tests.factories import store_history
+from tests.factories import register, store_history
 
 START = date(2018, 4, 1)
 TX_DAYS = 10
@@ -49,27 +48,6 @@ def _hours(days: int) -> list[str]:
     return [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * days)]
 
 
-def _register(registry: ModelRegistry, dataset, config: TrainConfig) -> None:
-    model = fit(dataset, config)
-    holdout = dataset.holdout
-    metrics = evaluate(
-        holdout[["transaction_id", "tx_datetime", "customer_id", "is_fraud"]].assign(
-            score=model.predict(holdout)
-        )
-    )
-    record = lineage_record(dataset.manifest, config, model, metrics, {"cpu_seconds": 0.0})
-    registry.register(
-        files={"model.txt": model.model_text.encode(), "lineage.json": lineage_json(record)},
-        metadata={
-            "dataset_id": dataset.id,
-            "params": config.to_dict(),
-            "metrics": {k: metrics[k] for k in ("auc", "ap", "cp_at_100")},
-        },
-        actor="test:trainer",
-        reason="trained by the test",
-    )
-
-
 @pytest.fixture(scope="module")
 def history() -> pd.DataFrame:
     population = make_population(seed=11, scale=0.1)
@@ -88,8 +66,8 @@ def base_home(tmp_path_factory, history):
     publish_online(store, run.state, run.state_hour)
     dataset = build_dataset(store, SPEC)
     registry = ModelRegistry(store)
-    _register(registry, dataset, CONFIG)
-    _register(registry, dataset, CONFIG_V2)
+    register(registry, dataset, CONFIG)
+    register(registry, dataset, CONFIG_V2)
     return root
 
 

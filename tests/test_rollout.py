@@ -223,16 +223,22 @@ def drive(store, traffic, resources, instance, *, rounds: int = 40) -> list:
     return events
 
 
-@pytest.mark.slow
-def test_a_good_canary_walks_its_steps_and_is_promoted(world, env):
+def canary_of(version: int, world, env) -> tuple:
+    """v1 in production, a canary of `version` driven by the controller to its end:
+    (registry, the sensor's events, the final rollout document)."""
     store, traffic = world
     registry = ModelRegistry(store)
     registry.promote(1, to="production", actor="t", reason="r")
     policy = RolloutPolicy(steps=(0.25, 0.5, 1.0), min_requests=60, bake_seconds=0, min_paired=40)
-    rollout.start(store, registry, 3, actor="test", reason="good canary", policy=policy)
-    resources = resources_on(store)
-    events = drive(store, traffic, resources, env.instance)
-    state = rollout.read_state(store, "fraud")[0]
+    rollout.start(store, registry, version, actor="test", reason="canary test", policy=policy)
+    events = drive(store, traffic, resources_on(store), env.instance)
+    return registry, events, rollout.read_state(store, "fraud")[0]
+
+
+@pytest.mark.slow
+def test_a_good_canary_walks_its_steps_and_is_promoted(world, env):
+    store = world[0]
+    registry, events, state = canary_of(3, world, env)
     assert state["status"] == "promoted", state["decisions"]
     assert [e.metadata["action"].value for e in events] == ["advance", "advance", "promote"]
     assert registry.aliases() == {"production": 3, "previous": 1}
@@ -246,14 +252,8 @@ def test_a_good_canary_walks_its_steps_and_is_promoted(world, env):
 
 @pytest.mark.slow
 def test_a_bad_canary_is_rolled_back_automatically_and_alerted(world, env):
-    store, traffic = world
-    registry = ModelRegistry(store)
-    registry.promote(1, to="production", actor="t", reason="r")
-    policy = RolloutPolicy(steps=(0.25, 0.5, 1.0), min_requests=60, bake_seconds=0, min_paired=40)
-    rollout.start(store, registry, 2, actor="test", reason="bad canary", policy=policy)
-    resources = resources_on(store)
-    events = drive(store, traffic, resources, env.instance)
-    state = rollout.read_state(store, "fraud")[0]
+    store = world[0]
+    registry, events, state = canary_of(2, world, env)
     assert state["status"] == "rolled_back"
     assert [e.metadata["action"].value for e in events] == ["rollback"]
     assert "score_psi" in events[0].metadata["reason"].value
