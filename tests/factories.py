@@ -141,3 +141,24 @@ def register(registry, dataset, config) -> int:
         reason="trained by the test",
     )
     return version.version
+
+
+def hour_keys(first_day, days: int) -> list[str]:
+    """The hourly partition keys of `days` days from `first_day` (a date)."""
+    from datetime import timedelta
+
+    from fraudloop.schema import HOUR_KEY_FORMAT
+
+    first = pd.Timestamp(first_day, tz="UTC")
+    return [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * days)]
+
+
+def simulated_history(first_day, days: int, *, seed: int, scale: float) -> pd.DataFrame:
+    """`days` simulated days from `first_day`, in memory (transactions with their labels)."""
+    from datetime import timedelta
+
+    from fraudloop.simulate import generate_day, make_population
+
+    population = make_population(seed=seed, scale=scale)
+    frames = [generate_day(population, first_day + timedelta(days=d)) for d in range(days)]
+    return pd.concat(frames, ignore_index=True)

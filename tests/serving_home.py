@@ -14,11 +14,9 @@ from fraudloop.feature_pipeline import compute_feature_hours
 from fraudloop.feature_store import publish_online
 from fraudloop.model import TrainConfig
 from fraudloop.registry import ModelRegistry
-from fraudloop.schema import HOUR_KEY_FORMAT
-from fraudloop.simulate import generate_day, make_population
 from fraudloop.storage import LocalObjectStore
 from fraudloop.training import DatasetSpec, build_dataset
-from tests.factories import register, store_history
+from tests.factories import hour_keys, register, simulated_history, store_history
 
 START = date(2018, 4, 1)
 STORED_DAYS = 8
@@ -37,21 +35,11 @@ BAD = replace(GOOD, class_weight="balanced", early_stopping_rounds=0, validation
 TX_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]
 
 
-def hours(first_day: date, days: int) -> list[str]:
-    first = pd.Timestamp(first_day, tz="UTC")
-    return [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * days)]
-
-
 def build_world(root) -> tuple[LocalObjectStore, pd.DataFrame]:
     """(store, live traffic of days 9-10 in time order)."""
-    population = make_population(seed=7, scale=0.1)
-    days = STORED_DAYS + TRAFFIC_DAYS
-    history = pd.concat(
-        [generate_day(population, START + timedelta(days=d)) for d in range(days)],
-        ignore_index=True,
-    )
+    history = simulated_history(START, STORED_DAYS + TRAFFIC_DAYS, seed=7, scale=0.1)
     store = LocalObjectStore(root)
-    stored_hours = hours(START, STORED_DAYS)
+    stored_hours = hour_keys(START, STORED_DAYS)
     end = pd.Timestamp(START + timedelta(days=STORED_DAYS), tz="UTC")
     stored = history[history["tx_datetime"] < end]
     store_history(store, stored, stored_hours, label_delay=LABEL_DELAY)

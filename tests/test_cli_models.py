@@ -21,12 +21,11 @@ from fraudloop.feature_store import publish_online
 from fraudloop.features import FEATURE_NAMES
 from fraudloop.model import TrainConfig, load_model
 from fraudloop.registry import ModelRegistry
-from fraudloop.schema import HOUR_KEY_FORMAT, hour_start
-from fraudloop.simulate import generate_day, make_population
+from fraudloop.schema import hour_start
 from fraudloop.storage import LocalObjectStore
 from fraudloop.training import DatasetSpec, build_dataset
 from pipelines.cli import main
-from tests.factories import register, store_history
+from tests.factories import hour_keys, register, simulated_history, store_history
 
 START = date(2018, 4, 1)
 TX_DAYS = 10
@@ -43,16 +42,9 @@ CONFIG_V2 = replace(CONFIG, num_leaves=7)
 TX_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]
 
 
-def _hours(days: int) -> list[str]:
-    first = pd.Timestamp(START, tz="UTC")
-    return [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * days)]
-
-
 @pytest.fixture(scope="module")
 def history() -> pd.DataFrame:
-    population = make_population(seed=11, scale=0.1)
-    frames = [generate_day(population, START + timedelta(days=d)) for d in range(TX_DAYS)]
-    return pd.concat(frames, ignore_index=True)
+    return simulated_history(START, TX_DAYS, seed=11, scale=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +52,13 @@ def base_home(tmp_path_factory, history):
     root = tmp_path_factory.mktemp("cli_models") / "home"
     store = LocalObjectStore(root)
     store_history(
-        store, history, _hours(TX_DAYS), label_delay=timedelta(days=2), all_label_days=True
+        store,
+        history,
+        hour_keys(START, TX_DAYS),
+        label_delay=timedelta(days=2),
+        all_label_days=True,
     )
-    run = compute_feature_hours(store, _hours(TX_DAYS), history_start=str(START))
+    run = compute_feature_hours(store, hour_keys(START, TX_DAYS), history_start=str(START))
     publish_online(store, run.state, run.state_hour)
     dataset = build_dataset(store, SPEC)
     registry = ModelRegistry(store)
@@ -202,7 +198,7 @@ def test_score_offline_and_online(home, history, tmp_path, capsys):
     stored = raw.read_raw_partition(home, "transaction_features", hour)
     known = stored.head(15)
     last = history.sort_values("tx_datetime").iloc[-1]
-    state_hour = _hours(TX_DAYS)[-1]
+    state_hour = hour_keys(START, TX_DAYS)[-1]
     new = pd.DataFrame(
         {
             "transaction_id": ["new-1", "new-2"],

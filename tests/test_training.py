@@ -17,7 +17,6 @@ from fraudloop.features import FEATURE_NAMES, feature_code_hash
 from fraudloop.model import TrainConfig
 from fraudloop.registry import ModelRegistry
 from fraudloop.schema import HOUR_KEY_FORMAT
-from fraudloop.simulate import generate_day, make_population
 from fraudloop.storage import IntegrityError, LocalObjectStore
 from fraudloop.training import (
     DatasetSpec,
@@ -29,7 +28,7 @@ from fraudloop.training import (
     manifest_id,
     reproduce,
 )
-from tests.factories import store_history
+from tests.factories import hour_keys, simulated_history, store_history
 
 START = date(2018, 4, 1)
 TX_DAYS = 10  # transactions 04-01 .. 04-10; their labels (known 7 days later) up to 04-17
@@ -49,16 +48,9 @@ CONFIG = TrainConfig(
 )
 
 
-def _hours(days: int) -> list[str]:
-    first = pd.Timestamp(START, tz="UTC")
-    return [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * days)]
-
-
 @pytest.fixture(scope="module")
 def history() -> pd.DataFrame:
-    population = make_population(seed=11, scale=0.1)
-    frames = [generate_day(population, START + timedelta(days=d)) for d in range(TX_DAYS)]
-    return pd.concat(frames, ignore_index=True)
+    return simulated_history(START, TX_DAYS, seed=11, scale=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +59,8 @@ def base_store(tmp_path_factory, history):
     store = LocalObjectStore(tmp_path_factory.mktemp("training") / "store")
     # every 97th transaction never gets a label
     labelled = history[history.index % 97 != 0]
-    store_history(store, history, _hours(TX_DAYS), labelled=labelled, all_label_days=True)
-    feature_hours = [k for k in _hours(TX_DAYS) if k != MISSING_HOUR]
+    store_history(store, history, hour_keys(START, TX_DAYS), labelled=labelled, all_label_days=True)
+    feature_hours = [k for k in hour_keys(START, TX_DAYS) if k != MISSING_HOUR]
     compute_feature_hours(store, feature_hours, history_start="2018-04-01")
     raw.mark_quarantined(store, "transaction_features", BLOCKED_HOUR, "test: blocked")
     return store
