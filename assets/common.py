@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import dagster as dg
 
-from fraudloop import raw
+from fraudloop.core import tables
 from resources.object_store import ObjectStoreResource
 
 RETRY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
@@ -69,7 +69,7 @@ def check_partitions(
     blocked: dict[str, str] = {}
     valid: dict[str, dict] = {}
     for key in run_partition_keys(context):
-        pointer = raw.read_pointer(s, table, key)
+        pointer = tables.read_pointer(s, table, key)
         if pointer is not None and pointer.get("status") == "valid":
             valid[key] = pointer
             continue

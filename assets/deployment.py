@@ -1,10 +1,10 @@
 """Continuous delivery of the model: package -> staging test -> release (canary or first
 production) -> the rollout the controller drives.
 
-Thin: `fraudloop.package` builds and verifies packages, `fraudloop.staging` runs the staging test
-against a real service process, `fraudloop.rollout` starts and records rollouts. The
-`model_rollout` asset is materialized by `rollout_sensor` (sensors/rollout.py), one event per
-decision, so the UI shows every step, promotion and rollback with its analysis.
+Thin: `fraudloop.delivery.package` builds and verifies packages, `fraudloop.delivery.staging` runs
+the staging test against a real service process, `fraudloop.delivery.rollout` starts and records
+rollouts. The `model_rollout` asset is materialized by `rollout_sensor` (sensors/rollout.py), one
+event per decision, so the UI shows every step, promotion and rollback with its analysis.
 """
 
 import json
@@ -12,8 +12,8 @@ import json
 import dagster as dg
 
 from assets.training import EVALUATION_PREFIX, _latest_decision, model_evaluation
-from fraudloop import rollout
-from fraudloop.package import (
+from fraudloop.delivery import rollout
+from fraudloop.delivery.package import (
     CARD_FILE,
     PackageError,
     build_package,
@@ -21,7 +21,7 @@ from fraudloop.package import (
     require_staged,
     staging_record,
 )
-from fraudloop.staging import check_lines, run_staging
+from fraudloop.delivery.staging import check_lines, run_staging
 from resources.deployment import DeploymentResource
 from resources.object_store import ObjectStoreResource
 from resources.registry import ModelRegistryResource

@@ -1,8 +1,8 @@
 """Point-in-time features: bi-temporal labels, the hourly feature table, the online store.
 
-Thin: `fraudloop.feature_pipeline` does the incremental computation (daily state checkpoints,
-leak-free label use), `fraudloop.feature_store` publishes the online state; these assets call
-them for the partitions of the run and report per partition.
+Thin: `fraudloop.features.pipeline` does the incremental computation (daily state checkpoints,
+leak-free label use), `fraudloop.features.feature_store` publishes the online state; these
+assets call them for the partitions of the run and report per partition.
 """
 
 import time
@@ -13,10 +13,11 @@ import numpy as np
 
 from assets.common import RETRY, check_partitions, range_data_version, run_summary
 from assets.ingestion import raw_labels, raw_transactions
-from fraudloop import feature_pipeline, raw
-from fraudloop.features import feature_code_hash
-from fraudloop.schema import hour_start
-from fraudloop.validation import validate_features
+from fraudloop.core import tables
+from fraudloop.core.hours import hour_start
+from fraudloop.features import pipeline as feature_pipeline
+from fraudloop.features.compute import feature_code_hash
+from fraudloop.features.validation import validate_features
 from pipelines.partitions import DAILY, HOURLY, SETTINGS
 from resources.feature_store import FeatureStoreResource
 from resources.object_store import ObjectStoreResource
@@ -69,8 +70,8 @@ def fraud_labels(
     for day in context.partition_keys:
         try:
             result = feature_pipeline.build_fraud_labels(s, day, config.label_lookback_days, lookup)
-        except raw.RawError as error:
-            raw.mark_quarantined(s, "fraud_labels", day, f"raw labels unusable: {error}")
+        except tables.TableError as error:
+            tables.mark_quarantined(s, "fraud_labels", day, f"raw labels unusable: {error}")
             outcomes[day] = _Blocked(str(error))
             context.add_asset_metadata(
                 {"status": "blocked", "reason": str(error)}, partition_key=day
@@ -164,9 +165,9 @@ def transaction_features(
 
 
 def _validate_features(s, pointers: dict[str, dict]) -> list[str]:
-    frames = {k: raw.read_raw_partition(s, "transaction_features", k) for k in pointers}
+    frames = {k: tables.read_partition(s, "transaction_features", k) for k in pointers}
     expected = {
-        k: int((raw.read_pointer(s, "transactions", k) or {}).get("rows", -1)) for k in pointers
+        k: int((tables.read_pointer(s, "transactions", k) or {}).get("rows", -1)) for k in pointers
     }
     return [p.message for p in validate_features(frames, expected).problems]
 
@@ -205,7 +206,7 @@ def features_pass_expectations(
 def online_feature_store(
     context: dg.AssetExecutionContext, store: ObjectStoreResource
 ) -> dg.MaterializeResult:
-    from fraudloop.feature_store import load_online, publish_online
+    from fraudloop.features.feature_store import load_online, publish_online
 
     s = store.open()
     state, pointer = feature_pipeline.load_latest_state(s)

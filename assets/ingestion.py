@@ -1,7 +1,7 @@
 """Ingestion: landed feed files become validated, content-addressed raw tables.
 
 Thin on purpose: the work (reading, Great Expectations validation, quarantine, versioned
-writes) lives in `fraudloop.ingest`; these assets loop over the partitions of the run, call it,
+writes) lives in `fraudloop.data.ingest`; these assets loop over the partitions of the run, call it,
 and put what an on-call engineer needs into the Dagster UI.
 
 Validation happens *before* the canonical copy is written (a failing hour is quarantined, not
@@ -13,8 +13,9 @@ refuse it too.
 import dagster as dg
 
 from assets.common import RETRY, check_partitions, range_data_version, run_summary
-from fraudloop import ingest, raw
-from fraudloop.schema import day_start
+from fraudloop.core import tables
+from fraudloop.core.hours import day_start
+from fraudloop.data import ingest
 from pipelines.partitions import DAILY, HOURLY, SETTINGS
 from resources.alerts import AlertsResource
 from resources.object_store import ObjectStoreResource
@@ -49,8 +50,8 @@ def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
         meta["sha256"] = outcome.sha256
         meta["raw_uri"] = dg.MetadataValue.url(store.uri(outcome.key))
         meta["bytes"] = outcome.bytes
-        pointer = raw.read_pointer(store, outcome.table, outcome.partition_key) or {}
-        declared = raw.TABLES[outcome.table]["columns"]
+        pointer = tables.read_pointer(store, outcome.table, outcome.partition_key) or {}
+        declared = tables.spec(outcome.table).columns
         meta["dagster/column_schema"] = dg.TableSchema(
             columns=[
                 dg.TableColumn(name, declared.get(name, "string (extra feed column)"))
@@ -120,7 +121,7 @@ def raw_transactions(
     )
 
     def ingest_hour(key: str, files) -> ingest.IngestOutcome:
-        history = raw.raw_history_counts(s, "transactions", key, config.row_count_history_days)
+        history = tables.history_counts(s, "transactions", key, config.row_count_history_days)
         return ingest.ingest_transactions_hour(s, key, files, history, limits)
 
     return _ingest_partitions(context, s, alerts, "transactions", ingest_hour)
@@ -159,7 +160,7 @@ def raw_labels(
     ids_by_hour: dict = {}
 
     def ingest_day(key: str, files) -> ingest.IngestOutcome:
-        known = raw.known_transaction_ids(
+        known = tables.known_transaction_ids(
             s, day_start(key), config.label_lookback_days, cache=ids_by_hour
         )
         return ingest.ingest_labels_day(

@@ -1,7 +1,7 @@
 """Monitoring: what the scoring service did, how good it was, and whether the world moved.
 
 Thin: `fraudloop.monitoring` computes health and accuracy from the prediction log,
-`fraudloop.drift_report` runs Evidently, and each partition's record is written under
+`fraudloop.monitoring.drift` runs Evidently, and each partition's record is written under
 `monitoring/` (HTML reports beside them) for the checks, the sensors and the demo's timeline.
 Per-partition numeric metadata (p99, cost, drifted share, per-feature drift scores, AP) is what
 the UI plots as trends. A bad hour or day sends an alert from the asset, and its check fails.
@@ -16,10 +16,11 @@ import pandas as pd
 from assets.common import RETRY, run_partition_keys
 from assets.features import transaction_features
 from assets.ingestion import raw_labels
-from fraudloop import monitoring, raw
-from fraudloop.features import FEATURE_NAMES
-from fraudloop.schema import day_start, hours_of_day
-from fraudloop.serving.predlog import read_predictions
+from fraudloop.core import tables
+from fraudloop.core.hours import day_start, hours_of_day
+from fraudloop.delivery.prediction_log import read_predictions
+from fraudloop.features.compute import FEATURE_NAMES
+from fraudloop.monitoring import health as monitoring
 from pipelines.partitions import DAILY, HOURLY
 from resources.alerts import AlertsResource
 from resources.monitoring import MonitoringResource
@@ -119,7 +120,7 @@ def prediction_health(
     bad = 0
     for hour in run_partition_keys(context):
         log = read_predictions(s, [hour])
-        pointer = raw.read_pointer(s, "transactions", hour)
+        pointer = tables.read_pointer(s, "transactions", hour)
         groups = monitoring.health(log, monitoring_config.cpu_hour_price)
         record = {
             "groups": groups,
@@ -228,8 +229,8 @@ def _reference(s, reg, version: int) -> pd.DataFrame:
     Built once per version from its lineage (content-addressed data) and cached."""
     import io
 
-    from fraudloop import training
-    from fraudloop.model import load_model
+    from fraudloop.model import training
+    from fraudloop.model.booster import load_model
 
     key = f"{monitoring.PREFIX}/reference/v{version}.parquet"
     if s.exists(key):
@@ -269,8 +270,8 @@ def prediction_drift(
     monitoring_config: MonitoringResource,
     alerts: AlertsResource,
 ) -> dg.MaterializeResult:
-    from fraudloop.drift_report import drift_report
-    from fraudloop.feature_store import read_offline
+    from fraudloop.features.feature_store import read_offline
+    from fraudloop.monitoring.drift import drift_report
 
     s, reg = store.open(), registry.open()
     drifted_days = 0
@@ -374,7 +375,7 @@ def model_accuracy(
         label_days = [
             (day_start(day) + timedelta(days=d)).strftime("%Y-%m-%d") for d in range(0, 46)
         ]
-        label_days = [d for d in label_days if raw.read_pointer(s, "labels", d)]
+        label_days = [d for d in label_days if tables.read_pointer(s, "labels", d)]
         groups = monitoring.accuracy(log, monitoring.labels_known(s, label_days))
         prod = monitoring.production_row(groups)
         if prod is not None:

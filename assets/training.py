@@ -1,10 +1,9 @@
 """Continuous integration for the model: dataset -> candidate -> evaluation gate -> promotion.
 
-Thin: `fraudloop.training` builds datasets from the feature store as of a cutoff (with a
-content-addressed manifest), `fraudloop.model` trains deterministically, `fraudloop.evaluation`
-scores both models on the same holdout and decides with a bootstrap interval, and
-`fraudloop.registry` keeps versions, aliases and the audit log.
-"""
+Thin: `fraudloop.model.training` builds datasets from the feature store as of a cutoff (with a
+content-addressed manifest), `fraudloop.model` trains deterministically,
+`fraudloop.model.evaluation` scores both models on the same holdout and decides with a bootstrap
+interval, and `fraudloop.model.registry` keeps versions, aliases and the audit log."""
 
 import json
 import time
@@ -15,11 +14,11 @@ import pandas as pd
 from assets.common import RETRY
 from assets.features import transaction_features
 from assets.ingestion import raw_labels
-from fraudloop import training
-from fraudloop.evaluation import evaluate, gate
-from fraudloop.model import TrainConfig, load_model
-from fraudloop.schema import hour_start
-from fraudloop.storage import load_blob, publish_blob
+from fraudloop.core.hours import hour_start
+from fraudloop.core.store import load_blob, publish_blob
+from fraudloop.model import training
+from fraudloop.model.booster import TrainConfig, load_model
+from fraudloop.model.evaluation import evaluate, gate
 from pipelines.partitions import SETTINGS
 from resources.object_store import ObjectStoreResource
 from resources.registry import ModelRegistryResource
@@ -68,13 +67,13 @@ def _newest_feature_hour_end(store) -> pd.Timestamp:
     """The default cutoff: the end of the newest hour whose features are stored. Not the newest
     ingested hour: a retraining requested while features lag behind ingestion would otherwise
     ask for a holdout that does not exist yet."""
-    from fraudloop import raw
+    from fraudloop.core import tables
 
-    keys = raw.list_partitions(store, training.FEATURE_TABLE)
+    keys = tables.list_partitions(store, training.FEATURE_TABLE)
     valid = [
         k
         for k in keys
-        if (raw.read_pointer(store, training.FEATURE_TABLE, k) or {}).get("status") == "valid"
+        if (tables.read_pointer(store, training.FEATURE_TABLE, k) or {}).get("status") == "valid"
     ]
     if not valid:
         raise dg.Failure("no features have been computed yet; nothing to train on")
@@ -141,7 +140,7 @@ def expected_live(cand_scores: pd.DataFrame, prod_scores: pd.DataFrame | None) -
     """The score shift (PSI) and flagged rate the holdout predicts for a canary of this
     candidate against production: the rollout analysis tolerates that much (a model retrained
     for a new fraud pattern is *meant* to score differently), not more."""
-    from fraudloop.rollout import psi
+    from fraudloop.delivery.rollout import psi
 
     out = {"flag_rate": float((cand_scores["score"] >= 0.5).mean())}
     if prod_scores is not None:

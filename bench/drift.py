@@ -1,8 +1,8 @@
 """Drift report figures for the README: "drift report over one hour of 42,000 predictions with all
 features <= 5 s".
 
-Synthetic feature tables with the 24 columns of ``fraudloop.features.FEATURE_NAMES`` plus ``score``:
-counts (Poisson), amounts (lognormal, per-customer level), ratios, z-scores, gaps between
+Synthetic feature tables with the 24 columns of ``fraudloop.features.compute.FEATURE_NAMES`` plus
+``score``: counts (Poisson), amounts (lognormal, per-customer level), ratios, z-scores, gaps between
 transactions, shares and 0/1 flags, at roughly the scale the simulator gives. The reference is ~50k
 rows spread over a month of hours; the current batch is one hour (default 14:00 on a weekday) of
 42,000 rows drawn from the same generator with another seed. So the only columns that differ by
@@ -34,8 +34,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fraudloop.drift_report import drift_report
-from fraudloop.features import FEATURE_NAMES
+from fraudloop.features.compute import FEATURE_NAMES
+from fraudloop.monitoring.drift import drift_report
 
 NO_PREV_TX_SECONDS = 30 * 86_400.0
 

@@ -13,8 +13,8 @@ Prints:
   (~1 M tx/day, the 100x feed; target <= 2 s);
 - online: p50 / p99 of ``OnlineFeatureStore.features`` per call (target p99 <= 200 us).
 
-The data come from ``fraudloop.simulate`` (handbook population) when it is importable, otherwise
-from :func:`synthetic_data` below (same sizes, handbook-like).
+The data come from ``fraudloop.feeds`` (handbook population) when it is importable,
+otherwise from :func:`synthetic_data` below (same sizes, handbook-like).
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fraudloop.feature_state import (
+from fraudloop.core.hours import HOUR_NS
+from fraudloop.features.compute import FEATURE_NAMES, advance_hour, build_features
+from fraudloop.features.online import OnlineFeatureStore
+from fraudloop.features.state import (
     DEFAULT_LABEL_DELAY,
-    HOUR_NS,
     NO_PREV_TX_SECONDS,
     SMALL_AMOUNT,
     TABLES,
@@ -45,8 +47,6 @@ from fraudloop.feature_state import (
     to_utc_ns,
     units_from_rows,
 )
-from fraudloop.features import FEATURE_NAMES, advance_hour, build_features
-from fraudloop.online import OnlineFeatureStore
 
 # --------------------------------------------------------------------------------------------
 # Synthetic data (numpy, fixed seed): handbook-like, with the awkward cases the tests need
@@ -162,8 +162,9 @@ def synthetic_data(
 
 
 def simulator_data(days: int, scale: float = 1.0, seed: int = 7, start: str = "2018-04-01"):
-    """(transactions, labels) from fraudloop.simulate, labels known 7 days after the tx."""
-    from fraudloop.simulate import generate_day, make_population
+    """(transactions, labels) from fraudloop.feeds, labels known 7 days after the tx."""
+    from fraudloop.feeds.population import make_population
+    from fraudloop.feeds.scenarios import generate_day
 
     pop = make_population(seed, scale)
     first = date.fromisoformat(start)
@@ -180,7 +181,7 @@ def simulator_data(days: int, scale: float = 1.0, seed: int = 7, start: str = "2
 
 
 # --------------------------------------------------------------------------------------------
-# The naive reference: the definitions of fraudloop.features.FEATURES, one transaction at a time
+# The naive reference: fraudloop.features.compute.FEATURES, one transaction at a time
 # --------------------------------------------------------------------------------------------
 
 
@@ -364,7 +365,7 @@ def _timed(fn, *args, **kwargs):
 def _load(days: int, scale: float, source: str):
     if source == "simulator":
         try:
-            return simulator_data(days, scale), "fraudloop.simulate"
+            return simulator_data(days, scale), "fraudloop.feeds"
         except ImportError:
             pass
     n_c, n_t = int(5_000 * scale), int(10_000 * scale)

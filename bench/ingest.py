@@ -24,10 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fraudloop.ingest import Limits, ingest_transactions_hour, landed_files  # noqa: E402
-from fraudloop.schema import hour_key, hour_landing_prefix  # noqa: E402
-from fraudloop.simulate import generate_day, make_population, simulate  # noqa: E402
-from fraudloop.storage import LocalObjectStore  # noqa: E402
+from fraudloop.core.hours import hour_key  # noqa: E402
+from fraudloop.core.keyspace import hour_landing_prefix  # noqa: E402
+from fraudloop.core.store import LocalObjectStore  # noqa: E402
+from fraudloop.data.ingest import Limits, ingest_transactions_hour, landed_files  # noqa: E402
+from fraudloop.feeds.files import simulate  # noqa: E402
+from fraudloop.feeds.population import make_population  # noqa: E402
+from fraudloop.feeds.scenarios import generate_day  # noqa: E402
 
 
 def _hour_of_42k(store: LocalObjectStore) -> tuple[str, int]:

@@ -5,7 +5,7 @@
 
 Protocol (Le Borgne et al., "Reproducible ML for Credit Card Fraud Detection", chapter 3):
 
-- data: ``fraudloop.simulate`` with the handbook population (seed 42, scale 1), 2018-04-01 to
+- data: ``fraudloop.feeds`` with the handbook population (seed 42, scale 1), 2018-04-01 to
   2018-08-14; a fraud label becomes known 7 days after its transaction (``known_at = tx + 7 d``);
 - features: ``build_features`` over the whole period (point-in-time: a transaction's terminal risk
   only sees labels known at the start of its hour);
@@ -34,9 +34,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fraudloop.features import FEATURE_NAMES, build_features
-from fraudloop.metrics import auc_roc, average_precision, card_precision_at_k
-from fraudloop.model import TrainConfig, train
+from fraudloop.features.compute import FEATURE_NAMES, build_features
+from fraudloop.model.booster import TrainConfig, train
+from fraudloop.model.metrics import auc_roc, average_precision, card_precision_at_k
 
 HANDBOOK_FEATURES = (
     "amount",
@@ -82,7 +82,8 @@ def ts(day: str) -> pd.Timestamp:
 
 
 def simulate(seed: int, scale: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from fraudloop.simulate import generate_day, make_population
+    from fraudloop.feeds.population import make_population
+    from fraudloop.feeds.scenarios import generate_day
 
     pop = make_population(seed, scale)
     days = (LAST_DAY - FIRST_DAY).days + 1

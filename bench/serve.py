@@ -52,14 +52,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.loadgen import Result, run_constant_rate, run_max_throughput  # noqa: E402
-from fraudloop.registry import ModelRegistry  # noqa: E402
+from fraudloop.core.settings import store_env  # noqa: E402
+from fraudloop.core.store import LocalObjectStore  # noqa: E402
+from fraudloop.delivery.contract import BatchRequest, Transaction  # noqa: E402
+from fraudloop.delivery.prediction_log import PredictionLog, read_predictions  # noqa: E402
+from fraudloop.model.registry import ModelRegistry  # noqa: E402
 from fraudloop.serving.app import ScoringService  # noqa: E402
 from fraudloop.serving.config import ServeConfig  # noqa: E402
-from fraudloop.serving.contract import BatchRequest, Transaction  # noqa: E402
 from fraudloop.serving.live import feature_hash  # noqa: E402
-from fraudloop.serving.predlog import PredictionLog, read_predictions  # noqa: E402
-from fraudloop.settings import store_env  # noqa: E402
-from fraudloop.storage import LocalObjectStore  # noqa: E402
 
 HOST = "127.0.0.1"
 POLL_SECONDS = 1.0  # the service's default alias polling period, set explicitly

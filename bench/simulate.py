@@ -14,8 +14,9 @@ import tempfile
 import time
 from datetime import date
 
-from fraudloop.simulate import clear_population_cache, simulate
-from fraudloop.storage import LocalObjectStore
+from fraudloop.core.store import LocalObjectStore
+from fraudloop.feeds.files import simulate
+from fraudloop.feeds.population import clear_population_cache
 
 START = date(2018, 4, 1)
 RUNS = [

@@ -24,16 +24,17 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fraudloop import training
-from fraudloop.evaluation import evaluate
-from fraudloop.feature_pipeline import (
+from fraudloop.core.hours import HOUR_KEY_FORMAT
+from fraudloop.core.store import LocalObjectStore
+from fraudloop.features.pipeline import (
     compute_feature_hours,
 )
-from fraudloop.model import TrainConfig
-from fraudloop.registry import ModelRegistry
-from fraudloop.schema import HOUR_KEY_FORMAT
-from fraudloop.simulate import generate_day, make_population
-from fraudloop.storage import LocalObjectStore
+from fraudloop.feeds.population import make_population
+from fraudloop.feeds.scenarios import generate_day
+from fraudloop.model import training
+from fraudloop.model.booster import TrainConfig
+from fraudloop.model.evaluation import evaluate
+from fraudloop.model.registry import ModelRegistry
 from tests.factories import store_history
 
 START = date(2018, 4, 1)

@@ -31,8 +31,8 @@ def _date(text: str) -> date:
 
 def _corrupt_spec(text: str) -> tuple[str, str]:
     """``KIND@YYYY-MM-DDTHH`` -> ``(kind, "YYYY-MM-DD-HH:00")``, with the kinds listed on error."""
-    from fraudloop.corrupt import CORRUPTION_KINDS
-    from fraudloop.simulate import parse_corrupt
+    from fraudloop.feeds.corruption import CORRUPTION_KINDS
+    from fraudloop.feeds.files import parse_corrupt
 
     try:
         kind, hour = parse_corrupt(text)
@@ -48,13 +48,13 @@ def _corrupt_spec(text: str) -> tuple[str, str]:
 
 
 def _settings():
-    from fraudloop.settings import Settings
+    from fraudloop.core.settings import Settings
 
     return Settings.from_env()
 
 
 def cmd_simulate(args) -> int:
-    from fraudloop.simulate import simulate
+    from fraudloop.feeds.files import simulate
 
     summary = simulate(
         _settings().open_store(),
@@ -76,7 +76,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from fraudloop.importer import import_history, parse_mapping
+    from fraudloop.feeds.importer import import_history, parse_mapping
 
     summary = import_history(
         _settings().open_store(),
@@ -105,7 +105,7 @@ def cmd_backfill(args) -> int:
 
 
 def cmd_quarantine(args) -> int:
-    from fraudloop.quarantine import list_quarantine
+    from fraudloop.data.quarantine import list_quarantine
 
     records = list_quarantine(_settings().open_store(), table=args.table)
     if args.json:
@@ -131,7 +131,7 @@ def _actor() -> str:
 
 
 def _registry():
-    from fraudloop.registry import ModelRegistry
+    from fraudloop.model.registry import ModelRegistry
 
     return ModelRegistry(_settings().open_store())
 
@@ -213,7 +213,7 @@ def _lineage_summary(lineage: dict) -> dict:
 
 
 def cmd_models_show(args) -> int:
-    from fraudloop.training import LINEAGE_FILE
+    from fraudloop.model.training import LINEAGE_FILE
 
     registry = _registry()
     loaded = registry.load(_ref(args.version))  # every file verified against the manifest
@@ -298,11 +298,11 @@ def cmd_models_promote(args) -> int:
     if args.to == "canary":
         return _start_rollout(registry, version, args.reason)
     if args.to == "shadow":
-        from fraudloop.package import require_staged
+        from fraudloop.delivery.package import require_staged
 
         require_staged(registry.store, registry.name, version)  # only a staged package shadows
     if args.to == "production":
-        from fraudloop.package import PackageError, load_package
+        from fraudloop.delivery.package import PackageError, load_package
 
         try:
             load_package(registry.store, registry.name, version)
@@ -341,7 +341,7 @@ def cmd_models_rollback(args) -> int:
 
 
 def _start_rollout(registry, version: int, reason: str | None) -> int:
-    from fraudloop import rollout
+    from fraudloop.delivery import rollout
 
     doc = rollout.start(
         registry.store,
@@ -360,7 +360,7 @@ def _start_rollout(registry, version: int, reason: str | None) -> int:
 
 
 def cmd_models_package(args) -> int:
-    from fraudloop.package import build_package, export_package
+    from fraudloop.delivery.package import build_package, export_package
 
     registry = _registry()
     version = registry.resolve(_ref(args.version))
@@ -379,7 +379,7 @@ def cmd_models_package(args) -> int:
 
 
 def cmd_models_stage(args) -> int:
-    from fraudloop.staging import StagingConfig, check_lines, run_staging
+    from fraudloop.delivery.staging import StagingConfig, check_lines, run_staging
 
     settings = _settings()
     registry = _registry()
@@ -401,7 +401,7 @@ def cmd_models_stage(args) -> int:
 
 
 def cmd_rollout(args) -> int:
-    from fraudloop import rollout
+    from fraudloop.delivery import rollout
 
     registry = _registry()
     store, name = registry.store, registry.name
@@ -460,8 +460,8 @@ def cmd_models_history(args) -> int:
 
 
 def cmd_models_reproduce(args) -> int:
-    from fraudloop.registry import ModelRegistry
-    from fraudloop.training import LINEAGE_FILE, MODEL_FILE, reproduce
+    from fraudloop.model.registry import ModelRegistry
+    from fraudloop.model.training import LINEAGE_FILE, MODEL_FILE, reproduce
 
     store = _settings().open_store()
     registry = ModelRegistry(store)
@@ -495,9 +495,9 @@ def cmd_models_reproduce(args) -> int:
 def cmd_score(args) -> int:
     from pathlib import Path
 
-    from fraudloop.importer import read_table
-    from fraudloop.registry import ModelRegistry
-    from fraudloop.scoring import score_transactions
+    from fraudloop.delivery.scoring import score_transactions
+    from fraudloop.feeds.importer import read_table
+    from fraudloop.model.registry import ModelRegistry
 
     output = Path(args.output)
     suffixes = "".join(output.suffixes).lower()
@@ -685,10 +685,10 @@ def _is_user_error(error: Exception) -> bool:
     """
     kinds: tuple[type, ...] = ()
     for module, names in (
-        ("fraudloop.registry", ("RegistryError",)),
-        ("fraudloop.storage", ("IntegrityError",)),
-        ("fraudloop.package", ("PackageError",)),
-        ("fraudloop.rollout", ("RolloutError",)),
+        ("fraudloop.model.registry", ("RegistryError",)),
+        ("fraudloop.core.store", ("IntegrityError",)),
+        ("fraudloop.delivery.package", ("PackageError",)),
+        ("fraudloop.delivery.rollout", ("RolloutError",)),
     ):
         if (loaded := sys.modules.get(module)) is not None:
             kinds += tuple(getattr(loaded, name) for name in names)

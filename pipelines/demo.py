@@ -105,7 +105,7 @@ class Watcher:
     changes and rollout decisions."""
 
     def __init__(self, store, instance, timeline: Timeline):
-        from fraudloop.registry import ModelRegistry
+        from fraudloop.model.registry import ModelRegistry
 
         self.store = store
         self.instance = instance
@@ -155,7 +155,7 @@ class Watcher:
                     f"v{entry.get('to_version')} ({entry['actor']}): {entry['reason'][:80]}"
                 )
         self.audit = len(history)
-        from fraudloop import rollout
+        from fraudloop.delivery import rollout
 
         doc = rollout.read_state(self.store, "fraud")[0]
         if doc:
@@ -238,9 +238,9 @@ def run_demo(plan: DemoPlan | None = None) -> int:
     import httpx
     from dagster import DagsterInstance, RunsFilter
 
-    from fraudloop import raw
-    from fraudloop.simulate import simulate
-    from fraudloop.storage import LocalObjectStore
+    from fraudloop.core import tables
+    from fraudloop.core.store import LocalObjectStore
+    from fraudloop.feeds.files import simulate
     from sensors.monitoring import IN_FLIGHT
 
     feed = LocalObjectStore(plan.home.with_name(".fraudloop-feed"))
@@ -285,7 +285,7 @@ def run_demo(plan: DemoPlan | None = None) -> int:
         last_hour = f"{history[-1]:%Y-%m-%d}-23:00"
 
         def history_ready() -> bool:
-            features = raw.read_pointer(store, "transaction_features", last_hour)
+            features = tables.read_pointer(store, "transaction_features", last_hour)
             online = store.exists("featurestore/online/_current.json")
             busy = instance.get_runs(RunsFilter(statuses=IN_FLIGHT), limit=1)
             return bool(features and features["status"] == "valid" and online and not busy)
@@ -366,9 +366,9 @@ def run_demo(plan: DemoPlan | None = None) -> int:
 
 
 def _featured(store, hour: str) -> bool:
-    from fraudloop import raw
+    from fraudloop.core import tables
 
-    pointer = raw.read_pointer(store, "transaction_features", hour)
+    pointer = tables.read_pointer(store, "transaction_features", hour)
     return bool(pointer and pointer.get("status") == "valid")
 
 
@@ -392,7 +392,7 @@ def _ready(base: str) -> bool:
 def _summarize(plan, store, instance, timeline, first_version, promoted, sent) -> int:
     from dagster import RunsFilter
 
-    from fraudloop.registry import ModelRegistry
+    from fraudloop.model.registry import ModelRegistry
 
     registry = ModelRegistry(store)
     production = registry.aliases().get("production")
@@ -454,11 +454,11 @@ def _run_overheads(instance, RunsFilter, since: float, until: float) -> tuple[fl
 def _print_ap(plan, store, registry, v1: int, v2: int) -> None:
     """AP of the old and the new production on the drifted days the new one never saw (after
     its dataset's cutoff), with the labels known now."""
-    from fraudloop.evaluation import evaluate
-    from fraudloop.feature_store import read_offline
-    from fraudloop.model import load_model
-    from fraudloop.monitoring import labels_known
-    from fraudloop.schema import hours_of_day
+    from fraudloop.core.hours import hours_of_day
+    from fraudloop.features.feature_store import read_offline
+    from fraudloop.model.booster import load_model
+    from fraudloop.model.evaluation import evaluate
+    from fraudloop.monitoring.health import labels_known
 
     lineage = json.loads(registry.get_file(v2, "lineage.json"))
     cutoff = pd.Timestamp(lineage["dataset"]["spec"]["cutoff"])

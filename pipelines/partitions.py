@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from fraudloop.settings import Settings
+from fraudloop.core.settings import Settings
 
 
 def hourly_partitions(settings: Settings) -> dg.HourlyPartitionsDefinition:

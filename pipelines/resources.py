@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fraudloop.settings import Settings
+from fraudloop.core.settings import Settings
 from resources.alerts import AlertsResource
 from resources.deployment import DeploymentResource
 from resources.feature_store import FeatureStoreResource

@@ -38,7 +38,7 @@ def run_partition_range(job_name: str, start: str, end: str, dagster_instance=No
         ASSET_PARTITION_RANGE_START_TAG,
     )
 
-    from fraudloop.settings import Settings
+    from fraudloop.core.settings import Settings
     from pipelines.definitions import defs
     from pipelines.resources import build_resources
 

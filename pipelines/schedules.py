@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from fraudloop.schema import hour_key
+from fraudloop.core.hours import hour_key
 from pipelines.jobs import hourly_ingestion_job
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from fraudloop.alerts import Alert, FileAlertSink, WebhookAlertSink
+from fraudloop.core.alerts import Alert, FileAlertSink, WebhookAlertSink
 
 
 class AlertsResource(dg.ConfigurableResource):

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from fraudloop.rollout import RolloutPolicy, policy_from_prefixed
-from fraudloop.staging import StagingConfig
+from fraudloop.delivery.rollout import RolloutPolicy, policy_from_prefixed
+from fraudloop.delivery.staging import StagingConfig
 
 
 class DeploymentResource(dg.ConfigurableResource):

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from fraudloop import feature_store
+from fraudloop.features import feature_store
 from resources.object_store import ObjectStoreResource
 
 

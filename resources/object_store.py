@@ -1,7 +1,7 @@
 """The object store as a Dagster resource: one interface, a local and an S3 flavour.
 
 Assets ask for `store: ObjectStoreResource` and never know which backend they got; the
-Dagster-free core (`fraudloop.storage`) does the work, so the CLI and the scoring service
+Dagster-free core (`fraudloop.core.store`) does the work, so the CLI and the scoring service
 share exactly the same code path.
 """
 
@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 
 import dagster as dg
 
-from fraudloop.storage import LocalObjectStore, ObjectStore, S3ObjectStore
+from fraudloop.core.store import LocalObjectStore, ObjectStore, S3ObjectStore
 
 
 class ObjectStoreResource(dg.ConfigurableResource, ABC):

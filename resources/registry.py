@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from fraudloop.registry import ModelRegistry
+from fraudloop.model.registry import ModelRegistry
 from resources.object_store import ObjectStoreResource
 
 

@@ -5,8 +5,8 @@
   daily accuracy once its labels matured, re-judged while they are still arriving);
 - `drift_sensor` and `accuracy_sensor`: a failed drift / accuracy check -> `training_job`, with a
   shared cooldown in data time, a run key per signal, and at most one retraining in flight
-  (`fraudloop.retrain.decide`). The candidate then goes through the same gate, package, staging
-  test and canary as any other: nothing in the loop needs a human;
+  (`fraudloop.monitoring.retraining.decide`). The candidate then goes through the same gate,
+  package, staging test and canary as any other: nothing in the loop needs a human;
 - `run_failure_alert_sensor`: any failed run -> an alert (transient IO faults are retried by the
   assets' RetryPolicy first, so what reaches this is worth a human look).
 """
@@ -23,8 +23,10 @@ from dagster._core.storage.tags import (
 
 from assets.features import transaction_features
 from assets.ingestion import raw_labels, raw_transactions
-from fraudloop import monitoring, retrain, rollout
-from fraudloop.schema import day_start, hours_of_day
+from fraudloop.core.hours import day_start, hours_of_day
+from fraudloop.delivery import rollout
+from fraudloop.monitoring import health as monitoring
+from fraudloop.monitoring import retraining
 from pipelines.jobs import daily_monitoring_job, health_job, training_job
 from pipelines.partitions import SETTINGS
 from resources.alerts import AlertsResource
@@ -182,7 +184,7 @@ def _signals(
         problems = problems_of(record)
         if problems:
             end = day_start(partition) + pd.Timedelta(days=1)
-            signals.append(retrain.Signal(view, partition, end, "; ".join(problems)))
+            signals.append(retraining.Signal(view, partition, end, "; ".join(problems)))
     return signals, newest
 
 
@@ -201,9 +203,9 @@ def _in_flight(context, s, model_name: str) -> str | None:
 def _last_trigger(context) -> pd.Timestamp | None:
     """Data time of the newest retraining either sensor started (the shared cooldown)."""
     times = [
-        pd.Timestamp(run.tags[retrain.DATA_TIME_TAG])
+        pd.Timestamp(run.tags[retraining.DATA_TIME_TAG])
         for run in context.instance.get_runs(dg.RunsFilter(job_name=training_job.name), limit=200)
-        if retrain.DATA_TIME_TAG in run.tags
+        if retraining.DATA_TIME_TAG in run.tags
     ]
     return max(times) if times else None
 
@@ -218,7 +220,7 @@ def _retrain_sensor(view: str, problems_of):
             lambda r: problems_of(r, monitoring_config),
             registry.open().aliases().get("production"),
         )
-        decision = retrain.decide(
+        decision = retraining.decide(
             signals,
             last_trigger_at=_last_trigger(context),
             cooldown_hours=monitoring_config.retrain_cooldown_hours,
@@ -231,8 +233,8 @@ def _retrain_sensor(view: str, problems_of):
             job_name=training_job.name,
             run_key=decision.run_key,
             tags={
-                retrain.RETRAIN_TAG: view,
-                retrain.DATA_TIME_TAG: decision.signal.at.isoformat(),
+                retraining.RETRAIN_TAG: view,
+                retraining.DATA_TIME_TAG: decision.signal.at.isoformat(),
                 "fraudloop/trigger": f"{view}_sensor",
                 "fraudloop/reason": decision.reason[:200],
             },

@@ -1,6 +1,6 @@
 """new_data_sensor: every new or changed landed file triggers ingestion of its partition once.
 
-The cursor is a watermark plus the files of the last few minutes (`fraudloop.landing_watch`),
+The cursor is a watermark plus the files of the last few minutes (`fraudloop.data.landing`),
 so it stays small however long the history grows. Files are hashed here so the run key names
 the exact content: a re-delivered, corrected file is a new run; the same bytes never run twice.
 """
@@ -13,8 +13,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from fraudloop.landing_watch import WatchCursor, defer, detect_changes, group_into_runs
-from fraudloop.storage import sha256_hex
+from fraudloop.core.store import sha256_hex
+from fraudloop.data.landing import WatchCursor, defer, detect_changes, group_into_runs
 from pipelines.jobs import daily_labels_job, hourly_ingestion_job
 from pipelines.partitions import DAILY, HOURLY, SETTINGS
 from resources.object_store import ObjectStoreResource

@@ -1,7 +1,7 @@
 """rollout_sensor: the canary controller.
 
 Each evaluation reads the rollout document and the prediction log written since the current
-step began, runs the analysis (`fraudloop.rollout.analyze`) and acts on the decision: wait,
+step began, runs the analysis (`fraudloop.delivery.rollout.analyze`) and acts on the decision: wait,
 advance to the next share, promote (production -> previous, canary -> production) or roll back
 (canary alias removed, alert sent). Every action is in the registry's audit log with the analysis
 as evidence, and reported as a materialization of `model_rollout` so the UI shows the rollout's
@@ -11,7 +11,7 @@ history with its numbers. Waiting is a skip reason (visible on the sensor's tick
 import dagster as dg
 
 from assets.deployment import model_rollout
-from fraudloop import rollout
+from fraudloop.delivery import rollout
 from pipelines.partitions import SETTINGS
 from resources.alerts import AlertsResource
 from resources.object_store import ObjectStoreResource

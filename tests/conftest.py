@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
-from fraudloop.settings import Settings
-from fraudloop.storage import LocalObjectStore, S3ObjectStore
+from fraudloop.core.settings import Settings
+from fraudloop.core.store import LocalObjectStore, S3ObjectStore
 from pipelines.resources import build_resources
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraudloop.schema import day_landing_prefix, hour_landing_prefix, hour_start
+from fraudloop.core.hours import hour_start
+from fraudloop.core.keyspace import day_landing_prefix, hour_landing_prefix
 
 
 def hour_frame(partition_key: str, rows: int = 40, seed: int = 0) -> pd.DataFrame:
@@ -89,17 +90,17 @@ def store_history(
     Written directly: ingestion has its own tests, and these tests are about what comes after."""
     from datetime import timedelta
 
-    from fraudloop import raw
-    from fraudloop.feature_pipeline import TransactionLookup, build_fraud_labels
-    from fraudloop.schema import HOUR_KEY_FORMAT
+    from fraudloop.core import tables
+    from fraudloop.core.hours import HOUR_KEY_FORMAT
+    from fraudloop.features.pipeline import TransactionLookup, build_fraud_labels
 
     tx = history[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]]
     of_hour = tx["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)
     for key in hours:
         if key in quarantined_hours:
-            raw.mark_quarantined(store, "transactions", key, "broken feed file")
+            tables.mark_quarantined(store, "transactions", key, "broken feed file")
         else:
-            raw.write_raw_partition(store, "transactions", key, tx[of_hour == key], [])
+            tables.write_partition(store, "transactions", key, tx[of_hour == key], [])
     rows = history if labelled is None else labelled
     labels = pd.DataFrame(
         {
@@ -112,15 +113,15 @@ def store_history(
     lookup = TransactionLookup(store)  # each hour is read once for all label days
     for day in sorted(label_day.unique()):
         if all_label_days or day <= hours[-1][:10]:
-            raw.write_raw_partition(store, "labels", day, labels[label_day == day], [])
+            tables.write_partition(store, "labels", day, labels[label_day == day], [])
             build_fraud_labels(store, day, 45, lookup)
 
 
 def register(registry, dataset, config) -> int:
     """Train `config` on `dataset` and register it as the training asset would (model.txt,
     lineage.json, holdout metrics); returns the version number."""
-    from fraudloop.evaluation import evaluate
-    from fraudloop.training import fit, lineage_json, lineage_record
+    from fraudloop.model.evaluation import evaluate
+    from fraudloop.model.training import fit, lineage_json, lineage_record
 
     model = fit(dataset, config)
     holdout = dataset.holdout
@@ -147,7 +148,7 @@ def hour_keys(first_day, days: int) -> list[str]:
     """The hourly partition keys of `days` days from `first_day` (a date)."""
     from datetime import timedelta
 
-    from fraudloop.schema import HOUR_KEY_FORMAT
+    from fraudloop.core.hours import HOUR_KEY_FORMAT
 
     first = pd.Timestamp(first_day, tz="UTC")
     return [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * days)]
@@ -157,7 +158,8 @@ def simulated_history(first_day, days: int, *, seed: int, scale: float) -> pd.Da
     """`days` simulated days from `first_day`, in memory (transactions with their labels)."""
     from datetime import timedelta
 
-    from fraudloop.simulate import generate_day, make_population
+    from fraudloop.feeds.population import make_population
+    from fraudloop.feeds.scenarios import generate_day
 
     population = make_population(seed=seed, scale=scale)
     frames = [generate_day(population, first_day + timedelta(days=d)) for d in range(days)]

@@ -15,9 +15,9 @@ from dataclasses import replace
 import httpx
 import uvicorn
 
+from fraudloop.core.settings import store_env
 from fraudloop.serving.app import create_app
 from fraudloop.serving.config import ServeConfig
-from fraudloop.settings import store_env
 from tests.conftest import free_port
 
 TOKEN = "test-admin-token"  # a test-only value, never a real secret

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fraudloop.alerts import Alert, FileAlertSink, WebhookAlertSink
+from fraudloop.core.alerts import Alert, FileAlertSink, WebhookAlertSink
 
 
 @pytest.fixture

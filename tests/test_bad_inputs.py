@@ -15,17 +15,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudloop.corrupt import (
+from fraudloop.core.hours import hour_start
+from fraudloop.core.keyspace import hour_landing_prefix
+from fraudloop.core.tables import PartitionQuarantined, read_partition, read_pointer
+from fraudloop.data.ingest import ingest_transactions_hour
+from fraudloop.data.quarantine import list_quarantine
+from fraudloop.feeds.corruption import (
     CORRUPTION_KINDS,
     NEEDS_HISTORY,
     VALID_KINDS,
     corrupt_file,
     sample_transactions_csv,
 )
-from fraudloop.ingest import ingest_transactions_hour
-from fraudloop.quarantine import list_quarantine
-from fraudloop.raw import PartitionQuarantined, read_pointer, read_raw_partition
-from fraudloop.schema import hour_landing_prefix, hour_start
 
 KEY = "2018-04-01-05:00"
 START = hour_start(KEY)
@@ -84,7 +85,7 @@ def _assert_quarantined(store, outcome, files):
     assert pointer["reason"] == outcome.reason_summary
     assert pointer["quarantine_keys"] == outcome.quarantine_keys
     with pytest.raises(PartitionQuarantined, match="quarantined"):
-        read_raw_partition(store, "transactions", KEY)
+        read_partition(store, "transactions", KEY)
     # the quarantined bytes are the delivered bytes, with a reason next to them
     assert len(outcome.quarantine_keys) == len(files)
     for (source, data), qkey in zip(sorted(files), outcome.quarantine_keys, strict=True):
@@ -108,7 +109,7 @@ def test_corrupted_file_is_quarantined_with_a_specific_reason(local_store, kind)
     if kind in VALID_KINDS:
         assert outcome.status == "valid", outcome.problems
         assert outcome.problems == []
-        frame = read_raw_partition(local_store, "transactions", KEY)
+        frame = read_partition(local_store, "transactions", KEY)
         assert len(frame) == ROWS
         if kind == "extra_column":
             assert list(frame.columns)[-1] == "channel"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fraudloop import raw
-from fraudloop.storage import LocalObjectStore
+from fraudloop.core import tables
+from fraudloop.core.store import LocalObjectStore
 from pipelines.cli import main
 
 
@@ -41,8 +41,8 @@ def test_simulate_then_backfill_then_list_quarantine(home, capsys):
         main(["backfill", "transactions", "--from", "2018-04-01-11:00", "--to", "2018-04-01-13:00"])
         == 1
     )
-    assert raw.read_pointer(home, "transactions", "2018-04-01-12:00")["status"] == "valid"
-    assert raw.read_pointer(home, "transactions", "2018-04-01-13:00")["status"] == "quarantined"
+    assert tables.read_pointer(home, "transactions", "2018-04-01-12:00")["status"] == "valid"
+    assert tables.read_pointer(home, "transactions", "2018-04-01-13:00")["status"] == "quarantined"
     capsys.readouterr()
     assert main(["quarantine", "--json"]) == 0
     (record,) = json.loads(capsys.readouterr().out)

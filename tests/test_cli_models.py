@@ -1,8 +1,8 @@
 """`fraudloop models ...` and `fraudloop score`: the registry and batch scoring from the shell.
 
 A small stored history (raw partitions, fraud labels, features, online state) and two
-registered versions are built once per module, directly with `fraudloop.training` (no Dagster);
-each test works on its own copy of that home.
+registered versions are built once per module, directly with `fraudloop.model.training`
+(no Dagster); each test works on its own copy of that home.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from fraudloop import raw
-from fraudloop.feature_pipeline import compute_feature_hours
-from fraudloop.feature_store import publish_online
-from fraudloop.features import FEATURE_NAMES
-from fraudloop.model import TrainConfig, load_model
-from fraudloop.registry import ModelRegistry
-from fraudloop.schema import hour_start
-from fraudloop.storage import LocalObjectStore
-from fraudloop.training import DatasetSpec, build_dataset
+from fraudloop.core import tables
+from fraudloop.core.hours import hour_start
+from fraudloop.core.store import LocalObjectStore
+from fraudloop.features.compute import FEATURE_NAMES
+from fraudloop.features.feature_store import publish_online
+from fraudloop.features.pipeline import compute_feature_hours
+from fraudloop.model.booster import TrainConfig, load_model
+from fraudloop.model.registry import ModelRegistry
+from fraudloop.model.training import DatasetSpec, build_dataset
 from pipelines.cli import main
 from tests.factories import hour_keys, register, simulated_history, store_history
 
@@ -195,7 +195,7 @@ def test_score_offline_and_online(home, history, tmp_path, capsys):
     registry = ModelRegistry(home)
     registry.promote(2, actor="test", reason="t")
     hour = "2018-04-09-14:00"
-    stored = raw.read_raw_partition(home, "transaction_features", hour)
+    stored = tables.read_partition(home, "transaction_features", hour)
     known = stored.head(15)
     last = history.sort_values("tx_datetime").iloc[-1]
     state_hour = hour_keys(START, TX_DAYS)[-1]
@@ -256,7 +256,7 @@ def test_score_offline_and_online(home, history, tmp_path, capsys):
         assert online["score"].between(0, 1).all()
 
     # the online rows are computed in time order, new-1 observed before new-2
-    from fraudloop.feature_store import load_online
+    from fraudloop.features.feature_store import load_online
 
     store, _ = load_online(home)
     rows = new.assign(tx_datetime=pd.to_datetime(new["tx_datetime"], utc=True))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fraudloop.registry import ModelRegistry
-from fraudloop.storage import LocalObjectStore
+from fraudloop.core.store import LocalObjectStore
+from fraudloop.model.registry import ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fraudloop import raw
-from fraudloop.storage import LocalObjectStore
+from fraudloop.core import tables
+from fraudloop.core.store import LocalObjectStore
 from tests.factories import land_hour
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ def test_daemon_sensors_ingest_new_and_late_files_then_features(daemon_env, monk
 
         def features_done():
             pointers = [
-                raw.read_pointer(store, "transaction_features", key)
+                tables.read_pointer(store, "transaction_features", key)
                 for key in ("2018-04-01-01:00", "2018-04-01-05:00", "2018-04-01-06:00")
             ]
             return all(p and p["status"] == "valid" for p in pointers)
@@ -107,7 +107,7 @@ def test_daemon_sensors_ingest_new_and_late_files_then_features(daemon_env, monk
     assert all(r.status == DagsterRunStatus.SUCCESS for r in _all_runs())
     assert {r.job_name for r in _finished_runs("features_sensor")} == {"features_job"}
     for key in ("2018-04-01-01:00", "2018-04-01-05:00", "2018-04-01-06:00"):
-        assert raw.read_pointer(store, "transactions", key)["status"] == "valid"
+        assert tables.read_pointer(store, "transactions", key)["status"] == "valid"
 
 
 def _all_runs() -> list:

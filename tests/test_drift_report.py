@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudloop.drift_report import _sample, drift_report, parse_drift_snapshot
+from fraudloop.monitoring.drift import _sample, drift_report, parse_drift_snapshot
 
 FEATURES = ["amount", "normal", "count", "ratio", "flag", "constant", "with_nan"]
 REFERENCE_ROWS = 5_000  # > 1,000: Evidently picks distances (Wasserstein, Jensen-Shannon)

@@ -9,16 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudloop import raw
-from fraudloop.feature_pipeline import (
+from fraudloop.core import tables
+from fraudloop.core.hours import HOUR_KEY_FORMAT
+from fraudloop.features.compute import FEATURE_NAMES
+from fraudloop.features.pipeline import (
     build_fraud_labels,
     compute_feature_hours,
     load_checkpoint,
     rebuild_features,
 )
-from fraudloop.features import FEATURE_NAMES
-from fraudloop.schema import HOUR_KEY_FORMAT
-from fraudloop.simulate import generate_day, make_population
+from fraudloop.feeds.population import make_population
+from fraudloop.feeds.scenarios import generate_day
 from tests.factories import store_history
 
 DAYS = 12
@@ -42,7 +43,7 @@ def _land_raw(store, history, skip_hour=None):
 
 
 def _stored_features(store, keys):
-    frames = [raw.read_raw_partition(store, "transaction_features", k) for k in keys]
+    frames = [tables.read_partition(store, "transaction_features", k) for k in keys]
     return pd.concat(frames, ignore_index=True).sort_values("transaction_id").reset_index(drop=True)
 
 
@@ -67,7 +68,7 @@ def test_incremental_single_hours_and_one_range_equal_the_full_rebuild(local_sto
 
     # recomputing one late hour alone (from its day's checkpoint) gives the same version
     late = "2018-04-10-13:00"
-    before = raw.read_pointer(local_store, "transaction_features", late)["sha256"]
+    before = tables.read_pointer(local_store, "transaction_features", late)["sha256"]
     again = compute_feature_hours(local_store, [late], history_start="2018-04-01")
     assert again.hours[0].sha256 == before
 
@@ -76,7 +77,7 @@ def test_missing_checkpoint_is_rebuilt_from_history(local_store, history):
     _land_raw(local_store, history)
     compute_feature_hours(local_store, _hours(), history_start="2018-04-01")
     target = "2018-04-11-05:00"
-    expected = raw.read_pointer(local_store, "transaction_features", target)["sha256"]
+    expected = tables.read_pointer(local_store, "transaction_features", target)["sha256"]
     for info in local_store.list("features/state/"):
         local_store.delete(info.key)
     rerun = compute_feature_hours(local_store, [target], history_start="2018-04-01")
@@ -92,10 +93,10 @@ def test_quarantined_hour_blocks_its_features_but_not_the_chain(local_store, his
     blocked = [r for r in run.hours if r.status == "blocked"]
     assert [r.hour for r in blocked] == [bad]
     assert "quarantined" in blocked[0].reason
-    with pytest.raises(raw.PartitionQuarantined):
-        raw.read_raw_partition(local_store, "transaction_features", bad)
+    with pytest.raises(tables.PartitionQuarantined):
+        tables.read_partition(local_store, "transaction_features", bad)
     assert (
-        raw.read_pointer(local_store, "transaction_features", "2018-04-03-13:00")["status"]
+        tables.read_pointer(local_store, "transaction_features", "2018-04-03-13:00")["status"]
         == "valid"
     )
 
@@ -103,7 +104,7 @@ def test_quarantined_hour_blocks_its_features_but_not_the_chain(local_store, his
 def test_fraud_labels_carry_the_transaction_and_count_unplaced(local_store, history):
     _land_raw(local_store, history, skip_hour="2018-04-02-12:00")
     result = build_fraud_labels(local_store, "2018-04-09", lookback_days=45)
-    labels = raw.read_raw_partition(local_store, "fraud_labels", "2018-04-09")
+    labels = tables.read_partition(local_store, "fraud_labels", "2018-04-09")
     assert result.unplaced > 0  # the labels of the quarantined hour have no transaction yet
     assert result.rows == len(labels)
     assert labels["terminal_id"].notna().all() and labels["tx_datetime"].notna().all()
@@ -115,11 +116,11 @@ def test_recomputing_an_old_day_with_late_labels_drops_later_checkpoints(local_s
     compute_feature_hours(local_store, _hours(), history_start="2018-04-01")
     assert load_checkpoint(local_store, "2018-04-12") is not None
     # a late correction: one more fraud label known on 2018-04-09
-    labels = raw.read_raw_partition(local_store, "labels", "2018-04-09")
+    labels = tables.read_partition(local_store, "labels", "2018-04-09")
     flipped = labels.assign(
         is_fraud=labels["is_fraud"].where(labels.index != 0, 1 - labels["is_fraud"])
     )
-    raw.write_raw_partition(local_store, "labels", "2018-04-09", flipped, [])
+    tables.write_partition(local_store, "labels", "2018-04-09", flipped, [])
     build_fraud_labels(local_store, "2018-04-09", lookback_days=45)
     day9 = [k for k in _hours() if k.startswith("2018-04-09")]
     compute_feature_hours(local_store, day9, history_start="2018-04-01")
@@ -127,7 +128,7 @@ def test_recomputing_an_old_day_with_late_labels_drops_later_checkpoints(local_s
     assert load_checkpoint(local_store, "2018-04-12") is None  # stale, dropped
     # the next run past it rebuilds from history and agrees with a full rebuild
     compute_feature_hours(local_store, ["2018-04-12-10:00"], history_start="2018-04-01")
-    stored = raw.read_raw_partition(local_store, "transaction_features", "2018-04-12-10:00")
+    stored = tables.read_partition(local_store, "transaction_features", "2018-04-12-10:00")
     rebuilt = rebuild_features(local_store, _hours())
     rebuilt = rebuilt[rebuilt["transaction_id"].isin(stored["transaction_id"])]
     np.testing.assert_allclose(

@@ -11,16 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudloop.feature_state import (
-    HOUR_NS,
-    NO_PREV_TX_SECONDS,
-    FeatureState,
-    attach_transactions,
-    ceil_hour,
-    hour_key_of,
-    to_utc_ns,
-)
-from fraudloop.features import (
+from fraudloop.core.hours import HOUR_NS
+from fraudloop.features.compute import (
     FEATURE_NAMES,
     FEATURES,
     ID_COLUMNS,
@@ -28,6 +20,14 @@ from fraudloop.features import (
     build_features,
     feature_code_hash,
     feature_table_markdown,
+)
+from fraudloop.features.state import (
+    NO_PREV_TX_SECONDS,
+    FeatureState,
+    attach_transactions,
+    ceil_hour,
+    hour_key_of,
+    to_utc_ns,
 )
 from tests.factories import load_bench_features
 

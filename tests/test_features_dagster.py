@@ -29,12 +29,13 @@ from assets.ingestion import (
     raw_transactions,
     transactions_pass_expectations,
 )
-from fraudloop import raw
-from fraudloop.feature_pipeline import TX_COLUMNS, rebuild_features
-from fraudloop.feature_store import load_online
-from fraudloop.features import FEATURE_NAMES
-from fraudloop.schema import HOUR_KEY_FORMAT, hour_start
-from fraudloop.simulate import generate_day, make_population
+from fraudloop.core import tables
+from fraudloop.core.hours import HOUR_KEY_FORMAT, hour_start
+from fraudloop.features.compute import FEATURE_NAMES
+from fraudloop.features.feature_store import load_online
+from fraudloop.features.pipeline import TX_COLUMNS, rebuild_features
+from fraudloop.feeds.population import make_population
+from fraudloop.feeds.scenarios import generate_day
 from pipelines.definitions import defs
 from pipelines.partitions import HOURLY
 from sensors.features import features_sensor
@@ -73,7 +74,7 @@ def write_raw_transactions(store, history: pd.DataFrame) -> list[str]:
     tx = history[TX_COLUMNS]
     of_hour = tx["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)
     for key in keys:
-        raw.write_raw_partition(store, "transactions", key, tx[of_hour == key], [])
+        tables.write_partition(store, "transactions", key, tx[of_hour == key], [])
     return keys
 
 
@@ -91,7 +92,7 @@ def write_raw_labels(store, history: pd.DataFrame, days: list[str]) -> None:
     labels = label_frame(history)
     label_day = labels["known_at"].dt.strftime("%Y-%m-%d")
     for day in days:
-        raw.write_raw_partition(store, "labels", day, labels[label_day == day], [])
+        tables.write_partition(store, "labels", day, labels[label_day == day], [])
 
 
 def materializations(env, asset) -> dict[str, dg.AssetMaterialization]:
@@ -103,7 +104,7 @@ def materializations(env, asset) -> dict[str, dg.AssetMaterialization]:
 
 
 def stored_features(store, keys: list[str]) -> pd.DataFrame:
-    frames = [raw.read_raw_partition(store, "transaction_features", k) for k in keys]
+    frames = [tables.read_partition(store, "transaction_features", k) for k in keys]
     frame = pd.concat(frames, ignore_index=True)
     return frame.sort_values("transaction_id").reset_index(drop=True)
 
@@ -159,7 +160,7 @@ def test_range_run_has_per_partition_metadata_and_equals_the_full_rebuild(env, h
     counts = tx_hours.value_counts()
     for key in keys:
         meta = per_hour[key].metadata
-        pointer = raw.read_pointer(env.store, "transaction_features", key)
+        pointer = tables.read_pointer(env.store, "transaction_features", key)
         assert meta["status"].value == "valid", key
         assert meta["dagster/row_count"].value == int(counts.get(key, 0)) == pointer["rows"], key
         assert meta["sha256"].value == pointer["sha256"], key
@@ -277,7 +278,7 @@ def test_quarantined_hour_blocks_only_its_feature_partition(env):
             env.store.put_bytes(landing, csv_bytes(frame.assign(amount="-5.00")))
     ingest = run(env, INGEST, start=keys[0], end=keys[-1])
     assert not ingest.success  # ingestion's blocking check failed for the bad hour
-    assert raw.read_pointer(env.store, "transactions", bad)["status"] == "quarantined"
+    assert tables.read_pointer(env.store, "transactions", bad)["status"] == "quarantined"
 
     result, _ = tick(env)
     (request,) = result.run_requests
@@ -297,9 +298,9 @@ def test_quarantined_hour_blocks_only_its_feature_partition(env):
         assert per_hour[key].metadata["status"].value == "valid", key
         assert per_hour[key].metadata["dagster/row_count"].value == 30, key
     assert [k for k in keys if k > bad]  # the chain goes on after the blocked hour
-    assert raw.read_pointer(env.store, "transaction_features", bad)["status"] == "quarantined"
-    with pytest.raises(raw.PartitionQuarantined):
-        raw.read_raw_partition(env.store, "transaction_features", bad)
+    assert tables.read_pointer(env.store, "transaction_features", bad)["status"] == "quarantined"
+    with pytest.raises(tables.PartitionQuarantined):
+        tables.read_partition(env.store, "transaction_features", bad)
 
     (evaluation,) = features.get_asset_check_evaluations()
     assert evaluation.check_name == "features_pass_expectations"
@@ -439,7 +440,7 @@ def test_corrected_raw_hour_makes_its_feature_partition_stale(env):
     assert range_of(request) == (late, keys[-1])
     assert execute(env, request).success
     assert stale_status(env, late) == (StaleStatus.FRESH, [])
-    recomputed = raw.read_raw_partition(env.store, "transaction_features", late)
+    recomputed = tables.read_partition(env.store, "transaction_features", late)
     assert recomputed["amount"].eq(12.34).all()
     sources = materializations(env, transaction_features)[late].metadata["sources"].value
-    assert sources[0]["sha256"] == raw.read_pointer(env.store, "transactions", late)["sha256"]
+    assert sources[0]["sha256"] == tables.read_pointer(env.store, "transactions", late)["sha256"]

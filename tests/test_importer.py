@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from fraudloop.importer import import_history, parse_mapping
+from fraudloop.feeds.importer import import_history, parse_mapping
 
 
 @pytest.fixture

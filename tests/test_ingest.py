@@ -12,20 +12,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fraudloop.corrupt import sample_transactions_csv
-from fraudloop.ingest import (
+from fraudloop.core.hours import hour_start
+from fraudloop.core.keyspace import hour_landing_prefix
+from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
+from fraudloop.core.tables import known_transaction_ids, read_partition, read_pointer
+from fraudloop.data.expectations import warm_up
+from fraudloop.data.ingest import (
     Limits,
     ingest_labels_day,
     ingest_transactions_hour,
     landed_files,
-    normalise_labels,
-    normalise_transactions,
-    read_landed_file,
     reason_markdown,
 )
-from fraudloop.raw import known_transaction_ids, read_pointer, read_raw_partition
-from fraudloop.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS, hour_landing_prefix, hour_start
-from fraudloop.validation import warm_up
+from fraudloop.data.normalise import normalise_labels, normalise_transactions
+from fraudloop.data.read import read_landed_file
+from fraudloop.feeds.corruption import sample_transactions_csv
 
 KEY = "2018-04-01-05:00"
 START = hour_start(KEY)
@@ -296,7 +297,7 @@ def test_corrected_redelivery_after_quarantine_becomes_current(store):
     pointer = read_pointer(store, "transactions", KEY)
     assert pointer["status"] == "valid" and pointer["sha256"] == fixed.sha256
     assert pointer["previous"] is None
-    assert len(read_raw_partition(store, "transactions", KEY)) == 60
+    assert len(read_partition(store, "transactions", KEY)) == 60
     # the quarantined bytes are still there
     assert store.get_bytes(f"quarantine/transactions/{KEY}/part.csv") == bad
 
@@ -312,7 +313,7 @@ def test_corrected_redelivery_of_a_valid_hour_moves_the_pointer(local_store):
     assert pointer["sha256"] == v2.sha256 and pointer["previous"] == v1.sha256
     assert local_store.exists(v1.key)  # old versions are immutable and kept
     first_id = frame.loc[0, "transaction_id"]
-    raw = read_raw_partition(local_store, "transactions", KEY).set_index("transaction_id")
+    raw = read_partition(local_store, "transactions", KEY).set_index("transaction_id")
     assert raw.loc[first_id, "amount"] == 99.99
 
 
@@ -370,7 +371,7 @@ def test_labels_day_end_to_end(local_store):
     files = [("landing/labels/2018-04-08/labels.csv", labels.encode())]
     good = ingest_labels_day(local_store, "2018-04-08", files, known_transaction_ids=set(ids))
     assert good.status == "valid", good.problems
-    frame = read_raw_partition(local_store, "labels", "2018-04-08")
+    frame = read_partition(local_store, "labels", "2018-04-08")
     assert {c: str(frame[c].dtype) for c in LABEL_COLUMNS} == LABEL_COLUMNS
     assert len(frame) == len(ids)
 

@@ -15,10 +15,10 @@ from assets.ingestion import (
     raw_transactions,
     transactions_pass_expectations,
 )
-from fraudloop import raw
-from fraudloop.alerts import FileAlertSink
-from fraudloop.quarantine import list_quarantine
-from fraudloop.storage import sha256_hex
+from fraudloop.core import tables
+from fraudloop.core.alerts import FileAlertSink
+from fraudloop.core.store import sha256_hex
+from fraudloop.data.quarantine import list_quarantine
 from pipelines.definitions import defs
 from pipelines.partitions import HOURLY
 from resources.object_store import ObjectStoreResource, S3ObjectStoreResource
@@ -37,7 +37,7 @@ H5 = "2018-04-01-05:00"
 def consumer(context: dg.AssetExecutionContext, store: ObjectStoreResource) -> dg.MaterializeResult:
     """A stand-in for the feature stage: reads raw partitions the way every reader must."""
     rows = sum(
-        len(raw.read_raw_partition(store.open(), "transactions", key))
+        len(tables.read_partition(store.open(), "transactions", key))
         for key in context.partition_keys
     )
     return dg.MaterializeResult(metadata={"rows": rows})
@@ -80,7 +80,7 @@ def test_valid_hour_is_versioned_by_content_hash(env):
     land_hour(env.store, H5, rows=40)
     result = run(env, INGEST, partition_key=H5)
     assert result.success
-    pointer = raw.read_pointer(env.store, "transactions", H5)
+    pointer = tables.read_pointer(env.store, "transactions", H5)
     assert pointer["status"] == "valid" and pointer["rows"] == 40
     stored = env.store.get_bytes(pointer["key"])
     assert sha256_hex(stored) == pointer["sha256"]
@@ -111,7 +111,7 @@ def test_same_input_same_version_and_corrected_redelivery_new_version(env):
     run(env, INGEST, partition_key=H5)
     second = latest(env, "raw_transactions", H5).tags["dagster/data_version"]
     assert second != first
-    assert raw.read_raw_partition(env.store, "transactions", H5)["amount"].eq(12.34).all()
+    assert tables.read_partition(env.store, "transactions", H5)["amount"].eq(12.34).all()
 
 
 def test_bad_hour_is_quarantined_blocks_downstream_and_later_reads_refuse_it(env, tmp_path):
@@ -128,7 +128,7 @@ def test_bad_hour_is_quarantined_blocks_downstream_and_later_reads_refuse_it(env
     # the blocking check stopped the downstream step inside the run
     assert latest(env, "consumer", H5) is None
     # the canonical copy was never written; the bytes wait in quarantine, untouched
-    assert raw.read_pointer(env.store, "transactions", H5)["status"] == "quarantined"
+    assert tables.read_pointer(env.store, "transactions", H5)["status"] == "quarantined"
     names = [i.key.rsplit("/", 1)[1] for i in env.store.list("raw/transactions/")]
     assert not [n for n in names if n.endswith(".parquet") and not n.startswith("_")]
     (record,) = list_quarantine(env.store, table="transactions")
@@ -167,14 +167,14 @@ def test_labels_are_checked_against_ingested_transactions(env):
     run(env, INGEST, partition_key=H5)
     land_labels(env.store, "2018-04-08", frame)
     assert run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-08").success
-    pointer = raw.read_pointer(env.store, "labels", "2018-04-08")
+    pointer = tables.read_pointer(env.store, "labels", "2018-04-08")
     assert pointer["status"] == "valid" and pointer["rows"] == 30
 
     stranger = hour_frame("2018-04-01-06:00", rows=5, seed=9)  # never ingested
     land_labels(env.store, "2018-04-09", stranger)
     result = run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-09")
     assert not result.success
-    pointer = raw.read_pointer(env.store, "labels", "2018-04-09")
+    pointer = tables.read_pointer(env.store, "labels", "2018-04-09")
     assert pointer["status"] == "quarantined"
     assert "transaction" in pointer["reason"].lower()
 
@@ -189,7 +189,7 @@ def test_s3_backend_end_to_end(env, s3_endpoint, s3_bucket):
         env, INGEST, partition_key=H5, resources={**env.resources, "store": store_resource}
     )
     assert result.success
-    pointer = raw.read_pointer(s3, "transactions", H5)
+    pointer = tables.read_pointer(s3, "transactions", H5)
     assert pointer["status"] == "valid"
     assert s3.uri(pointer["key"]).startswith(f"s3://{s3_bucket}/e2e/raw/transactions/")
 
@@ -290,18 +290,18 @@ def test_labels_of_a_quarantined_hour_are_not_rejected_for_the_transactions_faul
         csv_bytes(frame.assign(amount=["-1.00"] * len(frame))),
     )
     run(env, INGEST, partition_key=H5)
-    assert raw.read_pointer(env.store, "transactions", H5)["status"] == "quarantined"
+    assert tables.read_pointer(env.store, "transactions", H5)["status"] == "quarantined"
     land_labels(env.store, "2018-04-08", frame)
     assert run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-08").success
-    assert raw.read_pointer(env.store, "labels", "2018-04-08")["status"] == "valid"
+    assert tables.read_pointer(env.store, "labels", "2018-04-08")["status"] == "valid"
 
 
 def test_every_broken_delivery_goes_through_sensor_and_run_without_a_crash(env):
     """All corruption kinds land on one day (after a week of history for the row-count bound);
     the sensor and the runs handle every one: quarantined with the bytes intact, or accepted
     for the two kinds that are valid by the documented rules."""
-    from fraudloop.corrupt import CORRUPTION_KINDS, VALID_KINDS, corrupt_file
-    from fraudloop.schema import hour_start
+    from fraudloop.core.hours import hour_start
+    from fraudloop.feeds.corruption import CORRUPTION_KINDS, VALID_KINDS, corrupt_file
 
     kinds = sorted(CORRUPTION_KINDS)
     for day in range(1, 8):
@@ -327,7 +327,7 @@ def test_every_broken_delivery_goes_through_sensor_and_run_without_a_crash(env):
 
     records = {r["partition"]: r for r in list_quarantine(env.store, table="transactions")}
     for key, (kind, landing_key, data) in delivered.items():
-        pointer = raw.read_pointer(env.store, "transactions", key)
+        pointer = tables.read_pointer(env.store, "transactions", key)
         if kind in VALID_KINDS:
             assert pointer["status"] == "valid", kind
             continue

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fraudloop.landing_watch import (
+from fraudloop.core.store import ObjectInfo
+from fraudloop.data.landing import (
     LandedFile,
     WatchCursor,
     defer,
     detect_changes,
     group_into_runs,
 )
-from fraudloop.storage import ObjectInfo
 
 
 def info(key, etag="e1", modified=1000.0):

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudloop.evaluation import evaluate, gate, weighted_ap
-from fraudloop.metrics import (
+from fraudloop.model.booster import TrainConfig, load_model, time_split, train
+from fraudloop.model.evaluation import evaluate, gate, weighted_ap
+from fraudloop.model.metrics import (
     auc_roc,
     average_precision,
     calibration,
@@ -17,7 +18,6 @@ from fraudloop.metrics import (
     card_precision_per_day,
     precision_recall_at_threshold,
 )
-from fraudloop.model import TrainConfig, load_model, time_split, train
 
 # ---------------------------------------------------------------------------------------------
 # metrics, hand-computed
@@ -132,8 +132,9 @@ FAST = TrainConfig(
 @pytest.fixture(scope="module")
 def data():
     """40 days at scale 0.2 (~78,000 tx, ~700 frauds), features with labels known after 7 days."""
-    from fraudloop.features import build_features
-    from fraudloop.simulate import generate_day, make_population
+    from fraudloop.features.compute import build_features
+    from fraudloop.feeds.population import make_population
+    from fraudloop.feeds.scenarios import generate_day
 
     pop = make_population(42, 0.2)
     tx = pd.concat(

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudloop import monitoring, retrain, rollout
-from fraudloop.serving.predlog import PredictionLog, Row, read_predictions
+from fraudloop.delivery import rollout
+from fraudloop.delivery.prediction_log import PredictionLog, Row, read_predictions
+from fraudloop.monitoring import health as monitoring
+from fraudloop.monitoring import retraining
 
 CONFIG = SimpleNamespace(
     latency_slo_ms=10.0,
@@ -56,7 +58,7 @@ def rows(n: int, *, role="production", version=1, latency=1.0, fallback=0, seed=
 def frame(*groups) -> pd.DataFrame:
     import pyarrow as pa
 
-    from fraudloop.serving.predlog import _table
+    from fraudloop.delivery.prediction_log import _table
 
     return pa.concat_tables([_table(g, "test") for g in groups]).to_pandas()
 
@@ -124,14 +126,14 @@ def test_drift_problems():
     assert monitoring.drift_problems({"status": "no predictions"}, CONFIG) == []
 
 
-def signal(day: str, source="drift") -> retrain.Signal:
+def signal(day: str, source="drift") -> retraining.Signal:
     at = pd.Timestamp(day, tz="UTC") + pd.Timedelta(days=1)
-    return retrain.Signal(source, day, at, "test")
+    return retraining.Signal(source, day, at, "test")
 
 
 def test_retrain_decision_fire_cooldown_in_flight():
-    assert not retrain.decide([], last_trigger_at=None, cooldown_hours=24, in_flight=None).fire
-    first = retrain.decide(
+    assert not retraining.decide([], last_trigger_at=None, cooldown_hours=24, in_flight=None).fire
+    first = retraining.decide(
         [signal("2018-05-06"), signal("2018-05-07")],
         last_trigger_at=None,
         cooldown_hours=24,
@@ -139,21 +141,21 @@ def test_retrain_decision_fire_cooldown_in_flight():
     )
     assert first.fire and first.signal.partition == "2018-05-07"
     assert first.run_key == "retrain:drift:2018-05-07"
-    cooling = retrain.decide(
+    cooling = retraining.decide(
         [signal("2018-05-08")],
         last_trigger_at=pd.Timestamp("2018-05-08 12:00", tz="UTC"),
         cooldown_hours=24,
         in_flight=None,
     )
     assert not cooling.fire and "cooling down" in cooling.reason
-    after = retrain.decide(
+    after = retraining.decide(
         [signal("2018-05-09")],
         last_trigger_at=pd.Timestamp("2018-05-08 12:00", tz="UTC"),
         cooldown_hours=24,
         in_flight=None,
     )
     assert after.fire
-    busy = retrain.decide(
+    busy = retraining.decide(
         [signal("2018-05-09")], last_trigger_at=None, cooldown_hours=24, in_flight="run x is queued"
     )
     assert not busy.fire and "run x is queued" in busy.reason
@@ -178,7 +180,7 @@ def write_drift(store, day: str, share: float, version: int = 1) -> None:
 @pytest.fixture
 def env(env):
     """The Dagster test env with v1 registered and in production (signals are about it)."""
-    from fraudloop.registry import ModelRegistry
+    from fraudloop.model.registry import ModelRegistry
 
     registry = ModelRegistry(env.store)
     for _ in range(2):
@@ -206,7 +208,7 @@ def test_drift_sensor_fires_once_then_cools_down_and_respects_in_flight(env):
     fired = evaluate(drift_sensor, env, cursor)
     (request,) = fired.run_requests
     assert request.job_name == "training_job" and request.run_key == "retrain:drift:2018-05-07"
-    assert request.tags[retrain.RETRAIN_TAG] == "drift"
+    assert request.tags[retraining.RETRAIN_TAG] == "drift"
     # the same record again: the cursor moved past it, nothing new
     assert not evaluate(drift_sensor, env, fired.cursor).run_requests
 
@@ -222,7 +224,7 @@ def test_drift_sensor_fires_once_then_cools_down_and_respects_in_flight(env):
 
 
 def test_a_replaced_version_s_failures_ask_for_nothing(env):
-    from fraudloop.registry import ModelRegistry
+    from fraudloop.model.registry import ModelRegistry
     from sensors.monitoring import drift_sensor
 
     ModelRegistry(env.store).promote(2, to="production", actor="test", reason="v2 took over")
@@ -308,9 +310,9 @@ def test_prediction_health_asset_alerts_on_missing_predictions(env):
     log = PredictionLog(env.store, "test")
     log.extend(rows(30, hour=10))
     log.flush()
-    from fraudloop import raw
+    from fraudloop.core import tables
 
-    raw.write_raw_partition(
+    tables.write_partition(
         env.store,
         "transactions",
         "2018-05-01-11:00",

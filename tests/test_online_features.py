@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudloop.feature_state import (
-    HOUR_NS,
+from fraudloop.core.hours import HOUR_NS
+from fraudloop.features.compute import FEATURE_NAMES, advance_hour, build_features
+from fraudloop.features.online import OnlineFeatureStore
+from fraudloop.features.state import (
     FeatureState,
     attach_transactions,
     ceil_hour,
     hour_key_of,
     to_utc_ns,
 )
-from fraudloop.features import FEATURE_NAMES, advance_hour, build_features
-from fraudloop.online import OnlineFeatureStore
 from tests.factories import load_bench_features
 
 bench = load_bench_features()

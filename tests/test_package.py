@@ -12,8 +12,8 @@ import httpx
 import jsonschema
 import pytest
 
-from fraudloop.features import FEATURE_NAMES, feature_code_hash
-from fraudloop.package import (
+from fraudloop.core.store import IntegrityError, sha256_hex
+from fraudloop.delivery.package import (
     PRUNED_FROM_IMAGE,
     PackageError,
     build_package,
@@ -23,9 +23,9 @@ from fraudloop.package import (
     require_staged,
     staging_record,
 )
-from fraudloop.registry import ModelRegistry
-from fraudloop.staging import StagingConfig, run_staging
-from fraudloop.storage import IntegrityError, sha256_hex
+from fraudloop.delivery.staging import StagingConfig, run_staging
+from fraudloop.features.compute import FEATURE_NAMES, feature_code_hash
+from fraudloop.model.registry import ModelRegistry
 from tests.servers import service_process
 from tests.serving_home import requests_of
 

@@ -189,8 +189,8 @@ def test_production_instance_runs_an_asset_on_postgres_and_s3(
     postgres, production_home, s3_endpoint, s3_bucket, tmp_path
 ):
     from assets.ingestion import raw_transactions, transactions_pass_expectations
-    from fraudloop import raw
-    from fraudloop.settings import Settings
+    from fraudloop.core import tables
+    from fraudloop.core.settings import Settings
     from pipelines.resources import build_resources
     from resources.object_store import S3ObjectStoreResource
     from tests.factories import land_hour
@@ -232,7 +232,7 @@ def test_production_instance_runs_an_asset_on_postgres_and_s3(
         partition_key=HOUR,
     )
     assert result.success
-    pointer = raw.read_pointer(store, "transactions", HOUR)
+    pointer = tables.read_pointer(store, "transactions", HOUR)
     assert pointer["status"] == "valid"
     assert pointer["key"].startswith("raw/transactions/")
     assert store.exists(pointer["key"])  # the canonical copy is on S3, not on local disk
@@ -476,7 +476,7 @@ def test_dockerfiles_and_helm_values_are_consistent():
         line for line in serve_text.splitlines() if not line.lstrip().startswith("#")
     )
     assert "uv export --locked --no-dev" in serve_df
-    from fraudloop.package import PRUNED_FROM_IMAGE
+    from fraudloop.delivery.package import PRUNED_FROM_IMAGE
 
     for name in PRUNED_FROM_IMAGE:  # the same closure as a model package's image
         assert f"--prune {name} " in serve_df, name

@@ -9,22 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudloop.quarantine import list_quarantine, quarantine_files
-from fraudloop.raw import (
+from fraudloop.core.hours import hour_start
+from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
+from fraudloop.core.store import sha256_hex
+from fraudloop.core.tables import (
     IntegrityError,
     PartitionMissing,
     PartitionQuarantined,
+    history_counts,
     mark_quarantined,
     parquet_bytes,
     pointer_key,
-    raw_history_counts,
+    read_partition,
     read_pointer,
-    read_raw_partition,
-    write_raw_partition,
+    write_partition,
 )
-from fraudloop.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS, hour_start
-from fraudloop.storage import sha256_hex
-from fraudloop.validation import Problem
+from fraudloop.data.expectations import Problem
+from fraudloop.data.quarantine import list_quarantine, quarantine_files
 
 KEY = "2018-04-01-05:00"
 START = hour_start(KEY)
@@ -46,7 +47,7 @@ def canonical(n: int = 25, seed: int = 0, start: pd.Timestamp = START) -> pd.Dat
 
 def test_write_and_read_round_trip(store):
     frame = canonical().assign(channel=pd.array(["pos"] * 25, dtype="string"))
-    version = write_raw_partition(store, "transactions", KEY, frame, SOURCES)
+    version = write_partition(store, "transactions", KEY, frame, SOURCES)
     assert version.created and version.rows == 25
     assert version.key == f"raw/transactions/{KEY}/{version.sha256}.parquet"
     assert sha256_hex(store.get_bytes(version.key)) == version.sha256
@@ -61,7 +62,7 @@ def test_write_and_read_round_trip(store):
     assert pointer["max_timestamp"] == frame["tx_datetime"].max().isoformat()
     assert pointer["written_at"].endswith("Z")
 
-    back = read_raw_partition(store, "transactions", KEY)
+    back = read_partition(store, "transactions", KEY)
     pd.testing.assert_frame_equal(back, frame)
     assert {c: str(back[c].dtype) for c in TRANSACTION_COLUMNS} == TRANSACTION_COLUMNS
 
@@ -81,63 +82,61 @@ def test_bytes_are_deterministic_and_row_order_free():
 
 
 def test_same_content_is_a_noop_and_new_content_moves_the_pointer(store):
-    v1 = write_raw_partition(store, "transactions", KEY, canonical(), SOURCES)
+    v1 = write_partition(store, "transactions", KEY, canonical(), SOURCES)
     pointer = read_pointer(store, "transactions", KEY)
-    again = write_raw_partition(store, "transactions", KEY, canonical(), SOURCES)
+    again = write_partition(store, "transactions", KEY, canonical(), SOURCES)
     assert (again.sha256, again.key, again.created) == (v1.sha256, v1.key, False)
     assert read_pointer(store, "transactions", KEY) == pointer
 
-    v2 = write_raw_partition(store, "transactions", KEY, canonical(seed=1), SOURCES)
+    v2 = write_partition(store, "transactions", KEY, canonical(seed=1), SOURCES)
     assert v2.created and v2.sha256 != v1.sha256
     assert read_pointer(store, "transactions", KEY)["previous"] == v1.sha256
     assert store.exists(v1.key) and store.exists(v2.key)
-    assert (
-        read_raw_partition(store, "transactions", KEY)["transaction_id"].iloc[0].startswith("t1-")
-    )
+    assert read_partition(store, "transactions", KEY)["transaction_id"].iloc[0].startswith("t1-")
 
 
 def test_missing_partition(store):
     with pytest.raises(PartitionMissing, match="has not been ingested"):
-        read_raw_partition(store, "transactions", KEY)
+        read_partition(store, "transactions", KEY)
     assert read_pointer(store, "transactions", KEY) is None
 
 
 def test_quarantined_partition_is_refused_and_remembers_the_last_good_version(store):
-    v1 = write_raw_partition(store, "transactions", KEY, canonical(), SOURCES)
+    v1 = write_partition(store, "transactions", KEY, canonical(), SOURCES)
     mark_quarantined(store, "transactions", KEY, "amount out of range", ["quarantine/x.csv"])
     pointer = read_pointer(store, "transactions", KEY)
     assert pointer["status"] == "quarantined"
     assert pointer["previous"] == v1.sha256
     assert pointer["quarantine_keys"] == ["quarantine/x.csv"]
     with pytest.raises(PartitionQuarantined) as err:
-        read_raw_partition(store, "transactions", KEY)
+        read_partition(store, "transactions", KEY)
     assert err.value.reason == "amount out of range"
     assert "amount out of range" in str(err.value)
     # quarantined twice: previous still names the last valid version
     mark_quarantined(store, "transactions", KEY, "again")
     assert read_pointer(store, "transactions", KEY)["previous"] == v1.sha256
     # a good delivery makes it readable again
-    write_raw_partition(store, "transactions", KEY, canonical(), SOURCES)
-    assert len(read_raw_partition(store, "transactions", KEY)) == 25
+    write_partition(store, "transactions", KEY, canonical(), SOURCES)
+    assert len(read_partition(store, "transactions", KEY)) == 25
 
 
 def test_tampered_or_vanished_bytes_are_refused(store):
-    version = write_raw_partition(store, "transactions", KEY, canonical(), SOURCES)
+    version = write_partition(store, "transactions", KEY, canonical(), SOURCES)
     other = parquet_bytes("transactions", canonical(seed=9))
     store.put_bytes(version.key, other)  # someone overwrote the immutable object
     with pytest.raises(IntegrityError, match="modified after it was written"):
-        read_raw_partition(store, "transactions", KEY)
+        read_partition(store, "transactions", KEY)
     store.delete(version.key)
     with pytest.raises(IntegrityError, match="does not exist"):
-        read_raw_partition(store, "transactions", KEY)
+        read_partition(store, "transactions", KEY)
 
 
 def test_pointer_update_is_compare_and_swap(local_store):
-    write_raw_partition(local_store, "transactions", KEY, canonical(), SOURCES)
+    write_partition(local_store, "transactions", KEY, canonical(), SOURCES)
     data, etag = local_store.get_with_etag(pointer_key("transactions", KEY))
     # a concurrent writer moves the pointer after "our" read ...
-    write_raw_partition(local_store, "transactions", KEY, canonical(seed=2), SOURCES)
-    from fraudloop.storage import PreconditionFailed
+    write_partition(local_store, "transactions", KEY, canonical(seed=2), SOURCES)
+    from fraudloop.core.store import PreconditionFailed
 
     with pytest.raises(PreconditionFailed):  # ... so a blind stale write would be refused
         local_store.put_bytes(pointer_key("transactions", KEY), data, if_match=etag)
@@ -146,20 +145,20 @@ def test_pointer_update_is_compare_and_swap(local_store):
 def test_history_counts_use_same_hour_valid_partitions_only(local_store):
     for day, rows in [(1, 10), (2, 12), (4, 14), (5, 99)]:
         key = f"2018-04-0{day}-05:00"
-        write_raw_partition(
+        write_partition(
             local_store, "transactions", key, canonical(rows, start=hour_start(key)), SOURCES
         )
     mark_quarantined(local_store, "transactions", "2018-04-05-05:00", "bad")
-    write_raw_partition(  # another hour of day: ignored
+    write_partition(  # another hour of day: ignored
         local_store,
         "transactions",
         "2018-04-03-06:00",
         canonical(50, start=hour_start("2018-04-03-06:00")),
         SOURCES,
     )
-    assert raw_history_counts(local_store, "transactions", "2018-04-06-05:00", 14) == [10, 12, 14]
-    assert raw_history_counts(local_store, "transactions", "2018-04-06-05:00", 3) == [14]
-    assert raw_history_counts(local_store, "transactions", "2018-04-01-05:00", 14) == []
+    assert history_counts(local_store, "transactions", "2018-04-06-05:00", 14) == [10, 12, 14]
+    assert history_counts(local_store, "transactions", "2018-04-06-05:00", 3) == [14]
+    assert history_counts(local_store, "transactions", "2018-04-01-05:00", 14) == []
 
 
 def test_labels_table(store):
@@ -170,19 +169,19 @@ def test_labels_table(store):
             "known_at": pd.to_datetime(["2018-04-08 01:00", "2018-04-08 01:00"], utc=True),
         }
     )
-    write_raw_partition(store, "labels", "2018-04-08", labels, [])
-    back = read_raw_partition(store, "labels", "2018-04-08")
+    write_partition(store, "labels", "2018-04-08", labels, [])
+    back = read_partition(store, "labels", "2018-04-08")
     assert back["transaction_id"].tolist() == ["a", "b"]
     assert {c: str(back[c].dtype) for c in LABEL_COLUMNS} == LABEL_COLUMNS
-    write_raw_partition(store, "labels", "2018-04-09", labels.iloc[:1], [])
-    assert raw_history_counts(store, "labels", "2018-04-10", 3) == [2, 1]
-    with pytest.raises(ValueError, match="unknown raw table"):
-        read_raw_partition(store, "nope", "2018-04-08")
+    write_partition(store, "labels", "2018-04-09", labels.iloc[:1], [])
+    assert history_counts(store, "labels", "2018-04-10", 3) == [2, 1]
+    with pytest.raises(ValueError, match="unknown table"):
+        read_partition(store, "nope", "2018-04-08")
 
 
 def test_write_refuses_a_non_canonical_frame(local_store):
     with pytest.raises(ValueError, match="lacks canonical column"):
-        write_raw_partition(
+        write_partition(
             local_store, "transactions", KEY, canonical().drop(columns="amount"), SOURCES
         )
 
@@ -222,7 +221,7 @@ def test_quarantine_never_overwrites_different_bytes(store):
 def test_same_values_give_the_same_bytes_however_the_frame_was_built():
     import pandas as pd
 
-    from fraudloop.raw import parquet_bytes
+    from fraudloop.core.tables import parquet_bytes
 
     frame = pd.DataFrame(
         {

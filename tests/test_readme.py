@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from fraudloop.features import feature_table_markdown
+from fraudloop.features.compute import feature_table_markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -13,5 +13,5 @@ def test_feature_table_in_readme_is_current():
     start = text.index("\n", start) + 1
     end = text.index("<!-- /features-table -->")
     assert text[start:end].strip() == feature_table_markdown().strip(), (
-        "README's feature table is stale: paste fraudloop.features.feature_table_markdown()"
+        "README's feature table is stale: paste fraudloop.features.compute.feature_table_markdown()"
     )

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from fraudloop.registry import (
+from fraudloop.model.registry import (
     AliasError,
     ConcurrentUpdateError,
     IntegrityError,
@@ -312,5 +312,5 @@ def test_diff(store):
 
 
 def test_registry_does_not_import_dagster():
-    code = "import sys, fraudloop.registry; assert 'dagster' not in sys.modules"
+    code = "import sys, fraudloop.model.registry; assert 'dagster' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudloop import rollout
-from fraudloop.package import PackageError, record_staging
-from fraudloop.registry import ModelRegistry
-from fraudloop.rollout import RolloutPolicy, analyze, decide, psi
-from fraudloop.serving.predlog import read_predictions
+from fraudloop.delivery import rollout
+from fraudloop.delivery.package import PackageError, record_staging
+from fraudloop.delivery.prediction_log import read_predictions
+from fraudloop.delivery.rollout import RolloutPolicy, analyze, decide, psi
+from fraudloop.model.registry import ModelRegistry
 from tests.servers import service_thread, wait_until
 from tests.serving_home import requests_of
 
@@ -158,7 +158,7 @@ def test_start_requires_a_staged_package_a_production_and_no_active_rollout(worl
     with pytest.raises(rollout.RolloutError, match="already production"):
         rollout.start(store, registry, 1, actor="t", reason="r")
     # a failed staging record keeps a version away from traffic
-    from fraudloop.package import load_package
+    from fraudloop.delivery.package import load_package
 
     record_staging(
         store,
@@ -269,7 +269,7 @@ def test_a_bad_canary_is_rolled_back_automatically_and_alerted(world, env):
 
 def resources_on(store) -> dict:
     """The project's resources on the world's store (alerts in its default file)."""
-    from fraudloop.settings import Settings
+    from fraudloop.core.settings import Settings
     from pipelines.resources import build_resources
 
     return build_resources(Settings.from_env({"FRAUDLOOP_HOME": str(store.root)}))

@@ -13,12 +13,12 @@ import jsonschema
 import numpy as np
 import pytest
 
-from fraudloop import rollout
-from fraudloop.package import load_package
-from fraudloop.registry import ModelRegistry
-from fraudloop.scoring import score_transactions
+from fraudloop.delivery import rollout
+from fraudloop.delivery.package import load_package
+from fraudloop.delivery.prediction_log import read_predictions
+from fraudloop.delivery.scoring import score_transactions
+from fraudloop.model.registry import ModelRegistry
 from fraudloop.serving.live import bucket
-from fraudloop.serving.predlog import read_predictions
 from pipelines.cli import main
 from tests.servers import TOKEN, config, service_process, service_thread, wait_until
 from tests.serving_home import requests_of

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fraudloop.settings import Settings
-from fraudloop.storage import LocalObjectStore
+from fraudloop.core.settings import Settings
+from fraudloop.core.store import LocalObjectStore
 from pipelines.resources import build_resources
 from resources.object_store import LocalObjectStoreResource, S3ObjectStoreResource
 

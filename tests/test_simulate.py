@@ -11,9 +11,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from fraudloop.drift import DRIFT_GRAMMAR, parse_drift
-from fraudloop.schema import partition_from_landing_key
-from fraudloop.simulate import (
+from fraudloop.core.keyspace import partition_from_landing_key
+from fraudloop.core.store import LocalObjectStore
+from fraudloop.feeds.drift import DRIFT_GRAMMAR, parse_drift
+from fraudloop.feeds.files import parse_corrupt, simulate
+from fraudloop.feeds.population import make_population
+from fraudloop.feeds.scenarios import (
     SCENARIO_CARD_TESTING,
     SCENARIO_CUSTOMER,
     SCENARIO_TERMINAL,
@@ -21,11 +24,7 @@ from fraudloop.simulate import (
     compromised_terminals,
     generate_day,
     generate_transactions,
-    make_population,
-    parse_corrupt,
-    simulate,
 )
-from fraudloop.storage import LocalObjectStore
 
 START = date(2018, 4, 1)
 SMALL = 0.05  # 250 customers, 500 terminals, ~500 transactions a day
@@ -392,7 +391,7 @@ def test_corrupt_hour_outside_the_simulation_is_refused(tmp_path):
 
 
 def test_corrupted_hour_replaces_the_landed_file(tmp_path):
-    corrupt = pytest.importorskip("fraudloop.corrupt")
+    corrupt = pytest.importorskip("fraudloop.feeds.corruption")
     kind = sorted(corrupt.CORRUPTION_KINDS)[0]
     good, bad = LocalObjectStore(tmp_path / "good"), LocalObjectStore(tmp_path / "bad")
     simulate(good, START, 1, scale=SMALL, progress=False)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from fraudloop.storage import (
+from fraudloop.core.store import (
     LocalObjectStore,
     ObjectNotFound,
     PreconditionFailed,

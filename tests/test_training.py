@@ -11,14 +11,14 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from fraudloop import raw
-from fraudloop.feature_pipeline import compute_feature_hours
-from fraudloop.features import FEATURE_NAMES, feature_code_hash
-from fraudloop.model import TrainConfig
-from fraudloop.registry import ModelRegistry
-from fraudloop.schema import HOUR_KEY_FORMAT
-from fraudloop.storage import IntegrityError, LocalObjectStore
-from fraudloop.training import (
+from fraudloop.core import tables
+from fraudloop.core.hours import HOUR_KEY_FORMAT
+from fraudloop.core.store import IntegrityError, LocalObjectStore
+from fraudloop.features.compute import FEATURE_NAMES, feature_code_hash
+from fraudloop.features.pipeline import compute_feature_hours
+from fraudloop.model.booster import TrainConfig
+from fraudloop.model.registry import ModelRegistry
+from fraudloop.model.training import (
     DatasetSpec,
     build_dataset,
     fit,
@@ -62,7 +62,7 @@ def base_store(tmp_path_factory, history):
     store_history(store, history, hour_keys(START, TX_DAYS), labelled=labelled, all_label_days=True)
     feature_hours = [k for k in hour_keys(START, TX_DAYS) if k != MISSING_HOUR]
     compute_feature_hours(store, feature_hours, history_start="2018-04-01")
-    raw.mark_quarantined(store, "transaction_features", BLOCKED_HOUR, "test: blocked")
+    tables.mark_quarantined(store, "transaction_features", BLOCKED_HOUR, "test: blocked")
     return store
 
 
@@ -79,8 +79,8 @@ def dataset(base_store):
 
 def _add_label(store, day: str, transaction_id: str, is_fraud: int, known_at: pd.Timestamp):
     try:
-        labels = raw.read_raw_partition(store, "labels", day)
-    except raw.PartitionMissing:
+        labels = tables.read_partition(store, "labels", day)
+    except tables.PartitionMissing:
         labels = None
     extra = pd.DataFrame(
         {
@@ -89,7 +89,7 @@ def _add_label(store, day: str, transaction_id: str, is_fraud: int, known_at: pd
             "known_at": pd.Series([known_at], dtype="datetime64[ns, UTC]"),
         }
     )
-    raw.write_raw_partition(store, "labels", day, pd.concat([labels, extra]), [])
+    tables.write_partition(store, "labels", day, pd.concat([labels, extra]), [])
 
 
 def test_spec_windows():
@@ -164,9 +164,9 @@ def test_manifest_id_is_stable_and_tracks_feature_partitions(store, dataset):
     _add_label(store, "2018-04-18", "nope", 1, CUTOFF + timedelta(days=1))
     assert build_dataset(store, SPEC).id == dataset.id
     hour = "2018-04-09-15:00"
-    frame = raw.read_raw_partition(store, "transaction_features", hour)
+    frame = tables.read_partition(store, "transaction_features", hour)
     frame[FEATURE_NAMES[0]] = frame[FEATURE_NAMES[0]] + 1.0
-    raw.write_raw_partition(store, "transaction_features", hour, frame, [])
+    tables.write_partition(store, "transaction_features", hour, frame, [])
     changed = build_dataset(store, SPEC)
     assert changed.id != dataset.id
     assert (
@@ -183,14 +183,14 @@ def test_load_dataset_by_content_address(store, dataset):
     # recompute a partition with different content: the pointer moves, the old object stays
     hour = "2018-04-03-10:00"
     old_sha = dataset.manifest["features"]["train"][hour]
-    frame = raw.read_raw_partition(store, "transaction_features", hour)
+    frame = tables.read_partition(store, "transaction_features", hour)
     frame[FEATURE_NAMES[0]] = frame[FEATURE_NAMES[0]] * 2 + 1
-    assert raw.write_raw_partition(store, "transaction_features", hour, frame, []).created
+    assert tables.write_partition(store, "transaction_features", hour, frame, []).created
     assert build_dataset(store, SPEC).id != dataset.id
     reloaded = load_dataset(store, dataset.manifest)
     pd.testing.assert_frame_equal(reloaded.train, dataset.train)
     # tampering the pinned object (or the manifest) is refused
-    key = f"{raw.partition_prefix('transaction_features', hour)}{old_sha}.parquet"
+    key = f"{tables.partition_prefix('transaction_features', hour)}{old_sha}.parquet"
     store.put_bytes(key, store.get_bytes(key) + b"x")
     with pytest.raises(IntegrityError):
         load_dataset(store, dataset.manifest)
@@ -246,7 +246,7 @@ def test_lineage_and_reproduce(store, dataset, monkeypatch):
 
     # the recorded dataset must still be there, untouched
     hour, sha = next(iter(dataset.manifest["features"]["train"].items()))
-    key = f"{raw.partition_prefix('transaction_features', hour)}{sha}.parquet"
+    key = f"{tables.partition_prefix('transaction_features', hour)}{sha}.parquet"
     store.put_bytes(key, store.get_bytes(key)[:-10])
     with pytest.raises(IntegrityError):
         reproduce(store, registry, v1.version)

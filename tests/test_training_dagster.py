@@ -16,11 +16,12 @@ from assets.training import (
     model_evaluation,
     training_dataset,
 )
-from fraudloop.feature_pipeline import compute_feature_hours
-from fraudloop.registry import ModelRegistry
-from fraudloop.schema import HOUR_KEY_FORMAT
-from fraudloop.simulate import generate_day, make_population
-from fraudloop.training import reproduce
+from fraudloop.core.hours import HOUR_KEY_FORMAT
+from fraudloop.features.pipeline import compute_feature_hours
+from fraudloop.feeds.population import make_population
+from fraudloop.feeds.scenarios import generate_day
+from fraudloop.model.registry import ModelRegistry
+from fraudloop.model.training import reproduce
 from tests.factories import store_history
 
 START = date(2018, 4, 1)

@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fraudloop.storage import LocalObjectStore
+from fraudloop.core.store import LocalObjectStore
 from tests.factories import csv_bytes, land_hour
 
 pytestmark = pytest.mark.slow

@@ -8,12 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudloop.schema import day_start, hour_start
-from fraudloop.validation import (
+from fraudloop.core.hours import day_start, hour_start
+from fraudloop.data.expectations import Problem, jsonable
+from fraudloop.data.validation import (
     LabelSuiteParams,
-    Problem,
     TransactionSuiteParams,
-    jsonable,
     labels_suite,
     row_count_bounds,
     transactions_suite,

@@ -32,9 +32,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from fraudloop.core.settings import Settings
     from fraudloop.serving.app import create_app
     from fraudloop.serving.config import ServeConfig
-    from fraudloop.settings import Settings
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

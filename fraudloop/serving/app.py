@@ -34,15 +34,15 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fraudloop import rollout
-from fraudloop.feature_state import HOUR_NS
+from fraudloop.core.hours import HOUR_NS
+from fraudloop.core.store import ObjectStore
+from fraudloop.delivery import rollout
+from fraudloop.delivery.contract import BatchRequest, BatchResponse, Score, Transaction
+from fraudloop.delivery.prediction_log import PredictionLog, Row
 from fraudloop.serving.config import ServeConfig
-from fraudloop.serving.contract import BatchRequest, BatchResponse, Score, Transaction
 from fraudloop.serving.follower import Follower
 from fraudloop.serving.live import Deployment, Slot, bucket, feature_hash
-from fraudloop.serving.metrics import ServiceMetrics
-from fraudloop.serving.predlog import PredictionLog, Row
-from fraudloop.storage import ObjectStore
+from fraudloop.serving.prometheus import ServiceMetrics
 
 log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

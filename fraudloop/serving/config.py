@@ -7,8 +7,8 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
-from fraudloop.feature_store import ONLINE_PREFIX
-from fraudloop.serving.contract import DEFAULT_MAX_BODY_BYTES
+from fraudloop.delivery.contract import DEFAULT_MAX_BODY_BYTES
+from fraudloop.features.feature_store import ONLINE_PREFIX
 
 
 def _instance_id() -> str:

@@ -16,13 +16,13 @@ import logging
 import threading
 from typing import Any
 
-from fraudloop import rollout
-from fraudloop.package import load_package, load_package_dir, require_staged
-from fraudloop.registry import ModelRegistry
+from fraudloop.core.store import ObjectStore
+from fraudloop.delivery import rollout
+from fraudloop.delivery.package import load_package, load_package_dir, require_staged
+from fraudloop.model.registry import ModelRegistry
 from fraudloop.serving.config import ServeConfig
 from fraudloop.serving.live import Deployment, LiveFeatures, Slot, load_slot
-from fraudloop.serving.metrics import ServiceMetrics
-from fraudloop.storage import ObjectStore
+from fraudloop.serving.prometheus import ServiceMetrics
 
 log = logging.getLogger(__name__)
 ROLES = ("production", "canary", "shadow")

@@ -1,0 +1,477 @@
+"""The partition store: canonical Parquet, content-addressed, with a current pointer.
+
+It holds the raw tables ("transactions" with hourly keys, "labels" with daily keys) and the
+derived tables built from them ("fraud_labels", "transaction_features"), so every table of the
+pipeline is versioned, verified and refused in exactly the same way. Layout per partition::
+
+    <prefix>/<partition>/<sha256>.parquet   immutable, named by the sha256 of its bytes
+    <prefix>/<partition>/_current.json      which version readers use, or why none may be used
+
+with ``<prefix>`` = ``raw/<table>`` for raw tables and ``features/<table>`` for derived ones.
+
+The Parquet bytes are deterministic: rows sorted by the table's sort key, no pandas index and no
+pandas schema metadata, fixed zstd compression. The same content therefore always gives the same
+sha256 (for the same pyarrow version), so re-ingesting the same files is a no-op.
+
+The pointer is replaced with compare-and-swap on both backends (``if_match`` / ``if_none_match``),
+so two concurrent writers cannot silently lose each other's update. Readers go through
+:func:`read_partition`, which refuses quarantined partitions and verifies the sha256 of the
+bytes against the pointer before handing out a frame.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fraudloop.core import keyspace
+from fraudloop.core.hours import DAY_KEY_FORMAT, HOUR_KEY_FORMAT, day_start, hour_start
+from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
+from fraudloop.core.store import IntegrityError as StoreIntegrityError
+from fraudloop.core.store import ObjectNotFound, ObjectStore, PreconditionFailed, sha256_hex
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A partitioned table: where it lives, its canonical columns, and how rows are ordered."""
+
+    name: str
+    prefix: str  # key prefix of its partitions (under keyspace.RAW or keyspace.FEATURES)
+    columns: dict[str, str]  # canonical column -> dtype; extra columns are kept as strings
+    sort: tuple[str, ...]  # row order of the stored bytes (deterministic content hashes)
+    time: str  # the column whose min/max the pointer records
+
+
+TABLES: dict[str, TableSpec] = {}
+
+
+def register(spec: TableSpec) -> TableSpec:
+    """Make a table known to the partition store (the stage that owns it registers it)."""
+    known = TABLES.setdefault(spec.name, spec)
+    if known != spec:
+        raise ValueError(f"table {spec.name!r} is already registered with another spec")
+    return spec
+
+
+TRANSACTIONS = register(
+    TableSpec(
+        name="transactions",
+        prefix=f"{keyspace.RAW}/transactions",
+        columns=TRANSACTION_COLUMNS,
+        sort=("tx_datetime", "transaction_id"),
+        time="tx_datetime",
+    )
+)
+LABELS = register(
+    TableSpec(
+        name="labels",
+        prefix=f"{keyspace.RAW}/labels",
+        columns=LABEL_COLUMNS,
+        sort=("known_at", "transaction_id"),
+        time="known_at",
+    )
+)
+POINTER_NAME = "_current.json"
+PARQUET_COMPRESSION = "zstd"
+PARQUET_COMPRESSION_LEVEL = 3
+PARQUET_ROW_GROUP_SIZE = 1_048_576
+
+
+class TableError(Exception):
+    """Base class of the errors a partition read can raise."""
+
+
+class PartitionMissing(TableError):
+    """Nothing was ingested for this partition."""
+
+
+class PartitionQuarantined(TableError):
+    """The latest delivery of this partition was rejected; readers must not use it."""
+
+    def __init__(self, table: str, partition_key: str, pointer: dict[str, Any]):
+        self.table = table
+        self.partition_key = partition_key
+        self.pointer = pointer
+        self.reason = pointer.get("reason", "")
+        super().__init__(f"{table} partition {partition_key} is quarantined: {self.reason}")
+
+
+class IntegrityError(TableError, StoreIntegrityError):
+    """The stored bytes do not match the sha256 recorded in the pointer (or are gone)."""
+
+
+@dataclass(frozen=True)
+class PartitionVersion:
+    table: str
+    partition_key: str
+    sha256: str
+    key: str
+    rows: int
+    bytes: int
+    created: bool  # False when this exact version was already current (a no-op re-ingest)
+    pointer: dict[str, Any]
+
+
+def spec(table: str) -> TableSpec:
+    """The registered spec of `table` (derived tables are registered by their stage's package,
+    e.g. `fraudloop.features`)."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; expected one of {sorted(TABLES)}")
+    return TABLES[table]
+
+
+def partition_prefix(table: str, partition_key: str) -> str:
+    return f"{spec(table).prefix}/{partition_key}/"
+
+
+def pointer_key(table: str, partition_key: str) -> str:
+    return partition_prefix(table, partition_key) + POINTER_NAME
+
+
+def list_partitions(store: ObjectStore, table: str) -> list[str]:
+    """Partition keys of `table` that have a pointer (valid or quarantined), sorted."""
+    base = f"{spec(table).prefix}/"
+    return sorted(
+        info.key[len(base) : -len(POINTER_NAME) - 1]
+        for info in store.list(base)
+        if info.key.endswith(f"/{POINTER_NAME}") and info.key[len(base) :].count("/") == 1
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _iso(ts: Any) -> str | None:
+    return None if ts is None or pd.isna(ts) else pd.Timestamp(ts).isoformat()
+
+
+def canonical_order(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Canonical columns first (schema order), extra columns after them sorted by name; rows
+    sorted by the table's sort key; a fresh RangeIndex."""
+    table_spec = spec(table)
+    canonical = list(table_spec.columns)
+    missing = [c for c in canonical if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{table} frame lacks canonical column(s) {missing}")
+    extras = sorted(c for c in frame.columns if c not in table_spec.columns)
+    out = frame[canonical + extras]
+    out = out.sort_values(list(table_spec.sort), kind="mergesort", na_position="last")
+    return out.reset_index(drop=True)
+
+
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "float64": pa.float64(),
+    "int8": pa.int8(),
+    "datetime64[ns, UTC]": pa.timestamp("ns", tz="UTC"),
+}
+
+
+def _arrow_type(dtype: str) -> pa.DataType:
+    return _ARROW_TYPES[dtype]
+
+
+def parquet_bytes(table: str, frame: pd.DataFrame) -> bytes:
+    """Deterministic Parquet bytes of a canonical frame."""
+    table_spec = spec(table)
+    frame = canonical_order(table, frame)
+    for column, dtype in table_spec.columns.items():
+        if str(frame[column].dtype) != dtype:
+            frame = frame.astype({column: dtype})
+    for column in frame.columns:
+        if column not in table_spec.columns:
+            frame = frame.astype({column: "string"})
+    # An explicit Arrow schema: the same values always get the same physical types (pandas may
+    # hand over `large_string` for a concatenated frame), hence the same bytes and sha256.
+    schema = pa.schema(
+        [(c, _arrow_type(table_spec.columns.get(c, "string"))) for c in frame.columns]
+    )
+    arrow = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    arrow = arrow.replace_schema_metadata(None)
+    sink = io.BytesIO()
+    pq.write_table(
+        arrow,
+        sink,
+        compression=PARQUET_COMPRESSION,
+        compression_level=PARQUET_COMPRESSION_LEVEL,
+        row_group_size=PARQUET_ROW_GROUP_SIZE,
+    )
+    return sink.getvalue()
+
+
+def frame_from_parquet(table: str, data: bytes) -> pd.DataFrame:
+    """Parquet bytes written by :func:`parquet_bytes` back to a frame with canonical dtypes."""
+    return with_canonical_dtypes(table, pq.read_table(pa.BufferReader(data)).to_pandas())
+
+
+def with_canonical_dtypes(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The table's declared dtypes (timestamps as UTC; extra columns as strings), in place."""
+    declared = spec(table).columns
+    for column in frame.columns:
+        dtype = declared.get(column, "string")
+        if dtype.startswith("datetime64"):
+            col = frame[column]
+            if getattr(col.dt, "tz", None) is None:
+                col = col.dt.tz_localize("UTC")
+            frame[column] = col.dt.tz_convert("UTC").astype(dtype)
+        else:
+            frame[column] = frame[column].astype(dtype)
+    return frame
+
+
+def read_pointer(store: ObjectStore, table: str, partition_key: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(store.get_bytes(pointer_key(table, partition_key)))
+    except ObjectNotFound:
+        return None
+
+
+def _swap_pointer(store: ObjectStore, table: str, partition_key: str, build) -> dict[str, Any]:
+    """Read-modify-write of the pointer with compare-and-swap; ``build(current) -> new | None``
+    (None keeps the current pointer)."""
+    key = pointer_key(table, partition_key)
+    for _ in range(20):
+        try:
+            data, etag = store.get_with_etag(key)
+            current = json.loads(data)
+        except ObjectNotFound:
+            current, etag = None, None
+        new = build(current)
+        if new is None:
+            return current
+        body = json.dumps(new, indent=2, sort_keys=True).encode()
+        try:
+            if etag is None:
+                store.put_bytes(key, body, if_none_match=True)
+            else:
+                store.put_bytes(key, body, if_match=etag)
+        except PreconditionFailed:
+            continue  # another writer won; re-read and rebuild
+        return new
+    raise RuntimeError(f"could not update {key}: too many concurrent writers")
+
+
+def write_partition(
+    store: ObjectStore,
+    table: str,
+    partition_key: str,
+    canonical_df: pd.DataFrame,
+    sources: list[dict[str, Any]],
+    *,
+    validation: dict[str, Any] | None = None,
+) -> PartitionVersion:
+    """Write a validated canonical frame as the current version of a partition.
+
+    ``validation`` is the Great Expectations statistics of the run that accepted the frame; the
+    pointer keeps it (``expectations_evaluated`` etc.) as evidence for checks and audits.
+
+    The Parquet object is created only if absent (its key is its content hash, so an existing
+    object is this very content). The pointer is then moved to it; when it already points at the
+    same sha256 nothing is rewritten (``created=False``).
+    """
+    table_spec = spec(table)
+    data = parquet_bytes(table, canonical_df)
+    sha = sha256_hex(data)
+    key = f"{partition_prefix(table, partition_key)}{sha}.parquet"
+    store.put_if_absent(key, data)
+    times = canonical_df[table_spec.time]
+    extras = sorted(c for c in canonical_df.columns if c not in table_spec.columns)
+    pointer = {
+        "status": "valid",
+        "table": table,
+        "partition": partition_key,
+        "sha256": sha,
+        "key": key,
+        "rows": len(canonical_df),
+        "bytes": len(data),
+        "sources": [
+            {"key": s.get("key"), "sha256": s.get("sha256"), "size": s.get("size")}
+            for s in sorted(sources, key=lambda s: str(s.get("key")))
+        ],
+        "min_timestamp": _iso(times.min()) if len(times) else None,
+        "max_timestamp": _iso(times.max()) if len(times) else None,
+        "columns": list(table_spec.columns) + extras,
+        "written_at": _now(),
+    }
+    if validation is not None:
+        pointer["validation"] = validation
+        pointer["expectations_evaluated"] = int(validation.get("evaluated_expectations", 0))
+    created = True
+
+    def build(current):
+        nonlocal created
+        if current and current.get("status") == "valid" and current.get("sha256") == sha:
+            created = False
+            return None
+        previous = None
+        if current:
+            previous = (
+                current.get("sha256")
+                if current.get("status") == "valid"
+                else current.get("previous")
+            )
+        return {**pointer, "previous": previous}
+
+    final = _swap_pointer(store, table, partition_key, build)
+    return PartitionVersion(
+        table=table,
+        partition_key=partition_key,
+        sha256=sha,
+        key=key,
+        rows=len(canonical_df),
+        bytes=len(data),
+        created=created,
+        pointer=final,
+    )
+
+
+def mark_quarantined(
+    store: ObjectStore,
+    table: str,
+    partition_key: str,
+    reason: str,
+    quarantine_keys: list[str] | None = None,
+    delivered_ids_key: str | None = None,
+) -> dict[str, Any]:
+    """Point the partition at nothing: its latest delivery was rejected.
+
+    ``previous`` keeps the last valid sha256 (the data is still there for forensics, but readers
+    refuse the partition until a good delivery is ingested).
+    """
+    spec(table)
+
+    def build(current):
+        previous = None
+        if current:
+            previous = (
+                current.get("sha256")
+                if current.get("status") == "valid"
+                else current.get("previous")
+            )
+        return {
+            "status": "quarantined",
+            "table": table,
+            "partition": partition_key,
+            "reason": reason,
+            "previous": previous,
+            "quarantine_keys": list(quarantine_keys or []),
+            "delivered_ids_key": delivered_ids_key,
+            "quarantined_at": _now(),
+        }
+
+    return _swap_pointer(store, table, partition_key, build)
+
+
+def read_partition(store: ObjectStore, table: str, partition_key: str) -> pd.DataFrame:
+    """The current canonical frame of a partition, verified against its pointer.
+
+    Raises PartitionMissing (never ingested), PartitionQuarantined (latest delivery rejected)
+    or IntegrityError (bytes missing or not matching the recorded sha256).
+    """
+    pointer = read_pointer(store, table, partition_key)
+    if pointer is None:
+        raise PartitionMissing(f"{table} partition {partition_key} has not been ingested")
+    status = pointer.get("status")
+    if status == "quarantined":
+        raise PartitionQuarantined(table, partition_key, pointer)
+    if status != "valid":
+        raise IntegrityError(
+            f"{table} partition {partition_key}: unknown pointer status {status!r}"
+        )
+    return frame_from_parquet(table, _verified_bytes(store, table, partition_key, pointer))
+
+
+def _verified_bytes(
+    store: ObjectStore, table: str, partition_key: str, pointer: dict[str, Any]
+) -> bytes:
+    key = pointer["key"]
+    try:
+        data = store.get_bytes(key)
+    except ObjectNotFound:
+        raise IntegrityError(
+            f"{table} partition {partition_key}: pointer names {key}, which does not exist"
+        ) from None
+    actual = sha256_hex(data)
+    if actual != pointer["sha256"]:
+        raise IntegrityError(
+            f"{table} partition {partition_key}: {key} has sha256 {actual}, "
+            f"the pointer recorded {pointer['sha256']} (modified after it was written)"
+        )
+    return data
+
+
+def known_transaction_ids(
+    store: ObjectStore,
+    day: str | pd.Timestamp,
+    lookback_days: int,
+    *,
+    max_workers: int = 16,
+    cache: dict[str, pd.Series | None] | None = None,
+) -> pd.Index:
+    """Unique ids of the valid transactions partitions from ``lookback_days`` before ``day``
+    through the end of ``day`` (the set labels known on ``day`` may refer to).
+
+    A quarantined hour contributes the ids it delivered when they could be read (kept beside
+    its quarantined files), so its labels are not rejected for the transactions' fault; missing
+    hours contribute nothing; a tampered partition raises IntegrityError. Reads only the
+    transaction_id column (after verifying each object's sha256), fetching hours concurrently.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = day_start(day) if isinstance(day, str) else pd.Timestamp(day)
+    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    first = start.floor("D") - timedelta(days=lookback_days)
+    hours = int((start.floor("D") + timedelta(days=1) - first) / timedelta(hours=1))
+    keys = [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(hours)]
+
+    def ids_of(key: str) -> pd.Series | None:
+        pointer = read_pointer(store, "transactions", key)
+        if pointer and pointer.get("status") == "quarantined" and pointer.get("delivered_ids_key"):
+            data = store.get_bytes(pointer["delivered_ids_key"])
+            return pq.read_table(pa.BufferReader(data)).column(0).to_pandas()
+        if not pointer or pointer.get("status") != "valid":
+            return None
+        data = _verified_bytes(store, "transactions", key, pointer)
+        column = pq.read_table(pa.BufferReader(data), columns=["transaction_id"]).column(0)
+        return column.to_pandas()
+
+    cache = {} if cache is None else cache  # a range of label days re-reads no hour
+    missing = [k for k in keys if k not in cache]
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        cache.update(zip(missing, pool.map(ids_of, missing), strict=True))
+    parts = [cache[k] for k in keys if cache[k] is not None]
+    if not parts:
+        return pd.Index([], dtype="string", name="transaction_id")
+    ids = pd.concat(parts, ignore_index=True).astype("string")
+    return pd.Index(ids.unique(), dtype="string", name="transaction_id")
+
+
+def history_counts(
+    store: ObjectStore, table: str, partition_key: str, lookback: int = 14
+) -> list[int]:
+    """Row counts of valid partitions comparable to ``partition_key``, oldest first.
+
+    Transactions: the same hour of day on each of the previous ``lookback`` days (traffic has a
+    strong daily shape). Labels: each of the previous ``lookback`` days. Quarantined and missing
+    partitions are skipped.
+    """
+    spec(table)
+    if table == "transactions":
+        start, fmt = hour_start(partition_key), HOUR_KEY_FORMAT
+    else:
+        start, fmt = day_start(partition_key), DAY_KEY_FORMAT
+    counts: list[int] = []
+    for days_back in range(lookback, 0, -1):
+        key = (start - timedelta(days=days_back)).strftime(fmt)
+        pointer = read_pointer(store, table, key)
+        if pointer and pointer.get("status") == "valid":
+            counts.append(int(pointer["rows"]))
+    return counts

@@ -1,0 +1,332 @@
+"""In-memory online feature store: one transaction's features in microseconds, for serving.
+
+:meth:`OnlineFeatureStore.from_state` loads a :class:`~fraudloop.features.state.FeatureState` (the
+state after hour H-1, plus the labels known at the start of hour H) into per-entity sorted Python
+lists with per-entity prefix sums; a window sum is then two ``bisect`` calls and a subtraction.
+Transactions scored afterwards are recorded with :meth:`OnlineFeatureStore.observe` in a small
+overlay, so later transactions of the same hour (and of the next hours, until the store is reloaded
+from a newer state) see them. :meth:`OnlineFeatureStore.features` never changes the store.
+
+The definitions are those of :mod:`fraudloop.features` (``FEATURES``); the arithmetic below mirrors
+``fraudloop.features.compute._assemble`` in scalar Python and a test holds the two to 1e-9.
+Transactions must be observed in (``tx_datetime``, ``transaction_id``) order for the in-hour windows
+to match the batch definition.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraudloop.core.hours import DAY_NS, HOUR_NS, SECOND_NS
+from fraudloop.features.compute import FEATURE_NAMES, ZSCORE_MIN_RELATIVE_STD
+from fraudloop.features.state import (
+    CUSTOMER_HORIZON_HOURS,
+    CUSTOMER_WINDOW_HOURS,
+    NO_PREV_TX_SECONDS,
+    NO_TIME,
+    SMALL_AMOUNT,
+    TERMINAL_WINDOW_DAYS,
+    FeatureState,
+    delay_hours,
+    group_cumsum,
+)
+
+_W1H = CUSTOMER_WINDOW_HOURS["1h"]
+_W1D = CUSTOMER_WINDOW_HOURS["1d"]
+_W7D = CUSTOMER_WINDOW_HOURS["7d"]
+_W30D = CUSTOMER_WINDOW_HOURS["30d"]
+_TW = tuple(24 * w for w in TERMINAL_WINDOW_DAYS)
+_ZERO_FRAUDS = (0,) * len(TERMINAL_WINDOW_DAYS)
+
+
+def tx_time_ns(value: Any) -> int:
+    """A transaction time as int nanoseconds since the epoch (naive means UTC)."""
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, pd.Timestamp):
+        return int(value.value)
+    if isinstance(value, datetime | np.datetime64 | str):
+        return int(pd.Timestamp(value).value)
+    raise TypeError(f"unsupported tx_datetime {value!r}")
+
+
+def _sorted_table(state: FeatureState, name: str, code: str) -> dict[str, np.ndarray]:
+    """One aggregate table of ``state`` sorted by (entity code, hour)."""
+    rows = state.rows(name)
+    table = {"hour": rows.hour.astype(np.int64), **rows.cols}
+    perm = np.lexsort((table["hour"], table[code]))
+    return {k: v[perm] for k, v in table.items()}
+
+
+def _ranges(codes: np.ndarray, ids: list[str]) -> dict[str, tuple[int, int]]:
+    """id -> (first row, end row) for rows sorted by code."""
+    if len(codes) == 0:
+        return {}
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    starts = np.concatenate(([0], bounds)).tolist()
+    ends = np.concatenate((bounds, [len(codes)])).tolist()
+    firsts = codes[starts].tolist()
+    return {ids[c]: (a, b) for c, a, b in zip(firsts, starts, ends, strict=True)}
+
+
+class OnlineFeatureStore:
+    """Features of single transactions from a loaded state plus the transactions observed since."""
+
+    def __init__(self, label_delay_hours: int, first_hour: int | None):
+        self.label_delay_hours = label_delay_hours
+        #: the earliest hour this store can score (the state's hour + 1)
+        self.first_hour = first_hour
+        self._c_range: dict[str, tuple[int, int]] = {}
+        self._c_hours: list[int] = []
+        self._c_n: list[int] = []
+        self._c_s: list[float] = []
+        self._c_ss: list[float] = []
+        self._c_small: list[int] = []
+        self._c_last: dict[str, int] = {}
+        self._pairs: dict[str, dict[str, int]] = {}
+        self._t_range: dict[str, tuple[int, int]] = {}
+        self._t_hours: list[int] = []
+        self._t_n: list[int] = []
+        self._t_frauds: dict[str, list[tuple[int, int, int]]] = {}
+        # overlay of observed transactions
+        self._obs_c: dict[str, list[tuple[int, int, float, int]]] = {}
+        self._obs_pairs: dict[tuple[str, str], int] = {}
+        self._obs_t: dict[str, list[int]] = {}
+        self.observed = 0
+
+    @classmethod
+    def from_state(
+        cls, state: FeatureState, label_delay: timedelta | None = None
+    ) -> OnlineFeatureStore:
+        """Load ``state`` (not modified). ``label_delay``, if given, must be the state's."""
+        if label_delay is not None and delay_hours(label_delay) != state.label_delay_hours:
+            raise ValueError(
+                f"label_delay {label_delay} differs from the state's "
+                f"{state.label_delay_hours} h; rebuild the state with that delay"
+            )
+        store = cls(state.label_delay_hours, None if state.hour is None else state.hour + 1)
+        cids = state.customers.ids
+        tids = state.terminals.ids
+
+        c = _sorted_table(state, "cust", "cust")
+        codes = c["cust"].astype(np.int64)
+        store._c_range = _ranges(codes, cids)
+        store._c_hours = c["hour"].tolist()
+        n = c["n"].astype(np.int64)
+        small = c["small"].astype(np.int64)
+        store._c_n = _group_int_cumsum(n, codes).tolist()
+        store._c_small = _group_int_cumsum(small, codes).tolist()
+        store._c_s = group_cumsum(c["s"].astype(np.float64), codes).tolist()
+        store._c_ss = group_cumsum(c["ss"].astype(np.float64), codes).tolist()
+        last_ns = c["last_ns"].astype(np.int64).tolist()
+        store._c_last = {cid: last_ns[hi - 1] for cid, (_, hi) in store._c_range.items()}
+
+        p = _sorted_table(state, "pair", "cust")
+        pairs: dict[str, dict[str, int]] = {}
+        for cc, tt, hh in zip(
+            p["cust"].astype(np.int64).tolist(),
+            p["term"].astype(np.int64).tolist(),
+            p["hour"].tolist(),
+            strict=True,
+        ):
+            pairs.setdefault(cids[cc], {})[tids[tt]] = hh  # hours ascending: keeps the latest
+        store._pairs = pairs
+
+        t = _sorted_table(state, "term", "term")
+        tcodes = t["term"].astype(np.int64)
+        store._t_range = _ranges(tcodes, tids)
+        store._t_hours = t["hour"].tolist()
+        store._t_n = _group_int_cumsum(t["n"].astype(np.int64), tcodes).tolist()
+
+        segs = state.segments
+        frauds: dict[str, list[tuple[int, int, int]]] = {}
+        for tt, th, kf, ku in zip(
+            segs.term.tolist(),
+            segs.tx_hour.tolist(),
+            segs.known_from.tolist(),
+            segs.known_until.tolist(),
+            strict=True,
+        ):
+            frauds.setdefault(tids[tt], []).append((th, kf, ku))
+        store._t_frauds = frauds
+        return store
+
+    # ---- scoring ------------------------------------------------------------------------------
+
+    def features(self, tx: dict[str, Any]) -> dict[str, float]:
+        """Features of ``tx`` (keys ``transaction_id``, ``tx_datetime``, ``customer_id``,
+        ``terminal_id``, ``amount``) as if it were the next transaction; the store is unchanged."""
+        t = tx_time_ns(tx["tx_datetime"])
+        hour = t // HOUR_NS
+        if self.first_hour is not None and hour < self.first_hour:
+            raise ValueError("transaction is older than the state this store was loaded from")
+        amount = float(tx["amount"])
+        cid = str(tx["customer_id"])
+        tid = str(tx["terminal_id"])
+        is_small = 1 if amount < SMALL_AMOUNT else 0
+
+        # customer windows: this transaction + overlay + loaded buckets
+        n1h = n1d = n7d = n30d = 1
+        s1d = s7d = s30d = amount
+        ss30 = amount * amount
+        sm1d = is_small
+        prev = NO_TIME
+        rng = self._c_range.get(cid)
+        if rng is not None:
+            lo, hi = rng
+            hours = self._c_hours
+            cn, cs = self._c_n, self._c_s
+            end = hi - 1
+            j = bisect_left(hours, hour - _W30D, lo, hi)
+            if j <= end:
+                b = j - 1
+                n30d += cn[end] - (cn[b] if j > lo else 0)
+                s30d += cs[end] - (cs[b] if j > lo else 0.0)
+                css = self._c_ss
+                ss30 += css[end] - (css[b] if j > lo else 0.0)
+                j = bisect_left(hours, hour - _W7D, j, hi)
+                if j <= end:
+                    b = j - 1
+                    n7d += cn[end] - (cn[b] if j > lo else 0)
+                    s7d += cs[end] - (cs[b] if j > lo else 0.0)
+                    j = bisect_left(hours, hour - _W1D, j, hi)
+                    if j <= end:
+                        b = j - 1
+                        n1d += cn[end] - (cn[b] if j > lo else 0)
+                        s1d += cs[end] - (cs[b] if j > lo else 0.0)
+                        csm = self._c_small
+                        sm1d += csm[end] - (csm[b] if j > lo else 0)
+                        j = bisect_left(hours, hour - _W1H, j, hi)
+                        if j <= end:
+                            n1h += cn[end] - (cn[j - 1] if j > lo else 0)
+            prev = self._c_last[cid]
+        obs = self._obs_c.get(cid)
+        if obs:
+            for oh, ot, oa, osm in obs:
+                if oh >= hour - _W30D:
+                    n30d += 1
+                    s30d += oa
+                    ss30 += oa * oa
+                    if oh >= hour - _W7D:
+                        n7d += 1
+                        s7d += oa
+                        if oh >= hour - _W1D:
+                            n1d += 1
+                            s1d += oa
+                            sm1d += osm
+                            if oh >= hour - _W1H:
+                                n1h += 1
+                if ot > prev:
+                    prev = ot
+
+        # customer-terminal novelty
+        seen_hour = self._obs_pairs.get((cid, tid))
+        if seen_hour is None:
+            known = self._pairs.get(cid)
+            if known is not None:
+                seen_hour = known.get(tid)
+        novelty = (
+            0.0 if seen_hour is not None and seen_hour >= hour - CUSTOMER_HORIZON_HOURS else 1.0
+        )
+
+        # terminal windows
+        top = hour - self.label_delay_hours
+        tcounts = [0] * len(_TW)
+        trng = self._t_range.get(tid)
+        if trng is not None:
+            lo, hi = trng
+            th, tn = self._t_hours, self._t_n
+            j2 = bisect_left(th, top, lo, hi)
+            upper = tn[j2 - 1] if j2 > lo else 0
+            for k, w in enumerate(_TW):
+                j1 = bisect_left(th, top - w, lo, j2)
+                tcounts[k] = upper - (tn[j1 - 1] if j1 > lo else 0)
+        tobs = self._obs_t.get(tid)
+        if tobs:
+            for oh in tobs:
+                if oh < top:
+                    for k, w in enumerate(_TW):
+                        if oh >= top - w:
+                            tcounts[k] += 1
+        tfrauds = list(_ZERO_FRAUDS)
+        segs = self._t_frauds.get(tid)
+        if segs:
+            for tx_hour, known_from, known_until in segs:
+                if known_from <= hour < known_until and tx_hour < top:
+                    for k, w in enumerate(_TW):
+                        if tx_hour >= top - w:
+                            tfrauds[k] += 1
+
+        # assemble (mirrors fraudloop.features.compute._assemble)
+        hour_of_day = hour % 24
+        out = {
+            "amount": amount,
+            "tx_is_weekend": 1.0 if ((t // DAY_NS) + 3) % 7 >= 5 else 0.0,
+            "tx_is_night": 1.0 if hour_of_day <= 6 else 0.0,
+            "tx_hour": float(hour_of_day),
+            "customer_nb_tx_1h": float(n1h),
+        }
+        for w, cnt, tot in (("1d", n1d, s1d), ("7d", n7d, s7d), ("30d", n30d, s30d)):
+            avg = tot / cnt
+            out[f"customer_nb_tx_{w}"] = float(cnt)
+            out[f"customer_avg_amount_{w}"] = avg
+            out[f"customer_amount_ratio_{w}"] = amount / avg if avg > 0 else 0.0
+        mean = s30d / n30d
+        var = max(ss30 / n30d - mean * mean, 0.0)
+        std = math.sqrt(var)
+        if n30d >= 2 and std > ZSCORE_MIN_RELATIVE_STD * max(abs(mean), 1.0):
+            out["customer_amount_zscore_30d"] = (amount - mean) / std
+        else:
+            out["customer_amount_zscore_30d"] = 0.0
+        if prev == NO_TIME:
+            out["customer_secs_since_prev_tx"] = NO_PREV_TX_SECONDS
+        else:
+            out["customer_secs_since_prev_tx"] = min(
+                float(t - prev) / SECOND_NS, NO_PREV_TX_SECONDS
+            )
+        out["customer_small_tx_share_1d"] = sm1d / n1d
+        out["customer_terminal_novelty"] = novelty
+        for k, w in enumerate(TERMINAL_WINDOW_DAYS):
+            cnt = tcounts[k]
+            out[f"terminal_nb_tx_{w}d"] = float(cnt)
+            out[f"terminal_risk_{w}d"] = tfrauds[k] / cnt if cnt > 0 else 0.0
+        return {name: out[name] for name in FEATURE_NAMES}
+
+    def vector(self, tx: dict[str, Any]) -> list[float]:
+        """:meth:`features` as a list in :data:`FEATURE_NAMES` order (model input)."""
+        return list(self.features(tx).values())
+
+    def observe(self, tx: dict[str, Any]) -> None:
+        """Record a scored transaction so that later transactions see it."""
+        t = tx_time_ns(tx["tx_datetime"])
+        hour = t // HOUR_NS
+        amount = float(tx["amount"])
+        cid = str(tx["customer_id"])
+        tid = str(tx["terminal_id"])
+        self._obs_c.setdefault(cid, []).append((hour, t, amount, 1 if amount < SMALL_AMOUNT else 0))
+        self._obs_pairs[(cid, tid)] = hour
+        self._obs_t.setdefault(tid, []).append(hour)
+        self.observed += 1
+
+    def features_and_observe(self, tx: dict[str, Any]) -> dict[str, float]:
+        out = self.features(tx)
+        self.observe(tx)
+        return out
+
+
+def _group_int_cumsum(values: np.ndarray, sorted_codes: np.ndarray) -> np.ndarray:
+    """Exact per-group inclusive cumulative sum of integers (rows sorted by group)."""
+    if len(values) == 0:
+        return values
+    total = np.cumsum(values)
+    new = np.ones(len(values), dtype=bool)
+    new[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    starts = np.maximum.accumulate(np.where(new, np.arange(len(values)), 0))
+    offset = np.where(starts > 0, total[starts - 1], 0)
+    return total - offset

@@ -1,0 +1,419 @@
+"""Hourly feature partitions from raw partitions, incrementally, with daily state checkpoints.
+
+The feature state (per-entity hourly aggregates, `fraudloop.features.state`) is carried from hour
+to hour. A checkpoint of it is kept per day (``features/state/<day>``: the state after the last
+hour of the previous day, before that day's labels), so computing any hour costs at most one
+checkpoint load plus the hours of its own day, and a range backfill is one sequential pass.
+
+Labels are fed per day: the bi-temporal ``fraud_labels`` of day D (labels whose ``known_at`` is in
+D) are added at D's first hour; the features use a label only from the first hour starting at or
+after its ``known_at``, so feeding early is leak-free.
+
+A transactions hour that is quarantined or missing is treated as having no transactions (the
+chain goes on), and its own feature partition is marked blocked with the upstream reason; when the
+feed is fixed, the raw partition gets a new version and a backfill from that hour recomputes
+everything downstream of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pandas as pd
+
+from fraudloop.core import tables
+from fraudloop.core.hours import DAY_KEY_FORMAT, HOUR_KEY_FORMAT, hour_start
+from fraudloop.core.store import (
+    ObjectNotFound,
+    ObjectStore,
+    load_blob,
+    load_pointer,
+    publish_blob,
+    sha256_hex,
+)
+from fraudloop.features.compute import FEATURE_NAMES, advance_hour, build_features
+from fraudloop.features.feature_store import publish_state
+from fraudloop.features.state import FeatureState
+
+CHECKPOINT_PREFIX = "features/state"
+TX_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]
+
+
+@dataclass
+class HourResult:
+    hour: str
+    status: str  # "valid" | "blocked"
+    rows: int = 0
+    sha256: str | None = None
+    key: str | None = None
+    reason: str | None = None
+    sources: list[dict] = field(default_factory=list)
+    # per-feature mean/std/min/max and null count of the written rows, so callers can report
+    # them without reading the partition back
+    summary: pd.DataFrame | None = None
+    null_values: int = 0
+
+
+@dataclass
+class FeatureRun:
+    hours: list[HourResult]
+    state: FeatureState
+    state_hour: str
+    seconds: float
+    checkpoints_written: list[str] = field(default_factory=list)
+
+
+LATEST_PREFIX = f"{CHECKPOINT_PREFIX}/latest"
+
+
+def publish_latest_state(store: ObjectStore, state: FeatureState, state_hour: str) -> dict:
+    """Keep the newest state computed so far (the online store is published from it)."""
+    return publish_state(store, LATEST_PREFIX, state, state_hour)
+
+
+def load_latest_state(store: ObjectStore) -> tuple[FeatureState, dict]:
+    found = load_blob(store, LATEST_PREFIX)
+    if found is None:
+        raise LookupError("no feature state yet: materialize transaction_features first")
+    return FeatureState.from_bytes(found[0]), found[1]
+
+
+def checkpoint_prefix(day: str) -> str:
+    return f"{CHECKPOINT_PREFIX}/{day}"
+
+
+def save_checkpoint(store: ObjectStore, day: str, state: FeatureState) -> dict:
+    """Store the state as of the start of `day`. If that changes an existing checkpoint (late
+    data was recomputed), every later checkpoint is now wrong and is dropped, so the next run
+    past it rebuilds from history instead of continuing from a stale state."""
+    before = load_pointer(store, checkpoint_prefix(day))
+    pointer = publish_blob(
+        store, checkpoint_prefix(day), state.to_bytes(), {"day": day, "state_hour": state.hour}
+    )
+    if before is not None and before.get("sha256") != pointer["sha256"]:
+        for info in store.list(f"{CHECKPOINT_PREFIX}/"):
+            later = info.key[len(CHECKPOINT_PREFIX) + 1 :].split("/", 1)[0]
+            if later != "latest" and later > day:
+                store.delete(info.key)
+    return pointer
+
+
+def load_checkpoint(store: ObjectStore, day: str) -> tuple[FeatureState, dict] | None:
+    found = load_blob(store, checkpoint_prefix(day))
+    return None if found is None else (FeatureState.from_bytes(found[0]), found[1])
+
+
+def _no_transactions() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in tables.TRANSACTIONS.columns.items()})
+
+
+def _day(ts: pd.Timestamp) -> str:
+    return ts.strftime(DAY_KEY_FORMAT)
+
+
+def _hours(first: pd.Timestamp, last: pd.Timestamp) -> list[pd.Timestamp]:
+    return list(pd.date_range(first, last, freq="h"))
+
+
+def _transactions(store: ObjectStore, hour: str) -> tuple[pd.DataFrame | None, dict]:
+    """The hour's valid transactions (canonical columns) and a source record, or None + reason."""
+    try:
+        frame = tables.read_partition(store, "transactions", hour)
+    except tables.PartitionQuarantined as error:
+        return None, {
+            "table": "transactions",
+            "partition": hour,
+            "status": "quarantined",
+            "reason": error.reason,
+        }
+    except tables.PartitionMissing:
+        return None, {
+            "table": "transactions",
+            "partition": hour,
+            "status": "missing",
+            "reason": "nothing was ingested for this hour",
+        }
+    pointer = tables.read_pointer(store, "transactions", hour)
+    return frame[TX_COLUMNS], {
+        "table": "transactions",
+        "partition": hour,
+        "sha256": pointer["sha256"],
+    }
+
+
+def _labels_of_day(store: ObjectStore, day: str) -> tuple[pd.DataFrame | None, dict]:
+    try:
+        frame = tables.read_partition(store, "fraud_labels", day)
+    except tables.TableError as error:
+        return None, {
+            "table": "fraud_labels",
+            "partition": day,
+            "status": "unavailable",
+            "reason": str(error),
+        }
+    pointer = tables.read_pointer(store, "fraud_labels", day)
+    return frame, {"table": "fraud_labels", "partition": day, "sha256": pointer["sha256"]}
+
+
+def rebuild_state(
+    store: ObjectStore, day: str, label_delay: timedelta, history_start: str
+) -> FeatureState:
+    """The state as of the start of `day` from raw history, in one vectorised pass.
+
+    Used when no checkpoint exists (a first run, or checkpoints were pruned); equal to rolling
+    hour by hour from `history_start` (`FeatureState.from_history` guarantees byte equality).
+    """
+    start = pd.Timestamp(day, tz="UTC")
+    if start <= pd.Timestamp(history_start, tz="UTC"):
+        return FeatureState.empty(label_delay)
+    horizon = FeatureState.empty(label_delay).terminal_horizon_hours
+    first = max(start - timedelta(hours=horizon), pd.Timestamp(history_start, tz="UTC"))
+    frames = []
+    for ts in _hours(first, start - timedelta(hours=1)):
+        frame, _ = _transactions(store, ts.strftime(HOUR_KEY_FORMAT))
+        if frame is not None:
+            frames.append(frame)
+    label_frames = []
+    for ts in pd.date_range(first.floor("D"), start - timedelta(days=1), freq="D"):
+        labels, _ = _labels_of_day(store, _day(ts))
+        if labels is not None:
+            label_frames.append(labels[["transaction_id", "is_fraud", "known_at"]])
+    transactions = pd.concat(frames, ignore_index=True) if frames else _no_transactions()
+    labels = (
+        pd.concat(label_frames, ignore_index=True)
+        if label_frames
+        else pd.DataFrame(columns=["transaction_id", "is_fraud", "known_at"])
+    )
+    last_hour = (start - timedelta(hours=1)).strftime(HOUR_KEY_FORMAT)
+    return FeatureState.from_history(transactions, labels, last_hour, label_delay=label_delay)
+
+
+def _day_start_state(
+    store: ObjectStore, day: str, label_delay: timedelta, history_start: str
+) -> tuple[FeatureState, str, list[str]]:
+    """The checkpoint of `day` (rebuilt from raw history and saved if missing): (state, its
+    sha256, checkpoints written)."""
+    loaded = load_checkpoint(store, day)
+    if loaded is not None:
+        return loaded[0], loaded[1]["sha256"], []
+    state = rebuild_state(store, day, label_delay, history_start)
+    return state, save_checkpoint(store, day, state)["sha256"], [day]
+
+
+def state_before(
+    store: ObjectStore,
+    hour_key: str,
+    *,
+    label_delay: timedelta = timedelta(days=7),
+    history_start: str = "2018-04-01",
+) -> FeatureState:
+    """The feature state as of the start of hour `hour_key`, built from exactly the checkpoint
+    the stored feature partition of that hour was computed from (its `feature_state` source),
+    advanced over the hours before it: what the online store held when that hour's transactions
+    arrived. Staging tests replay the hour against it and compare with the stored features.
+
+    Pinning the checkpoint by sha256 matters: a features run recomputing the day (late labels)
+    replaces the checkpoint, and a state from the new one would not match the partition written
+    from the old one. `StaleCheckpoint` if that checkpoint is no longer kept.
+    """
+    start = hour_start(hour_key)
+    day = _day(start.floor("D"))
+    pointer = tables.read_pointer(store, "transaction_features", hour_key) or {}
+    sources = pointer.get("sources", [])
+    pinned = next((s["sha256"] for s in sources if s.get("table") == "feature_state"), None)
+    if pinned is None:
+        state = _day_start_state(store, day, label_delay, history_start)[0]
+    else:
+        key = f"{checkpoint_prefix(day)}/{pinned}.bin"
+        try:
+            data = store.get_bytes(key)
+        except ObjectNotFound:
+            raise StaleCheckpoint(
+                f"the checkpoint {key} that {hour_key}'s features were computed from is gone "
+                "(the day was recomputed since): pick another hour or retry"
+            ) from None
+        if sha256_hex(data) != pinned:
+            raise StaleCheckpoint(f"{key} does not match its sha256")
+        state = FeatureState.from_bytes(data)
+    for ts in _hours(start.floor("D"), start - timedelta(hours=1)):
+        key = ts.strftime(HOUR_KEY_FORMAT)
+        transactions, _ = _transactions(store, key)
+        labels = _labels_of_day(store, _day(ts))[0] if ts.hour == 0 else None
+        _, state = advance_hour(
+            state, transactions if transactions is not None else _no_transactions(), labels, key
+        )
+    return state
+
+
+class StaleCheckpoint(RuntimeError):
+    """The checkpoint a stored feature partition was computed from has been replaced."""
+
+
+def compute_feature_hours(
+    store: ObjectStore,
+    hour_keys: Sequence[str],
+    *,
+    label_delay: timedelta = timedelta(days=7),
+    history_start: str = "2018-04-01",
+) -> FeatureRun:
+    """Write the feature partitions of `hour_keys` (and the checkpoints passed on the way).
+
+    Walks every hour from the start of the first requested hour's day to the last requested
+    hour, because each hour's state needs all hours before it; hours not requested are
+    computed but not written.
+    """
+    started = time.perf_counter()
+    wanted = set(hour_keys)
+    first = hour_start(min(hour_keys)).floor("D")
+    last = hour_start(max(hour_keys))
+    state, checkpoint_sha, written = _day_start_state(
+        store, _day(first), label_delay, history_start
+    )
+    results, labels, label_source = [], None, {}
+    for ts in _hours(first, last):
+        key = ts.strftime(HOUR_KEY_FORMAT)
+        if ts.hour == 0:
+            if ts != first:
+                checkpoint_sha = save_checkpoint(store, _day(ts), state)["sha256"]
+                written.append(_day(ts))
+            labels, label_source = _labels_of_day(store, _day(ts))
+        transactions, tx_source = _transactions(store, key)
+        feed = labels if ts.hour == 0 else None
+        features, state = advance_hour(
+            state, transactions if transactions is not None else _no_transactions(), feed, key
+        )
+        if key in wanted:
+            sources = [
+                tx_source,
+                label_source,
+                {"table": "feature_state", "partition": _day(ts), "sha256": checkpoint_sha},
+            ]
+            if transactions is None:
+                reason = f"upstream transactions {key} {tx_source['status']}: {tx_source['reason']}"
+                tables.mark_quarantined(store, "transaction_features", key, reason)
+                results.append(HourResult(key, "blocked", reason=reason, sources=sources))
+            else:
+                version = tables.write_partition(
+                    store, "transaction_features", key, features, sources
+                )
+                values = features[list(FEATURE_NAMES)]
+                results.append(
+                    HourResult(
+                        key,
+                        "valid",
+                        version.rows,
+                        version.sha256,
+                        version.key,
+                        sources=sources,
+                        summary=values.describe().T[["mean", "std", "min", "max"]],
+                        null_values=int(values.isna().sum().sum()),
+                    )
+                )
+    if last.hour == 23:
+        next_day = _day(last + timedelta(hours=1))
+        save_checkpoint(store, next_day, state)
+        written.append(next_day)
+    return FeatureRun(
+        results, state, last.strftime(HOUR_KEY_FORMAT), time.perf_counter() - started, written
+    )
+
+
+def rebuild_features(
+    store: ObjectStore, hour_keys: Sequence[str], label_delay: timedelta = timedelta(days=7)
+) -> pd.DataFrame:
+    """The full-rebuild path over the same raw data (for the equality test and audits)."""
+    frames = [f for f in (_transactions(store, k)[0] for k in hour_keys) if f is not None]
+    days = sorted({hour_start(k).strftime(DAY_KEY_FORMAT) for k in hour_keys})
+    labels = [f for f in (_labels_of_day(store, d)[0] for d in days) if f is not None]
+    transactions = pd.concat(frames, ignore_index=True)
+    label_frame = (
+        pd.concat(labels, ignore_index=True)[["transaction_id", "is_fraud", "known_at"]]
+        if labels
+        else pd.DataFrame(columns=["transaction_id", "is_fraud", "known_at"])
+    )
+    return build_features(transactions, label_frame, label_delay=label_delay)
+
+
+class TransactionLookup:
+    """Reads the (id, time, customer, terminal) of hourly raw partitions once per process run,
+    so a range of label days does not re-read the same hours for every day."""
+
+    def __init__(self, store: ObjectStore):
+        self.store = store
+        self._cache: dict[str, pd.DataFrame | None] = {}
+
+    def hour(self, key: str) -> pd.DataFrame | None:
+        if key not in self._cache:
+            frame, _ = _transactions(self.store, key)
+            self._cache[key] = (
+                None
+                if frame is None
+                else frame[["transaction_id", "tx_datetime", "customer_id", "terminal_id"]]
+            )
+        return self._cache[key]
+
+    def window(self, day: str, lookback_days: int) -> pd.DataFrame:
+        end = pd.Timestamp(day, tz="UTC") + timedelta(days=1)
+        frames = [
+            f
+            for f in (
+                self.hour(ts.strftime(HOUR_KEY_FORMAT))
+                for ts in _hours(end - timedelta(days=lookback_days + 1), end - timedelta(hours=1))
+            )
+            if f is not None
+        ]
+        return (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(
+                columns=["transaction_id", "tx_datetime", "customer_id", "terminal_id"]
+            )
+        )
+
+
+@dataclass
+class LabelResult:
+    day: str
+    rows: int
+    frauds: int
+    unplaced: int  # labels whose transaction is not in a valid raw partition (yet)
+    sha256: str
+    key: str
+    created: bool = True  # False when the same version was already current
+
+
+def build_fraud_labels(
+    store: ObjectStore, day: str, lookback_days: int, lookup: TransactionLookup | None = None
+) -> LabelResult:
+    """Bi-temporal labels of `day` joined with their transaction's time, customer and terminal.
+
+    Raises `tables.PartitionQuarantined` / `tables.PartitionMissing` when the day's raw labels
+    cannot be used. Labels of transactions that are not (or not yet) in a valid raw hour are
+    counted as `unplaced`: they cannot feed terminal risk until that hour is ingested.
+    """
+    labels = tables.read_partition(store, "labels", day)
+    lookup = lookup or TransactionLookup(store)
+    transactions = lookup.window(day, lookback_days)
+    joined = labels[["transaction_id", "is_fraud", "known_at"]].merge(
+        transactions, on="transaction_id", how="inner"
+    )
+    pointer = tables.read_pointer(store, "labels", day)
+    version = tables.write_partition(
+        store,
+        "fraud_labels",
+        day,
+        joined,
+        [{"key": pointer["key"], "sha256": pointer["sha256"], "size": pointer.get("bytes")}],
+    )
+    return LabelResult(
+        day,
+        version.rows,
+        int(joined["is_fraud"].sum()),
+        len(labels) - len(joined),
+        version.sha256,
+        version.key,
+        version.created,
+    )
