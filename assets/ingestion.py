@@ -22,7 +22,7 @@ from resources.object_store import ObjectStoreResource
 
 
 class TransactionIngestConfig(dg.Config):
-    """Limits for one ingestion run; defaults come from the environment (see README)."""
+    """IngestPolicy for one ingestion run; defaults come from the environment (see README)."""
 
     max_amount: float = SETTINGS.max_amount
     max_file_mb: int = SETTINGS.max_file_mb
@@ -114,7 +114,7 @@ def raw_transactions(
     alerts: AlertsResource,
 ) -> dg.MaterializeResult:
     s = store.open()
-    limits = ingest.Limits(
+    limits = ingest.IngestPolicy(
         max_amount=config.max_amount,
         max_file_bytes=config.max_file_mb * 1024 * 1024,
         row_count_ratio=config.row_count_ratio,
@@ -155,7 +155,7 @@ def raw_labels(
     alerts: AlertsResource,
 ) -> dg.MaterializeResult:
     s = store.open()
-    limits = ingest.Limits(max_file_bytes=config.max_file_mb * 1024 * 1024)
+    limits = ingest.IngestPolicy(max_file_bytes=config.max_file_mb * 1024 * 1024)
 
     ids_by_hour: dict = {}
 

@@ -229,14 +229,14 @@ def _reference(s, reg, version: int) -> pd.DataFrame:
     Built once per version from its lineage (content-addressed data) and cached."""
     import io
 
-    from fraudloop.model import training
+    from fraudloop.model import datasets
     from fraudloop.model.booster import load_model
 
     key = f"{monitoring.PREFIX}/reference/v{version}.parquet"
     if s.exists(key):
         return pd.read_parquet(io.BytesIO(s.get_bytes(key)))
     lineage = json.loads(reg.get_file(version, "lineage.json"))
-    dataset = training.load_dataset(s, lineage["dataset"])
+    dataset = datasets.load_dataset(s, lineage["dataset"])
     train = dataset.train
     if len(train) > 50_000:
         train = train.sample(50_000, random_state=0)

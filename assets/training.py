@@ -16,7 +16,7 @@ from assets.features import transaction_features
 from assets.ingestion import raw_labels
 from fraudloop.core.hours import hour_start
 from fraudloop.core.store import load_blob, publish_blob
-from fraudloop.model import training
+from fraudloop.model import datasets, training
 from fraudloop.model.booster import TrainConfig, load_model
 from fraudloop.model.evaluation import evaluate, gate
 from pipelines.partitions import SETTINGS
@@ -69,11 +69,11 @@ def _newest_feature_hour_end(store) -> pd.Timestamp:
     ask for a holdout that does not exist yet."""
     from fraudloop.core import tables
 
-    keys = tables.list_partitions(store, training.FEATURE_TABLE)
+    keys = tables.list_partitions(store, datasets.FEATURE_TABLE)
     valid = [
         k
         for k in keys
-        if (tables.read_pointer(store, training.FEATURE_TABLE, k) or {}).get("status") == "valid"
+        if (tables.read_pointer(store, datasets.FEATURE_TABLE, k) or {}).get("status") == "valid"
     ]
     if not valid:
         raise dg.Failure("no features have been computed yet; nothing to train on")
@@ -98,13 +98,13 @@ def training_dataset(
     s = store.open()
     cutoff = pd.Timestamp(config.cutoff) if config.cutoff else _newest_feature_hour_end(s)
     cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
-    spec = training.DatasetSpec(
+    spec = datasets.DatasetSpec(
         cutoff=cutoff,
         window_days=config.window_days,
         holdout_days=config.holdout_days,
         label_delay_days=config.label_delay_days,
     )
-    dataset = training.build_dataset(s, spec)
+    dataset = datasets.build_dataset(s, spec)
     if dataset.train.empty or dataset.holdout.empty:
         raise dg.Failure(
             f"empty training or holdout set as of {cutoff} (manifest {dataset.manifest})"
@@ -174,7 +174,7 @@ def candidate_model(
 ) -> dg.MaterializeResult:
     s = store.open()
     manifest = _current_dataset(s)
-    dataset = training.load_dataset(s, manifest)
+    dataset = datasets.load_dataset(s, manifest)
     train_config = TrainConfig(
         num_leaves=config.num_leaves,
         learning_rate=config.learning_rate,
@@ -287,7 +287,7 @@ def model_evaluation(
     reg = registry.open()
     candidate = reg.load("candidate")
     lineage = json.loads(candidate.files["lineage.json"])
-    holdout = training.load_dataset(s, lineage["dataset"]).holdout
+    holdout = datasets.load_dataset(s, lineage["dataset"]).holdout
     cand_scores = _scores(load_model(candidate.files["model.txt"].decode()), holdout)
     production = reg.aliases().get("production")
     prod_scores = None

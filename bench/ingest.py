@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 from fraudloop.core.hours import hour_key  # noqa: E402
 from fraudloop.core.keyspace import hour_landing_prefix  # noqa: E402
 from fraudloop.core.store import LocalObjectStore  # noqa: E402
-from fraudloop.data.ingest import Limits, ingest_transactions_hour, landed_files  # noqa: E402
+from fraudloop.data.ingest import ingest_transactions_hour, landed_files  # noqa: E402
+from fraudloop.data.policy import IngestPolicy  # noqa: E402
 from fraudloop.feeds.files import simulate  # noqa: E402
 from fraudloop.feeds.population import make_population  # noqa: E402
 from fraudloop.feeds.scenarios import generate_day  # noqa: E402
@@ -77,14 +78,14 @@ def main() -> None:
         history = [rows] * 7
 
         started = time.perf_counter()
-        first = ingest_transactions_hour(store, key, files, history, Limits())
+        first = ingest_transactions_hour(store, key, files, history, IngestPolicy())
         first_s = time.perf_counter() - started
         assert first.status == "valid", first.reason
         warm = []
         for _ in range(3):
             fresh = LocalObjectStore(tmp / f"warm{len(warm)}")
             started = time.perf_counter()
-            ingest_transactions_hour(fresh, key, files, history, Limits())
+            ingest_transactions_hour(fresh, key, files, history, IngestPolicy())
             warm.append(time.perf_counter() - started)
         warm_s = min(warm)
         rows_out.append(

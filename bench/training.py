@@ -31,7 +31,7 @@ from fraudloop.features.pipeline import (
 )
 from fraudloop.feeds.population import make_population
 from fraudloop.feeds.scenarios import generate_day
-from fraudloop.model import training
+from fraudloop.model import datasets, training
 from fraudloop.model.booster import TrainConfig
 from fraudloop.model.evaluation import evaluate
 from fraudloop.model.registry import ModelRegistry
@@ -64,10 +64,10 @@ def main() -> None:
         stored_history(store, args.days)
         setup_s = time.perf_counter() - started
         cutoff = pd.Timestamp(START, tz="UTC") + timedelta(days=args.days)
-        spec = training.DatasetSpec(cutoff=cutoff, window_days=28, holdout_days=7)
+        spec = datasets.DatasetSpec(cutoff=cutoff, window_days=28, holdout_days=7)
 
         started = time.perf_counter()
-        dataset = training.build_dataset(store, spec)
+        dataset = datasets.build_dataset(store, spec)
         build_s = time.perf_counter() - started
         rows.append(
             (

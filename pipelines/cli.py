@@ -12,6 +12,8 @@ import re
 import sys
 from datetime import date, timedelta
 
+from fraudloop.core.errors import ConfigError, FraudloopError
+
 
 def _duration(text: str) -> timedelta:
     """``7d``, ``36h``, ``90m`` or a bare number of days."""
@@ -379,7 +381,8 @@ def cmd_models_package(args) -> int:
 
 
 def cmd_models_stage(args) -> int:
-    from fraudloop.delivery.staging import StagingConfig, check_lines, run_staging
+    from fraudloop.delivery.policy import StagingConfig
+    from fraudloop.delivery.staging import check_lines, run_staging
 
     settings = _settings()
     registry = _registry()
@@ -668,31 +671,13 @@ def main(argv: list[str] | None = None) -> int:
             command = f"{command} {getattr(args, sub)}"
     try:
         return args.func(args)
+    except FraudloopError as error:
+        # every stage's refusals: one line, and the exit code of its stage (core.errors)
+        print(f"fraudloop {command}: error: {error}", file=sys.stderr)
+        return error.exit_code
     except (ValueError, FileNotFoundError) as error:
         print(f"fraudloop {command}: error: {error}", file=sys.stderr)
-        return 2
-    except Exception as error:
-        if not _is_user_error(error):
-            raise
-        print(f"fraudloop {command}: error: {error}", file=sys.stderr)
-        return 2
-
-
-def _is_user_error(error: Exception) -> bool:
-    """Registry errors and integrity failures (tampered files): a message, not a traceback.
-
-    Only modules the command already imported are consulted (no import cost on this path).
-    """
-    kinds: tuple[type, ...] = ()
-    for module, names in (
-        ("fraudloop.model.registry", ("RegistryError",)),
-        ("fraudloop.core.store", ("IntegrityError",)),
-        ("fraudloop.delivery.package", ("PackageError",)),
-        ("fraudloop.delivery.rollout", ("RolloutError",)),
-    ):
-        if (loaded := sys.modules.get(module)) is not None:
-            kinds += tuple(getattr(loaded, name) for name in names)
-    return bool(kinds) and isinstance(error, kinds)
+        return ConfigError.exit_code
 
 
 if __name__ == "__main__":

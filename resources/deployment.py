@@ -2,8 +2,9 @@
 
 import dagster as dg
 
-from fraudloop.delivery.rollout import RolloutPolicy, policy_from_prefixed
-from fraudloop.delivery.staging import StagingConfig
+from fraudloop.delivery.policy import RolloutPolicy
+from fraudloop.delivery.rollout import policy_from_prefixed
+from fraudloop.delivery.policy import StagingConfig
 
 
 class DeploymentResource(dg.ConfigurableResource):

@@ -14,8 +14,8 @@ from fraudloop.core.store import LocalObjectStore
 from fraudloop.features.feature_store import publish_online
 from fraudloop.features.pipeline import compute_feature_hours
 from fraudloop.model.booster import TrainConfig
+from fraudloop.model.datasets import DatasetSpec, build_dataset
 from fraudloop.model.registry import ModelRegistry
-from fraudloop.model.training import DatasetSpec, build_dataset
 from tests.factories import hour_keys, register, simulated_history, store_history
 
 START = date(2018, 4, 1)
@@ -65,7 +65,8 @@ def build_deployable_world(root) -> tuple[LocalObjectStore, pd.DataFrame]:
     """`build_world` plus a third version (good, other seed), and all three packaged and
     staging-tested for real (each test starts the service in its own process)."""
     from fraudloop.delivery.package import build_package
-    from fraudloop.delivery.staging import StagingConfig, run_staging
+    from fraudloop.delivery.policy import StagingConfig
+    from fraudloop.delivery.staging import run_staging
 
     store, traffic = build_world(root)
     registry = ModelRegistry(store)

@@ -22,8 +22,8 @@ from fraudloop.features.compute import FEATURE_NAMES
 from fraudloop.features.feature_store import publish_online
 from fraudloop.features.pipeline import compute_feature_hours
 from fraudloop.model.booster import TrainConfig, load_model
+from fraudloop.model.datasets import DatasetSpec, build_dataset
 from fraudloop.model.registry import ModelRegistry
-from fraudloop.model.training import DatasetSpec, build_dataset
 from pipelines.cli import main
 from tests.factories import hour_keys, register, simulated_history, store_history
 

@@ -18,13 +18,13 @@ from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 from fraudloop.core.tables import known_transaction_ids, read_partition, read_pointer
 from fraudloop.data.expectations import warm_up
 from fraudloop.data.ingest import (
-    Limits,
     ingest_labels_day,
     ingest_transactions_hour,
     landed_files,
     reason_markdown,
 )
 from fraudloop.data.normalise import normalise_labels, normalise_transactions
+from fraudloop.data.policy import MIB, IngestPolicy
 from fraudloop.data.read import read_landed_file
 from fraudloop.feeds.corruption import sample_transactions_csv
 
@@ -88,7 +88,7 @@ def test_read_problems(name, data, check, fragment):
 
 
 def test_size_and_line_limits_are_enforced_quickly():
-    limits = Limits(max_file_bytes=1000, max_line_bytes=100)
+    limits = IngestPolicy(max_file_mb=1000 / MIB, max_line_bytes=100)
     big = read_landed_file("a.csv", b"a,b\n" + b"1,2\n" * 500, limits)
     assert big.problems[0].check == "file_too_large"
     long_line = read_landed_file("a.csv", b"a,b\n1," + b"x" * 200 + b"\n", limits)

@@ -23,7 +23,8 @@ from fraudloop.delivery.package import (
     require_staged,
     staging_record,
 )
-from fraudloop.delivery.staging import StagingConfig, run_staging
+from fraudloop.delivery.policy import StagingConfig
+from fraudloop.delivery.staging import run_staging
 from fraudloop.features.compute import FEATURE_NAMES, feature_code_hash
 from fraudloop.model.registry import ModelRegistry
 from tests.servers import service_process

@@ -17,17 +17,9 @@ from fraudloop.core.store import IntegrityError, LocalObjectStore
 from fraudloop.features.compute import FEATURE_NAMES, feature_code_hash
 from fraudloop.features.pipeline import compute_feature_hours
 from fraudloop.model.booster import TrainConfig
+from fraudloop.model.datasets import DatasetSpec, build_dataset, load_dataset, manifest_id
 from fraudloop.model.registry import ModelRegistry
-from fraudloop.model.training import (
-    DatasetSpec,
-    build_dataset,
-    fit,
-    lineage_json,
-    lineage_record,
-    load_dataset,
-    manifest_id,
-    reproduce,
-)
+from fraudloop.model.training import fit, lineage_json, lineage_record, reproduce
 from tests.factories import hour_keys, simulated_history, store_history
 
 START = date(2018, 4, 1)

@@ -21,15 +21,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fraudloop.core.errors import StoreError
+
 TEMP_PREFIX = ".tmp-"
 LOCK_DIR = ".locks"
 
 
-class ObjectNotFound(KeyError):
+class ObjectNotFound(StoreError, KeyError):
     """The key does not exist in the store."""
 
 
-class PreconditionFailed(RuntimeError):
+class PreconditionFailed(StoreError, RuntimeError):
     """A conditional write lost: the object exists (create) or changed since it was read."""
 
 
@@ -82,6 +84,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def uri(self, key: str) -> str:
         """Where a human or another tool finds the object (file:// or s3://)."""
+
+    @abstractmethod
+    def location(self) -> dict[str, str | None]:
+        """Where this store is, as plain values (``backend`` plus its parameters): what another
+        process or a Dagster resource needs to open the same store. Never credentials."""
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
@@ -202,6 +209,9 @@ class LocalObjectStore(ObjectStore):
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
 
+    def location(self) -> dict[str, str | None]:
+        return {"backend": "local", "root": str(self.root)}
+
     def local_path(self, key: str) -> Path:
         """The file behind a key, for tools that want a path (reports opened in a browser)."""
         return self._path(key)
@@ -308,8 +318,17 @@ class S3ObjectStore(ObjectStore):
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._k(key)}"
 
+    def location(self) -> dict[str, str | None]:
+        return {
+            "backend": "s3",
+            "bucket": self.bucket,
+            "prefix": self.prefix.rstrip("/"),
+            "endpoint_url": self.endpoint_url,
+            "region_name": self.region_name,
+        }
 
-class IntegrityError(RuntimeError):
+
+class IntegrityError(StoreError, RuntimeError):
     """Stored bytes do not match the sha256 their pointer records (tampered or half-written)."""
 
 

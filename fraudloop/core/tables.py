@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fraudloop.core import keyspace
+from fraudloop.core.errors import DataError
 from fraudloop.core.hours import DAY_KEY_FORMAT, HOUR_KEY_FORMAT, day_start, hour_start
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 from fraudloop.core.store import IntegrityError as StoreIntegrityError
@@ -84,7 +85,7 @@ PARQUET_COMPRESSION_LEVEL = 3
 PARQUET_ROW_GROUP_SIZE = 1_048_576
 
 
-class TableError(Exception):
+class TableError(DataError):
     """Base class of the errors a partition read can raise."""
 
 
@@ -105,6 +106,8 @@ class PartitionQuarantined(TableError):
 
 class IntegrityError(TableError, StoreIntegrityError):
     """The stored bytes do not match the sha256 recorded in the pointer (or are gone)."""
+
+    exit_code = StoreIntegrityError.exit_code
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ from fraudloop.core.store import ObjectStore, sha256_hex
 from fraudloop.core.tables import canonical_order, mark_quarantined, write_partition
 from fraudloop.data.expectations import Problem, ValidationOutcome, jsonable
 from fraudloop.data.normalise import normalise_labels, normalise_transactions
+from fraudloop.data.policy import IngestPolicy
 from fraudloop.data.quarantine import quarantine_files, summarise
-from fraudloop.data.read import Limits, read_landed_file
+from fraudloop.data.read import read_landed_file
 from fraudloop.data.validation import (
     LabelSuiteParams,
     TransactionSuiteParams,
@@ -129,7 +130,7 @@ def _ingest(
     files: Sequence[tuple[str, bytes]],
     normalise,
     validate,
-    limits: Limits,
+    limits: IngestPolicy,
 ) -> IngestOutcome:
     started = time.perf_counter()
     timings = {"read_s": 0.0, "normalise_s": 0.0, "validate_s": 0.0, "write_s": 0.0}
@@ -268,7 +269,7 @@ def ingest_transactions_hour(
     partition_key: str,
     files: Sequence[tuple[str, bytes]],
     history_counts: list[int] | None = None,
-    limits: Limits | None = None,
+    limits: IngestPolicy | None = None,
 ) -> IngestOutcome:
     """Ingest one hour of transactions: a new raw version, or quarantine with a reason.
 
@@ -276,10 +277,10 @@ def ingest_transactions_hour(
     None reads them from the raw pointers (:func:`fraudloop.core.tables.history_counts`), []
     disables the check. Only storage errors raise; bad input never does.
     """
-    limits = limits or Limits()
+    limits = limits or IngestPolicy()
     if history_counts is None:
         history_counts = tables.history_counts(
-            store, "transactions", partition_key, limits.history_days
+            store, "transactions", partition_key, limits.row_count_history_days
         )
     params = TransactionSuiteParams(
         hour_start=hour_start(partition_key),
@@ -305,14 +306,14 @@ def ingest_labels_day(
     day_key: str,
     files: Sequence[tuple[str, bytes]],
     known_transaction_ids: Iterable[str] | pd.Series | pd.Index | None = None,
-    limits: Limits | None = None,
+    limits: IngestPolicy | None = None,
     *,
     mostly: float | None = None,
 ) -> IngestOutcome:
     """Ingest one day of labels; with ``known_transaction_ids`` every label must refer to one
     (at least a share ``mostly`` of them; default ``limits.known_ids_mostly``, i.e. 1.0).
     See :func:`fraudloop.core.tables.known_transaction_ids` for the set."""
-    limits = limits or Limits()
+    limits = limits or IngestPolicy()
     params = LabelSuiteParams(
         day_start=day_start(day_key),
         check_known_ids=known_transaction_ids is not None,

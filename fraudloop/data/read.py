@@ -18,25 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fraudloop.data.expectations import Problem
-from fraudloop.data.validation import DEFAULT_AMOUNT_MAX
+from fraudloop.data.policy import IngestPolicy
 
 NA_TOKENS = ["", "NULL", "null", "NaN", "nan", "None"]
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 SUPPORTED_EXTENSIONS = (".csv", ".parquet")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Guards and thresholds of ingestion (all overridable from the pipeline settings)."""
-
-    max_file_bytes: int = 256 * 1024 * 1024
-    max_line_bytes: int = 1024 * 1024
-    max_amount: float = DEFAULT_AMOUNT_MAX
-    row_count_ratio: float = 4.0
-    row_count_slack: int = 20
-    history_days: int = 14
-    known_ids_mostly: float = 1.0
 
 
 @dataclass
@@ -77,9 +64,9 @@ def _binary_share(sample: bytes) -> float:
     return float(control.mean())
 
 
-def read_landed_file(name: str, data: bytes, limits: Limits | None = None) -> ReadResult:
+def read_landed_file(name: str, data: bytes, limits: IngestPolicy | None = None) -> ReadResult:
     """Parse one landed file; every failure is a Problem (stage "read"), never an exception."""
-    limits = limits or Limits()
+    limits = limits or IngestPolicy()
     try:
         return _read(name, data, limits)
     except Exception as exc:  # bad bytes must never crash an ingestion run
@@ -96,7 +83,7 @@ def read_landed_file(name: str, data: bytes, limits: Limits | None = None) -> Re
         )
 
 
-def _read(name: str, data: bytes, limits: Limits) -> ReadResult:
+def _read(name: str, data: bytes, limits: IngestPolicy) -> ReadResult:
     def fail(check: str, message: str, **extra: Any) -> ReadResult:
         return ReadResult(None, [Problem("read", check, message, source=name, **extra)], fmt)
 

@@ -40,10 +40,11 @@ from fraudloop.data.expectations import (
     run_suite,
     warm_up,
 )
+from fraudloop.data.policy import IngestPolicy
 
 TRANSACTION_REQUIRED = ("transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount")
 LABEL_REQUIRED = ("transaction_id", "is_fraud", "known_at")
-DEFAULT_AMOUNT_MAX = 100_000.0
+DEFAULT_AMOUNT_MAX = IngestPolicy.max_amount
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fraudloop.core.errors import DeliveryError
 from fraudloop.core.store import IntegrityError, ObjectNotFound, ObjectStore, sha256_hex
 
 MANIFEST = "manifest.json"
@@ -57,7 +58,7 @@ PRUNED_FROM_IMAGE = (
 )
 
 
-class PackageError(RuntimeError):
+class PackageError(DeliveryError, RuntimeError):
     """A package is missing, incomplete, or not certified for what was asked of it."""
 
 

@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fraudloop.core.errors import DeliveryError
 from fraudloop.core.store import ObjectNotFound, ObjectStore, PreconditionFailed
+from fraudloop.delivery.policy import RolloutPolicy
 
 RUNNING, PAUSED, PROMOTED, ROLLED_BACK, ABORTED = (
     "running",
@@ -44,7 +46,7 @@ ACTIVE = (RUNNING, PAUSED)
 MAX_DECISIONS = 50
 
 
-class RolloutError(RuntimeError):
+class RolloutError(DeliveryError, RuntimeError):
     """A rollout cannot start or change as asked."""
 
 
@@ -58,49 +60,6 @@ def _now() -> str:
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
-
-
-@dataclass(frozen=True)
-class RolloutPolicy:
-    """How a canary earns more traffic. Defaults follow the issue: 5 -> 25 -> 50 -> 100 %."""
-
-    steps: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)
-    min_requests: int = 200  # canary requests per step before it may advance
-    bake_seconds: float = 60.0  # minimum time on each step
-    max_error_rate: float = 0.01  # fallbacks / canary requests
-    max_p99_ratio: float = 1.5  # canary p99 <= ratio x production p99 + slack
-    p99_slack_ms: float = 2.0
-    #: the bound when production served nothing to compare with (at 100 % with no earlier step)
-    max_p99_ms: float = 50.0
-    max_psi: float = 0.25  # canary vs control scores on the same requests
-    min_flag_rate: float = 0.0  # canary share of `review` decisions must lie in the bounds
-    max_flag_rate: float = 0.10
-    min_paired: int = 100  # canary requests with a control score before PSI is judged
-
-    def __post_init__(self) -> None:
-        steps = tuple(float(s) for s in self.steps)
-        if not steps or any(not 0 < s <= 1 for s in steps) or list(steps) != sorted(set(steps)):
-            raise ValueError("steps must be increasing shares in (0, 1], e.g. 0.05,0.25,0.5,1")
-        object.__setattr__(self, "steps", steps)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RolloutPolicy:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "steps" in known:
-            known["steps"] = tuple(known["steps"])
-        return cls(**known)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["steps"] = list(self.steps)
-        return out
-
-
-def policy_from_prefixed(values: dict[str, Any]) -> RolloutPolicy:
-    """A policy from settings named ``rollout_<field>`` (Settings, the Dagster resource)."""
-    return RolloutPolicy.from_dict(
-        {k.removeprefix("rollout_"): v for k, v in values.items() if k.startswith("rollout_")}
-    )
 
 
 # ------------------------------------------------------------------------------ state document

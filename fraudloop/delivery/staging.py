@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
@@ -32,20 +32,10 @@ from fraudloop.core import tables
 from fraudloop.core.hours import HOUR_KEY_FORMAT, hour_start
 from fraudloop.core.store import ObjectStore
 from fraudloop.delivery.package import Package, load_package, record_staging
+from fraudloop.delivery.policy import StagingConfig
 
 FEATURE_TABLE = "transaction_features"
 TX_FIELDS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount")
-
-
-@dataclass(frozen=True)
-class StagingConfig:
-    p99_budget_ms: float = 25.0  # single requests, loopback, including the HTTP stack
-    single_requests: int = 50  # sent one by one; the rest of the hour goes as batches
-    max_rows: int = 3000  # at most this many transactions of the hour are replayed
-    tolerance: float = 1e-9  # |service score - batch score|
-    start_timeout_s: float = 60.0
-    label_delay_days: int = 7
-    history_start: str = "2018-04-01"
 
 
 def _free_port() -> int:

@@ -25,6 +25,7 @@ from datetime import timedelta
 import pandas as pd
 
 from fraudloop.core import tables
+from fraudloop.core.errors import FeatureError
 from fraudloop.core.hours import DAY_KEY_FORMAT, HOUR_KEY_FORMAT, hour_start
 from fraudloop.core.store import (
     ObjectNotFound,
@@ -248,7 +249,7 @@ def state_before(
     return state
 
 
-class StaleCheckpoint(RuntimeError):
+class StaleCheckpoint(FeatureError, RuntimeError):
     """The checkpoint a stored feature partition was computed from has been replaced."""
 
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from fraudloop.core.errors import ModelError
 from fraudloop.core.store import (
     IntegrityError,
     ObjectNotFound,
@@ -83,7 +84,7 @@ RECENT_CHANGES = 20
 MAX_ATTEMPTS = 64  # CAS retries before giving up (only reached under pathological contention)
 
 
-class RegistryError(RuntimeError):
+class RegistryError(ModelError, RuntimeError):
     """Base class for every registry error."""
 
 
