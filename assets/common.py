@@ -1,14 +1,17 @@
 """What every partitioned stage reports the same way: range data versions, run summaries and
 the blocking check over the partition pointers of the run."""
 
+import dataclasses
 import hashlib
+import types
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import dagster as dg
 
 from fraudloop.core import tables
-from resources.object_store import ObjectStoreResource
+from resources.store import ObjectStoreResource
 
 RETRY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
@@ -106,3 +109,21 @@ def check_partitions(
         metadata=metadata,
         description=description,
     )
+
+
+def run_config(source: type, name: str, doc: str, exclude: tuple[str, ...] = ()) -> type:
+    """A Dagster run config (`dg.Config`) with the fields and defaults of a core dataclass, so
+    the launchpad shows the defaults the core uses and there is one place for each of them.
+    Dagster config has no unions: a field typed ``str | float`` is taken as text."""
+    hints = typing.get_type_hints(source)
+    annotations, defaults = {}, {}
+    for f in dataclasses.fields(source):
+        if f.name in exclude or f.default is dataclasses.MISSING:
+            continue
+        kind = hints[f.name]
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if typing.get_origin(kind) in (types.UnionType, typing.Union) and len(args) > 1:
+            kind = str
+        annotations[f.name], defaults[f.name] = kind, f.default
+    namespace = {"__annotations__": annotations, "__doc__": doc, "__module__": __name__, **defaults}
+    return type(name, (dg.Config,), namespace)

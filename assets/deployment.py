@@ -1,61 +1,47 @@
 """Continuous delivery of the model: package -> staging test -> release (canary or first
 production) -> the rollout the controller drives.
 
-Thin: `fraudloop.delivery.package` builds and verifies packages, `fraudloop.delivery.staging` runs
-the staging test against a real service process, `fraudloop.delivery.rollout` starts and records
-rollouts. The `model_rollout` asset is materialized by `rollout_sensor` (sensors/rollout.py), one
-event per decision, so the UI shows every step, promotion and rollback with its analysis.
+Thin: `fraudloop.delivery.package` builds and verifies packages, `fraudloop.delivery.staging`
+runs the staging test against a real service process, `fraudloop.delivery.release` promotes the
+first version or starts a canary rollout. The `model_rollout` asset is materialized by
+`rollout_sensor` (sensors/rollout.py), one event per decision, so the UI shows every step,
+promotion and rollback with its analysis. The prediction log the services write is an external
+asset here, so lineage runs from the package to monitoring.
 """
-
-import json
 
 import dagster as dg
 
-from assets.training import EVALUATION_PREFIX, _latest_decision, model_evaluation
-from fraudloop.delivery import rollout
-from fraudloop.delivery.package import (
-    CARD_FILE,
-    PackageError,
-    build_package,
-    package_prefix,
-    require_staged,
-    staging_record,
-)
+from assets import keys
+from fraudloop.delivery.package import CARD_FILE, build_package, package_prefix
+from fraudloop.delivery.release import release
 from fraudloop.delivery.staging import check_lines, run_staging
-from resources.deployment import DeploymentResource
-from resources.object_store import ObjectStoreResource
-from resources.registry import ModelRegistryResource
+from resources.deployment import RolloutResource, StagingResource
+from resources.store import ObjectStoreResource
+from resources.training import ModelRegistryResource
 
-
-def _candidate(registry: ModelRegistryResource) -> int:
-    return registry.open().aliases()["candidate"]
+VALUES = "asset_values"
 
 
 @dg.asset(
+    key=keys.MODEL_PACKAGE,
     group_name="deployment",
     kinds={"lightgbm", "docker"},
     owners=["team:ml-platform"],
-    deps=[model_evaluation],
+    ins={"model_evaluation": dg.AssetIn(keys.MODEL_EVALUATION)},
+    io_manager_key=VALUES,
     description=(
         "The deployment artifact of the candidate that passed the gate: LightGBM text model, "
-        "feature spec, request/response JSON Schemas, model card, lineage, a sha256 manifest and "
-        "a Docker build context for a Dagster-free scoring image. No pickle anywhere."
+        "feature spec (with the threshold it was evaluated at), request/response JSON Schemas, "
+        "model card, lineage, a sha256 manifest and a Docker build context for a Dagster-free "
+        "scoring image. No pickle anywhere."
     ),
 )
 def model_package(
-    store: ObjectStoreResource,
-    registry: ModelRegistryResource,
-    deployment: DeploymentResource,
-) -> dg.MaterializeResult:
-    s = store.open()
-    reg = registry.open()
-    version = _candidate(registry)
-    evaluation = None
-    if s.exists(f"{EVALUATION_PREFIX}/v{version}.json"):
-        evaluation = json.loads(s.get_bytes(f"{EVALUATION_PREFIX}/v{version}.json"))
-    package = build_package(
-        s, reg, version, decision_threshold=deployment.decision_threshold, evaluation=evaluation
-    )
+    model_evaluation: dict, store: ObjectStoreResource, registry: ModelRegistryResource
+) -> dg.Output:
+    s, reg = store.open(), registry.open()
+    version = model_evaluation["candidate"]
+    package = build_package(s, reg, version, evaluation=model_evaluation)
     files = package.manifest["files"]
     table = ["| file | bytes | sha256 |", "| --- | ---: | --- |"] + [
         f"| `{name}` | {entry['size']:,} | `{entry['sha256'][:16]}` |"
@@ -63,7 +49,8 @@ def model_package(
         if not name.startswith("build/src/")
     ]
     sources = sum(1 for name in files if name.startswith("build/src/"))
-    return dg.MaterializeResult(
+    return dg.Output(
+        {"version": version, "sha256": package.sha256},
         metadata={
             "version": version,
             "package_sha256": package.sha256,
@@ -88,12 +75,13 @@ def model_package(
     ),
 )
 def package_passes_staging(
+    model_package: dict,
     store: ObjectStoreResource,
     registry: ModelRegistryResource,
-    deployment: DeploymentResource,
+    staging: StagingResource,
 ) -> dg.AssetCheckResult:
-    version = _candidate(registry)
-    report = run_staging(store.open(), registry.open(), version, deployment.staging())
+    version = model_package["version"]
+    report = run_staging(store.open(), registry.open(), version, staging.policy())
     checks = "\n".join(f"- `{line}`" for line in check_lines(report))
     return dg.AssetCheckResult(
         passed=report["passed"],
@@ -110,10 +98,14 @@ def package_passes_staging(
 
 
 @dg.asset(
+    key=keys.MODEL_RELEASE,
     group_name="deployment",
     kinds={"python"},
     owners=["team:ml-platform"],
-    deps=[model_package],
+    ins={
+        "model_package": dg.AssetIn(keys.MODEL_PACKAGE),
+        "model_evaluation": dg.AssetIn(keys.MODEL_EVALUATION),
+    },
     description=(
         "Releases the staged candidate: the very first version becomes production directly; "
         "any later one starts a canary rollout (canary alias + rollout document at the first "
@@ -122,52 +114,34 @@ def package_passes_staging(
 )
 def model_release(
     context: dg.AssetExecutionContext,
+    model_package: dict,
+    model_evaluation: dict,
     store: ObjectStoreResource,
     registry: ModelRegistryResource,
-    deployment: DeploymentResource,
+    rollout: RolloutResource,
 ) -> dg.MaterializeResult:
-    s = store.open()
-    reg = registry.open()
-    version = _candidate(registry)
-    try:
-        require_staged(s, reg.name, version)
-    except PackageError as error:
-        raise dg.Failure(str(error)) from None
-    evidence = {
-        "evaluation": _latest_decision(store, registry),
-        "staging": staging_record(s, reg.name, version),
-    }
-    production = reg.aliases().get("production")
-    if production is None:
-        aliases = reg.promote(
-            version,
-            to="production",
-            actor="dagster:model_release",
-            reason=f"first version, staged and gated, released in run {context.run.run_id}",
-            evidence=evidence,
-            expect={"production": None},
-        )
-        return dg.MaterializeResult(
-            metadata={"action": "promoted (first version)", "production": aliases["production"]},
-            data_version=dg.DataVersion(f"production-{version}"),
-        )
-    if production == version:
-        return dg.MaterializeResult(metadata={"action": "none: already production"})
-    doc = rollout.start(
-        s,
-        reg,
-        version,
-        policy=deployment.policy(),
-        expected=evidence["evaluation"].get("expected_live"),
+    outcome = release(
+        store.open(),
+        registry.open(),
+        model_package["version"],
+        model_evaluation,
+        rollout.policy(),
         actor="dagster:model_release",
-        reason=f"canary rollout started in run {context.run.run_id}",
-        evidence={"staging_passed": True, "gate": evidence["evaluation"]["decision"]["decision"]},
+        reason=f"released in run {context.run.run_id}",
     )
+    if outcome.action == "promoted":
+        return dg.MaterializeResult(
+            metadata={"action": "promoted (first version)", "production": outcome.production},
+            data_version=dg.DataVersion(f"production-{outcome.version}"),
+        )
+    if outcome.action == "none":
+        return dg.MaterializeResult(metadata={"action": "none: already production"})
+    doc = outcome.rollout
     return dg.MaterializeResult(
         metadata={
             "action": "canary rollout started",
-            "canary": version,
-            "production": production,
+            "canary": outcome.version,
+            "production": outcome.production,
             "rollout_id": doc["rollout_id"],
             "share": doc["share"],
             "steps": dg.MetadataValue.json(doc["policy"]["steps"]),
@@ -178,11 +152,11 @@ def model_release(
 
 
 model_rollout = dg.AssetSpec(
-    "model_rollout",
+    keys.MODEL_ROLLOUT,
     group_name="deployment",
     kinds={"python"},
     owners=["team:ml-platform"],
-    deps=[model_release],
+    deps=[keys.MODEL_RELEASE],
     description=(
         "The canary rollout as the controller (`rollout_sensor`) moves it: one materialization "
         "per decision (advance, promote, rollback, abort) with the analysis as metadata (canary "
@@ -190,3 +164,21 @@ model_rollout = dg.AssetSpec(
         "rate). Also in the registry's audit log with the same evidence."
     ),
 )
+
+prediction_log = dg.AssetSpec(
+    keys.PREDICTION_LOG,
+    group_name="deployment",
+    kinds={"parquet"},
+    owners=["team:ml-platform"],
+    deps=[keys.MODEL_ROLLOUT],
+    description=(
+        "Every decision of the scoring services (request, transaction, version, role, score, "
+        "decision, latency, CPU, feature hash, status): `predictions/<hour>/<instance>-<seq>."
+        "parquet`, hour of the transaction. Written by `fraudloop serve`, not by Dagster."
+    ),
+)
+
+
+def build() -> list:
+    """The deployment stage's assets, checks and the external assets it feeds."""
+    return [model_package, package_passes_staging, model_release, model_rollout, prediction_log]

@@ -12,28 +12,22 @@ refuse it too.
 
 import dagster as dg
 
+from assets import keys
 from assets.common import RETRY, check_partitions, range_data_version, run_summary
 from fraudloop.core import tables
 from fraudloop.core.hours import day_start
 from fraudloop.data import ingest
-from pipelines.partitions import DAILY, HOURLY, SETTINGS
+from pipelines.partitions import Partitions
 from resources.alerts import AlertsResource
-from resources.object_store import ObjectStoreResource
-
-
-class TransactionIngestConfig(dg.Config):
-    """IngestPolicy for one ingestion run; defaults come from the environment (see README)."""
-
-    max_amount: float = SETTINGS.max_amount
-    max_file_mb: int = SETTINGS.max_file_mb
-    row_count_history_days: int = SETTINGS.row_count_history_days
-    row_count_ratio: float = SETTINGS.row_count_ratio
+from resources.ingestion import IngestionResource
+from resources.store import ObjectStoreResource
 
 
 class LabelIngestConfig(dg.Config):
-    max_file_mb: int = SETTINGS.max_file_mb
-    label_lookback_days: int = SETTINGS.label_lookback_days
-    unknown_id_tolerance: float = 0.0
+    """A manual re-ingest may accept a day whose labels partly refer to transactions never
+    ingested (unset: every label must refer to one, the ingestion policy's default)."""
+
+    known_ids_mostly: float | None = None
 
 
 def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
@@ -93,110 +87,109 @@ def _ingest_partitions(context, s, alerts: AlertsResource, table: str, ingest_on
     )
 
 
-@dg.asset(
-    partitions_def=HOURLY,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="ingestion",
-    kinds={"pandas", "parquet", "great_expectations"},
-    owners=["team:data-platform"],
-    retry_policy=RETRY,
-    description=(
-        "Card transactions of one UTC hour: every file landed under "
-        "`landing/transactions/<day>/<hour>/`, normalised to the canonical schema, validated "
-        "with Great Expectations and stored as immutable Parquet keyed by its sha256 (the data "
-        "version). A failing hour is quarantined with its bytes and a reason, never written."
-    ),
-)
-def raw_transactions(
-    context: dg.AssetExecutionContext,
-    config: TransactionIngestConfig,
-    store: ObjectStoreResource,
-    alerts: AlertsResource,
-) -> dg.MaterializeResult:
-    s = store.open()
-    limits = ingest.IngestPolicy(
-        max_amount=config.max_amount,
-        max_file_bytes=config.max_file_mb * 1024 * 1024,
-        row_count_ratio=config.row_count_ratio,
+def build(partitions: Partitions, label_lookback_days: int) -> list:
+    """The ingestion stage's assets and checks for these partitions; labels may refer to
+    transactions up to `label_lookback_days` old."""
+
+    @dg.asset(
+        key=keys.RAW_TRANSACTIONS,
+        partitions_def=partitions.hourly,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="ingestion",
+        kinds={"pandas", "parquet", "great_expectations"},
+        owners=["team:data-platform"],
+        retry_policy=RETRY,
+        description=(
+            "Card transactions of one UTC hour: every file landed under "
+            "`landing/transactions/<day>/<hour>/`, normalised to the canonical schema, validated "
+            "with Great Expectations and stored as immutable Parquet keyed by its sha256 (the "
+            "data version). A failing hour is quarantined with its bytes and a reason, never "
+            "written."
+        ),
     )
+    def raw_transactions(
+        context: dg.AssetExecutionContext,
+        store: ObjectStoreResource,
+        ingestion: IngestionResource,
+        alerts: AlertsResource,
+    ) -> dg.MaterializeResult:
+        s, limits = store.open(), ingestion.policy()
 
-    def ingest_hour(key: str, files) -> ingest.IngestOutcome:
-        history = tables.history_counts(s, "transactions", key, config.row_count_history_days)
-        return ingest.ingest_transactions_hour(s, key, files, history, limits)
+        def ingest_hour(key: str, files) -> ingest.IngestOutcome:
+            return ingest.ingest_transactions_hour(s, key, files, limits=limits)
 
-    return _ingest_partitions(context, s, alerts, "transactions", ingest_hour)
+        return _ingest_partitions(context, s, alerts, "transactions", ingest_hour)
 
+    @dg.asset(
+        key=keys.RAW_LABELS,
+        partitions_def=partitions.daily,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="ingestion",
+        kinds={"pandas", "parquet", "great_expectations"},
+        owners=["team:data-platform"],
+        retry_policy=RETRY,
+        deps=[
+            dg.AssetDep(
+                keys.RAW_TRANSACTIONS,
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-label_lookback_days, end_offset=0
+                ),
+            )
+        ],
+        description=(
+            "Delayed fraud labels that became known on one UTC day (`landing/labels/<day>/`): "
+            "bi-temporal (`known_at`), validated with Great Expectations, including that every "
+            "label refers to an ingested transaction of the lookback window."
+        ),
+    )
+    def raw_labels(
+        context: dg.AssetExecutionContext,
+        config: LabelIngestConfig,
+        store: ObjectStoreResource,
+        ingestion: IngestionResource,
+        alerts: AlertsResource,
+    ) -> dg.MaterializeResult:
+        s, limits = store.open(), ingestion.policy()
+        ids_by_hour: dict = {}
 
-@dg.asset(
-    partitions_def=DAILY,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="ingestion",
-    kinds={"pandas", "parquet", "great_expectations"},
-    owners=["team:data-platform"],
-    retry_policy=RETRY,
-    deps=[
-        dg.AssetDep(
-            raw_transactions,
-            partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=-SETTINGS.label_lookback_days, end_offset=0
-            ),
-        )
-    ],
-    description=(
-        "Delayed fraud labels that became known on one UTC day (`landing/labels/<day>/`): "
-        "bi-temporal (`known_at`), validated with Great Expectations, including that every label "
-        "refers to an ingested transaction of the lookback window."
-    ),
-)
-def raw_labels(
-    context: dg.AssetExecutionContext,
-    config: LabelIngestConfig,
-    store: ObjectStoreResource,
-    alerts: AlertsResource,
-) -> dg.MaterializeResult:
-    s = store.open()
-    limits = ingest.IngestPolicy(max_file_bytes=config.max_file_mb * 1024 * 1024)
+        def ingest_day(key: str, files) -> ingest.IngestOutcome:
+            known = tables.known_transaction_ids(
+                s, day_start(key), limits.label_lookback_days, cache=ids_by_hour
+            )
+            return ingest.ingest_labels_day(
+                s, key, files, known, limits, mostly=config.known_ids_mostly
+            )
 
-    ids_by_hour: dict = {}
+        return _ingest_partitions(context, s, alerts, "labels", ingest_day)
 
-    def ingest_day(key: str, files) -> ingest.IngestOutcome:
-        known = tables.known_transaction_ids(
-            s, day_start(key), config.label_lookback_days, cache=ids_by_hour
-        )
-        return ingest.ingest_labels_day(
-            s, key, files, known, limits, mostly=1.0 - config.unknown_id_tolerance
-        )
+    @dg.asset_check(
+        asset=raw_transactions,
+        blocking=True,
+        partitions_def=partitions.hourly,
+        description=(
+            "Great Expectations suite `transactions` passed for the hour: required columns and "
+            "types, no null keys, unique transaction_id, 0 < amount <= cap, timestamps inside the "
+            "hour, row count within bounds of the same hour on previous days."
+        ),
+    )
+    def transactions_pass_expectations(
+        context: dg.AssetCheckExecutionContext, store: ObjectStoreResource
+    ) -> dg.AssetCheckResult:
+        return check_partitions(context, store, "transactions")
 
-    return _ingest_partitions(context, s, alerts, "labels", ingest_day)
+    @dg.asset_check(
+        asset=raw_labels,
+        blocking=True,
+        partitions_def=partitions.daily,
+        description=(
+            "Great Expectations suite `labels` passed for the day: required columns, no null "
+            "keys, unique transaction_id, is_fraud in {0, 1}, known_at inside the day, and every "
+            "label refers to an ingested transaction."
+        ),
+    )
+    def labels_pass_expectations(
+        context: dg.AssetCheckExecutionContext, store: ObjectStoreResource
+    ) -> dg.AssetCheckResult:
+        return check_partitions(context, store, "labels")
 
-
-@dg.asset_check(
-    asset=raw_transactions,
-    blocking=True,
-    partitions_def=HOURLY,
-    description=(
-        "Great Expectations suite `transactions` passed for the hour: required columns and "
-        "types, no null keys, unique transaction_id, 0 < amount <= cap, timestamps inside the "
-        "hour, row count within bounds of the same hour on previous days."
-    ),
-)
-def transactions_pass_expectations(
-    context: dg.AssetCheckExecutionContext, store: ObjectStoreResource
-) -> dg.AssetCheckResult:
-    return check_partitions(context, store, "transactions")
-
-
-@dg.asset_check(
-    asset=raw_labels,
-    blocking=True,
-    partitions_def=DAILY,
-    description=(
-        "Great Expectations suite `labels` passed for the day: required columns, no null keys, "
-        "unique transaction_id, is_fraud in {0, 1}, known_at inside the day, and every label "
-        "refers to an ingested transaction."
-    ),
-)
-def labels_pass_expectations(
-    context: dg.AssetCheckExecutionContext, store: ObjectStoreResource
-) -> dg.AssetCheckResult:
-    return check_partitions(context, store, "labels")
+    return [raw_transactions, raw_labels, transactions_pass_expectations, labels_pass_expectations]

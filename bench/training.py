@@ -26,9 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fraudloop.core.hours import HOUR_KEY_FORMAT
 from fraudloop.core.store import LocalObjectStore
-from fraudloop.features.pipeline import (
-    compute_feature_hours,
-)
+from fraudloop.features.pipeline import compute_feature_hours
 from fraudloop.feeds.population import make_population
 from fraudloop.feeds.scenarios import generate_day
 from fraudloop.model import datasets, training
@@ -77,7 +75,7 @@ def main() -> None:
             )
         )
 
-        config = TrainConfig(min_child_samples=400)
+        config = TrainConfig()  # what training_job ships
         started = time.perf_counter()
         model = training.fit(dataset, config)
         fit_s = time.perf_counter() - started

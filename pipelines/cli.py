@@ -55,6 +55,13 @@ def _settings():
     return Settings.from_env()
 
 
+def _config():
+    """Every setting, the stages' policies included (pipelines.config)."""
+    from pipelines.config import ProjectConfig
+
+    return ProjectConfig.from_env()
+
+
 def cmd_simulate(args) -> int:
     from fraudloop.feeds.files import simulate
 
@@ -135,7 +142,8 @@ def _actor() -> str:
 def _registry():
     from fraudloop.model.registry import ModelRegistry
 
-    return ModelRegistry(_settings().open_store())
+    settings = _settings()
+    return ModelRegistry(settings.open_store(), name=settings.model_name)
 
 
 def _ref(text: str) -> int | str:
@@ -349,7 +357,7 @@ def _start_rollout(registry, version: int, reason: str | None) -> int:
         registry.store,
         registry,
         version,
-        policy=_settings().rollout_policy(),
+        policy=_config().rollout,
         actor=_actor(),
         reason=reason or "canary rollout started from the command line",
     )
@@ -363,11 +371,18 @@ def _start_rollout(registry, version: int, reason: str | None) -> int:
 
 def cmd_models_package(args) -> int:
     from fraudloop.delivery.package import build_package, export_package
+    from fraudloop.model.evaluation import read_evaluation
 
     registry = _registry()
     version = registry.resolve(_ref(args.version))
+    # the same package the pipeline builds: with the evaluation (and its threshold) if any
+    evaluation = read_evaluation(registry.store, version)
     package = build_package(
-        registry.store, registry, version, decision_threshold=_settings().decision_threshold
+        registry.store,
+        registry,
+        version,
+        evaluation=evaluation.to_dict() if evaluation else None,
+        decision_threshold=None if evaluation else _config().model.decision_threshold,
     )
     print(f"package of v{version}: sha256 {package.sha256}")
     for name, entry in sorted(package.manifest["files"].items()):
@@ -381,22 +396,11 @@ def cmd_models_package(args) -> int:
 
 
 def cmd_models_stage(args) -> int:
-    from fraudloop.delivery.policy import StagingConfig
     from fraudloop.delivery.staging import check_lines, run_staging
 
-    settings = _settings()
     registry = _registry()
     version = registry.resolve(_ref(args.version))
-    report = run_staging(
-        registry.store,
-        registry,
-        version,
-        StagingConfig(
-            p99_budget_ms=settings.staging_p99_ms,
-            label_delay_days=settings.label_delay_days,
-            history_start=settings.partition_start[:10],
-        ),
-    )
+    report = run_staging(registry.store, registry, version, _config().staging)
     for line in check_lines(report):
         print(line)
     print(f"staging test of v{version}: {'passed' if report['passed'] else 'FAILED'}")
@@ -463,11 +467,10 @@ def cmd_models_history(args) -> int:
 
 
 def cmd_models_reproduce(args) -> int:
-    from fraudloop.model.registry import ModelRegistry
     from fraudloop.model.training import LINEAGE_FILE, MODEL_FILE, reproduce
 
-    store = _settings().open_store()
-    registry = ModelRegistry(store)
+    registry = _registry()
+    store = registry.store
     info = registry.show(registry.resolve(_ref(args.version)))
     missing = {MODEL_FILE, LINEAGE_FILE} - set(info.files)
     if missing:
@@ -500,15 +503,14 @@ def cmd_score(args) -> int:
 
     from fraudloop.delivery.scoring import score_transactions
     from fraudloop.feeds.importer import read_table
-    from fraudloop.model.registry import ModelRegistry
 
     output = Path(args.output)
     suffixes = "".join(output.suffixes).lower()
     if ".parquet" not in suffixes and ".csv" not in suffixes:
         raise ValueError(f"{output}: the output must end in .csv(.gz) or .parquet")
     frame = read_table(args.input)
-    store = _settings().open_store()
-    scored = score_transactions(store, ModelRegistry(store), _ref(args.model), frame)
+    registry = _registry()
+    scored = score_transactions(registry.store, registry, _ref(args.model), frame)
     output.parent.mkdir(parents=True, exist_ok=True)
     if ".parquet" in suffixes:
         scored.to_parquet(output, index=False)

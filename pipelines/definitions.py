@@ -1,61 +1,58 @@
-"""The code location: every asset, check, job, schedule, sensor and resource of fraudloop."""
+"""The composition root: settings, partitions, resources and every asset, check, job, schedule
+and sensor of fraudloop, built when the code location loads (not when a module is imported), so
+a process's settings are read once, in one place, and tests can build definitions for any
+settings without a subprocess."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from assets import deployment, features, ingestion, monitoring, training
-from pipelines.jobs import (
-    daily_labels_job,
-    daily_monitoring_job,
-    features_job,
-    fraud_labels_job,
-    health_job,
-    hourly_ingestion_job,
-    training_job,
-)
-from pipelines.partitions import SETTINGS
+from pipelines.config import ProjectConfig
+from pipelines.jobs import ALL_JOBS
+from pipelines.partitions import Partitions
 from pipelines.resources import build_resources
 from pipelines.schedules import hourly_refresh_schedule
-from sensors.features import features_sensor
-from sensors.monitoring import (
-    accuracy_sensor,
-    drift_sensor,
-    monitoring_sensor,
-    run_failure_alert_sensor,
-)
-from sensors.new_data import new_data_sensor
-from sensors.rollout import rollout_sensor
+from sensors import features as features_sensors
+from sensors import monitoring as monitoring_sensors
+from sensors import new_data, rollout
 
-defs = dg.Definitions(
-    # model_rollout is an AssetSpec (materialized by rollout_sensor): module loading skips specs
-    assets=[
-        *dg.load_assets_from_modules([ingestion, features, training, deployment, monitoring]),
-        deployment.model_rollout,
-        monitoring.prediction_log,
-    ],
-    asset_checks=dg.load_asset_checks_from_modules(
-        [ingestion, features, training, deployment, monitoring]
-    ),
-    jobs=[
-        hourly_ingestion_job,
-        daily_labels_job,
-        fraud_labels_job,
-        features_job,
-        training_job,
-        health_job,
-        daily_monitoring_job,
-    ],
-    schedules=[hourly_refresh_schedule],
-    sensors=[
-        new_data_sensor,
-        features_sensor,
-        rollout_sensor,
-        monitoring_sensor,
-        drift_sensor,
-        accuracy_sensor,
-        run_failure_alert_sensor,
-    ],
-    resources=build_resources(SETTINGS),
-    executor=dg.in_process_executor,
-)
+
+def stage_definitions(config: ProjectConfig) -> list:
+    """Every asset, external asset and check of the stages, for these settings (unbound)."""
+    partitions = Partitions.of(config.settings)
+    lookback = config.ingest.label_lookback_days
+    return [
+        *ingestion.build(partitions, lookback),
+        *features.build(partitions, lookback),
+        *training.build(),
+        *deployment.build(),
+        *monitoring.build(partitions),
+    ]
+
+
+def build_definitions(config: ProjectConfig) -> dg.Definitions:
+    settings = config.settings
+    partitions = Partitions.of(settings)
+    interval = settings.sensor_interval_seconds
+    defs = stage_definitions(config)
+    return dg.Definitions(
+        assets=[d for d in defs if not isinstance(d, dg.AssetChecksDefinition)],
+        asset_checks=[d for d in defs if isinstance(d, dg.AssetChecksDefinition)],
+        jobs=ALL_JOBS,
+        schedules=[hourly_refresh_schedule],
+        sensors=[
+            new_data.build(partitions, interval),
+            features_sensors.build(partitions, interval),
+            rollout.build(settings.rollout_interval_seconds),
+            *monitoring_sensors.build(interval),
+        ],
+        resources=build_resources(config),
+        executor=dg.in_process_executor,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What `dagster dev`, the daemon and the code server load: the environment's settings."""
+    return build_definitions(ProjectConfig.from_env())

@@ -241,7 +241,7 @@ def run_demo(plan: DemoPlan | None = None) -> int:
     from fraudloop.core import tables
     from fraudloop.core.store import LocalObjectStore
     from fraudloop.feeds.files import simulate
-    from sensors.monitoring import IN_FLIGHT
+    from sensors.common import IN_FLIGHT
 
     feed = LocalObjectStore(plan.home.with_name(".fraudloop-feed"))
     store = LocalObjectStore(plan.home)
@@ -458,7 +458,7 @@ def _print_ap(plan, store, registry, v1: int, v2: int) -> None:
     from fraudloop.features.feature_store import read_offline
     from fraudloop.model.booster import load_model
     from fraudloop.model.evaluation import evaluate
-    from fraudloop.monitoring.health import labels_known
+    from fraudloop.monitoring.accuracy import labels_known
 
     lineage = json.loads(registry.get_file(v2, "lineage.json"))
     cutoff = pd.Timestamp(lineage["dataset"]["spec"]["cutoff"])

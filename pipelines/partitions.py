@@ -1,28 +1,30 @@
-"""Partitions: transactions land hourly, labels daily; start and end come from settings."""
+"""Partitions: transactions land hourly, labels daily; start and end come from the settings,
+read when definitions load (not when this module is imported)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import dagster as dg
 
 from fraudloop.core.settings import Settings
 
 
-def hourly_partitions(settings: Settings) -> dg.HourlyPartitionsDefinition:
-    return dg.HourlyPartitionsDefinition(
-        start_date=settings.partition_start,
-        end_date=settings.partition_end,
-        timezone="UTC",
-    )
+@dataclass(frozen=True)
+class Partitions:
+    hourly: dg.HourlyPartitionsDefinition
+    daily: dg.DailyPartitionsDefinition
 
-
-def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(
-        start_date=settings.partition_start[:10],
-        end_date=settings.partition_end[:10] if settings.partition_end else None,
-        timezone="UTC",
-    )
-
-
-SETTINGS = Settings.from_env()
-HOURLY = hourly_partitions(SETTINGS)
-DAILY = daily_partitions(SETTINGS)
+    @classmethod
+    def of(cls, settings: Settings) -> Partitions:
+        end = settings.partition_end
+        return cls(
+            hourly=dg.HourlyPartitionsDefinition(
+                start_date=settings.partition_start, end_date=end, timezone="UTC"
+            ),
+            daily=dg.DailyPartitionsDefinition(
+                start_date=settings.history_start,
+                end_date=end[:10] if end else None,
+                timezone="UTC",
+            ),
+        )

@@ -1,62 +1,46 @@
-"""Resource wiring per profile: local directory or S3, file or webhook alerts."""
+"""The resources of a deployment, built from its settings (local directory or S3, file or
+webhook alerts). Secrets reach resources as `dg.EnvVar`, so the UI never shows their values."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import os
 
-from fraudloop.core.settings import Settings
+import dagster as dg
+
+from pipelines.config import ProjectConfig
 from resources.alerts import AlertsResource
-from resources.deployment import DeploymentResource
-from resources.feature_store import FeatureStoreResource
+from resources.asset_values import AssetValueIOManager
+from resources.deployment import RolloutResource, StagingResource
+from resources.features import FeatureStoreResource
+from resources.ingestion import IngestionResource
 from resources.monitoring import MonitoringResource
-from resources.object_store import (
-    LocalObjectStoreResource,
-    ObjectStoreResource,
-    S3ObjectStoreResource,
-)
-from resources.registry import ModelRegistryResource
+from resources.settings import SettingsResource
+from resources.store import ObjectStoreResource
+from resources.training import ModelRegistryResource, TrainingResource
+
+WEBHOOK_ENV = "FRAUDLOOP_ALERT_WEBHOOK_URL"
 
 
-def store_resource(settings: Settings) -> ObjectStoreResource:
-    """The resource twin of `Settings.open_store()`."""
-    settings.validate()
-    if settings.store_backend == "s3":
-        return S3ObjectStoreResource(
-            bucket=settings.s3_bucket,
-            prefix=settings.s3_prefix,
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.aws_region,
-        )
-    return LocalObjectStoreResource(root=settings.home)
-
-
-def build_resources(settings: Settings) -> dict:
-    store = store_resource(settings)
+def build_resources(config: ProjectConfig) -> dict:
+    settings = config.settings
+    store = ObjectStoreResource.of(settings.open_store())
+    webhook = settings.alert_webhook_url
+    if webhook and os.environ.get(WEBHOOK_ENV) == webhook:
+        webhook = dg.EnvVar(WEBHOOK_ENV)  # resolved in the run; the UI shows the name only
     return {
         "store": store,
-        "registry": ModelRegistryResource(store=store),
+        "settings": SettingsResource.of(settings),
+        "registry": ModelRegistryResource(store=store, model_name=settings.model_name),
         "feature_store": FeatureStoreResource(
-            store=store, label_delay_days=settings.label_delay_days
-        ),
-        "deployment": DeploymentResource(
-            decision_threshold=settings.decision_threshold,
-            staging_p99_ms=settings.staging_p99_ms,
+            store=store,
             label_delay_days=settings.label_delay_days,
-            history_start=settings.partition_start[:10],
-            **{
-                name: list(value) if isinstance(value, tuple) else value
-                for name, value in asdict(settings).items()
-                if name in DeploymentResource.model_fields and name.startswith("rollout_")
-            },
+            history_start=settings.history_start,
         ),
-        "monitoring_config": MonitoringResource(
-            **{
-                name: value
-                for name, value in asdict(settings).items()
-                if name in MonitoringResource.model_fields
-            }
-        ),
-        "alerts": AlertsResource(
-            file_path=settings.alert_file, webhook_url=settings.alert_webhook_url
-        ),
+        "ingestion": IngestionResource.of(config.ingest),
+        "training": TrainingResource.of(config.model),
+        "staging": StagingResource.of(config.staging),
+        "rollout": RolloutResource.of(config.rollout),
+        "monitoring": MonitoringResource.of(config.monitoring),
+        "alerts": AlertsResource(file_path=settings.alert_path, webhook_url=webhook),
+        "asset_values": AssetValueIOManager(store=store),
     }

@@ -32,26 +32,22 @@ def instance():
 
 
 def run_partition_range(job_name: str, start: str, end: str, dagster_instance=None, tags=None):
-    """Execute `job_name` over the partition range [start, end] as one run (BackfillPolicy)."""
+    """Execute `job_name` over the partition range [start, end] as one run (BackfillPolicy),
+    with definitions built from this process's environment."""
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
         ASSET_PARTITION_RANGE_START_TAG,
     )
 
-    from fraudloop.core.settings import Settings
-    from pipelines.definitions import defs
-    from pipelines.resources import build_resources
+    from pipelines.config import ProjectConfig
+    from pipelines.definitions import build_definitions
 
-    job = defs.resolve_job_def(job_name)
+    job = build_definitions(ProjectConfig.from_env()).resolve_job_def(job_name)
     run_tags = {
         ASSET_PARTITION_RANGE_START_TAG: start,
         ASSET_PARTITION_RANGE_END_TAG: end,
         **(tags or {}),
     }
     return job.execute_in_process(
-        instance=dagster_instance or instance(),
-        tags=run_tags,
-        # resources from the environment of this call, not of the first import of the code
-        resources=build_resources(Settings.from_env()),
-        raise_on_error=False,
+        instance=dagster_instance or instance(), tags=run_tags, raise_on_error=False
     )

@@ -10,12 +10,11 @@ history with its numbers. Waiting is a skip reason (visible on the sensor's tick
 
 import dagster as dg
 
-from assets.deployment import model_rollout
+from assets import keys
 from fraudloop.delivery import rollout
-from pipelines.partitions import SETTINGS
 from resources.alerts import AlertsResource
-from resources.object_store import ObjectStoreResource
-from resources.registry import ModelRegistryResource
+from resources.store import ObjectStoreResource
+from resources.training import ModelRegistryResource
 
 
 def _metadata(doc: dict, analysis: rollout.Analysis | None, decision: rollout.Decision) -> dict:
@@ -49,53 +48,56 @@ def _metadata(doc: dict, analysis: rollout.Analysis | None, decision: rollout.De
     return meta
 
 
-@dg.sensor(
-    name="rollout_sensor",
-    minimum_interval_seconds=SETTINGS.rollout_interval_seconds,
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description=(
-        "Canary controller: advances the canary through its traffic steps while the analysis "
-        "passes (error rate, p99 vs production, score PSI on the same traffic, flagged rate), "
-        "promotes it at the end, rolls it back and alerts on failure."
-    ),
-)
-def rollout_sensor(
-    context: dg.SensorEvaluationContext,
-    store: ObjectStoreResource,
-    registry: ModelRegistryResource,
-    alerts: AlertsResource,
-):
-    result = rollout.tick(store.open(), registry.open())
-    doc, decision = result.doc, result.decision
-    if decision is None:
-        status = doc["status"] if doc else "none"
-        return dg.SkipReason(f"no running rollout (last: {status})")
-    if decision.action == "wait":
-        return dg.SkipReason(
-            f"canary v{doc['canary_version']} at {doc['share']:.0%}: {decision.reason}"
-        )
-    context.log.info("rollout %s: %s (%s)", doc["rollout_id"], decision.action, decision.reason)
-    if decision.action in ("rollback", "abort"):
-        alerts.send(
-            title=f"canary v{doc['canary_version']} {decision.action}",
-            summary=decision.reason,
-            severity="critical" if decision.action == "rollback" else "warning",
-            rollout_id=doc["rollout_id"],
-            production=doc["baseline_version"],
-            analysis=result.analysis.to_dict() if result.analysis else None,
-        )
-    elif decision.action == "promote":
-        alerts.send(
-            title=f"v{doc['canary_version']} promoted to production",
-            summary=decision.reason,
-            severity="info",
-            rollout_id=doc["rollout_id"],
-            previous=doc["baseline_version"],
-        )
-    return dg.SensorResult(
-        asset_events=[
-            dg.AssetMaterialization(
-                asset_key=model_rollout.key, metadata=_metadata(doc, result.analysis, decision)
-            )
-        ]
+def build(interval_seconds: int) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="rollout_sensor",
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "Canary controller: advances the canary through its traffic steps while the analysis "
+            "passes (error rate, p99 vs production, score PSI on the same traffic, flagged rate), "
+            "promotes it at the end, rolls it back and alerts on failure."
+        ),
     )
+    def rollout_sensor(
+        context: dg.SensorEvaluationContext,
+        store: ObjectStoreResource,
+        registry: ModelRegistryResource,
+        alerts: AlertsResource,
+    ):
+        result = rollout.tick(store.open(), registry.open())
+        doc, decision = result.doc, result.decision
+        if decision is None:
+            status = doc["status"] if doc else "none"
+            return dg.SkipReason(f"no running rollout (last: {status})")
+        if decision.action == "wait":
+            return dg.SkipReason(
+                f"canary v{doc['canary_version']} at {doc['share']:.0%}: {decision.reason}"
+            )
+        context.log.info("rollout %s: %s (%s)", doc["rollout_id"], decision.action, decision.reason)
+        if decision.action in ("rollback", "abort"):
+            alerts.send(
+                title=f"canary v{doc['canary_version']} {decision.action}",
+                summary=decision.reason,
+                severity="critical" if decision.action == "rollback" else "warning",
+                rollout_id=doc["rollout_id"],
+                production=doc["baseline_version"],
+                analysis=result.analysis.to_dict() if result.analysis else None,
+            )
+        elif decision.action == "promote":
+            alerts.send(
+                title=f"v{doc['canary_version']} promoted to production",
+                summary=decision.reason,
+                severity="info",
+                rollout_id=doc["rollout_id"],
+                previous=doc["baseline_version"],
+            )
+        return dg.SensorResult(
+            asset_events=[
+                dg.AssetMaterialization(
+                    asset_key=keys.MODEL_ROLLOUT, metadata=_metadata(doc, result.analysis, decision)
+                )
+            ]
+        )
+
+    return rollout_sensor

@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from types import SimpleNamespace
 
 import dagster as dg
 import pytest
 
-from fraudloop.core.settings import Settings
 from fraudloop.core.store import LocalObjectStore, S3ObjectStore
-from pipelines.resources import build_resources
 
 
 def free_port() -> int:
@@ -65,15 +62,12 @@ def store(request):
 
 @pytest.fixture
 def env(tmp_path):
-    """A temporary Dagster instance and a local store, with the project's resources on it."""
-    settings = Settings.from_env({"FRAUDLOOP_HOME": str(tmp_path / "home")})
+    """A temporary Dagster instance and the project's definitions on a local store in tmp_path
+    (`env.configure(...)` rebuilds them with other settings)."""
+    from tests.dagster_runs import DagsterEnv
+
     with dg.instance_for_test() as instance:
-        yield SimpleNamespace(
-            settings=settings,
-            store=settings.open_store(),
-            resources=build_resources(settings),
-            instance=instance,
-        )
+        yield DagsterEnv.build(instance, {"FRAUDLOOP_HOME": str(tmp_path / "home")})
 
 
 @pytest.fixture(scope="session")

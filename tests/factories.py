@@ -92,7 +92,7 @@ def store_history(
 
     from fraudloop.core import tables
     from fraudloop.core.hours import HOUR_KEY_FORMAT
-    from fraudloop.features.pipeline import TransactionLookup, build_fraud_labels
+    from fraudloop.features.labels import TransactionLookup, build_fraud_labels
 
     tx = history[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]]
     of_hour = tx["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)

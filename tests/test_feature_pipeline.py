@@ -12,12 +12,8 @@ import pytest
 from fraudloop.core import tables
 from fraudloop.core.hours import HOUR_KEY_FORMAT
 from fraudloop.features.compute import FEATURE_NAMES
-from fraudloop.features.pipeline import (
-    build_fraud_labels,
-    compute_feature_hours,
-    load_checkpoint,
-    rebuild_features,
-)
+from fraudloop.features.labels import build_fraud_labels
+from fraudloop.features.pipeline import compute_feature_hours, load_checkpoint, rebuild_features
 from fraudloop.feeds.population import make_population
 from fraudloop.feeds.scenarios import generate_day
 from tests.factories import store_history

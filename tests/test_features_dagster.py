@@ -17,18 +17,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from assets.features import (
-    features_pass_expectations,
-    fraud_labels,
-    online_feature_store,
-    transaction_features,
-)
-from assets.ingestion import (
-    labels_pass_expectations,
-    raw_labels,
-    raw_transactions,
-    transactions_pass_expectations,
-)
+from assets import keys as asset_keys
 from fraudloop.core import tables
 from fraudloop.core.hours import HOUR_KEY_FORMAT, hour_start
 from fraudloop.features.compute import FEATURE_NAMES
@@ -36,9 +25,6 @@ from fraudloop.features.feature_store import load_online
 from fraudloop.features.pipeline import TX_COLUMNS, rebuild_features
 from fraudloop.feeds.population import make_population
 from fraudloop.feeds.scenarios import generate_day
-from pipelines.definitions import defs
-from pipelines.partitions import HOURLY
-from sensors.features import features_sensor
 from tests.dagster_runs import execute, run
 from tests.factories import csv_bytes, land_hour, land_labels
 
@@ -47,13 +33,16 @@ pytestmark = pytest.mark.slow
 DAYS = 10
 START = date(2018, 4, 1)
 LABEL_DELAY = timedelta(days=7)  # the simulator's and the settings' default
-FEATURES = [transaction_features, features_pass_expectations, online_feature_store]
-INGEST = [raw_transactions, transactions_pass_expectations]
+FEATURES = ["transaction_features", "features_pass_expectations", "online_feature_store"]
+INGEST = ["raw_transactions", "transactions_pass_expectations"]
 RISK = [n for n in FEATURE_NAMES if n.startswith("terminal_risk_")]
 
 
 def hours(first: str, last: str) -> list[str]:
-    return HOURLY.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    return [
+        k.strftime("%Y-%m-%d-%H:%M")
+        for k in pd.date_range(hour_start(first), hour_start(last), freq="h")
+    ]
 
 
 def day_hours(day: str) -> list[str]:
@@ -95,10 +84,10 @@ def write_raw_labels(store, history: pd.DataFrame, days: list[str]) -> None:
         tables.write_partition(store, "labels", day, labels[label_day == day], [])
 
 
-def materializations(env, asset) -> dict[str, dg.AssetMaterialization]:
+def materializations(env, asset: str) -> dict[str, dg.AssetMaterialization]:
     """The latest materialization of every partition of `asset`."""
     records = env.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset.key), limit=10_000, ascending=True
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset)), limit=10_000, ascending=True
     ).records
     return {r.partition_key: r.asset_materialization for r in records}
 
@@ -123,7 +112,7 @@ def tick(env, cursor=None):
     with dg.build_sensor_context(
         instance=env.instance, cursor=cursor, resources=env.resources
     ) as context:
-        result = features_sensor(context)
+        result = env.sensor("features_sensor")(context)
     return result, (result.cursor if isinstance(result, dg.SensorResult) else cursor)
 
 
@@ -142,9 +131,9 @@ def test_range_run_has_per_partition_metadata_and_equals_the_full_rebuild(env, h
     label_days = ["2018-04-08", "2018-04-09", "2018-04-10"]
     write_raw_labels(env.store, history, label_days)
 
-    labels = run(env, [fraud_labels], start=label_days[0], end=label_days[-1])
+    labels = run(env, ["fraud_labels"], start=label_days[0], end=label_days[-1])
     assert labels.success
-    for day, materialization in materializations(env, fraud_labels).items():
+    for day, materialization in materializations(env, "fraud_labels").items():
         assert materialization.metadata["status"].value == "valid", day
         assert materialization.metadata["dagster/row_count"].value > 0, day
 
@@ -154,7 +143,7 @@ def test_range_run_has_per_partition_metadata_and_equals_the_full_rebuild(env, h
     assert result.success
     assert len(env.instance.get_runs()) == 2  # one run per range, not one per partition
 
-    per_hour = materializations(env, transaction_features)
+    per_hour = materializations(env, "transaction_features")
     assert sorted(per_hour) == keys
     tx_hours = history["tx_datetime"].dt.floor("h").dt.strftime(HOUR_KEY_FORMAT)
     counts = tx_hours.value_counts()
@@ -176,7 +165,7 @@ def test_range_run_has_per_partition_metadata_and_equals_the_full_rebuild(env, h
     (published,) = [
         e.event_specific_data.materialization
         for e in result.get_asset_materialization_events()
-        if e.asset_key == online_feature_store.key
+        if e.asset_key == asset_keys.ONLINE_FEATURE_STORE
     ]
     online, manifest = load_online(env.store)
     assert manifest["state_hour"] == keys[-1] == published.metadata["state_hour"].value
@@ -223,7 +212,7 @@ def test_online_store_published_after_day_n_minus_1_serves_the_offline_features(
     day_n = str(START + timedelta(days=DAYS - 1))  # 2018-04-10
     before = ["2018-04-08", "2018-04-09"]
     write_raw_labels(env.store, history, before)
-    assert run(env, [fraud_labels], start=before[0], end=before[-1]).success
+    assert run(env, ["fraud_labels"], start=before[0], end=before[-1]).success
     previous_day = day_hours(before[-1])  # its starting state is rebuilt from raw history
     assert run(env, FEATURES, start=previous_day[0], end=previous_day[-1]).success
     last_of_previous = previous_day[-1]
@@ -246,7 +235,7 @@ def test_online_store_published_after_day_n_minus_1_serves_the_offline_features(
     # day N's labels land later; the recomputed hours differ only where they can (with this
     # seed no transaction of these hours actually moves; over the whole of day N two do)
     write_raw_labels(env.store, history, [day_n])
-    assert run(env, [fraud_labels], partition_key=day_n).success
+    assert run(env, ["fraud_labels"], partition_key=day_n).success
     assert run(env, FEATURES, start=first_hours[0], end=first_hours[-1]).success
     relabelled = stored_features(env.store, first_hours)
     assert_same_features(served, relabelled, [n for n in FEATURE_NAMES if n not in RISK])
@@ -287,7 +276,7 @@ def test_quarantined_hour_blocks_only_its_feature_partition(env):
     features = execute(env, request)
     assert features.success
 
-    per_hour = materializations(env, transaction_features)
+    per_hour = materializations(env, "transaction_features")
     assert sorted(per_hour) == keys
     blocked = per_hour[bad].metadata
     assert blocked["status"].value == "blocked"
@@ -356,7 +345,7 @@ def test_features_sensor_requests_each_change_once_in_the_right_range(env):
 
     # new raw labels: only fraud_labels for that day (no new transactions, no new fraud labels)
     land_labels(env.store, "2018-04-02", frames[first[0]])
-    assert run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-02").success
+    assert run(env, ["raw_labels", "labels_pass_expectations"], partition_key="2018-04-02").success
     result, cursor = tick(env, cursor)
     request = only_request(result, "fraud_labels_job")
     assert range_of(request) == ("2018-04-02", "2018-04-02")
@@ -370,7 +359,7 @@ def test_features_sensor_requests_each_change_once_in_the_right_range(env):
 
     # labels of a day after the newest ingested hour: fraud_labels yes, no features range
     land_labels(env.store, "2018-04-03", frames[first[1]])
-    assert run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-03").success
+    assert run(env, ["raw_labels", "labels_pass_expectations"], partition_key="2018-04-03").success
     result, cursor = tick(env, cursor)
     assert execute(env, only_request(result, "fraud_labels_job")).success
     result, cursor = tick(env, cursor)
@@ -386,11 +375,11 @@ def test_features_sensor_requests_each_change_once_in_the_right_range(env):
 
 def stale_status(env, partition_key: str):
     resolver = CachingStaleStatusResolver(
-        env.instance, defs.resolve_asset_graph(), LoadingContextForTest(env.instance)
+        env.instance, env.defs.resolve_asset_graph(), LoadingContextForTest(env.instance)
     )
     return (
-        resolver.get_status(transaction_features.key, partition_key),
-        resolver.get_stale_causes(transaction_features.key, partition_key),
+        resolver.get_status(asset_keys.TRANSACTION_FEATURES, partition_key),
+        resolver.get_stale_causes(asset_keys.TRANSACTION_FEATURES, partition_key),
     )
 
 
@@ -421,14 +410,14 @@ def test_corrected_raw_hour_makes_its_feature_partition_stale(env):
     late = keys[1]
     landing, frame = landed[late]
     env.store.put_bytes(landing, csv_bytes(frame.assign(amount="12.34")))
-    before = materializations(env, raw_transactions)[late].tags["dagster/data_version"]
+    before = materializations(env, "raw_transactions")[late].tags["dagster/data_version"]
     assert run(env, INGEST, partition_key=late).success
-    after = materializations(env, raw_transactions)[late].tags["dagster/data_version"]
+    after = materializations(env, "raw_transactions")[late].tags["dagster/data_version"]
     assert after != before
     status, causes = stale_status(env, late)
     assert status == StaleStatus.STALE
     (cause,) = causes
-    assert cause.dependency.asset_key == raw_transactions.key
+    assert cause.dependency.asset_key == asset_keys.RAW_TRANSACTIONS
     assert cause.dependency.partition_key == late
     assert "new dependency data version" in cause.reason
     for key in (k for k in keys if k != late):
@@ -442,5 +431,5 @@ def test_corrected_raw_hour_makes_its_feature_partition_stale(env):
     assert stale_status(env, late) == (StaleStatus.FRESH, [])
     recomputed = tables.read_partition(env.store, "transaction_features", late)
     assert recomputed["amount"].eq(12.34).all()
-    sources = materializations(env, transaction_features)[late].metadata["sources"].value
+    sources = materializations(env, "transaction_features")[late].metadata["sources"].value
     assert sources[0]["sha256"] == tables.read_pointer(env.store, "transactions", late)["sha256"]

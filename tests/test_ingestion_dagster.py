@@ -9,41 +9,40 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from assets.ingestion import (
-    labels_pass_expectations,
-    raw_labels,
-    raw_transactions,
-    transactions_pass_expectations,
-)
 from fraudloop.core import tables
 from fraudloop.core.alerts import FileAlertSink
 from fraudloop.core.store import sha256_hex
 from fraudloop.data.quarantine import list_quarantine
-from pipelines.definitions import defs
-from pipelines.partitions import HOURLY
-from resources.object_store import ObjectStoreResource, S3ObjectStoreResource
-from sensors.new_data import new_data_sensor
+from pipelines.config import ProjectConfig
+from pipelines.definitions import build_definitions
+from resources.store import ObjectStoreResource
 from tests.dagster_runs import execute, run
 from tests.factories import csv_bytes, hour_frame, land_hour, land_labels
 
 H5 = "2018-04-01-05:00"
 
 
-@dg.asset(
-    partitions_def=HOURLY,
-    deps=[raw_transactions],
-    backfill_policy=dg.BackfillPolicy.single_run(),
-)
-def consumer(context: dg.AssetExecutionContext, store: ObjectStoreResource) -> dg.MaterializeResult:
+def consumer(env) -> dg.AssetsDefinition:
     """A stand-in for the feature stage: reads raw partitions the way every reader must."""
-    rows = sum(
-        len(tables.read_partition(store.open(), "transactions", key))
-        for key in context.partition_keys
+
+    @dg.asset(
+        partitions_def=env.partitions.hourly,
+        deps=["raw_transactions"],
+        backfill_policy=dg.BackfillPolicy.single_run(),
     )
-    return dg.MaterializeResult(metadata={"rows": rows})
+    def consumer(
+        context: dg.AssetExecutionContext, store: ObjectStoreResource
+    ) -> dg.MaterializeResult:
+        rows = sum(
+            len(tables.read_partition(store.open(), "transactions", key))
+            for key in context.partition_keys
+        )
+        return dg.MaterializeResult(metadata={"rows": rows})
+
+    return consumer
 
 
-INGEST = [raw_transactions, transactions_pass_expectations]
+INGEST = ["raw_transactions", "transactions_pass_expectations"]
 
 
 def latest(env, key, partition):
@@ -54,6 +53,7 @@ def latest(env, key, partition):
 
 
 def test_definitions_load_and_every_asset_is_documented():
+    defs = build_definitions(ProjectConfig.from_env({}))
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
@@ -120,7 +120,7 @@ def test_bad_hour_is_quarantined_blocks_downstream_and_later_reads_refuse_it(env
     bad_key = "landing/transactions/2018-04-01/05/part-0000.csv"
     env.store.put_bytes(bad_key, broken)
 
-    result = run(env, [*INGEST, consumer], partition_key=H5)
+    result = run(env, [*INGEST, consumer(env)], partition_key=H5)
     assert not result.success
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed
@@ -137,17 +137,19 @@ def test_bad_hour_is_quarantined_blocks_downstream_and_later_reads_refuse_it(env
     assert env.store.get_bytes(quarantined[0]) == broken
     assert "amount" in record["summary"]
     # on-call was told
-    alerts = FileAlertSink(env.settings.alert_file).read()
+    alerts = FileAlertSink(env.settings.alert_path).read()
     assert alerts[-1]["details"]["partition"] == H5 and alerts[-1]["severity"] == "critical"
     # a later run of the downstream asset alone refuses the quarantined hour
-    later = run(env, [consumer], partition_key=H5)
+    later = run(env, [consumer(env)], partition_key=H5)
     assert not later.success
     failure = next(e for e in later.all_events if e.event_type_value == "STEP_FAILURE")
     assert "quarantined" in str(failure.event_specific_data.error)
 
 
 def test_range_backfill_is_one_run_with_per_partition_metadata(env):
-    keys = HOURLY.get_partition_keys_in_range(dg.PartitionKeyRange(H5, "2018-04-02-04:00"))
+    keys = env.partitions.hourly.get_partition_keys_in_range(
+        dg.PartitionKeyRange(H5, "2018-04-02-04:00")
+    )
     assert len(keys) == 24
     for i, key in enumerate(keys):
         land_hour(env.store, key, rows=20 + i, seed=i)
@@ -166,13 +168,13 @@ def test_labels_are_checked_against_ingested_transactions(env):
     _, frame = land_hour(env.store, H5, rows=30)
     run(env, INGEST, partition_key=H5)
     land_labels(env.store, "2018-04-08", frame)
-    assert run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-08").success
+    assert run(env, ["raw_labels", "labels_pass_expectations"], partition_key="2018-04-08").success
     pointer = tables.read_pointer(env.store, "labels", "2018-04-08")
     assert pointer["status"] == "valid" and pointer["rows"] == 30
 
     stranger = hour_frame("2018-04-01-06:00", rows=5, seed=9)  # never ingested
     land_labels(env.store, "2018-04-09", stranger)
-    result = run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-09")
+    result = run(env, ["raw_labels", "labels_pass_expectations"], partition_key="2018-04-09")
     assert not result.success
     pointer = tables.read_pointer(env.store, "labels", "2018-04-09")
     assert pointer["status"] == "quarantined"
@@ -180,15 +182,17 @@ def test_labels_are_checked_against_ingested_transactions(env):
 
 
 def test_s3_backend_end_to_end(env, s3_endpoint, s3_bucket):
-    store_resource = S3ObjectStoreResource(
-        bucket=s3_bucket, prefix="e2e", endpoint_url=s3_endpoint, region_name="us-east-1"
+    """The same definitions on S3: settings are read when definitions are built, in process."""
+    env = env.configure(
+        FRAUDLOOP_STORE="s3",
+        FRAUDLOOP_S3_BUCKET=s3_bucket,
+        FRAUDLOOP_S3_PREFIX="e2e",
+        FRAUDLOOP_S3_ENDPOINT_URL=s3_endpoint,
+        AWS_REGION="us-east-1",
     )
-    s3 = store_resource.open()
+    s3 = env.store
     land_hour(s3, H5, rows=25)
-    result = run(
-        env, INGEST, partition_key=H5, resources={**env.resources, "store": store_resource}
-    )
-    assert result.success
+    assert run(env, INGEST, partition_key=H5).success
     pointer = tables.read_pointer(s3, "transactions", H5)
     assert pointer["status"] == "valid"
     assert s3.uri(pointer["key"]).startswith(f"s3://{s3_bucket}/e2e/raw/transactions/")
@@ -201,7 +205,7 @@ def tick(env, cursor=None):
     with dg.build_sensor_context(
         instance=env.instance, cursor=cursor, resources=env.resources
     ) as context:
-        result = new_data_sensor(context)
+        result = env.sensor("new_data_sensor")(context)
     return result, (result.cursor if isinstance(result, dg.SensorResult) else cursor)
 
 
@@ -263,7 +267,9 @@ def test_labels_wait_only_for_transactions_up_to_their_day(env):
 
 
 def test_sensor_turns_a_landed_history_into_one_range_run(env):
-    keys = HOURLY.get_partition_keys_in_range(dg.PartitionKeyRange(H5, "2018-04-01-16:00"))
+    keys = env.partitions.hourly.get_partition_keys_in_range(
+        dg.PartitionKeyRange(H5, "2018-04-01-16:00")
+    )
     for i, key in enumerate(keys):
         land_hour(env.store, key, seed=i)
     result, _ = tick(env)
@@ -273,11 +279,11 @@ def test_sensor_turns_a_landed_history_into_one_range_run(env):
     assert request.tags["fraudloop/files"] == str(len(keys))
 
 
-def test_hourly_schedule_targets_the_hour_that_just_ended():
-    schedule = defs.resolve_schedule_def("hourly_refresh_schedule")
+def test_hourly_schedule_targets_the_hour_that_just_ended(env):
+    schedule = env.defs.resolve_schedule_def("hourly_refresh_schedule")
     context = dg.build_schedule_context(
         scheduled_execution_time=datetime(2018, 4, 2, 6, 10, tzinfo=UTC),
-        repository_def=defs.get_repository_def(),
+        repository_def=env.defs.get_repository_def(),
     )
     (request,) = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2018-04-02-05:00"
@@ -292,7 +298,7 @@ def test_labels_of_a_quarantined_hour_are_not_rejected_for_the_transactions_faul
     run(env, INGEST, partition_key=H5)
     assert tables.read_pointer(env.store, "transactions", H5)["status"] == "quarantined"
     land_labels(env.store, "2018-04-08", frame)
-    assert run(env, [raw_labels, labels_pass_expectations], partition_key="2018-04-08").success
+    assert run(env, ["raw_labels", "labels_pass_expectations"], partition_key="2018-04-08").success
     assert tables.read_pointer(env.store, "labels", "2018-04-08")["status"] == "valid"
 
 

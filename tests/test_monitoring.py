@@ -336,7 +336,7 @@ def test_prediction_health_asset_alerts_on_missing_predictions(env):
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and "missing predictions" in check.description
-    alerts = [json.loads(line) for line in Path(env.settings.alert_file).read_text().splitlines()]
+    alerts = [json.loads(line) for line in Path(env.settings.alert_path).read_text().splitlines()]
     assert [a["title"] for a in alerts] == ["serving unhealthy in 2018-05-01-11:00"]
     record = monitoring.read_record(env.store, "health", "2018-05-01-10:00")
     assert record["groups"][0]["requests"] == 30 and record["problems"] == []

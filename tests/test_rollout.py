@@ -15,7 +15,8 @@ from fraudloop.delivery import rollout
 from fraudloop.delivery.package import PackageError, record_staging
 from fraudloop.delivery.prediction_log import read_predictions
 from fraudloop.delivery.policy import RolloutPolicy
-from fraudloop.delivery.rollout import analyze, decide, psi
+from fraudloop.delivery.rollout import analyze, decide
+from fraudloop.model.metrics import psi
 from fraudloop.model.registry import ModelRegistry
 from tests.servers import service_thread, wait_until
 from tests.serving_home import requests_of

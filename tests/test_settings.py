@@ -13,7 +13,7 @@ from resources.object_store import LocalObjectStoreResource, S3ObjectStoreResour
 def test_local_is_the_default(tmp_path):
     settings = Settings.from_env({"FRAUDLOOP_HOME": str(tmp_path)})
     assert isinstance(settings.open_store(), LocalObjectStore)
-    assert settings.alert_file == str(tmp_path / "alerts" / "alerts.jsonl")
+    assert settings.alert_path == str(tmp_path / "alerts" / "alerts.jsonl")
     resources = build_resources(settings)
     assert isinstance(resources["store"], LocalObjectStoreResource)
     assert resources["store"].root == str(tmp_path)

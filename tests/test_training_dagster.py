@@ -1,5 +1,7 @@
 """The model CI loop in real Dagster runs: v1 passes on floors and is promoted; an identical
-retrain is held (noise never promotes); a clearly worse model is rejected; production stays."""
+retrain is held (noise never promotes); a clearly worse model is rejected; production stays.
+The deployment flags at a non-default threshold: the gate, the package and the canary's expected
+flag rate all use it, and the evaluation travels from the run that made it."""
 
 import json
 from datetime import date, timedelta
@@ -8,18 +10,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from assets.deployment import model_package, model_release, package_passes_staging
-from assets.training import (
-    candidate_beats_production,
-    candidate_meets_floors,
-    candidate_model,
-    model_evaluation,
-    training_dataset,
-)
 from fraudloop.core.hours import HOUR_KEY_FORMAT
 from fraudloop.features.pipeline import compute_feature_hours
 from fraudloop.feeds.population import make_population
 from fraudloop.feeds.scenarios import generate_day
+from fraudloop.model.booster import load_model
+from fraudloop.model.datasets import load_dataset
 from fraudloop.model.registry import ModelRegistry
 from fraudloop.model.training import reproduce
 from tests.factories import store_history
@@ -28,15 +24,14 @@ START = date(2018, 4, 1)
 DAYS = 36
 CUTOFF = "2018-05-07T00:00:00+00:00"  # end of the history: holdout 04-24..04-30, train before
 TRAINING = [
-    training_dataset,
-    candidate_model,
-    model_evaluation,
-    candidate_meets_floors,
-    candidate_beats_production,
-    model_package,
-    package_passes_staging,
-    model_release,
+    "training_dataset",
+    "candidate_model",
+    "model_evaluation",
+    "model_package",
+    "package_passes_staging",
+    "model_release",
 ]
+THRESHOLD = 0.3  # not the default 0.5: every stage must flag at the deployment's threshold
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +45,9 @@ def history() -> pd.DataFrame:
 
 @pytest.fixture
 def stored(env, history):
-    """A stored history (raw, labels, bi-temporal labels), then its features."""
+    """A stored history (raw, labels, bi-temporal labels), then its features; the deployment
+    flags at THRESHOLD."""
+    env = env.configure(FRAUDLOOP_DECISION_THRESHOLD=str(THRESHOLD))
     first = pd.Timestamp(START, tz="UTC")
     hours = [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(24 * DAYS)]
     store_history(env.store, history, hours)
@@ -71,11 +68,16 @@ def train_run(env, **candidate):
             "model_evaluation": {"config": gate},
         }
     }
+    return run_with_config(env, TRAINING, config)
+
+
+def run_with_config(env, assets, config, selection=None):
     return dg.materialize(
-        TRAINING,
+        [env.resolve(a) for a in assets],
         instance=env.instance,
         resources=env.resources,
         run_config=config,
+        selection=selection,
         raise_on_error=False,
     )
 
@@ -136,7 +138,28 @@ def test_first_model_promoted_identical_retrain_held_worse_rejected(stored):
     assert registry.aliases()["production"] == 1 and registry.aliases()["canary"] == 4
     state = json.loads(env.store.get_bytes("models/fraud/rollout.json"))
     assert state["status"] == "running" and state["canary_version"] == 4
-    assert state["share"] == env.settings.rollout_steps[0]
+    assert state["share"] == env.config.rollout.steps[0]
+
+    # the threshold: evaluated at, packaged with, and expected on live traffic at THRESHOLD
+    record = decision_of(env, 4)
+    assert record["threshold"] == THRESHOLD
+    spec = json.loads(env.store.get_bytes("models/fraud/packages/4/feature_spec.json"))
+    assert spec["decision_threshold"] == THRESHOLD
+    lineage = json.loads(registry.get_file(4, "lineage.json"))
+    holdout = load_dataset(env.store, lineage["dataset"]).holdout
+    scores = load_model(registry.get_file(4, "model.txt").decode()).predict(holdout)
+    assert state["expected"]["flag_rate"] == pytest.approx(float((scores >= THRESHOLD).mean()))
+    assert (scores >= THRESHOLD).mean() != (scores >= 0.5).mean()
+    # the drift reference was registered with the model, not rebuilt by monitoring
+    assert "drift_reference.parquet" in registry.show(4).files
+
+    # the evaluation travels as evidence: a package built from the value this run produced,
+    # whatever the `candidate` alias points at now
+    registry.set_alias("candidate", 1, actor="test", reason="another run trained since")
+    repackaged = run_with_config(env, TRAINING, {}, selection=["model_package"])
+    assert repackaged.success
+    packaged = repackaged.asset_materializations_for_node("model_package")[0]
+    assert packaged.metadata["version"].value == 4
 
     result = reproduce(env.store, registry, 1)
     assert result.identical, result

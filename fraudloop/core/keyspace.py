@@ -21,6 +21,7 @@ REPORTS = "reports"  # evaluation reports
 PREDICTIONS = "predictions"  # the scoring services' prediction log
 MONITORING = "monitoring"  # health, drift and accuracy records; drift HTML reports
 ALERTS = "alerts"  # the durable alert log
+ASSET_VALUES = "asset-values"  # small values passed between Dagster steps (JSON)
 
 
 def hour_landing_prefix(key: str) -> str:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fraudloop.core.errors import StoreError
@@ -340,8 +342,6 @@ def publish_blob(
     The blob is written before the pointer, so a reader following the pointer never finds a
     half object; older blobs beyond the newest `keep` are removed after the pointer moved.
     """
-    import json
-    from datetime import UTC, datetime
 
     sha = sha256_hex(data)
     key = f"{prefix}/{sha}.bin"
@@ -364,7 +364,6 @@ def publish_blob(
 
 
 def load_pointer(store: ObjectStore, prefix: str) -> dict | None:
-    import json
 
     try:
         return json.loads(store.get_bytes(f"{prefix}/_current.json"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -427,7 +428,6 @@ def known_transaction_ids(
     hours contribute nothing; a tampered partition raises IntegrityError. Reads only the
     transaction_id column (after verifying each object's sha256), fetching hours concurrently.
     """
-    from concurrent.futures import ThreadPoolExecutor
 
     start = day_start(day) if isinstance(day, str) else pd.Timestamp(day)
     start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")

@@ -136,3 +136,22 @@ def group_into_runs(versions: Iterable[tuple[LandedFile, str]]) -> list[Partitio
 def _run(table: str, group: list[str], partitions: dict[str, list[str]]) -> PartitionRun:
     versions = tuple(sorted(v for key in group for v in partitions[key]))
     return PartitionRun(table, group[0], group[-1], versions)
+
+
+def labels_waiting(
+    versions: Iterable[tuple[LandedFile, str]], hours_being_ingested: Iterable[str]
+) -> list[LandedFile]:
+    """Label files that must wait: labels are checked against the transactions they refer to,
+    so a label file of day D waits while transactions of hours up to the end of D are being
+    ingested (landed in this look, or in a run still in flight). Only those: with feeds landing
+    continuously some ingestion is always running, and waiting for all of it would starve the
+    labels."""
+    versions = list(versions)
+    busy = [f.partition_key for f, _ in versions if f.table == "transactions"]
+    busy += [k for k in hours_being_ingested if k]
+    first_busy = min(busy, default=None)
+    if first_busy is None:
+        return []
+    return [
+        f for f, _ in versions if f.table == "labels" and first_busy <= f"{f.partition_key}-23:00"
+    ]

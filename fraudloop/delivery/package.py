@@ -35,6 +35,14 @@ from typing import Any
 
 from fraudloop.core.errors import DeliveryError
 from fraudloop.core.store import IntegrityError, ObjectNotFound, ObjectStore, sha256_hex
+from fraudloop.delivery.contract import (
+    batch_request_schema,
+    batch_response_schema,
+    request_schema,
+    response_schema,
+)
+from fraudloop.features.compute import feature_code_hash
+from fraudloop.model.booster import load_model
 
 MANIFEST = "manifest.json"
 STAGING = "staging.json"
@@ -45,6 +53,8 @@ CARD_FILE = "model_card.md"
 DOCKERFILE = "Dockerfile"
 PACKAGE_FORMAT = 1
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: the core packages the scoring service imports (a test holds serving to them): all an image needs
+SERVING_PACKAGES = ("core", "features", "model", "delivery", "serving")
 #: distributions the scoring image leaves out, with whatever only they pull in
 PRUNED_FROM_IMAGE = (
     "dagster",
@@ -139,7 +149,8 @@ CMD ["--package-dir", "/opt/fraudloop/package", "--host", "0.0.0.0", "--port", "
 
 
 def _build_context(root: Path) -> dict[str, bytes]:
-    """pyproject, uv.lock and the Dagster-free source (``fraudloop/``), for the image build."""
+    """pyproject, uv.lock and the source of what serving imports (:data:`SERVING_PACKAGES`):
+    not the simulator, ingestion, validation or monitoring."""
     files: dict[str, bytes] = {}
     for fname in ("pyproject.toml", "uv.lock"):
         path = root / fname
@@ -150,7 +161,10 @@ def _build_context(root: Path) -> dict[str, bytes]:
             )
         files[f"build/{fname}"] = path.read_bytes()
     files["build/README.md"] = b"Build context of a fraudloop model package; see model_card.md.\n"
-    for path in sorted((root / "fraudloop").rglob("*.py")):
+    sources = [root / "fraudloop" / "__init__.py"]
+    for package in SERVING_PACKAGES:
+        sources += sorted((root / "fraudloop" / package).rglob("*.py"))
+    for path in sources:
         rel = path.relative_to(root).as_posix()
         files[f"build/src/{rel}"] = path.read_bytes()
     return files
@@ -240,23 +254,26 @@ def build_package(
     registry,
     version: int,
     *,
-    decision_threshold: float = 0.5,
     evaluation: dict[str, Any] | None = None,
+    decision_threshold: float | None = None,
     project_root: Path = PROJECT_ROOT,
 ) -> Package:
     """Write the package of registry ``version`` (idempotent: an existing one is verified and
-    returned). ``registry`` is a :class:`fraudloop.model.registry.ModelRegistry`."""
-    from fraudloop.delivery.contract import (
-        batch_request_schema,
-        batch_response_schema,
-        request_schema,
-        response_schema,
-    )
-    from fraudloop.features.compute import feature_code_hash
-    from fraudloop.model.booster import load_model
+    returned). ``registry`` is a :class:`fraudloop.model.registry.ModelRegistry`.
 
-    if not 0 < decision_threshold < 1:
-        raise ValueError("decision_threshold must be in (0, 1)")
+    The decision threshold is the one the version was evaluated at (``evaluation``, the record
+    of `fraudloop.model.evaluation.Evaluation`), so the gate, the canary's expected flag rate and
+    the service flag at the same score; ``decision_threshold`` is for a version packaged without
+    an evaluation (and must agree with it when both are given)."""
+
+    recorded = evaluation.get("threshold") if evaluation else None
+    if recorded is not None and decision_threshold not in (None, recorded):
+        raise PackageError(
+            f"v{version} was evaluated at threshold {recorded}, not {decision_threshold}"
+        )
+    decision_threshold = recorded if recorded is not None else decision_threshold
+    if decision_threshold is None or not 0 < decision_threshold < 1:
+        raise PackageError(f"a decision threshold in (0, 1) is needed, got {decision_threshold}")
     loaded = registry.load(version)  # verified against the version's manifest
     prefix = package_prefix(registry.name, loaded.version)
     if store.exists(f"{prefix}/{MANIFEST}"):

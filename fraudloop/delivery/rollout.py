@@ -33,7 +33,10 @@ import pandas as pd
 
 from fraudloop.core.errors import DeliveryError
 from fraudloop.core.store import ObjectNotFound, ObjectStore, PreconditionFailed
+from fraudloop.delivery.package import require_staged
 from fraudloop.delivery.policy import RolloutPolicy
+from fraudloop.delivery.prediction_log import read_predictions
+from fraudloop.model.metrics import psi
 
 RUNNING, PAUSED, PROMOTED, ROLLED_BACK, ABORTED = (
     "running",
@@ -113,7 +116,6 @@ def start(
     against production on the holdout) widens the score-shift and flagged-rate bounds to what
     the gate already accepted: a model retrained for a new fraud pattern is meant to score that
     pattern differently, and must not be rolled back for exactly the change it was made for."""
-    from fraudloop.delivery.package import require_staged
 
     policy = policy or RolloutPolicy()
     package = require_staged(store, registry.name, version)
@@ -206,29 +208,6 @@ def _record(store, name, doc, etag, action, actor, reason, evidence) -> dict[str
 
 
 # ------------------------------------------------------------------------------ analysis
-
-
-#: PSI bin edges on the score. Fraud probabilities spread over orders of magnitude (most
-#: transactions score 0.001-0.05), so the edges are roughly geometric. Fixed edges, not quantiles
-#: of the baseline: a tree ensemble's scores have many ties, and quantile edges that fall on a
-#: tie make two near-identical models (correlation 0.999) look like a PSI of 1.5.
-SCORE_EDGES = np.array([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5])
-
-
-def psi(expected: np.ndarray, actual: np.ndarray, edges: np.ndarray = SCORE_EDGES) -> float:
-    """Population stability index of ``actual`` scores against ``expected`` ones (0: the same
-    distribution; above 0.25 is the usual "significant shift")."""
-    expected = np.asarray(expected, dtype=float)
-    actual = np.asarray(actual, dtype=float)
-    if len(expected) == 0 or len(actual) == 0:
-        return float("nan")
-    bins = len(edges) + 1
-    e = np.bincount(np.searchsorted(edges, expected, side="right"), minlength=bins)
-    a = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=bins)
-    eps = 1e-4
-    pe = np.maximum(e / e.sum(), eps)
-    pa_ = np.maximum(a / a.sum(), eps)
-    return float(np.sum((pa_ - pe) * np.log(pa_ / pe)))
 
 
 @dataclass(frozen=True)
@@ -448,7 +427,6 @@ def tick(store: ObjectStore, registry, now: float | None = None) -> Tick:
     the canary), the rollout is aborted rather than continued on a baseline it was not started
     from.
     """
-    from fraudloop.delivery.prediction_log import read_predictions
 
     doc, etag = read_state(store, registry.name)
     if not doc or doc.get("status") != RUNNING:

@@ -17,6 +17,9 @@ from fraudloop.core import tables
 from fraudloop.core.hours import HOUR_KEY_FORMAT
 from fraudloop.core.schema import TRANSACTION_COLUMNS
 from fraudloop.core.store import ObjectStore
+from fraudloop.features.feature_store import load_online
+from fraudloop.model.booster import load_model
+from fraudloop.model.training import MODEL_FILE
 
 __all__ = ["OUTPUT_COLUMNS", "canonical_transactions", "score_transactions"]
 
@@ -66,8 +69,6 @@ def score_transactions(store: ObjectStore, registry, ref: int | str, frame: pd.D
     ``model_version``, ``feature_source`` (``"offline"`` or ``"online"``). The model files are
     read verified (the registry's IntegrityError on tampering); the online state too.
     """
-    from fraudloop.model.booster import load_model
-    from fraudloop.model.training import MODEL_FILE
 
     loaded = registry.load(ref)
     model = load_model(loaded.files[MODEL_FILE].decode())
@@ -100,8 +101,6 @@ def score_transactions(store: ObjectStore, registry, ref: int | str, frame: pd.D
 
     online_rows = source.index[source == "online"]
     if len(online_rows):
-        from fraudloop.features.feature_store import load_online
-
         try:
             online, _ = load_online(store)
         except LookupError as error:

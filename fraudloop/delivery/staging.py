@@ -25,14 +25,19 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 
 from fraudloop.core import tables
 from fraudloop.core.hours import HOUR_KEY_FORMAT, hour_start
+from fraudloop.core.settings import store_env
 from fraudloop.core.store import ObjectStore
 from fraudloop.delivery.package import Package, load_package, record_staging
 from fraudloop.delivery.policy import StagingConfig
+from fraudloop.features.feature_store import publish_online
+from fraudloop.features.pipeline import StaleCheckpoint, state_before
+from fraudloop.model.booster import load_model
 
 FEATURE_TABLE = "transaction_features"
 TX_FIELDS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount")
@@ -66,7 +71,6 @@ def replay_material(store: ObjectStore, config: StagingConfig) -> tuple[str, pd.
 
     A features run recomputing the same days meanwhile would pair a partition with a state it
     was not computed from; such an hour is skipped for the next candidate."""
-    from fraudloop.features.pipeline import StaleCheckpoint, state_before
 
     last_error = None
     for hour in candidate_hours(store):
@@ -123,7 +127,6 @@ class _Service:
     """The service under test, in its own process."""
 
     def __init__(self, store: ObjectStore, version: int, features_prefix: str, timeout: float):
-        from fraudloop.core.settings import store_env
 
         self.port = _free_port()
         env = {
@@ -198,10 +201,6 @@ def run_staging(
     A package that cannot even be verified fails here (the report says why) rather than raising,
     so the blocking check shows the reason in the UI.
     """
-    import httpx
-
-    from fraudloop.features.feature_store import publish_online
-    from fraudloop.model.booster import load_model
 
     config = config or StagingConfig()
     checks: list[dict[str, Any]] = []

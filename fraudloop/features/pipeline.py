@@ -18,7 +18,7 @@ everything downstream of it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -107,7 +107,7 @@ def load_checkpoint(store: ObjectStore, day: str) -> tuple[FeatureState, dict] |
     return None if found is None else (FeatureState.from_bytes(found[0]), found[1])
 
 
-def _no_transactions() -> pd.DataFrame:
+def _nohour_transactions() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in tables.TRANSACTIONS.columns.items()})
 
 
@@ -119,7 +119,7 @@ def _hours(first: pd.Timestamp, last: pd.Timestamp) -> list[pd.Timestamp]:
     return list(pd.date_range(first, last, freq="h"))
 
 
-def _transactions(store: ObjectStore, hour: str) -> tuple[pd.DataFrame | None, dict]:
+def hour_transactions(store: ObjectStore, hour: str) -> tuple[pd.DataFrame | None, dict]:
     """The hour's valid transactions (canonical columns) and a source record, or None + reason."""
     try:
         frame = tables.read_partition(store, "transactions", hour)
@@ -174,7 +174,7 @@ def rebuild_state(
     first = max(start - timedelta(hours=horizon), pd.Timestamp(history_start, tz="UTC"))
     frames = []
     for ts in _hours(first, start - timedelta(hours=1)):
-        frame, _ = _transactions(store, ts.strftime(HOUR_KEY_FORMAT))
+        frame, _ = hour_transactions(store, ts.strftime(HOUR_KEY_FORMAT))
         if frame is not None:
             frames.append(frame)
     label_frames = []
@@ -182,7 +182,7 @@ def rebuild_state(
         labels, _ = _labels_of_day(store, _day(ts))
         if labels is not None:
             label_frames.append(labels[["transaction_id", "is_fraud", "known_at"]])
-    transactions = pd.concat(frames, ignore_index=True) if frames else _no_transactions()
+    transactions = pd.concat(frames, ignore_index=True) if frames else _nohour_transactions()
     labels = (
         pd.concat(label_frames, ignore_index=True)
         if label_frames
@@ -241,10 +241,10 @@ def state_before(
         state = FeatureState.from_bytes(data)
     for ts in _hours(start.floor("D"), start - timedelta(hours=1)):
         key = ts.strftime(HOUR_KEY_FORMAT)
-        transactions, _ = _transactions(store, key)
+        transactions, _ = hour_transactions(store, key)
         labels = _labels_of_day(store, _day(ts))[0] if ts.hour == 0 else None
         _, state = advance_hour(
-            state, transactions if transactions is not None else _no_transactions(), labels, key
+            state, transactions if transactions is not None else _nohour_transactions(), labels, key
         )
     return state
 
@@ -281,10 +281,10 @@ def compute_feature_hours(
                 checkpoint_sha = save_checkpoint(store, _day(ts), state)["sha256"]
                 written.append(_day(ts))
             labels, label_source = _labels_of_day(store, _day(ts))
-        transactions, tx_source = _transactions(store, key)
+        transactions, tx_source = hour_transactions(store, key)
         feed = labels if ts.hour == 0 else None
         features, state = advance_hour(
-            state, transactions if transactions is not None else _no_transactions(), feed, key
+            state, transactions if transactions is not None else _nohour_transactions(), feed, key
         )
         if key in wanted:
             sources = [
@@ -326,7 +326,7 @@ def rebuild_features(
     store: ObjectStore, hour_keys: Sequence[str], label_delay: timedelta = timedelta(days=7)
 ) -> pd.DataFrame:
     """The full-rebuild path over the same raw data (for the equality test and audits)."""
-    frames = [f for f in (_transactions(store, k)[0] for k in hour_keys) if f is not None]
+    frames = [f for f in (hour_transactions(store, k)[0] for k in hour_keys) if f is not None]
     days = sorted({hour_start(k).strftime(DAY_KEY_FORMAT) for k in hour_keys})
     labels = [f for f in (_labels_of_day(store, d)[0] for d in days) if f is not None]
     transactions = pd.concat(frames, ignore_index=True)
@@ -338,83 +338,13 @@ def rebuild_features(
     return build_features(transactions, label_frame, label_delay=label_delay)
 
 
-class TransactionLookup:
-    """Reads the (id, time, customer, terminal) of hourly raw partitions once per process run,
-    so a range of label days does not re-read the same hours for every day."""
-
-    def __init__(self, store: ObjectStore):
-        self.store = store
-        self._cache: dict[str, pd.DataFrame | None] = {}
-
-    def hour(self, key: str) -> pd.DataFrame | None:
-        if key not in self._cache:
-            frame, _ = _transactions(self.store, key)
-            self._cache[key] = (
-                None
-                if frame is None
-                else frame[["transaction_id", "tx_datetime", "customer_id", "terminal_id"]]
-            )
-        return self._cache[key]
-
-    def window(self, day: str, lookback_days: int) -> pd.DataFrame:
-        end = pd.Timestamp(day, tz="UTC") + timedelta(days=1)
-        frames = [
-            f
-            for f in (
-                self.hour(ts.strftime(HOUR_KEY_FORMAT))
-                for ts in _hours(end - timedelta(days=lookback_days + 1), end - timedelta(hours=1))
-            )
-            if f is not None
-        ]
-        return (
-            pd.concat(frames, ignore_index=True)
-            if frames
-            else pd.DataFrame(
-                columns=["transaction_id", "tx_datetime", "customer_id", "terminal_id"]
-            )
-        )
-
-
-@dataclass
-class LabelResult:
-    day: str
-    rows: int
-    frauds: int
-    unplaced: int  # labels whose transaction is not in a valid raw partition (yet)
-    sha256: str
-    key: str
-    created: bool = True  # False when the same version was already current
-
-
-def build_fraud_labels(
-    store: ObjectStore, day: str, lookback_days: int, lookup: TransactionLookup | None = None
-) -> LabelResult:
-    """Bi-temporal labels of `day` joined with their transaction's time, customer and terminal.
-
-    Raises `tables.PartitionQuarantined` / `tables.PartitionMissing` when the day's raw labels
-    cannot be used. Labels of transactions that are not (or not yet) in a valid raw hour are
-    counted as `unplaced`: they cannot feed terminal risk until that hour is ingested.
-    """
-    labels = tables.read_partition(store, "labels", day)
-    lookup = lookup or TransactionLookup(store)
-    transactions = lookup.window(day, lookback_days)
-    joined = labels[["transaction_id", "is_fraud", "known_at"]].merge(
-        transactions, on="transaction_id", how="inner"
-    )
-    pointer = tables.read_pointer(store, "labels", day)
-    version = tables.write_partition(
-        store,
-        "fraud_labels",
-        day,
-        joined,
-        [{"key": pointer["key"], "sha256": pointer["sha256"], "size": pointer.get("bytes")}],
-    )
-    return LabelResult(
-        day,
-        version.rows,
-        int(joined["is_fraud"].sum()),
-        len(labels) - len(joined),
-        version.sha256,
-        version.key,
-        version.created,
-    )
+def recompute_range(
+    changed_hours: Iterable[str], changed_label_days: Iterable[str], newest_hour: str | None
+) -> tuple[str, str] | None:
+    """The hours whose features must be recomputed after new or changed raw transaction hours
+    and fraud-label days: from the earliest affected hour (a label of day D can change terminal
+    risk from D's first hour on) to the newest ingested hour, as one range."""
+    starts = sorted(changed_hours) + [f"{day}-00:00" for day in sorted(changed_label_days)]
+    if not starts or newest_hour is None or min(starts) > newest_hour:
+        return None
+    return min(starts), newest_hour

@@ -16,6 +16,8 @@ import io
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 CORRUPTION_KINDS: dict[str, str] = {
     "empty": "a 0-byte file",
@@ -100,9 +102,6 @@ def corrupt_file(kind: str, good_csv_bytes: bytes, hour_start: pd.Timestamp) -> 
     if kind == "header_only":
         return ".csv", header
     if kind == "truncated_parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         sink = io.BytesIO()
         table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
         pq.write_table(table, sink, compression="zstd")

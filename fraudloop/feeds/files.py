@@ -31,6 +31,7 @@ from tqdm import tqdm
 from fraudloop.core.hours import HOUR_KEY_FORMAT, hour_key, hour_start
 from fraudloop.core.keyspace import hour_landing_prefix
 from fraudloop.core.store import ObjectStore
+from fraudloop.feeds.corruption import corrupt_file
 from fraudloop.feeds.drift import Drift, parse_drifts
 from fraudloop.feeds.population import make_population
 from fraudloop.feeds.scenarios import (
@@ -191,7 +192,6 @@ def parse_corrupt(spec: str | tuple[str, str]) -> tuple[str, str]:
 
 def _corrupted_file(kind: str, hour: str, good_csv: bytes) -> tuple[str, bytes]:
     """The broken variant of an hour's file; the name keeps `part-0000` plus the kind's suffix."""
-    from fraudloop.feeds.corruption import corrupt_file  # lazy: only corruption runs need it
 
     suffix, data = corrupt_file(kind, good_csv, hour_start(hour))
     return f"{hour_landing_prefix(hour)}{TRANSACTION_FILE}{suffix}", data

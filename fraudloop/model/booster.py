@@ -38,7 +38,7 @@ class TrainConfig:
     num_leaves: int = 31
     learning_rate: float = 0.05
     n_estimators: int = 600  # maximum boosting rounds
-    min_child_samples: int = 100
+    min_child_samples: int = 400
     feature_fraction: float = 0.8
     bagging_fraction: float = 0.8
     bagging_freq: int = 1
@@ -63,7 +63,10 @@ class TrainConfig:
         if self.num_threads < 1:
             raise ValueError("num_threads must be fixed and >= 1 (0 = all cores is not stable)")
         if isinstance(self.class_weight, str) and self.class_weight not in ("none", "balanced"):
-            raise ValueError("class_weight must be 'none', 'balanced' or a number")
+            try:  # a number given as text (run config from the UI)
+                object.__setattr__(self, "class_weight", float(self.class_weight))
+            except ValueError:
+                raise ValueError("class_weight must be 'none', 'balanced' or a number") from None
         object.__setattr__(self, "features", tuple(self.features))
 
     def to_dict(self) -> dict[str, Any]:

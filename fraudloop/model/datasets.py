@@ -31,7 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fraudloop.core import tables
-from fraudloop.core.hours import DAY_KEY_FORMAT, HOUR_KEY_FORMAT
+from fraudloop.core.errors import ModelError
+from fraudloop.core.hours import DAY_KEY_FORMAT, HOUR_KEY_FORMAT, hour_start
 from fraudloop.core.store import ObjectNotFound, ObjectStore, sha256_hex
 from fraudloop.features.compute import FEATURE_NAMES, ID_COLUMNS
 
@@ -276,3 +277,17 @@ def load_dataset(store: ObjectStore, manifest: dict[str, Any]) -> Dataset:
             f"dataset {manifest['id']}: rebuilt row counts {counts} != recorded {manifest['rows']}"
         )
     return Dataset(train=train_df, holdout=holdout_df, manifest=dict(manifest))
+
+
+def default_cutoff(store: ObjectStore) -> pd.Timestamp:
+    """The cutoff a training run uses unless told: the end of the newest hour whose features are
+    stored. Not the newest ingested hour: a retraining requested while features lag behind
+    ingestion would otherwise ask for a holdout that does not exist yet."""
+    valid = [
+        key
+        for key in tables.list_partitions(store, FEATURE_TABLE)
+        if (tables.read_pointer(store, FEATURE_TABLE, key) or {}).get("status") == "valid"
+    ]
+    if not valid:
+        raise ModelError("no features have been computed yet; nothing to train on")
+    return hour_start(max(valid)) + pd.Timedelta(hours=1)

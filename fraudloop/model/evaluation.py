@@ -1,6 +1,6 @@
 """Model evaluation and the promotion gate.
 
-Dagster-free. A *score frame* has one row per test transaction: ``transaction_id``,
+A *score frame* has one row per test transaction: ``transaction_id``,
 ``tx_datetime`` (UTC), ``customer_id`` (the card), ``is_fraud`` (0/1) and ``score``.
 
 :func:`evaluate` gives the handbook's metrics (AUC ROC, Average Precision, Card Precision@k) plus
@@ -8,27 +8,44 @@ what operations need (precision / recall at the alert threshold, calibration).
 
 :func:`gate` decides whether a candidate replaces production. "Better" must survive a bootstrap
 confidence interval, so noise never promotes a model (see its docstring for the exact rule).
+
+:func:`evaluate_candidate` runs both on a registered candidate and production, on the candidate's
+own holdout, at the deployment's decision threshold, and returns the :class:`Evaluation`: the
+evidence that travels with the candidate to the gate checks, its package and its release (with
+the live behaviour the holdout predicts for a canary, :func:`expected_live`).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fraudloop.core import keyspace
+from fraudloop.core.store import ObjectNotFound, ObjectStore
+from fraudloop.model.booster import load_model
+from fraudloop.model.datasets import load_dataset
 from fraudloop.model.metrics import (
     auc_roc,
     average_precision,
     calibration,
     card_precision_per_day,
     precision_recall_at_threshold,
+    psi,
 )
-
-__all__ = ["GateDecision", "bootstrap_ap_delta", "evaluate", "gate", "weighted_ap"]
+from fraudloop.model.policy import GatePolicy
 
 SCORE_COLUMNS = ("transaction_id", "tx_datetime", "customer_id", "is_fraud", "score")
+EVALUATION_PREFIX = f"{keyspace.REPORTS}/evaluations"
+
+
+def score_frame(model, frame: pd.DataFrame) -> pd.DataFrame:
+    """The score frame of `frame` (ids, time, card, label) scored by `model`."""
+    return frame[list(SCORE_COLUMNS[:-1])].assign(score=model.predict(frame))
 
 
 def _check(frame: pd.DataFrame, what: str) -> None:
@@ -316,3 +333,159 @@ def gate(
         n_units=int(units.max()) + 1 if len(units) else 0,
         **common,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The evaluation of a registered candidate, as evidence
+# --------------------------------------------------------------------------------------------
+
+
+def expected_live(
+    cand_scores: pd.DataFrame, prod_scores: pd.DataFrame | None, threshold: float
+) -> dict[str, float]:
+    """The score shift (PSI) and flagged rate the holdout predicts for a canary of this candidate
+    next to production, at the threshold the deployed model flags at: the rollout analysis
+    tolerates that much (a model retrained for a new fraud pattern is *meant* to score
+    differently), not more."""
+    out = {"flag_rate": float((cand_scores["score"] >= threshold).mean()), "threshold": threshold}
+    if prod_scores is not None:
+        out["psi"] = psi(prod_scores["score"].to_numpy(), cand_scores["score"].to_numpy())
+        out["production_flag_rate"] = float((prod_scores["score"] >= threshold).mean())
+    return out
+
+
+_REPORT_ROWS = (
+    ("AUC ROC", "auc"),
+    ("Average precision", "ap"),
+    ("Card precision@100", "cp_at_100"),
+    ("Precision @ threshold", "precision"),
+    ("Recall @ threshold", "recall"),
+    ("Brier score", "brier"),
+)
+
+
+def evaluation_report(
+    decision: GateDecision,
+    candidate: int,
+    production: int | None,
+    cand_metrics: dict[str, Any],
+    prod_metrics: dict[str, Any] | None,
+    threshold: float,
+) -> str:
+    """The Markdown report a data scientist reads: both models on the same holdout."""
+    prod_label = f"v{production}" if production else "(none)"
+    lines = [
+        f"# Evaluation of candidate v{candidate}",
+        "",
+        f"**Decision: {decision.decision}** — " + "; ".join(decision.reasons),
+        "",
+        f"| metric | candidate v{candidate} | production {prod_label} | delta |",
+        "|---|---|---|---|",
+    ]
+    for label, key in _REPORT_ROWS:
+        c = cand_metrics.get(key)
+        p = prod_metrics.get(key) if prod_metrics else None
+        delta = f"{c - p:+.4f}" if c is not None and p is not None else ""
+        lines.append(f"| {label} | {c:.4f} | {'' if p is None else f'{p:.4f}'} | {delta} |")
+    lines += ["", f"Precision and recall at the decision threshold {threshold:g}."]
+    if decision.ci_low is not None:
+        lines += [
+            "",
+            f"AP difference {decision.ap_delta:+.4f}, bootstrap interval "
+            f"[{decision.ci_low:+.4f}, {decision.ci_high:+.4f}] (paired, resampling cards).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evidence of one evaluation, from the run that made it: the gate checks, the package's
+    model card and the release (the canary's expected behaviour) all read this very record."""
+
+    candidate: int
+    production: int | None
+    threshold: float
+    decision: dict[str, Any]  # GateDecision.to_dict()
+    candidate_metrics: dict[str, Any]
+    production_metrics: dict[str, Any] | None
+    expected_live: dict[str, float]
+    report: str
+    evaluated_at: str
+
+    @property
+    def verdict(self) -> str:
+        return self.decision["decision"]
+
+    @property
+    def floor_failures(self) -> dict[str, float]:
+        return self.decision["floor_failures"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def evaluate_candidate(
+    store: ObjectStore, registry, candidate: int, policy: GatePolicy, threshold: float
+) -> Evaluation:
+    """Score the candidate and the current production model on the candidate's own holdout (the
+    dataset its lineage pins), at `threshold`, and decide with :func:`gate`."""
+    loaded = registry.load(candidate)
+    lineage = json.loads(loaded.files["lineage.json"])
+    holdout = load_dataset(store, lineage["dataset"]).holdout
+    cand_scores = score_frame(load_model(loaded.files["model.txt"].decode()), holdout)
+    production = registry.aliases().get("production")
+    prod_scores = None
+    if production is not None:
+        prod_model = load_model(registry.get_file(production, "model.txt").decode())
+        prod_scores = score_frame(prod_model, holdout)
+    decision = gate(
+        cand_scores,
+        prod_scores,
+        floors=policy.floors,
+        min_delta=policy.min_delta,
+        n_boot=policy.n_boot,
+        threshold=threshold,
+    )
+    cand_metrics = evaluate(cand_scores, threshold=threshold)
+    prod_metrics = evaluate(prod_scores, threshold=threshold) if prod_scores is not None else None
+    return Evaluation(
+        candidate=loaded.version,
+        production=production,
+        threshold=threshold,
+        decision=_jsonable(decision.to_dict()),
+        candidate_metrics=_jsonable(_headline(cand_metrics)),
+        production_metrics=_jsonable(_headline(prod_metrics)) if prod_metrics else None,
+        expected_live=expected_live(cand_scores, prod_scores, threshold),
+        report=evaluation_report(
+            decision, loaded.version, production, cand_metrics, prod_metrics, threshold
+        ),
+        evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=float))
+
+
+def evaluation_key(version: int) -> str:
+    return f"{EVALUATION_PREFIX}/v{version}"
+
+
+def write_evaluation(store: ObjectStore, evaluation: Evaluation) -> str:
+    """Keep the report and the record beside each other; returns the report's key."""
+    key = evaluation_key(evaluation.candidate)
+    store.put_bytes(f"{key}.md", evaluation.report.encode())
+    store.put_bytes(f"{key}.json", json.dumps(evaluation.to_dict(), indent=2).encode())
+    return f"{key}.md"
+
+
+def read_evaluation(store: ObjectStore, version: int) -> Evaluation | None:
+    """The latest evaluation written for `version` (the CLI's packager reads it)."""
+    try:
+        return Evaluation.from_dict(json.loads(store.get_bytes(f"{evaluation_key(version)}.json")))
+    except ObjectNotFound:
+        return None

@@ -100,6 +100,10 @@ class UnknownAliasError(RegistryError, LookupError):
     """A valid alias name that currently points at no version."""
 
 
+class UnknownFileError(RegistryError, LookupError):
+    """The version exists but has no file of that name."""
+
+
 class NoPreviousVersionError(RegistryError):
     """Rollback asked for while no ``previous`` version is recorded."""
 
@@ -338,7 +342,7 @@ class ModelRegistry:
     def _read_verified(self, info: ModelVersion, name: str) -> bytes:
         entry = info.files.get(name)
         if entry is None:
-            raise LookupError(
+            raise UnknownFileError(
                 f"version {info.version} of {self.name!r} has no file {name!r} "
                 f"(files: {sorted(info.files)})"
             )

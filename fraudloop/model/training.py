@@ -9,12 +9,13 @@ retrains from that record and must produce a byte-identical model file.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,18 @@ import numpy as np
 import pandas as pd
 
 from fraudloop.core.store import ObjectStore, sha256_hex
-from fraudloop.features.compute import feature_code_hash
+from fraudloop.features.compute import FEATURE_NAMES, feature_code_hash
 from fraudloop.model.booster import TrainConfig, TrainedModel, train
 from fraudloop.model.datasets import Dataset, load_dataset
+from fraudloop.model.evaluation import evaluate, score_frame
 
 MANIFEST_FORMAT = 1
 LIBRARIES: tuple[str, ...] = ("lightgbm", "numpy", "pandas", "scikit-learn", "pyarrow")
 MODEL_FILE = "model.txt"
 LINEAGE_FILE = "lineage.json"
+#: training rows (a sample) with the model's own scores: what "no drift" looks like for it
+DRIFT_REFERENCE_FILE = "drift_reference.parquet"
+DRIFT_REFERENCE_ROWS = 50_000
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,6 +44,97 @@ def fit(dataset: Dataset, config: TrainConfig, splits: Iterable[str] = ("train",
     frames = [getattr(dataset, s) for s in splits]
     data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return train(data, data["is_fraud"].to_numpy(), config)
+
+
+def drift_reference(model, train: pd.DataFrame, rows: int = DRIFT_REFERENCE_ROWS) -> bytes:
+    """Parquet bytes of a fixed-size sample of the training rows' features with the model's own
+    scores: the reference monitoring compares served traffic with. Produced once, with the
+    model, and registered beside it, so monitoring never rebuilds a training artifact."""
+    sample = train.sample(rows, random_state=0) if len(train) > rows else train
+    frame = sample[list(FEATURE_NAMES)].assign(score=model.predict(sample))
+    sink = io.BytesIO()
+    frame.reset_index(drop=True).to_parquet(sink, index=False)
+    return sink.getvalue()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained and registered candidate: what travels from training to its evaluation."""
+
+    version: int
+    model_sha256: str
+    dataset_id: str
+    metrics: dict[str, Any]
+    cost: dict[str, Any]
+    config: dict[str, Any]
+    best_iteration: int
+    train_rows: int
+    training_seconds: float
+    importance: dict[str, float]
+    lineage: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        return cls(**data)
+
+
+def train_candidate(
+    registry,
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    cpu_hour_price: float,
+    actor: str,
+    reason: str,
+) -> Candidate:
+    """Train `config` on the dataset's window, evaluate it on its holdout, and register it as a
+    new immutable version (``model.txt``, ``lineage.json``, the drift reference) with the alias
+    ``candidate``. The one way candidates are made: the asset, the CLI and the tests call it."""
+    model = fit(dataset, config)  # the same path `reproduce` retrains with
+    metrics = evaluate(score_frame(model, dataset.holdout))
+    cost = {
+        "cpu_seconds": round(model.cpu_seconds, 3),
+        "cpu_hour_price": cpu_hour_price,
+        "training_cost": round(model.cpu_seconds / 3600 * cpu_hour_price, 6),
+    }
+    lineage = lineage_record(dataset.manifest, config, model, metrics, cost)
+    version = registry.register(
+        {
+            MODEL_FILE: model.model_text.encode(),
+            LINEAGE_FILE: lineage_json(lineage),
+            DRIFT_REFERENCE_FILE: drift_reference(model, dataset.train),
+        },
+        metadata={
+            "dataset_id": dataset.id,
+            "params": config.to_dict(),
+            "metrics": {k: metrics[k] for k in ("auc", "ap", "cp_at_100")},
+        },
+        actor=actor,
+        reason=reason,
+    )
+    registry.set_alias("candidate", version.version, actor=actor, reason="newly trained")
+    return Candidate(
+        version=version.version,
+        model_sha256=model.sha256,
+        dataset_id=dataset.id,
+        metrics={k: metrics[k] for k in ("auc", "ap", "cp_at_100", "precision", "recall")},
+        cost=cost,
+        config=config.to_dict(),
+        best_iteration=int(model.best_iteration),
+        train_rows=len(dataset.train),
+        training_seconds=round(model.train_seconds, 2),
+        importance={k: round(float(v), 2) for k, v in model.feature_importance().items()},
+        lineage=lineage,
+    )
+
+
+def training_cost(registry, version: int) -> float:
+    """What training `version` cost (its lineage records it), shown beside inference cost."""
+    lineage = json.loads(registry.get_file(version, LINEAGE_FILE))
+    return float((lineage.get("cost") or {}).get("training_cost") or 0.0)
 
 
 def library_versions() -> dict[str, str | None]:

@@ -22,10 +22,16 @@ names it per column, as Evidently reports it (e.g. ``"Wasserstein distance (norm
 
 Evidently is imported inside :func:`drift_report` only: importing it takes seconds, and the
 modules that import this one (Dagster definitions, the CLI) should not pay for it.
+
+:func:`day_drift` is what monitoring runs per day: the features of the transactions production
+scored (from the offline feature store: identical to what was served, by the staging test's
+parity) plus the scores, against the reference registered with that version at training time
+(``drift_reference.parquet``: a sample of its training rows with its own scores).
 """
 
 from __future__ import annotations
 
+import io
 import math
 import time
 import warnings
@@ -35,6 +41,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from fraudloop.core.hours import hours_of_day
+from fraudloop.core.store import ObjectStore
+from fraudloop.delivery.prediction_log import read_predictions
+from fraudloop.features.compute import FEATURE_NAMES
+from fraudloop.features.feature_store import read_offline
+from fraudloop.model.registry import UnknownFileError
+from fraudloop.model.training import DRIFT_REFERENCE_FILE
+from fraudloop.monitoring.policy import MonitoringPolicy
+from fraudloop.monitoring.records import record_key
 
 #: Evidently's type tags (``config.type`` of a metric in ``Snapshot.dict()``) that we read.
 _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
@@ -312,3 +328,71 @@ def parse_drift_snapshot(snapshot: Mapping[str, Any]) -> ParsedDrift:
         drifted_share=share,
         dataset_drift=verdict(count_metric, "the dataset"),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# One day of served traffic against the version's reference
+# --------------------------------------------------------------------------------------------
+
+
+def load_reference(registry, version: int) -> pd.DataFrame | None:
+    """The drift reference registered with `version` (None for a version registered without)."""
+    try:
+        data = registry.get_file(version, DRIFT_REFERENCE_FILE)
+    except UnknownFileError:
+        return None
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def served_by_production(store: ObjectStore, day: str) -> tuple[int | None, pd.DataFrame]:
+    """The version that served most of the day as production, and the offline features of the
+    transactions it scored joined with its scores (empty while features are not in yet)."""
+    hours = hours_of_day(day)
+    log = read_predictions(store, hours)
+    served = log[log["role"] == "production"] if len(log) else log
+    if served.empty:
+        return None, pd.DataFrame()
+    version = int(served["model_version"].value_counts().idxmax())
+    served = served[served["model_version"] == version].drop_duplicates("transaction_id")
+    current = read_offline(store, hours).merge(
+        served[["transaction_id", "score"]].astype({"transaction_id": "string"}),
+        on="transaction_id",
+    )
+    return version, current
+
+
+def day_drift(
+    store: ObjectStore, registry, day: str, policy: MonitoringPolicy
+) -> tuple[dict[str, Any], DriftResult | None]:
+    """The drift record of one day (the HTML report stored beside it), and the result."""
+    version, current = served_by_production(store, day)
+    if version is None:
+        return {"status": "no predictions", "problems": []}, None
+    if current.empty:
+        return {"status": "no features yet", "model_version": version, "problems": []}, None
+    reference = load_reference(registry, version)
+    if reference is None:
+        status = f"v{version} was registered without a drift reference"
+        return {"status": status, "model_version": version, "problems": []}, None
+    result, html = drift_report(reference, current, FEATURE_NAMES, "score")
+    html_key = record_key("drift", f"{day}-v{version}", "html")
+    store.put_bytes(html_key, html.encode())
+    record = {"status": "computed", "model_version": version, "report": html_key}
+    record.update(result.to_dict())
+    record["problems"] = drift_problems(record, policy)
+    return record, result
+
+
+def drift_problems(record: dict, policy: MonitoringPolicy) -> list[str]:
+    if record.get("status") != "computed":
+        return []
+    problems = []
+    if record["drifted_share"] >= policy.drift_share:
+        drifted = [k for k, v in record["drifted"].items() if v]
+        problems.append(
+            f"{record['drifted_share']:.0%} of features drifted (>= {policy.drift_share:.0%}): "
+            + ", ".join(drifted[:8])
+        )
+    if record.get("prediction_drifted"):
+        problems.append(f"the score distribution drifted ({record['prediction_drift_score']:.3g})")
+    return problems

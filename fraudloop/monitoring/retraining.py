@@ -11,9 +11,14 @@ start, so drift and accuracy on the same event ask once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
+
+from fraudloop.core.hours import day_start
+from fraudloop.core.store import ObjectStore
+from fraudloop.monitoring.records import judged_version, list_records, read_record
 
 RETRAIN_TAG = "fraudloop/retrain"  # value: drift | accuracy
 DATA_TIME_TAG = "fraudloop/data_time"  # ISO time of the signal that started the run
@@ -60,3 +65,29 @@ def decide(
                 newest,
             )
     return Decision(True, f"{newest.source} on {newest.partition}: {newest.reason}", newest)
+
+
+def failing_signals(
+    store: ObjectStore,
+    view: str,
+    since: str | None,
+    problems_of: Callable[[dict], list[str]],
+    production: int | None,
+) -> tuple[list[Signal], str | None]:
+    """Records of `view` written after the cursor (ISO time) whose check fails for the version
+    that is production now, and the new cursor. A failure of a version already replaced (the
+    days before the new one took over) asks for nothing."""
+    signals, newest = [], since
+    for partition in sorted(list_records(store, view)):
+        record = read_record(store, view, partition)
+        computed = record.get("computed_at", "")
+        if since is not None and computed <= since:
+            continue
+        newest = max(newest or "", computed)
+        if judged_version(record) != production:
+            continue
+        problems = problems_of(record)
+        if problems:
+            end = day_start(partition) + pd.Timedelta(days=1)
+            signals.append(Signal(view, partition, end, "; ".join(problems)))
+    return signals, newest

@@ -17,6 +17,7 @@ model 503; a failing canary falls back to production (counted), never a 500.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -502,7 +503,6 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
 
     @app.post("/admin/reload", dependencies=[Depends(admin)], summary="Re-read aliases now")
     async def reload() -> dict:
-        import asyncio
 
         await asyncio.to_thread(service.follower.sync)
         return service.status()
@@ -513,7 +513,6 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
         summary="Set the canary's traffic share (pauses the rollout controller)",
     )
     async def traffic(change: TrafficChange) -> dict:
-        import asyncio
 
         try:
             rollout.set_share(

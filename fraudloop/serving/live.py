@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from fraudloop.core.hours import HOUR_NS
-from fraudloop.core.store import ObjectStore
+from fraudloop.core.store import ObjectStore, load_pointer
 from fraudloop.delivery.package import Package
 from fraudloop.features.compute import feature_code_hash
+from fraudloop.features.feature_store import load_online
 from fraudloop.features.online import OnlineFeatureStore, tx_time_ns
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,6 @@ class LiveFeatures:
 
     def refresh(self) -> bool:
         """Load the published state if it is newer than the loaded one; True if swapped."""
-        from fraudloop.core.store import load_pointer
-        from fraudloop.features.feature_store import load_online
 
         pointer = load_pointer(self.store, self.prefix)
         if pointer is None or pointer.get("sha256") == self.pointer.get("sha256"):

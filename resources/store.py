@@ -2,7 +2,7 @@
 
 Assets ask for `store: ObjectStoreResource` and never know which backend they got; the
 Dagster-free core (`fraudloop.core.store`) does the work, so the CLI and the scoring service
-share exactly the same code path.
+share exactly the same code path. Which flavour is decided once, by `Settings.open_store()`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,18 @@ from fraudloop.core.store import LocalObjectStore, ObjectStore, S3ObjectStore
 
 
 class ObjectStoreResource(dg.ConfigurableResource, ABC):
-    """Where every artifact lives (see DESIGN.md's key space)."""
+    """Where every artifact lives (see `fraudloop.core.keyspace`)."""
 
     @abstractmethod
     def open(self) -> ObjectStore:
         """The core store object the fraudloop/ functions take."""
+
+    @staticmethod
+    def of(store: ObjectStore) -> ObjectStoreResource:
+        """The resource that opens the same store as `store` (credentials stay in the env)."""
+        location = dict(store.location())
+        flavour = {"local": LocalObjectStoreResource, "s3": S3ObjectStoreResource}
+        return flavour[location.pop("backend")](**location)
 
 
 class LocalObjectStoreResource(ObjectStoreResource):
