@@ -156,7 +156,7 @@ def build(partitions: Partitions) -> list:
                                 "cost_per_1000",
                             )
                         },
-                        "training_cost": training_cost(reg, prod["model_version"]),
+                        "training_cost": training_cost(reg, prod["model_version"]) or 0.0,
                     }
                 )
             if record["groups"]:

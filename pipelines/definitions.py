@@ -5,6 +5,8 @@ settings without a subprocess."""
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from assets import deployment, features, ingestion, monitoring, training
@@ -32,6 +34,15 @@ def stage_definitions(config: ProjectConfig) -> list:
 
 
 def build_definitions(config: ProjectConfig) -> dg.Definitions:
+    with warnings.catch_warnings():
+        # Dagster marks single-run backfill policies (beta) and partitioned checks (preview):
+        # used on purpose, said once here instead of on every definition load
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return _definitions(config)
+
+
+def _definitions(config: ProjectConfig) -> dg.Definitions:
     settings = config.settings
     partitions = Partitions.of(settings)
     interval = settings.sensor_interval_seconds

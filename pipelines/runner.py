@@ -31,9 +31,11 @@ def instance():
     return dg.DagsterInstance.get()
 
 
-def run_partition_range(job_name: str, start: str, end: str, dagster_instance=None, tags=None):
+def run_partition_range(
+    job_name: str, start: str, end: str, dagster_instance=None, tags=None, config=None
+):
     """Execute `job_name` over the partition range [start, end] as one run (BackfillPolicy),
-    with definitions built from this process's environment."""
+    with definitions built from `config` (default: this process's environment)."""
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
         ASSET_PARTITION_RANGE_START_TAG,
@@ -42,7 +44,7 @@ def run_partition_range(job_name: str, start: str, end: str, dagster_instance=No
     from pipelines.config import ProjectConfig
     from pipelines.definitions import build_definitions
 
-    job = build_definitions(ProjectConfig.from_env()).resolve_job_def(job_name)
+    job = build_definitions(config or ProjectConfig.from_env()).resolve_job_def(job_name)
     run_tags = {
         ASSET_PARTITION_RANGE_START_TAG: start,
         ASSET_PARTITION_RANGE_END_TAG: end,

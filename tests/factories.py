@@ -118,30 +118,14 @@ def store_history(
 
 
 def register(registry, dataset, config) -> int:
-    """Train `config` on `dataset` and register it as the training asset would (model.txt,
-    lineage.json, holdout metrics); returns the version number."""
-    from fraudloop.model.evaluation import evaluate
-    from fraudloop.model.training import fit, lineage_json, lineage_record
+    """Train `config` on `dataset` and register it the one way candidates are made
+    (`fraudloop.model.training.train_candidate`); returns the version number."""
+    from fraudloop.model.training import train_candidate
 
-    model = fit(dataset, config)
-    holdout = dataset.holdout
-    metrics = evaluate(
-        holdout[["transaction_id", "tx_datetime", "customer_id", "is_fraud"]].assign(
-            score=model.predict(holdout)
-        )
+    candidate = train_candidate(
+        registry, dataset, config, cpu_hour_price=0.0, actor="test:trainer", reason="by the test"
     )
-    record = lineage_record(dataset.manifest, config, model, metrics, {"cpu_seconds": 0.0})
-    version = registry.register(
-        files={"model.txt": model.model_text.encode(), "lineage.json": lineage_json(record)},
-        metadata={
-            "dataset_id": dataset.id,
-            "params": config.to_dict(),
-            "metrics": {k: metrics[k] for k in ("auc", "ap", "cp_at_100")},
-        },
-        actor="test:trainer",
-        reason="trained by the test",
-    )
-    return version.version
+    return candidate.version
 
 
 def hour_keys(first_day, days: int) -> list[str]:

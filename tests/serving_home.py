@@ -72,8 +72,10 @@ def build_deployable_world(root) -> tuple[LocalObjectStore, pd.DataFrame]:
     registry = ModelRegistry(store)
     register(registry, build_dataset(store, SPEC), GOOD_OTHER_SEED)
     for version in (1, 2, 3):
-        build_package(store, registry, version)
-        report = run_staging(store, registry, version, StagingConfig(label_delay_days=1))
+        build_package(store, registry, version, decision_threshold=0.5)
+        # a lenient latency budget: these tests are about behaviour, and the machine is shared
+        config = StagingConfig(label_delay_days=1, p99_budget_ms=1000.0)
+        report = run_staging(store, registry, version, config)
         assert report["passed"], report
     return store, traffic
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from fraudloop.core import tables
+from fraudloop.core.errors import DeliveryError, ModelError, StoreError
 from fraudloop.core.hours import hour_start
 from fraudloop.core.store import LocalObjectStore
 from fraudloop.features.compute import FEATURE_NAMES
@@ -90,20 +91,23 @@ def test_list_promote_rollback_and_history(home, capsys):
     assert code == 0
     lines = [line.split() for line in out.splitlines()[1:]]
     assert [line[0] for line in lines] == ["1", "2"]
-    assert all(line[-1] == "-" for line in lines)  # no alias yet
+    assert [line[-1] for line in lines] == ["-", "candidate"]  # only the newest candidate
 
     assert run(capsys, "models", "promote", "1", "--to", "production")[0] == 0
     code, out, _ = run(capsys, "models", "promote", "2", "--to", "production", "--reason", "better")
     assert code == 0 and "previous=v1" in out and "production=v2" in out
     rows = json.loads(run(capsys, "models", "list", "--json")[1])
-    assert {r["version"]: r["aliases"] for r in rows} == {1: ["previous"], 2: ["production"]}
+    assert {r["version"]: r["aliases"] for r in rows} == {
+        1: ["previous"],
+        2: ["candidate", "production"],
+    }
     assert all(r["metrics"]["auc"] > 0.5 for r in rows)
     code, out, _ = run(capsys, "models", "list")
     assert "previous" in out.splitlines()[1] and "production" in out.splitlines()[2]
 
     code, out, _ = run(capsys, "models", "rollback", "--reason", "incident 42")
     assert code == 0 and "production=v1" in out and "previous=v2" in out
-    assert ModelRegistry(home).aliases() == {"production": 1, "previous": 2}
+    assert ModelRegistry(home).aliases() == {"production": 1, "previous": 2, "candidate": 2}
 
     entries = json.loads(run(capsys, "models", "history", "--alias", "production", "--json")[1])
     assert [(e["action"], e["to_version"]) for e in entries] == [
@@ -124,19 +128,21 @@ def test_actor_without_user(home, capsys, monkeypatch):
 
 
 def test_canary_and_shadow_need_a_staged_package(home, capsys):
+    refused = DeliveryError.exit_code  # a delivery refusal: one line, the delivery stage's code
     code, _, err = run(capsys, "models", "promote", "2", "--to", "shadow")
-    assert code == 2 and "has no package" in err
+    assert code == refused and "has no package" in err
     code, _, err = run(capsys, "models", "promote", "2", "--to", "canary")
-    assert code == 2 and "has no package" in err
+    assert code == refused and "has no package" in err
     assert run(capsys, "models", "package", "2")[0] == 0
     code, _, err = run(capsys, "rollout", "start", "2")
-    assert code == 2 and "not been staging-tested" in err
+    assert code == refused and "not been staging-tested" in err
     assert "canary" not in ModelRegistry(home).aliases()
 
 
 def test_rollback_without_previous_is_a_clear_error(home, capsys):
     code, _, err = run(capsys, "models", "rollback")
-    assert code == 2 and "fraudloop models rollback: error:" in err and "previous" in err
+    assert code == ModelError.exit_code
+    assert "fraudloop models rollback: error:" in err and "previous" in err
 
 
 def test_diff_and_show(home, capsys):
@@ -154,10 +160,10 @@ def test_diff_and_show(home, capsys):
     assert shown["lineage"]["dataset_id"] == shown["metadata"]["dataset_id"]
 
     code, out, err = run(capsys, "models", "show", "9")
-    assert code == 2 and out == ""
+    assert code == ModelError.exit_code and out == ""
     assert "fraudloop models show: error:" in err and "no version 9" in err and "[1, 2]" in err
     code, _, err = run(capsys, "models", "show", "production")
-    assert code == 2 and "alias 'production'" in err and "not set" in err
+    assert code == ModelError.exit_code and "alias 'production'" in err and "not set" in err
 
 
 def test_reproduce_identical_then_tampered(home, capsys):
@@ -186,7 +192,7 @@ def test_reproduce_identical_then_tampered(home, capsys):
     home.put_bytes(key, home.get_bytes(key).replace(b"tree", b"TREE", 1))
     for argv in (["models", "reproduce", "1"], ["models", "show", "1"]):
         code, out, err = run(capsys, *argv)
-        assert code == 2, (argv, out, err)
+        assert code == StoreError.exit_code, (argv, out, err)
         assert "model.txt" in err and "tampered" in err and "Traceback" not in err
     assert run(capsys, "models", "show", "2")[0] == 0  # the other version is untouched
 
@@ -277,4 +283,4 @@ def test_score_errors(home, tmp_path, capsys):
     code, _, err = run(
         capsys, "score", "--model", "7", "--input", str(source), "--output", str(tmp_path / "o.csv")
     )
-    assert code == 2 and "no version 7" in err
+    assert code == ModelError.exit_code and "no version 7" in err

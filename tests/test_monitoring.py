@@ -4,7 +4,6 @@ instance (run keys, shared cooldown, the in-flight limit, the due monitoring run
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import dagster as dg
 import numpy as np
@@ -13,16 +12,19 @@ import pytest
 
 from fraudloop.delivery import rollout
 from fraudloop.delivery.prediction_log import PredictionLog, Row, read_predictions
-from fraudloop.monitoring import health as monitoring
 from fraudloop.monitoring import retraining
+from fraudloop.monitoring.accuracy import accuracy, accuracy_problems
+from fraudloop.monitoring.drift import drift_problems
+from fraudloop.monitoring.health import health, health_problems
+from fraudloop.monitoring.policy import MonitoringPolicy
+from fraudloop.monitoring.records import read_record, write_record
 
-CONFIG = SimpleNamespace(
+CONFIG = MonitoringPolicy(
     latency_slo_ms=10.0,
     max_error_rate=0.01,
     drift_share=0.3,
     accuracy_min_ratio=0.75,
     min_label_completeness=0.9,
-    cpu_hour_price=0.05,
 )
 
 
@@ -65,25 +67,25 @@ def frame(*groups) -> pd.DataFrame:
 
 def test_health_per_version_and_role_with_cost():
     log = frame(rows(200, latency=2.0), rows(50, role="canary", version=2, fallback=5, seed=1))
-    by = {(r["model_version"], r["role"]): r for r in monitoring.health(log, cpu_hour_price=0.05)}
+    by = {(r["model_version"], r["role"]): r for r in health(log, cpu_hour_price=0.05)}
     prod, canary = by[(1, "production")], by[(2, "canary")]
     assert prod["requests"] == 200 and prod["p50_ms"] == 2.0 and prod["p99_ms"] == 6.0
     assert canary["error_rate"] == pytest.approx(0.1)
     # 0.2 ms CPU per row: 1,000 predictions = 0.2 CPU s = 0.2/3600 h x 0.05
     assert prod["cost_per_1000"] == pytest.approx(0.2 / 3600 * 0.05)
-    assert monitoring.health(log.iloc[0:0], 0.05) == []
+    assert health(log.iloc[0:0], 0.05) == []
 
 
 def test_health_problems_name_slo_errors_and_missing_predictions():
-    ok = {"groups": monitoring.health(frame(rows(100)), 0.05), "transactions": 100}
-    assert monitoring.health_problems(ok, CONFIG) == []
-    slow = {"groups": monitoring.health(frame(rows(100, latency=12.0)), 0.05)}
-    assert "over the SLO" in monitoring.health_problems(slow, CONFIG)[0]
-    failing = {"groups": monitoring.health(frame(rows(100, fallback=5)), 0.05)}
-    assert "error rate" in monitoring.health_problems(failing, CONFIG)[0]
+    ok = {"groups": health(frame(rows(100)), 0.05), "transactions": 100}
+    assert health_problems(ok, CONFIG) == []
+    slow = {"groups": health(frame(rows(100, latency=12.0)), 0.05)}
+    assert "over the SLO" in health_problems(slow, CONFIG)[0]
+    failing = {"groups": health(frame(rows(100, fallback=5)), 0.05)}
+    assert "error rate" in health_problems(failing, CONFIG)[0]
     down = {"groups": [], "transactions": 80}
-    assert "missing predictions" in monitoring.health_problems(down, CONFIG)[0]
-    assert monitoring.health_problems({"groups": [], "transactions": 0}, CONFIG) == []
+    assert "missing predictions" in health_problems(down, CONFIG)[0]
+    assert health_problems({"groups": [], "transactions": 0}, CONFIG) == []
 
 
 def test_accuracy_uses_only_known_labels_and_reports_completeness():
@@ -98,15 +100,15 @@ def test_accuracy_uses_only_known_labels_and_reports_completeness():
             "known_at": pd.Timestamp("2018-05-02", tz="UTC"),
         }
     )
-    (record,) = monitoring.accuracy(log, labels)
+    (record,) = accuracy(log, labels)
     assert record["predictions"] == 100 and record["labelled"] == 80
     assert record["completeness"] == pytest.approx(0.8)
     assert record["ap"] == pytest.approx(1.0)  # the frauds are exactly the top scores
     # nothing judged below the completeness bar, then judged once labels are in
     judged = {"production": {**record, "reference_ap": 0.9, "requests": 100}}
-    assert monitoring.accuracy_problems(judged, CONFIG) == []
+    assert accuracy_problems(judged, CONFIG) == []
     weak = {**record, "completeness": 0.95, "ap": 0.3, "reference_ap": 0.8, "requests": 100}
-    (problem,) = monitoring.accuracy_problems({"production": weak}, CONFIG)
+    (problem,) = accuracy_problems({"production": weak}, CONFIG)
     assert "AP 0.300" in problem and "0.600" in problem
 
 
@@ -118,12 +120,12 @@ def test_drift_problems():
         "prediction_drifted": True,
         "prediction_drift_score": 0.31,
     }
-    problems = monitoring.drift_problems(computed, CONFIG)
+    problems = drift_problems(computed, CONFIG)
     assert "40% of features drifted" in problems[0] and "amount" in problems[0]
     assert "score distribution drifted" in problems[1]
     calm = {**computed, "drifted_share": 0.1, "prediction_drifted": False}
-    assert monitoring.drift_problems(calm, CONFIG) == []
-    assert monitoring.drift_problems({"status": "no predictions"}, CONFIG) == []
+    assert drift_problems(calm, CONFIG) == []
+    assert drift_problems({"status": "no predictions"}, CONFIG) == []
 
 
 def signal(day: str, source="drift") -> retraining.Signal:
@@ -162,7 +164,7 @@ def test_retrain_decision_fire_cooldown_in_flight():
 
 
 def write_drift(store, day: str, share: float, version: int = 1) -> None:
-    monitoring.write_record(
+    write_record(
         store,
         "drift",
         day,
@@ -197,7 +199,7 @@ def evaluate(sensor, env, cursor=None):
 
 
 def test_drift_sensor_fires_once_then_cools_down_and_respects_in_flight(env):
-    from sensors.monitoring import drift_sensor
+    drift_sensor = env.sensor("drift_sensor")
 
     write_drift(env.store, "2018-05-06", 0.1)
     result = evaluate(drift_sensor, env)
@@ -225,7 +227,7 @@ def test_drift_sensor_fires_once_then_cools_down_and_respects_in_flight(env):
 
 def test_a_replaced_version_s_failures_ask_for_nothing(env):
     from fraudloop.model.registry import ModelRegistry
-    from sensors.monitoring import drift_sensor
+    drift_sensor = env.sensor("drift_sensor")
 
     ModelRegistry(env.store).promote(2, to="production", actor="test", reason="v2 took over")
     write_drift(env.store, "2018-05-07", 0.6, version=1)  # v1's last days, judged late
@@ -237,7 +239,7 @@ def test_a_replaced_version_s_failures_ask_for_nothing(env):
 
 
 def test_retraining_waits_while_a_rollout_is_active_and_cooldown_is_shared(env):
-    from sensors.monitoring import accuracy_sensor, drift_sensor
+    accuracy_sensor, drift_sensor = env.sensor("accuracy_sensor"), env.sensor("drift_sensor")
 
     write_drift(env.store, "2018-05-07", 0.6)
     fired = evaluate(drift_sensor, env)
@@ -248,7 +250,7 @@ def test_retraining_waits_while_a_rollout_is_active_and_cooldown_is_shared(env):
         status=dg.DagsterRunStatus.SUCCESS,
     )
     # accuracy on the very next day: within the 24 h cooldown the drift trigger started
-    monitoring.write_record(
+    write_record(
         env.store,
         "accuracy",
         "2018-05-07",
@@ -271,18 +273,18 @@ def test_retraining_waits_while_a_rollout_is_active_and_cooldown_is_shared(env):
         rollout.rollout_key("fraud"),
         json.dumps({"status": "running", "canary_version": 2}).encode(),
     )
-    monitoring.write_record(
+    write_record(
         env.store,
         "accuracy",
         "2018-05-10",
-        monitoring.read_record(env.store, "accuracy", "2018-05-07"),
+        read_record(env.store, "accuracy", "2018-05-07"),
     )
     busy = evaluate(accuracy_sensor, env, cooled.cursor)
     assert not busy.run_requests and "rollout of v2 is running" in busy.skip_reason.skip_message
 
 
 def test_monitoring_sensor_asks_for_health_from_the_first_served_hour(env):
-    from sensors.monitoring import monitoring_sensor
+    monitoring_sensor = env.sensor("monitoring_sensor")
 
     assert "no monitoring due" in evaluate(monitoring_sensor, env).skip_message
     log = PredictionLog(env.store, "test")
@@ -304,7 +306,6 @@ def test_monitoring_sensor_asks_for_health_from_the_first_served_hour(env):
 
 
 def test_prediction_health_asset_alerts_on_missing_predictions(env):
-    from assets.monitoring import prediction_health, serving_within_slo
     from tests.dagster_runs import run
 
     log = PredictionLog(env.store, "test")
@@ -329,7 +330,7 @@ def test_prediction_health_asset_alerts_on_missing_predictions(env):
     )
     result = run(
         env,
-        [prediction_health, serving_within_slo],
+        ["prediction_health", "serving_within_slo"],
         start="2018-05-01-10:00",
         end="2018-05-01-11:00",
     )
@@ -338,5 +339,5 @@ def test_prediction_health_asset_alerts_on_missing_predictions(env):
     assert not check.passed and "missing predictions" in check.description
     alerts = [json.loads(line) for line in Path(env.settings.alert_path).read_text().splitlines()]
     assert [a["title"] for a in alerts] == ["serving unhealthy in 2018-05-01-11:00"]
-    record = monitoring.read_record(env.store, "health", "2018-05-01-10:00")
+    record = read_record(env.store, "health", "2018-05-01-10:00")
     assert record["groups"][0]["requests"] == 30 and record["problems"] == []

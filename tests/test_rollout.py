@@ -13,8 +13,8 @@ import pytest
 
 from fraudloop.delivery import rollout
 from fraudloop.delivery.package import PackageError, record_staging
-from fraudloop.delivery.prediction_log import read_predictions
 from fraudloop.delivery.policy import RolloutPolicy
+from fraudloop.delivery.prediction_log import read_predictions
 from fraudloop.delivery.rollout import analyze, decide
 from fraudloop.model.metrics import psi
 from fraudloop.model.registry import ModelRegistry
@@ -198,8 +198,9 @@ def test_an_operator_rollback_during_a_rollout_aborts_it(world):
 def drive(store, traffic, resources, instance, *, rounds: int = 40) -> list:
     """Send traffic through a real service while evaluating rollout_sensor, as the daemon would,
     until the rollout ends; returns the sensor's materialization events."""
-    from sensors.rollout import rollout_sensor
+    from sensors.rollout import build
 
+    rollout_sensor = build(interval_seconds=15)
     bodies = requests_of(traffic)
     events = []
     with service_thread(store) as (base, app), httpx.Client() as client:
@@ -243,7 +244,7 @@ def test_a_good_canary_walks_its_steps_and_is_promoted(world, env):
     registry, events, state = canary_of(3, world, env)
     assert state["status"] == "promoted", state["decisions"]
     assert [e.metadata["action"].value for e in events] == ["advance", "advance", "promote"]
-    assert registry.aliases() == {"production": 3, "previous": 1}
+    assert serving_aliases(registry) == {"production": 3, "previous": 1}
     promotion = registry.history("production")[-1]
     assert promotion["actor"] == "rollout-controller"
     analysis = promotion["evidence"]["analysis"]
@@ -259,7 +260,7 @@ def test_a_bad_canary_is_rolled_back_automatically_and_alerted(world, env):
     assert state["status"] == "rolled_back"
     assert [e.metadata["action"].value for e in events] == ["rollback"]
     assert "score_psi" in events[0].metadata["reason"].value
-    assert registry.aliases() == {"production": 1}
+    assert serving_aliases(registry) == {"production": 1}
     entry = registry.history("canary")[-1]
     assert entry["action"] == "remove_alias" and entry["evidence"]["analysis"]["psi"] > 0.25
     alerts = [
@@ -269,12 +270,17 @@ def test_a_bad_canary_is_rolled_back_automatically_and_alerted(world, env):
     assert alerts[-1]["severity"] == "critical" and "rollback" in alerts[-1]["title"]
 
 
+def serving_aliases(registry) -> dict[str, int]:
+    """The aliases that decide what serves (`candidate` only names the newest trained one)."""
+    return {k: v for k, v in registry.aliases().items() if k != "candidate"}
+
+
 def resources_on(store) -> dict:
     """The project's resources on the world's store (alerts in its default file)."""
-    from fraudloop.core.settings import Settings
+    from pipelines.config import ProjectConfig
     from pipelines.resources import build_resources
 
-    return build_resources(Settings.from_env({"FRAUDLOOP_HOME": str(store.root)}))
+    return build_resources(ProjectConfig.from_env({"FRAUDLOOP_HOME": str(store.root)}))
 
 
 def test_a_shift_the_evaluation_predicted_is_tolerated():

@@ -5,9 +5,8 @@ Three valid hours land, then the last one is re-delivered broken (a negative amo
 are ingested as one range run of `hourly_ingestion_job`, and the rendered pages must show the
 assets, the blocking check, the failed run and the quarantined partition.
 
-The ingestion runs in a child process: `pipelines.partitions.SETTINGS` reads `FRAUDLOOP_HOME` at
-import time and other test modules import the definitions at collection, so an in-process run
-here would write into the default `.fraudloop/` instead of the temporary store.
+The ingestion runs in this process, with definitions built for the temporary store (settings
+are read when definitions are built, not when modules are imported).
 """
 
 from __future__ import annotations
@@ -28,10 +27,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
+from dagster._core.instance.ref import InstanceRef
 
 from fraudloop.core.store import LocalObjectStore
+from pipelines.config import ProjectConfig
+from pipelines.runner import run_partition_range
 from tests.factories import csv_bytes, land_hour
 
 pytestmark = pytest.mark.slow
@@ -43,13 +46,6 @@ JOB = "hourly_ingestion_job"
 SERVER_TIMEOUT = 90.0
 PAGE_TIMEOUT = 30.0
 VIEWPORT = (1400, 900)
-
-INGEST_SCRIPT = f"""
-import json
-from pipelines.runner import run_partition_range
-result = run_partition_range({JOB!r}, {HOURS[0]!r}, {HOURS[-1]!r})
-print("RESULT " + json.dumps({{"run_id": result.run_id, "success": result.success}}))
-"""
 
 
 def _free_port() -> int:
@@ -123,18 +119,13 @@ def dagster_ui(tmp: Path) -> Iterator[DagsterUI]:
     }
     # first the run, then the server: both would otherwise create the instance's SQLite
     # databases at once and race on their migrations
-    ingest = subprocess.run(
-        [sys.executable, "-c", INGEST_SCRIPT],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    found = re.search(r"^RESULT (.*)$", ingest.stdout, re.MULTILINE)
-    assert ingest.returncode == 0 and found, (
-        f"ingestion subprocess failed ({ingest.returncode}):\n{ingest.stderr[-3000:]}"
-    )
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home)))
+    try:
+        result = run_partition_range(
+            JOB, HOURS[0], HOURS[-1], dagster_instance=instance, config=ProjectConfig.from_env(env)
+        )
+    finally:
+        instance.dispose()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp / "webserver.log"
@@ -160,7 +151,9 @@ def dagster_ui(tmp: Path) -> Iterator[DagsterUI]:
                 f"{_tail(log)}"
             )
             time.sleep(0.25)
-        ui = DagsterUI(url=url, tmp=tmp, ingest=json.loads(found.group(1)))
+        ui = DagsterUI(
+            url=url, tmp=tmp, ingest={"run_id": result.run_id, "success": result.success}
+        )
         # the "join the community" dialog would cover every page; dismissed in this instance
         ui.graphql("mutation { setNuxSeen }")
         yield ui

@@ -18,3 +18,10 @@ LABEL_COLUMNS: dict[str, str] = {
     "is_fraud": "int8",
     "known_at": "datetime64[ns, UTC]",
 }
+#: the columns that identify a transaction's row in a derived table (the feature table)
+TRANSACTION_KEY_COLUMNS: tuple[str, ...] = (
+    "transaction_id",
+    "tx_datetime",
+    "customer_id",
+    "terminal_id",
+)

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from fraudloop.core import keyspace
 from fraudloop.core.errors import DataError
 from fraudloop.core.hours import DAY_KEY_FORMAT, HOUR_KEY_FORMAT, day_start, hour_start
-from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
+from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS, TRANSACTION_KEY_COLUMNS
 from fraudloop.core.store import IntegrityError as StoreIntegrityError
 from fraudloop.core.store import ObjectNotFound, ObjectStore, PreconditionFailed, sha256_hex
 
@@ -49,37 +49,57 @@ class TableSpec:
     columns: dict[str, str]  # canonical column -> dtype; extra columns are kept as strings
     sort: tuple[str, ...]  # row order of the stored bytes (deterministic content hashes)
     time: str  # the column whose min/max the pointer records
+    #: the type of every other column: raw tables keep a feed's extra columns as text (sorted
+    #: by name); the feature table's value columns are numbers, in the order its stage wrote them
+    extra_dtype: str = "string"
+    sort_extras: bool = True
+
+    def dtype(self, column: str) -> str:
+        return self.columns.get(column, self.extra_dtype)
 
 
-TABLES: dict[str, TableSpec] = {}
-
-
-def register(spec: TableSpec) -> TableSpec:
-    """Make a table known to the partition store (the stage that owns it registers it)."""
-    known = TABLES.setdefault(spec.name, spec)
-    if known != spec:
-        raise ValueError(f"table {spec.name!r} is already registered with another spec")
-    return spec
-
-
-TRANSACTIONS = register(
-    TableSpec(
-        name="transactions",
-        prefix=f"{keyspace.RAW}/transactions",
-        columns=TRANSACTION_COLUMNS,
-        sort=("tx_datetime", "transaction_id"),
-        time="tx_datetime",
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            name="transactions",
+            prefix=f"{keyspace.RAW}/transactions",
+            columns=TRANSACTION_COLUMNS,
+            sort=("tx_datetime", "transaction_id"),
+            time="tx_datetime",
+        ),
+        TableSpec(
+            name="labels",
+            prefix=f"{keyspace.RAW}/labels",
+            columns=LABEL_COLUMNS,
+            sort=("known_at", "transaction_id"),
+            time="known_at",
+        ),
+        # labels joined with what the feature state needs of their transaction (bi-temporal)
+        TableSpec(
+            name="fraud_labels",
+            prefix=f"{keyspace.FEATURES}/fraud_labels",
+            columns={
+                **LABEL_COLUMNS,
+                **{
+                    c: TRANSACTION_COLUMNS[c] for c in ("tx_datetime", "customer_id", "terminal_id")
+                },
+            },
+            sort=("known_at", "transaction_id"),
+            time="known_at",
+        ),
+        # one row per transaction: its key columns, then every feature (fraudloop.features)
+        TableSpec(
+            name="transaction_features",
+            prefix=f"{keyspace.FEATURES}/transaction_features",
+            columns={c: TRANSACTION_COLUMNS[c] for c in TRANSACTION_KEY_COLUMNS},
+            sort=("tx_datetime", "transaction_id"),
+            time="tx_datetime",
+            extra_dtype="float64",
+            sort_extras=False,
+        ),
     )
-)
-LABELS = register(
-    TableSpec(
-        name="labels",
-        prefix=f"{keyspace.RAW}/labels",
-        columns=LABEL_COLUMNS,
-        sort=("known_at", "transaction_id"),
-        time="known_at",
-    )
-)
+}
 POINTER_NAME = "_current.json"
 PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 3
@@ -124,8 +144,7 @@ class PartitionVersion:
 
 
 def spec(table: str) -> TableSpec:
-    """The registered spec of `table` (derived tables are registered by their stage's package,
-    e.g. `fraudloop.features`)."""
+    """The spec of `table`."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; expected one of {sorted(TABLES)}")
     return TABLES[table]
@@ -158,14 +177,17 @@ def _iso(ts: Any) -> str | None:
 
 
 def canonical_order(table: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """Canonical columns first (schema order), extra columns after them sorted by name; rows
-    sorted by the table's sort key; a fresh RangeIndex."""
+    """Canonical columns first (schema order), extra columns after them (sorted by name, or as
+    given for a table that keeps their order); rows sorted by the table's sort key; a fresh
+    RangeIndex."""
     table_spec = spec(table)
     canonical = list(table_spec.columns)
     missing = [c for c in canonical if c not in frame.columns]
     if missing:
         raise ValueError(f"{table} frame lacks canonical column(s) {missing}")
-    extras = sorted(c for c in frame.columns if c not in table_spec.columns)
+    extras = [c for c in frame.columns if c not in table_spec.columns]
+    if table_spec.sort_extras:
+        extras.sort()
     out = frame[canonical + extras]
     out = out.sort_values(list(table_spec.sort), kind="mergesort", na_position="last")
     return out.reset_index(drop=True)
@@ -191,13 +213,11 @@ def parquet_bytes(table: str, frame: pd.DataFrame) -> bytes:
         if str(frame[column].dtype) != dtype:
             frame = frame.astype({column: dtype})
     for column in frame.columns:
-        if column not in table_spec.columns:
-            frame = frame.astype({column: "string"})
+        if column not in table_spec.columns and str(frame[column].dtype) != table_spec.extra_dtype:
+            frame = frame.astype({column: table_spec.extra_dtype})
     # An explicit Arrow schema: the same values always get the same physical types (pandas may
     # hand over `large_string` for a concatenated frame), hence the same bytes and sha256.
-    schema = pa.schema(
-        [(c, _arrow_type(table_spec.columns.get(c, "string"))) for c in frame.columns]
-    )
+    schema = pa.schema([(c, _arrow_type(table_spec.dtype(c))) for c in frame.columns])
     arrow = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     arrow = arrow.replace_schema_metadata(None)
     sink = io.BytesIO()
@@ -217,10 +237,11 @@ def frame_from_parquet(table: str, data: bytes) -> pd.DataFrame:
 
 
 def with_canonical_dtypes(table: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """The table's declared dtypes (timestamps as UTC; extra columns as strings), in place."""
-    declared = spec(table).columns
+    """The table's declared dtypes (timestamps as UTC; extra columns as the table says), in
+    place."""
+    table_spec = spec(table)
     for column in frame.columns:
-        dtype = declared.get(column, "string")
+        dtype = table_spec.dtype(column)
         if dtype.startswith("datetime64"):
             col = frame[column]
             if getattr(col.dt, "tz", None) is None:

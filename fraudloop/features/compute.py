@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from fraudloop.core.hours import DAY_NS, HOUR_NS, SECOND_NS
+from fraudloop.core.schema import TRANSACTION_KEY_COLUMNS
 from fraudloop.features.state import (
     CUSTOMER_HORIZON_HOURS,
     CUSTOMER_WINDOW_HOURS,
@@ -185,7 +186,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     *_terminal_specs(),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
-ID_COLUMNS: tuple[str, ...] = ("transaction_id", "tx_datetime", "customer_id", "terminal_id")
+ID_COLUMNS = TRANSACTION_KEY_COLUMNS
 
 _FEATURE_MODULES = ("state.py", "compute.py", "online.py")
 

@@ -27,6 +27,7 @@ import pandas as pd
 from fraudloop.core import tables
 from fraudloop.core.errors import FeatureError
 from fraudloop.core.hours import DAY_KEY_FORMAT, HOUR_KEY_FORMAT, hour_start
+from fraudloop.core.schema import TRANSACTION_COLUMNS
 from fraudloop.core.store import (
     ObjectNotFound,
     ObjectStore,
@@ -108,7 +109,7 @@ def load_checkpoint(store: ObjectStore, day: str) -> tuple[FeatureState, dict] |
 
 
 def _nohour_transactions() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in tables.TRANSACTIONS.columns.items()})
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in TRANSACTION_COLUMNS.items()})
 
 
 def _day(ts: pd.Timestamp) -> str:

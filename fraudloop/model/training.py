@@ -28,6 +28,7 @@ from fraudloop.features.compute import FEATURE_NAMES, feature_code_hash
 from fraudloop.model.booster import TrainConfig, TrainedModel, train
 from fraudloop.model.datasets import Dataset, load_dataset
 from fraudloop.model.evaluation import evaluate, score_frame
+from fraudloop.model.registry import UnknownFileError
 
 MANIFEST_FORMAT = 1
 LIBRARIES: tuple[str, ...] = ("lightgbm", "numpy", "pandas", "scikit-learn", "pyarrow")
@@ -131,10 +132,15 @@ def train_candidate(
     )
 
 
-def training_cost(registry, version: int) -> float:
-    """What training `version` cost (its lineage records it), shown beside inference cost."""
-    lineage = json.loads(registry.get_file(version, LINEAGE_FILE))
-    return float((lineage.get("cost") or {}).get("training_cost") or 0.0)
+def training_cost(registry, version: int) -> float | None:
+    """What training `version` cost (its lineage records it; None for a version without one),
+    shown beside the inference cost."""
+    try:
+        lineage = json.loads(registry.get_file(version, LINEAGE_FILE))
+    except UnknownFileError:
+        return None
+    cost = (lineage.get("cost") or {}).get("training_cost")
+    return None if cost is None else float(cost)
 
 
 def library_versions() -> dict[str, str | None]:

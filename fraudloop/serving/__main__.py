@@ -39,12 +39,14 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    settings = Settings.from_env()
     config = ServeConfig.from_env(
+        model_name=settings.model_name,
         package_dir=args.package_dir,
         pin_version=args.version,
         features_prefix=args.features_prefix,
     )
-    store = Settings.from_env().open_store()
+    store = settings.open_store()
     app = create_app(store, config)
     uvicorn.run(
         app,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fraudloop.core.errors import ConfigError
-from fraudloop.core.settings import from_env, setting
+from fraudloop.core.settings import Settings, from_env, setting
 from fraudloop.delivery.contract import DEFAULT_MAX_BODY_BYTES
 from fraudloop.features.feature_store import ONLINE_PREFIX
 
@@ -21,7 +21,7 @@ def _instance_id() -> str:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    model_name: str = setting("FRAUDLOOP_MODEL_NAME", "fraud", "the registry's model name")
+    model_name: str = Settings.model_name  # the deployment's (FRAUDLOOP_MODEL_NAME, Settings)
     #: serve exactly this exported package (a container image) instead of following aliases
     package_dir: str | None = setting(
         "FRAUDLOOP_SERVE_PACKAGE_DIR", None, "serve this exported package instead of the aliases"
