@@ -28,6 +28,8 @@ from fraudloop.model.registry import ModelRegistry
 from pipelines.cli import main
 from tests.factories import hour_keys, register, simulated_history, store_history
 
+pytestmark = pytest.mark.slow  # trains two versions on a stored history
+
 START = date(2018, 4, 1)
 TX_DAYS = 10
 SPEC = DatasetSpec(

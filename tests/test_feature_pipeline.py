@@ -18,6 +18,8 @@ from fraudloop.feeds.population import make_population
 from fraudloop.feeds.scenarios import generate_day
 from tests.factories import store_history
 
+pytestmark = pytest.mark.slow  # recomputes days of features from raw partitions
+
 DAYS = 12
 START = date(2018, 4, 1)
 

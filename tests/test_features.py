@@ -190,6 +190,7 @@ def _roll(tx, labels, hours, state=None, *, rng=None, serialise_at=()):
     return pd.concat(outs, ignore_index=True), state
 
 
+@pytest.mark.slow
 def test_incremental_equals_batch_hour_by_hour(data, batch):
     tx, labels = data
     tx_hour = to_utc_ns(tx["tx_datetime"]) // HOUR_NS
@@ -206,6 +207,7 @@ def test_incremental_equals_batch_hour_by_hour(data, batch):
     assert state.rows("cust").hour.min() >= hours[-1] + 1 - 720
 
 
+@pytest.mark.slow
 def test_state_bytes_are_canonical_and_pickle_free(data):
     tx, labels = data
     tx_hour = to_utc_ns(tx["tx_datetime"]) // HOUR_NS

@@ -4,6 +4,7 @@ range backfills, the new-data sensor and the hourly schedule."""
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -146,6 +147,7 @@ def test_bad_hour_is_quarantined_blocks_downstream_and_later_reads_refuse_it(env
     assert "quarantined" in str(failure.event_specific_data.error)
 
 
+@pytest.mark.slow
 def test_range_backfill_is_one_run_with_per_partition_metadata(env):
     keys = env.partitions.hourly.get_partition_keys_in_range(
         dg.PartitionKeyRange(H5, "2018-04-02-04:00")
@@ -302,6 +304,7 @@ def test_labels_of_a_quarantined_hour_are_not_rejected_for_the_transactions_faul
     assert tables.read_pointer(env.store, "labels", "2018-04-08")["status"] == "valid"
 
 
+@pytest.mark.slow
 def test_every_broken_delivery_goes_through_sensor_and_run_without_a_crash(env):
     """All corruption kinds land on one day (after a week of history for the row-count bound);
     the sensor and the runs handle every one: quarantined with the bytes intact, or accepted

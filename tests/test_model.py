@@ -161,6 +161,7 @@ def model(data):
     return train(train_df, train_df["is_fraud"], FAST)
 
 
+@pytest.mark.slow
 def test_training_is_bit_identical(data, model):
     train_df, _ = data
     # same data in another row order, same config: the very same model file
@@ -183,6 +184,7 @@ def test_model_text_round_trip(data, model):
     assert model.summary()["config"]["seed"] == 42
 
 
+@pytest.mark.slow
 def test_early_stopping_uses_the_latest_rows(data):
     train_df, _ = data
     cfg = TrainConfig(**{**FAST.to_dict(), "refit": False})

@@ -227,6 +227,7 @@ def test_drift_sensor_fires_once_then_cools_down_and_respects_in_flight(env):
 
 def test_a_replaced_version_s_failures_ask_for_nothing(env):
     from fraudloop.model.registry import ModelRegistry
+
     drift_sensor = env.sensor("drift_sensor")
 
     ModelRegistry(env.store).promote(2, to="production", actor="test", reason="v2 took over")

@@ -30,6 +30,8 @@ from fraudloop.model.registry import ModelRegistry
 from tests.servers import service_process
 from tests.serving_home import requests_of
 
+pytestmark = pytest.mark.slow  # each test starts services on the deployable world
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -121,7 +123,6 @@ def test_missing_package_and_unstaged_versions_are_refused(world):
     assert registry.aliases() == aliases  # nothing here moved an alias
 
 
-@pytest.mark.slow
 def test_staging_test_catches_a_package_built_for_other_feature_code(world):
     """A model whose lineage names other feature code: the service refuses to load it (its
     features would not be the ones it learnt), so the package never becomes ready."""
@@ -143,7 +144,6 @@ def test_staging_test_catches_a_package_built_for_other_feature_code(world):
         require_staged(store, "fraud", version)
 
 
-@pytest.mark.slow
 def test_the_serving_closure_runs_without_dagster_ge_or_evidently(world, tmp_path):
     """The image leaves these out: prove the service starts and scores with them unimportable,
     serving an exported package directory the way the container does."""

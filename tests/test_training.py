@@ -22,6 +22,8 @@ from fraudloop.model.registry import ModelRegistry
 from fraudloop.model.training import fit, lineage_json, lineage_record, reproduce
 from tests.factories import hour_keys, simulated_history, store_history
 
+pytestmark = pytest.mark.slow  # builds datasets and trains from a stored history
+
 START = date(2018, 4, 1)
 TX_DAYS = 10  # transactions 04-01 .. 04-10; their labels (known 7 days later) up to 04-17
 CUTOFF = pd.Timestamp("2018-04-17 12:30", tz="UTC")
