@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 # (measured: importing great_expectations 5.9 s -> 2.9 s, dagster 1.3 s -> 0.6 s).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test ui bench lint fmt clean help system-deps
+.PHONY: demo test test-fast ui bench lint fmt clean help system-deps
 
 help:
 	@echo "make demo   - the end-to-end demo on the embedded local profile"
@@ -42,6 +42,10 @@ system-deps:
 test: $(VENV)/.synced system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
+
+test-fast: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -m "not slow" -q
 
 # After `make demo`, the UI runs with the demo's settings (partitions, label delay, ...).
 ui: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fraudloop.core.settings import Settings, from_env
+from fraudloop.core.settings import Settings, from_env, settings_table
 from fraudloop.data.policy import IngestPolicy
 from fraudloop.delivery.policy import RolloutPolicy, StagingConfig
 from fraudloop.model.policy import ModelPolicy
@@ -56,3 +56,8 @@ class ProjectConfig:
             rollout=from_env(RolloutPolicy, env),
             monitoring=from_env(MonitoringPolicy, env),
         )
+
+
+def configuration_markdown() -> str:
+    """The table of every setting, as docs/configuration.md shows it (a test keeps it current)."""
+    return settings_table(list(SETTINGS_CLASSES))

@@ -274,6 +274,7 @@ def run_demo(plan: DemoPlan | None = None) -> int:
         stdout=subprocess.DEVNULL,
         stderr=open(plan.home / "daemon.log", "w"),  # noqa: SIM115 - lives as long as the daemon
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     service = None
     try:
@@ -313,6 +314,7 @@ def run_demo(plan: DemoPlan | None = None) -> int:
             stdout=subprocess.DEVNULL,
             stderr=open(plan.home / "service.log", "w"),  # noqa: SIM115
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         base = f"http://127.0.0.1:{port}"
         _wait(lambda: _ready(base), watcher, 60, "the scoring service")
@@ -363,6 +365,17 @@ def run_demo(plan: DemoPlan | None = None) -> int:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: have the kernel send SIGTERM when the demo's process dies,
+    however it dies (a SIGKILL skips the `finally` that stops the daemon and the service, and an
+    orphaned daemon would go on launching runs for hours)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _featured(store, hour: str) -> bool:

@@ -93,7 +93,7 @@ def from_env(cls: type[T], env: Mapping[str, str] | None = None, **overrides: An
 
 def settings_table(classes: list[type]) -> str:
     """The Markdown table of every setting of `classes` (docs/configuration.md)."""
-    rows = ["| variable | default | meaning | read by |", "| --- | --- | --- | --- |"]
+    rows = ["| variable | default | meaning | declared in |", "| --- | --- | --- | --- |"]
     for cls in classes:
         for f in declared(cls):
             default = f.default
@@ -104,7 +104,8 @@ def settings_table(classes: list[type]) -> str:
             else:
                 shown = f"`{default}`"
             names = " or ".join(f"`{n}`" for n in f.metadata["env"])
-            rows.append(f"| {names} | {shown} | {f.metadata['help']} | `{cls.__name__}` |")
+            where = cls.__module__.replace(".", "/") + ".py"
+            rows.append(f"| {names} | {shown} | {f.metadata['help']} | `{where}` |")
     return "\n".join(rows)
 
 
