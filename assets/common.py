@@ -127,3 +127,11 @@ def run_config(source: type, name: str, doc: str, exclude: tuple[str, ...] = ())
         annotations[f.name], defaults[f.name] = kind, f.default
     namespace = {"__annotations__": annotations, "__doc__": doc, "__module__": __name__, **defaults}
     return type(name, (dg.Config,), namespace)
+
+
+def lookback_dep(key: dg.AssetKey, days: int) -> dg.AssetDep:
+    """A daily asset's dependency on the `days` before it of `key` (labels refer to transactions
+    up to that old)."""
+    return dg.AssetDep(
+        key, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-days, end_offset=0)
+    )

@@ -12,7 +12,7 @@ import dagster as dg
 import numpy as np
 
 from assets import keys
-from assets.common import RETRY, check_partitions, range_data_version, run_summary
+from assets.common import RETRY, check_partitions, lookback_dep, range_data_version, run_summary
 from fraudloop.core import tables
 from fraudloop.core.hours import hour_start
 from fraudloop.features import pipeline as feature_pipeline
@@ -95,12 +95,7 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
         retry_policy=RETRY,
         deps=[
             keys.RAW_LABELS,
-            dg.AssetDep(
-                keys.RAW_TRANSACTIONS,
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-label_lookback_days, end_offset=0
-                ),
-            ),
+            lookback_dep(keys.RAW_TRANSACTIONS, label_lookback_days),
         ],
         description=(
             "Bi-temporal fraud labels of one day: `transaction_id`, `is_fraud`, `known_at` (when "

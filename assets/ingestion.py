@@ -13,7 +13,7 @@ refuse it too.
 import dagster as dg
 
 from assets import keys
-from assets.common import RETRY, check_partitions, range_data_version, run_summary
+from assets.common import RETRY, check_partitions, lookback_dep, range_data_version, run_summary
 from fraudloop.core import tables
 from fraudloop.core.hours import day_start
 from fraudloop.data import ingest
@@ -128,14 +128,7 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
         kinds={"pandas", "parquet", "great_expectations"},
         owners=["team:data-platform"],
         retry_policy=RETRY,
-        deps=[
-            dg.AssetDep(
-                keys.RAW_TRANSACTIONS,
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-label_lookback_days, end_offset=0
-                ),
-            )
-        ],
+        deps=[lookback_dep(keys.RAW_TRANSACTIONS, label_lookback_days)],
         description=(
             "Delayed fraud labels that became known on one UTC day (`landing/labels/<day>/`): "
             "bi-temporal (`known_at`), validated with Great Expectations, including that every "

@@ -15,7 +15,7 @@ from fraudloop.model.training import training_cost
 from fraudloop.monitoring import records
 from fraudloop.monitoring.accuracy import accuracy_problems, day_accuracy
 from fraudloop.monitoring.drift import day_drift, drift_problems
-from fraudloop.monitoring.health import hour_health
+from fraudloop.monitoring.health import health_problems, hour_health
 from fraudloop.monitoring.records import production_row
 from pipelines.partitions import Partitions
 from resources.alerts import AlertsResource
@@ -108,6 +108,22 @@ def _check_records(context, store, view: str, problems_of) -> dg.AssetCheckResul
     )
 
 
+def _record_check(asset, name: str, view: str, partitions_def, problems_of, description: str):
+    """The check of a monitoring asset: every partition of the run has a record, and the record
+    has no problems under the policy in force (`problems_of(record, policy)`)."""
+
+    @dg.asset_check(asset=asset, name=name, partitions_def=partitions_def, description=description)
+    def check(
+        context: dg.AssetCheckExecutionContext,
+        store: ObjectStoreResource,
+        monitoring: MonitoringResource,
+    ) -> dg.AssetCheckResult:
+        policy = monitoring.policy()
+        return _check_records(context, store, view, lambda record: problems_of(record, policy))
+
+    return check
+
+
 def build(partitions: Partitions) -> list:
     """The monitoring stage's assets and checks for these partitions."""
 
@@ -176,15 +192,14 @@ def build(partitions: Partitions) -> list:
             metadata={"hours": len(run_partition_keys(context)), "unhealthy": bad}
         )
 
-    @dg.asset_check(
-        asset=prediction_health,
-        partitions_def=partitions.hourly,
-        description="p99 within the latency SLO, error rate within bound, predictions present.",
+    serving_within_slo = _record_check(
+        prediction_health,
+        "serving_within_slo",
+        "health",
+        partitions.hourly,
+        health_problems,
+        "p99 within the latency SLO, error rate within bound, predictions present.",
     )
-    def serving_within_slo(
-        context: dg.AssetCheckExecutionContext, store: ObjectStoreResource
-    ) -> dg.AssetCheckResult:
-        return _check_records(context, store, "health", lambda r: r.get("problems", []))
 
     @dg.asset(
         key=keys.PREDICTION_DRIFT,
@@ -247,18 +262,14 @@ def build(partitions: Partitions) -> list:
             )
         return dg.MaterializeResult(metadata={"days_drifted": drifted_days})
 
-    @dg.asset_check(
-        asset=prediction_drift,
-        partitions_def=partitions.daily,
-        description="Drifted share of features under FRAUDLOOP_DRIFT_SHARE; scores not drifted.",
+    drift_within_threshold = _record_check(
+        prediction_drift,
+        "drift_within_threshold",
+        "drift",
+        partitions.daily,
+        drift_problems,
+        "Drifted share of features under FRAUDLOOP_DRIFT_SHARE; scores not drifted.",
     )
-    def drift_within_threshold(
-        context: dg.AssetCheckExecutionContext,
-        store: ObjectStoreResource,
-        monitoring: MonitoringResource,
-    ) -> dg.AssetCheckResult:
-        policy = monitoring.policy()
-        return _check_records(context, store, "drift", lambda r: drift_problems(r, policy))
 
     @dg.asset(
         key=keys.MODEL_ACCURACY,
@@ -319,18 +330,14 @@ def build(partitions: Partitions) -> list:
             )
         return dg.MaterializeResult(metadata={"days_under_floor": failing})
 
-    @dg.asset_check(
-        asset=model_accuracy,
-        partitions_def=partitions.daily,
-        description="Production's AP on matured labels is at least a set share of its holdout AP.",
+    accuracy_above_floor = _record_check(
+        model_accuracy,
+        "accuracy_above_floor",
+        "accuracy",
+        partitions.daily,
+        accuracy_problems,
+        "Production's AP on matured labels is at least a set share of its holdout AP.",
     )
-    def accuracy_above_floor(
-        context: dg.AssetCheckExecutionContext,
-        store: ObjectStoreResource,
-        monitoring: MonitoringResource,
-    ) -> dg.AssetCheckResult:
-        policy = monitoring.policy()
-        return _check_records(context, store, "accuracy", lambda r: accuracy_problems(r, policy))
 
     return [
         prediction_health,
