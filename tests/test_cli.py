@@ -89,3 +89,14 @@ def test_unknown_corruption_kind_lists_the_kinds(home, capsys):
     with pytest.raises(SystemExit):
         main(["simulate", "--corrupt", "gremlins@2018-04-01T05"])
     assert "negative_amount" in capsys.readouterr().err
+
+
+def test_a_misconfiguration_is_one_line_with_the_variable_and_its_exit_code(
+    home, capsys, monkeypatch
+):
+    from fraudloop.core.errors import ConfigError
+
+    monkeypatch.setenv("FRAUDLOOP_STORE", "gcs")
+    assert main(["quarantine"]) == ConfigError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "FRAUDLOOP_STORE" in err and "Traceback" not in err

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fraudloop.model.booster import TrainConfig, load_model, time_split, train
-from fraudloop.model.evaluation import evaluate, gate, weighted_ap
+from fraudloop.model.evaluation import evaluate, expected_live, gate, weighted_ap
 from fraudloop.model.metrics import (
     auc_roc,
     average_precision,
@@ -289,3 +289,22 @@ def test_gate_first_model_and_floors():
         gate(s, None, floors={"nonsense": 1.0})
     with pytest.raises(ValueError):
         gate(s, s.iloc[:-1], n_boot=10)
+
+
+def test_expected_live_and_the_gate_flag_at_the_deployment_s_threshold():
+    """The canary's expected flag rate and the gate's precision/recall use the threshold the
+    service will flag at, not 0.5 (a skewed bound would roll back a good canary)."""
+    candidate, production = _scores(0.6, seed=1), _scores(0.6, seed=2)
+    for threshold in (0.3, 0.5, 0.8):
+        expected = expected_live(candidate, production, threshold)
+        assert expected["threshold"] == threshold
+        assert expected["flag_rate"] == pytest.approx((candidate["score"] >= threshold).mean())
+        assert expected["production_flag_rate"] == pytest.approx(
+            (production["score"] >= threshold).mean()
+        )
+        decision = gate(candidate, production, n_boot=50, threshold=threshold)
+        assert decision.candidate["precision"] == pytest.approx(
+            evaluate(candidate, threshold=threshold)["precision"]
+        )
+    low, high = (expected_live(candidate, None, t)["flag_rate"] for t in (0.3, 0.8))
+    assert low > high
