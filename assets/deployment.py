@@ -38,7 +38,7 @@ VALUES = "asset_values"
 )
 def model_package(
     model_evaluation: dict, store: ObjectStoreResource, registry: ModelRegistryResource
-) -> dg.Output:
+) -> dg.MaterializeResult[dict]:
     s, reg = store.open(), registry.open()
     version = model_evaluation["candidate"]
     package = build_package(s, reg, version, evaluation=model_evaluation)
@@ -49,8 +49,8 @@ def model_package(
         if not name.startswith("build/src/")
     ]
     sources = sum(1 for name in files if name.startswith("build/src/"))
-    return dg.Output(
-        {"version": version, "sha256": package.sha256},
+    return dg.MaterializeResult(
+        value={"version": version, "sha256": package.sha256},
         metadata={
             "version": version,
             "package_sha256": package.sha256,

@@ -69,7 +69,7 @@ def training_dataset(
     store: ObjectStoreResource,
     training: TrainingResource,
     settings: SettingsResource,
-) -> dg.Output:
+) -> dg.MaterializeResult[dict]:
     s, policy = store.open(), training.policy()
     cutoff = pd.Timestamp(config.cutoff) if config.cutoff else datasets.default_cutoff(s)
     cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
@@ -83,8 +83,8 @@ def training_dataset(
     manifest = dataset.manifest
     if dataset.train.empty or dataset.holdout.empty:
         raise dg.Failure(f"empty training or holdout set as of {cutoff} (manifest {manifest})")
-    return dg.Output(
-        manifest,
+    return dg.MaterializeResult(
+        value=manifest,
         metadata={
             "dataset_id": manifest["id"],
             "cutoff": cutoff.isoformat(),
@@ -121,7 +121,7 @@ def candidate_model(
     store: ObjectStoreResource,
     registry: ModelRegistryResource,
     settings: SettingsResource,
-) -> dg.Output:
+) -> dg.MaterializeResult[dict]:
     dataset = datasets.load_dataset(store.open(), training_dataset)
     candidate = train_candidate(
         registry.open(),
@@ -132,8 +132,8 @@ def candidate_model(
         reason=f"trained in run {context.run.run_id}",
     )
     importance = pd.Series(candidate.importance).sort_values(ascending=False)
-    return dg.Output(
-        candidate.to_dict(),
+    return dg.MaterializeResult(
+        value=candidate.to_dict(),
         metadata={
             "version": candidate.version,
             "model_sha256": candidate.model_sha256,
@@ -195,7 +195,7 @@ def model_evaluation(
     store: ObjectStoreResource,
     registry: ModelRegistryResource,
     training: TrainingResource,
-):
+):  # returns dg.MaterializeResult with the gate's check results
     s = store.open()
     candidate = Candidate.from_dict(candidate_model)
     evaluation = evaluate_candidate(
@@ -207,8 +207,8 @@ def model_evaluation(
     )
     report_key = write_evaluation(s, evaluation)
     decision = evaluation.decision
-    yield dg.Output(
-        evaluation.to_dict(),
+    return dg.MaterializeResult(
+        value=evaluation.to_dict(),
         metadata={
             "decision": evaluation.verdict,
             "candidate": evaluation.candidate,
@@ -218,14 +218,14 @@ def model_evaluation(
             "report": dg.MetadataValue.md(evaluation.report),
             "report_uri": dg.MetadataValue.url(s.uri(report_key)),
         },
+        check_results=gate_checks(evaluation),
     )
-    yield from gate_checks(evaluation)
 
 
-def gate_checks(evaluation: Evaluation):
+def gate_checks(evaluation: Evaluation) -> list[dg.AssetCheckResult]:
     """The blocking checks of the gate, judged on this evaluation (the one of this run)."""
     decision = evaluation.decision
-    yield dg.AssetCheckResult(
+    floors = dg.AssetCheckResult(
         check_name="candidate_meets_floors",
         passed=not evaluation.floor_failures,
         metadata={
@@ -233,7 +233,7 @@ def gate_checks(evaluation: Evaluation):
             "failures": dg.MetadataValue.json(evaluation.floor_failures),
         },
     )
-    yield dg.AssetCheckResult(
+    beats = dg.AssetCheckResult(
         check_name="candidate_beats_production",
         passed=evaluation.verdict == "promote",
         severity=dg.AssetCheckSeverity.ERROR,  # hold and reject both keep production as it is
@@ -244,6 +244,7 @@ def gate_checks(evaluation: Evaluation):
             "ci_high": decision.get("ci_high"),
         },
     )
+    return [floors, beats]
 
 
 def build() -> list:
