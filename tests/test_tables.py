@@ -1,4 +1,5 @@
-"""The raw-partition store and the quarantine writer, on both backends."""
+"""The partition store of every table (`fraudloop.core.tables`) and the quarantine writer, on both
+backends."""
 
 from __future__ import annotations
 
