@@ -57,6 +57,9 @@ def build_resources(settings: Settings) -> dict:
             }
         ),
         "alerts": AlertsResource(
-            file_path=settings.alert_file, webhook_url=settings.alert_webhook_url
+            file_path=settings.alert_file,
+            webhook_url=settings.alert_webhook_url,
+            # on S3 (containers) alerts are objects in the store; locally the file under home
+            store=store if settings.store_backend == "s3" else None,
         ),
     }
