@@ -152,13 +152,23 @@ def stack(plan, webhook):
         stack.figures["up_seconds"] = stack.up()
         yield stack
     finally:
-        leftovers = stack.run_containers()
-        try:
-            stack.down()
-        finally:
-            for container in leftovers:
-                docker("rm", "-f", container, check=False)
-            stack.stop_engine_if_started()
+        _teardown(stack)
+
+
+def _teardown(stack: Stack) -> None:
+    if os.environ.get("FRAUDLOOP_STACK_KEEP"):  # debugging: leave it up, say how to remove it
+        print(
+            f"stack kept: FRAUDLOOP_STACK_DIR={stack.directory} "
+            f"FRAUDLOOP_STACK_PROJECT={stack.project} infra/stack.sh down"
+        )
+        return
+    leftovers = stack.run_containers()
+    try:
+        stack.down()
+    finally:
+        for container in leftovers:
+            docker("rm", "-f", container, check=False)
+        stack.stop_engine_if_started()
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -177,12 +187,9 @@ def in_flight(instance) -> list:
 
 
 def step_started(instance, run_id: str) -> bool:
-    from dagster import DagsterEventType, EventRecordsFilter
+    from dagster import DagsterEventType
 
-    records = instance.get_event_records(
-        EventRecordsFilter(event_type=DagsterEventType.STEP_START), limit=2000
-    )
-    return any(r.run_id == run_id for r in records)
+    return bool(instance.all_logs(run_id, of_type=DagsterEventType.STEP_START))
 
 
 def pointer(store, table: str, key: str) -> dict | None:
@@ -321,10 +328,18 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     )
     exit_code = docker("inspect", "-f", "{{.State.ExitCode}}", killed.tags["docker/container_id"])
     assert exit_code == "137", exit_code  # SIGKILL
-    after = {
-        key: pointer(store, "transactions", key) for key in hours([plan.day(n) for n in range(10)])
-    }
-    assert all(p and p["status"] in ("valid", "quarantined") for p in after.values())
+    delivered = hours([plan.day(n) for n in range(10)])
+    after = wait_for(
+        lambda: (
+            found
+            if all((found := {k: pointer(store, "transactions", k) for k in delivered}).values())
+            else None
+        ),
+        900,
+        "every hour of the first delivery to be ingested",
+        poll=5,
+    )
+    assert all(p["status"] in ("valid", "quarantined") for p in after.values())
     assert {k: after[k]["sha256"] for k in before} == before, "a retried hour changed content"
     sample = [*sorted(after)[:24], f"{plan.day(9)}-23:00"]
     reference = _reference_hashes(store, tmp_path / "reference", sample)

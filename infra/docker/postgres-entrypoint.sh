@@ -15,8 +15,10 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "host all all ::/0 scram-sha-256"
   } >"$PGDATA/pg_hba.conf"
   pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p $PGPORT" -w start >/dev/null
-  PGPASSWORD=$POSTGRES_PASSWORD psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -p "$PGPORT" \
-    -d postgres -c "CREATE DATABASE \"$POSTGRES_DB\"" 2>/dev/null || true
+  if [ "$POSTGRES_DB" != postgres ]; then
+    PGPASSWORD=$POSTGRES_PASSWORD psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -p "$PGPORT" \
+      -d postgres -c "CREATE DATABASE \"$POSTGRES_DB\""
+  fi
   pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   echo "initialized $PGDATA (database $POSTGRES_DB)"
 fi
