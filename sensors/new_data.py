@@ -7,6 +7,8 @@ the exact content: a re-delivered, corrected file is a new run; the same bytes n
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import dagster as dg
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -58,7 +60,32 @@ def _ingesting(context) -> list[str]:
     )
     return [
         run.tags.get(ASSET_PARTITION_RANGE_START_TAG) or run.tags.get("dagster/partition", "")
-        for run in in_flight
+        for run in [*in_flight, *_awaiting_retry(context)]
+    ]
+
+
+def _awaiting_retry(context) -> list:
+    """Ingestion runs that failed and that the run-retry policy is about to start again (a
+    killed run container, a lost worker): until the retry exists they are still in flight.
+    Without this, labels of those hours were released in that gap and rejected as referring to
+    transactions never ingested (found by the Docker stack's system test)."""
+    import time
+
+    failed = context.instance.get_runs(
+        dg.RunsFilter(
+            job_name=hourly_ingestion_job.name,
+            statuses=[dg.DagsterRunStatus.FAILURE],
+            tags={"dagster/will_retry": "true"},
+            updated_after=datetime.fromtimestamp(time.time() - 600, UTC),
+        ),
+        limit=20,
+    )
+    return [
+        run
+        for run in failed
+        if not context.instance.get_runs(
+            dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id}), limit=1
+        )
     ]
 
 
