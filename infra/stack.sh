@@ -5,7 +5,7 @@
 #                           `docker-compose up -d`, wait until every service is healthy
 #   infra/stack.sh down     remove the stack: its containers, the run containers its daemon
 #                           launched, its volumes (FRAUDLOOP_STACK_KEEP_DATA=1 keeps the volumes)
-#   infra/stack.sh ps|logs [service]|config|compose ARGS...
+#   infra/stack.sh ps|runs|logs [service]|config|compose ARGS...
 #
 # Compose files: infra/docker-compose.yaml + infra/docker-compose.stack.yaml (host networking,
 # moto S3 with a journal, Debian's PostgreSQL). The env file (default .stack/stack.env) keeps
@@ -104,9 +104,20 @@ wait_healthy() {
 }
 
 run_containers() {
-  # The containers the stack's daemon launched (one per run): labelled by the DockerRunLauncher,
-  # from the stack's code image.
-  "$DOCKER" ps -aq --filter label=dagster/run_id --filter "ancestor=fraudloop-dagster:$TAG"
+  # The containers this stack's daemon launched (one per run): labelled by the DockerRunLauncher,
+  # and given this stack's environment (its S3 endpoint and Postgres port are unique per stack).
+  # Not by image: a rebuilt tag no longer matches the containers of the image it replaced.
+  local endpoint port id
+  endpoint=$(value FRAUDLOOP_S3_ENDPOINT_URL)
+  port=$(value DAGSTER_PG_PORT)
+  for id in $("$DOCKER" ps -aq --filter label=dagster/run_id); do
+    if "$DOCKER" inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id" 2>/dev/null \
+      | grep -qx "FRAUDLOOP_S3_ENDPOINT_URL=$endpoint" \
+      && "$DOCKER" inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id" \
+      | grep -qx "DAGSTER_PG_PORT=$port"; then
+      echo "$id"
+    fi
+  done
 }
 
 cmd=${1:-up}
@@ -148,6 +159,7 @@ case "$cmd" in
     fi
     ;;
   ps) "${COMPOSE[@]}" ps ;;
+  runs) run_containers ;;
   logs) "${COMPOSE[@]}" logs --no-color --tail 200 "$@" ;;
   config) "${COMPOSE[@]}" config ;;
   compose) "${COMPOSE[@]}" "$@" ;;

@@ -314,7 +314,8 @@ class Stack:
             conn.close()
 
     def run_containers(self) -> list[str]:
-        return docker(
-            "ps", "-aq", "--no-trunc", "--filter", "label=dagster/run_id",
-            "--filter", "ancestor=fraudloop-dagster:latest",
-        ).split()  # fmt: skip
+        """The run containers this stack's daemon launched (infra/stack.sh runs)."""
+        try:
+            return self.script("runs", timeout=120).split()
+        except RuntimeError:
+            return []

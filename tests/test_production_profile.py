@@ -481,10 +481,10 @@ def test_compose_wires_images_commands_and_env_the_profile_needs():
     assert (ROOT / Path(*module.split("."))).with_suffix(".py").exists(), module
     assert _environment(code)["DAGSTER_CURRENT_IMAGE"] == code["image"]
 
+    workspace_path = "/opt/dagster/app/infra/docker/workspace.docker.yaml"
     for name in ("webserver", "daemon"):
         cmd = " ".join(services[name]["command"])
-        assert "--grpc-host ${DAGSTER_GRPC_HOST:-code-location}" in cmd, name
-        assert "--grpc-port ${DAGSTER_GRPC_PORT:-4000}" in cmd, name
+        assert workspace_path in cmd, f"{name} must load {workspace_path}"
         # the DockerRunLauncher (daemon launches, webserver terminates) needs the Docker socket
         assert any("/var/run/docker.sock" in v for v in services[name].get("volumes", []))
 
@@ -498,6 +498,13 @@ def test_compose_wires_images_commands_and_env_the_profile_needs():
         assert env["FRAUDLOOP_STORE"] == "s3"
         assert env["FRAUDLOOP_S3_ENDPOINT_URL"] == "${FRAUDLOOP_S3_ENDPOINT_URL:-http://minio:9000}"
         assert env["DAGSTER_DOCKER_NETWORK"] == "${DAGSTER_DOCKER_NETWORK:-fraudloop}"
+    workspace = yaml.safe_load((ROOT / "infra" / "docker" / "workspace.docker.yaml").read_text())
+    (location,) = workspace["load_from"]
+    # a fixed location name: sensor states and run origins are keyed by it
+    assert location["grpc_server"]["location_name"] == "fraudloop"
+    assert location["grpc_server"]["host"] == {"env": "DAGSTER_GRPC_HOST"}
+    assert location["grpc_server"]["port"] == {"env": "DAGSTER_GRPC_PORT"}
+    assert "--location-name fraudloop" in command
     automation = services["automation"]
     assert "sensor start --start-all" in automation["command"][0]
     assert _environment(automation)["FRAUDLOOP_AUTOMATION"] == "${FRAUDLOOP_AUTOMATION:-on}"
