@@ -103,9 +103,9 @@ def test_helm_values_match_the_docker_profile():
     # pools and run limits under the chart's `concurrency` (not in the run coordinator too:
     # the chart refuses both), the same as the Docker profile's
     concurrency = values["concurrency"]
-    assert concurrency["pools"]["defaultLimit"] == production["concurrency"]["pools"][
-        "default_limit"
-    ]
+    assert (
+        concurrency["pools"]["defaultLimit"] == production["concurrency"]["pools"]["default_limit"]
+    )
     assert {"key": "fraudloop/retrain", "limit": 1} in concurrency["runs"]["tagConcurrencyLimits"]
     queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     assert "maxConcurrentRuns" not in queued and "tagConcurrencyLimits" not in queued
@@ -116,9 +116,10 @@ def test_helm_values_match_the_docker_profile():
     # step logs to S3, as the Docker profile's compute-log manager
     logs = values["computeLogManager"]
     assert logs["type"] == "S3ComputeLogManager"
-    assert logs["config"]["s3ComputeLogManager"]["prefix"] == production["compute_logs"][
-        "config"
-    ]["prefix"]
+    assert (
+        logs["config"]["s3ComputeLogManager"]["prefix"]
+        == production["compute_logs"]["config"]["prefix"]
+    )
     # the user code: the code image, its module, S3 store
     (deployment,) = values["dagster-user-deployments"]["deployments"]
     assert deployment["codeServerArgs"][-1] == "pipelines.definitions"

@@ -118,8 +118,10 @@ def replay(app, path: str) -> int:
                 data=base64.b64decode(entry["body"]),
             )
             if response.status_code >= 300:
-                print(f"replay: {entry['method']} {entry['path']} -> {response.status_code}",
-                      file=sys.stderr)
+                print(
+                    f"replay: {entry['method']} {entry['path']} -> {response.status_code}",
+                    file=sys.stderr,
+                )
             count += 1
     return count
 
@@ -150,9 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     app = JournaledApp(moto, args.journal)
-    run_simple(
-        args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
-    )
+    run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
 
 
 if __name__ == "__main__":
