@@ -13,7 +13,11 @@ import dagster as dg
 from fraudloop.core import tables
 from resources.store import ObjectStoreResource
 
-RETRY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+# Storage steps ride out a short object-store outage: 3 retries after 3, 9 and 21 s (Dagster's
+# exponential backoff is delay x (2^n - 1)), on top of boto3's own retries. The Docker stack's
+# system test stops S3 for 30 s mid-ingestion: with 2 retries (2 s, 6 s) the run failed ~20 s
+# into the outage and its hours stayed un-ingested.
+RETRY = dg.RetryPolicy(max_retries=3, delay=3, backoff=dg.Backoff.EXPONENTIAL)
 
 
 class Outcome(Protocol):

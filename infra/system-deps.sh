@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# System packages the test suite drives for real: headless Chromium (UI tests) and a
-# PostgreSQL server (the production profile's instance storage). Installed from Debian's
-# packages when missing; needs root (CI runs as root). Idempotent and quiet when all is there.
+# System packages the test suite drives for real: headless Chromium (UI tests), a PostgreSQL
+# server (the production profile's instance storage), and the Docker engine, docker-compose and
+# debootstrap (the Docker stack's system test, `make stack`). Installed from Debian's packages
+# when missing; needs root (CI runs as root). Idempotent and quiet when all is there.
 set -euo pipefail
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+# Debian's engine (dockerd 20.10 + containerd + runc), not only a client: /usr/sbin/dockerd.
+[ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+command -v bc >/dev/null 2>&1 || missing+=(bc)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

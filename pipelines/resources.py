@@ -41,6 +41,11 @@ def build_resources(config: ProjectConfig) -> dict:
         "staging": StagingResource.of(config.staging),
         "rollout": RolloutResource.of(config.rollout),
         "monitoring": MonitoringResource.of(config.monitoring),
-        "alerts": AlertsResource(file_path=settings.alert_path, webhook_url=webhook),
+        "alerts": AlertsResource(
+            file_path=settings.alert_path,
+            webhook_url=webhook,
+            # on S3 (containers) alerts are objects in the store; locally the file under home
+            store=store if settings.store_backend == "s3" else None,
+        ),
         "asset_values": AssetValueIOManager(store=store),
     }

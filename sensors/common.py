@@ -1,4 +1,6 @@
-"""What the sensors share: run states that count as in flight, and partition-range requests."""
+"""What the sensors share: runs that count as in flight, and partition-range requests."""
+
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -6,6 +8,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+#: how long after its failure a run that will be retried still counts as in flight
+RETRY_HORIZON = timedelta(minutes=10)
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -24,9 +28,31 @@ def range_tags(start: str, end: str, trigger: str) -> dict[str, str]:
 
 
 def in_flight_runs(context, job_name: str, limit: int | None = None) -> list:
-    return context.instance.get_runs(
+    """Runs of `job_name` queued or running, and failed ones the run-retry policy is about to
+    start again (a killed run container, a lost worker): until the retry exists they are
+    still in flight. Without the latter, labels of hours whose ingestion awaited its retry were
+    released in that gap and rejected as referring to transactions never ingested (found by
+    the Docker stack's system test)."""
+    runs = context.instance.get_runs(
         dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=limit
     )
+    failed = context.instance.get_runs(
+        dg.RunsFilter(
+            job_name=job_name,
+            statuses=[dg.DagsterRunStatus.FAILURE],
+            tags={"dagster/will_retry": "true"},
+            updated_after=datetime.now(UTC) - RETRY_HORIZON,
+        ),
+        limit=20,
+    )
+    retrying = [
+        run
+        for run in failed
+        if not context.instance.get_runs(
+            dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id}), limit=1
+        )
+    ]
+    return [*runs, *retrying]
 
 
 def run_range(run) -> tuple[str, str] | None:

@@ -1,4 +1,5 @@
-"""The drift report (fraudloop.monitoring.drift) against real Evidently: verdicts on known data, the HTML, the input errors.
+"""The drift report (fraudloop.monitoring.drift) against real Evidently: verdicts on known data,
+the HTML, the input errors.
 
 Each Evidently run is a module-scoped fixture, so the import (seconds) and each report are paid
 once for the tests that read them.

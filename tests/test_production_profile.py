@@ -1,9 +1,9 @@
 """The production profile is real: infra/production/dagster.yaml, loaded unchanged, runs an asset
 against a throwaway PostgreSQL server with the object store on S3 (moto), and the deployment files
-(docker-compose, Dockerfiles, workspace) hang together.
+(docker-compose base and overrides, Dockerfiles) hang together.
 
-What this machine cannot prove: that containers start (no Docker engine here) and that the Helm
-values install (no cluster). Those files are checked for structure only.
+The containers themselves run in tests/test_stack.py (the whole loop through the Docker stack);
+the Kubernetes files are checked in tests/test_k8s.py (no cluster here).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION_YAML = ROOT / "infra" / "production" / "dagster.yaml"
 COMPOSE_YAML = ROOT / "infra" / "docker-compose.yaml"
+COMPOSE_PRODUCTION = ROOT / "infra" / "docker-compose.production.yaml"
+COMPOSE_STACK = ROOT / "infra" / "docker-compose.stack.yaml"
 HELM_VALUES = ROOT / "infra" / "production" / "dagster-k8s-values.yaml"
 PG_ENV = ("DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST", "DAGSTER_PG_DB")
 HOUR = "2018-04-01-05:00"
@@ -173,6 +175,7 @@ def production_home(postgres, monkeypatch, tmp_path):
     monkeypatch.setenv("DAGSTER_PG_HOST", "127.0.0.1")
     monkeypatch.setenv("DAGSTER_PG_DB", "dagster_prod")
     monkeypatch.setenv("DAGSTER_PG_PORT", str(postgres.port))
+    monkeypatch.setenv("DAGSTER_DOCKER_NETWORK", "fraudloop")
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(PRODUCTION_YAML, home / "dagster.yaml")
@@ -186,7 +189,7 @@ def production_home(postgres, monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_production_instance_runs_an_asset_on_postgres_and_s3(
-    postgres, production_home, s3_endpoint, s3_bucket, tmp_path
+    postgres, production_home, s3_endpoint, s3_bucket, tmp_path, monkeypatch
 ):
     from fraudloop.core import tables
     from resources.store import S3ObjectStoreResource
@@ -194,6 +197,9 @@ def test_production_instance_runs_an_asset_on_postgres_and_s3(
     from tests.factories import land_hour
 
     started = time.monotonic()
+    # the compute-log manager writes step logs to the same bucket
+    monkeypatch.setenv("FRAUDLOOP_S3_BUCKET", s3_bucket)
+    monkeypatch.setenv("FRAUDLOOP_S3_ENDPOINT_URL", s3_endpoint)
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(production_home)))
     # The file is used as written: Postgres for all three storages, the queued coordinator with
     # the retrain limit, and the Docker launcher (constructed; it only talks to Docker on launch,
@@ -203,7 +209,8 @@ def test_production_instance_runs_an_asset_on_postgres_and_s3(
     assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
     assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
     assert isinstance(instance.run_launcher, DockerRunLauncher)
-    assert instance.run_launcher.networks == ["fraudloop"]
+    assert instance.run_launcher.networks == ["fraudloop"]  # DAGSTER_DOCKER_NETWORK
+    assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
     queue = instance.get_concurrency_config().run_queue_config
     assert queue.max_concurrent_runs > 0
     assert {"key": "fraudloop/retrain", "limit": 1} in queue.tag_concurrency_limits
@@ -317,7 +324,8 @@ def _settings_env_vars() -> set[str]:
     return names
 
 
-def test_production_yaml_validates_and_names_the_docker_launcher():
+def test_production_yaml_validates_and_names_the_docker_launcher(monkeypatch):
+    monkeypatch.setenv("DAGSTER_DOCKER_NETWORK", "fraudloop")
     config = _production_config()
     pg = config["storage"]["postgres"]["postgres_db"]
     assert {
@@ -337,6 +345,15 @@ def test_production_yaml_validates_and_names_the_docker_launcher():
         "tag_concurrency_limits"
     ]
     assert config["concurrency"]["pools"]["default_limit"] >= 1
+    # a dead run container fails the run (no resume), and run_retries starts it again
+    assert config["run_monitoring"]["max_resume_run_attempts"] == 0
+    assert config["run_retries"]["max_retries"] >= 1
+    logs = config["compute_logs"]
+    assert (logs["module"], logs["class"]) == (
+        "dagster_aws.s3.compute_log_manager",
+        "S3ComputeLogManager",
+    )
+    assert logs["config"]["bucket"] == {"env": "FRAUDLOOP_S3_BUCKET"}
 
     # The launcher is built from the file exactly as a daemon would (no Docker call at init).
     with tempfile.TemporaryDirectory() as home:
@@ -365,9 +382,25 @@ def test_production_yaml_validates_and_names_the_docker_launcher():
 # --------------------------------------------------------------------------------------------
 
 
-def _compose() -> dict:
-    assert COMPOSE_YAML.exists(), COMPOSE_YAML
-    return yaml.safe_load(COMPOSE_YAML.read_text())
+def _load(path: Path) -> dict:
+    assert path.exists(), path
+    return yaml.safe_load(path.read_text())
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """Compose's merge for what these tests read: mappings merge, everything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _compose(override: Path | None = None) -> dict:
+    compose = _load(COMPOSE_YAML)
+    return _merge(compose, _load(override)) if override else compose
 
 
 def _environment(service: dict) -> dict[str, str]:
@@ -391,8 +424,8 @@ def _walk_env(node, path=()):
             yield from _walk_env(item, (*path, str(i)))
 
 
-def test_compose_services_share_the_fraudloop_network_and_hold_no_secrets():
-    compose = _compose()
+def test_production_override_puts_every_service_on_the_fraudloop_network():
+    compose = _compose(COMPOSE_PRODUCTION)
     services = compose["services"]
     assert {"postgres", "minio", "minio-init", "code-location", "webserver", "daemon"} <= set(
         services
@@ -400,49 +433,69 @@ def test_compose_services_share_the_fraudloop_network_and_hold_no_secrets():
     # The run launcher attaches run containers to the network by its literal name.
     assert compose["networks"]["fraudloop"]["name"] == "fraudloop"
     for name, service in services.items():
-        networks = service.get("networks") or []
-        assert "fraudloop" in networks, f"service {name} is not on the fraudloop network"
+        assert "fraudloop" in (service.get("networks") or []), f"{name} is not on the network"
+    for name in ("code-location", "webserver", "daemon", "scoring"):
+        assert "minio-init" in services[name]["depends_on"], name
+    # published ports only on the host's loopback
+    for service in services.values():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), port
 
+
+def test_stack_override_is_host_networking_only():
+    compose = _compose(COMPOSE_STACK)
+    assert "networks" not in compose, "the local stack must not create a network"
+    for name, service in compose["services"].items():
+        assert service.get("network_mode") == "host", f"{name} is not on host networking"
+        assert not service.get("ports"), f"{name} publishes ports (host networking needs none)"
+        assert not service.get("networks"), name
+    assert compose["services"]["s3"]["image"].startswith("fraudloop-s3:")
+    assert compose["services"]["postgres"]["image"].startswith("fraudloop-postgres:")
+
+
+def test_compose_holds_no_secrets():
     secret_like = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY")
-    for path, value in _walk_env(compose):
-        if secret_like.search(path[-1]):
-            reference = isinstance(value, str) and SECRET_REF.fullmatch(value)
-            assert reference, f"{'/'.join(path)} must be ${{VAR}} or ${{VAR:?msg}}, not {value!r}"
-    text = COMPOSE_YAML.read_text()
-    assert "minioadmin" not in text and "changeme" not in text.lower()
+    for path in (COMPOSE_YAML, COMPOSE_PRODUCTION, COMPOSE_STACK):
+        for env_path, value in _walk_env(_load(path)):
+            if secret_like.search(env_path[-1]):
+                reference = isinstance(value, str) and SECRET_REF.fullmatch(value)
+                assert reference, (
+                    f"{path.name}: {'/'.join(env_path)} must be ${{VAR}}, not {value!r}"
+                )
+        text = path.read_text()
+        assert "minioadmin" not in text and "changeme" not in text.lower()
 
 
 def test_compose_wires_images_commands_and_env_the_profile_needs():
-    compose = _compose()
+    compose = _compose(COMPOSE_PRODUCTION)
     services = compose["services"]
     dagster_services = ("code-location", "webserver", "daemon")
     for name in dagster_services:
         build = services[name].get("build")
         if build:
             dockerfile = (COMPOSE_YAML.parent / build["context"] / build["dockerfile"]).resolve()
-            assert dockerfile.exists(), f"{name}: {dockerfile} does not exist"
-            assert dockerfile == ROOT / "infra" / "docker" / "Dockerfile.dagster"
-    images = {services[name]["image"] for name in dagster_services}
-    assert len(images) == 1, f"the three Dagster services must share one image, not {images}"
+            assert dockerfile == ROOT / "infra" / "docker" / "Dockerfile.dagster", name
+    # the code location (and every run) from the code image; webserver + daemon from the
+    # instance image (Dagster only, the code comes over gRPC)
+    assert services["code-location"]["image"].startswith("fraudloop-dagster:")
+    assert services["webserver"]["image"] == services["daemon"]["image"]
+    assert services["webserver"]["image"].startswith("fraudloop-dagster-instance:")
+    assert services["code-location"]["build"]["target"] == "code"
+    assert services["webserver"]["build"]["target"] == "instance"
 
     code = services["code-location"]
-    command = " ".join(code["command"]) if isinstance(code["command"], list) else code["command"]
-    assert "code-server start" in command and "-p 4000" in command
+    command = " ".join(code["command"])
+    assert "code-server start" in command and "DAGSTER_GRPC_PORT:-4000" in command
     module = re.search(r"-m\s+([\w.]+)", command).group(1)
     assert (ROOT / Path(*module.split("."))).with_suffix(".py").exists(), module
-    assert _environment(code)["DAGSTER_CURRENT_IMAGE"] == images.pop()
+    assert _environment(code)["DAGSTER_CURRENT_IMAGE"] == code["image"]
 
     workspace_path = "/opt/dagster/app/infra/docker/workspace.docker.yaml"
     for name in ("webserver", "daemon"):
-        cmd = services[name]["command"]
-        cmd = " ".join(cmd) if isinstance(cmd, list) else cmd
+        cmd = " ".join(services[name]["command"])
         assert workspace_path in cmd, f"{name} must load {workspace_path}"
         # the DockerRunLauncher (daemon launches, webserver terminates) needs the Docker socket
         assert any("/var/run/docker.sock" in v for v in services[name].get("volumes", []))
-    workspace = yaml.safe_load((ROOT / "infra" / "docker" / "workspace.docker.yaml").read_text())
-    (location,) = workspace["load_from"]
-    assert location["grpc_server"]["host"] == "code-location"
-    assert location["grpc_server"]["port"] == 4000
 
     # DockerRunLauncher reads every env_vars name from the launching process and fails the
     # launch when one is unset: the daemon (and the webserver) must define all of them.
@@ -452,7 +505,18 @@ def test_compose_wires_images_commands_and_env_the_profile_needs():
         missing = [var for var in launcher_env if var not in env]
         assert not missing, f"{name} lacks {missing}"
         assert env["FRAUDLOOP_STORE"] == "s3"
-        assert env["FRAUDLOOP_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["FRAUDLOOP_S3_ENDPOINT_URL"] == "${FRAUDLOOP_S3_ENDPOINT_URL:-http://minio:9000}"
+        assert env["DAGSTER_DOCKER_NETWORK"] == "${DAGSTER_DOCKER_NETWORK:-fraudloop}"
+    workspace = yaml.safe_load((ROOT / "infra" / "docker" / "workspace.docker.yaml").read_text())
+    (location,) = workspace["load_from"]
+    # a fixed location name: sensor states and run origins are keyed by it
+    assert location["grpc_server"]["location_name"] == "fraudloop"
+    assert location["grpc_server"]["host"] == {"env": "DAGSTER_GRPC_HOST"}
+    assert location["grpc_server"]["port"] == {"env": "DAGSTER_GRPC_PORT"}
+    assert "--location-name fraudloop" in command
+    automation = services["automation"]
+    assert "sensor start --start-all" in automation["command"][0]
+    assert _environment(automation)["FRAUDLOOP_AUTOMATION"] == "${FRAUDLOOP_AUTOMATION:-on}"
 
     assert "healthcheck" in services["postgres"]
     assert services["postgres"]["image"].startswith("postgres:15")
@@ -463,17 +527,22 @@ def test_compose_wires_images_commands_and_env_the_profile_needs():
         for line in example.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    code = "\n".join(
-        line for line in COMPOSE_YAML.read_text().splitlines() if not line.lstrip().startswith("#")
+    code_text = "\n".join(
+        line
+        for path in (COMPOSE_YAML, COMPOSE_PRODUCTION)
+        for line in path.read_text().splitlines()
+        if not line.lstrip().startswith("#")
     )
-    referenced = set(re.findall(r"\$\{([A-Za-z0-9_]+):\?", code))
+    referenced = set(re.findall(r"\$\{([A-Za-z0-9_]+):\?", code_text))
     assert "DAGSTER_PG_PASSWORD" in referenced
     assert referenced <= example_keys, f".env.example lacks {sorted(referenced - example_keys)}"
 
 
 def test_dockerfiles_and_helm_values_are_consistent():
     dagster_df = (ROOT / "infra" / "docker" / "Dockerfile.dagster").read_text()
-    assert "FROM python:3.11-slim" in dagster_df
+    # python:3.11-slim for users; a local Debian base where no registry answers
+    assert "ARG BASE_IMAGE=python:3.11-slim" in dagster_df
+    assert "FROM ${BASE_IMAGE}" in dagster_df
     assert "uv sync --locked --no-dev" in dagster_df
     assert "infra/production/dagster.yaml" in dagster_df
     assert "DAGSTER_HOME=/opt/dagster/home" in dagster_df
@@ -498,6 +567,6 @@ def test_dockerfiles_and_helm_values_are_consistent():
     assert values["postgresql"]["enabled"] is False
     (deployment,) = values["dagster-user-deployments"]["deployments"]
     assert deployment["codeServerArgs"][-1] == "pipelines.definitions"
-    queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-    assert {"key": "fraudloop/retrain", "limit": 1} in queued["tagConcurrencyLimits"]
+    runs = values["concurrency"]["runs"]
+    assert {"key": "fraudloop/retrain", "limit": 1} in runs["tagConcurrencyLimits"]
     assert values["telemetry"]["enabled"] is False

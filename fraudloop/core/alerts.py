@@ -1,9 +1,12 @@
-"""Alerts: what an on-call engineer is told, delivered to a file (default) or a webhook.
+"""Alerts: what an on-call engineer is told, delivered to a file (default), the object store
+and/or a webhook.
 
 An alert is a small JSON document with a stable shape so it can be routed by any receiver
 (Slack/PagerDuty bridges, a log shipper reading the file). Delivery to a webhook is retried
-with exponential backoff; when every try fails the alert is still written to the file sink, so
-nothing is lost when the receiver is down.
+with exponential backoff; when every try fails the alert is still written to the fallback sink
+(the file, or the object store), so nothing is lost when the receiver is down. In containers
+(the S3 profile) a local file would die with the run container: there the object store is the
+durable sink, one object per alert under `alerts/<YYYY-MM-DD>/<alert_id>.json`.
 """
 
 from __future__ import annotations
@@ -61,13 +64,35 @@ class FileAlertSink:
         return [json.loads(line) for line in lines if line.strip()]
 
 
+class StoreAlertSink:
+    """One object per alert, `alerts/<day raised>/<alert_id>.json`: a single PUT each, so
+    concurrent writers (run containers, sensors) never contend and nothing is appended."""
+
+    PREFIX = "alerts/"
+
+    def __init__(self, store):
+        self.store = store
+
+    def send(self, alert: Alert) -> None:
+        key = f"{self.PREFIX}{alert.raised_at[:10]}/{alert.alert_id}.json"
+        self.store.put_bytes(key, alert.to_json().encode("utf-8"))
+
+    def read(self) -> list[dict[str, Any]]:
+        alerts = [
+            json.loads(self.store.get_bytes(info.key))
+            for info in self.store.list(self.PREFIX)
+            if info.key.endswith(".json")
+        ]
+        return sorted(alerts, key=lambda a: (a["raised_at"], a["alert_id"]))
+
+
 class WebhookAlertSink:
     """POSTs the alert as JSON; retries transient failures, then falls back to a file sink."""
 
     def __init__(
         self,
         url: str,
-        fallback: FileAlertSink,
+        fallback: FileAlertSink | StoreAlertSink,
         retries: int = 3,
         backoff_seconds: float = 0.5,
         timeout_seconds: float = 5.0,

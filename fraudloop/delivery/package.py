@@ -61,6 +61,8 @@ PRUNED_FROM_IMAGE = (
     "dagster-webserver",
     "dagster-docker",
     "dagster-postgres",
+    "dagster-aws",
+    "dagster-k8s",
     "great-expectations",
     "evidently",
     "psycopg2-binary",

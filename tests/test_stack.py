@@ -1,0 +1,781 @@
+"""The system test: the whole loop through the Docker stack, with faults.
+
+The stack (infra/docker-compose.yaml + infra/docker-compose.stack.yaml: PostgreSQL, S3, the
+code-location gRPC server, webserver, daemon, scoring service; host networking on 127.0.0.1)
+is built and started here; the Docker engine too when none runs (as root). Then, as a user
+would drive it:
+
+1. the simulated feed is written into S3 by the CLI in the code-location container, in two
+   deliveries; the daemon's sensors launch every run as its own container (DockerRunLauncher);
+   * a run container is killed mid-run: the run is marked failed and retried by the run-retry
+     policy, and the retry writes the same content hashes (as an ingestion outside the stack);
+   * the daemon container is killed while a run is in flight and the second delivery lands
+     meanwhile; once it is back, run monitoring resolves the run and the sensor cursor picks up
+     every landed file;
+2. v1 is trained (launched through the webserver's GraphQL, like the UI's Launch button), gated,
+   packaged, staging-tested and released;
+   * PostgreSQL is restarted: the webserver and the daemon reconnect;
+3. the scoring service container follows the aliases in S3 and answers; the following days are
+   replayed as live traffic and landed;
+   * S3 is stopped for 30 s during an ingestion run: retries, then success, no half partition;
+4. the new fraud pattern is detected, alerts land in S3 and at a webhook receiver, v2 is trained
+   and canaried to 100 %.
+
+Then it asserts where everything went (runs and events as rows in PostgreSQL, artifacts in S3
+and nothing on a container's disk, runs and checks in the UI's GraphQL, step logs readable after
+the run container is gone) and prints the figures. Every container it started is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests.stack_harness import DOCKER, Stack, WebhookReceiver, docker, wait_for
+
+START = date(2018, 4, 1)
+LONG = bool(os.environ.get("FRAUDLOOP_STACK_LONG"))
+IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+
+
+class Plan:
+    """`make demo`'s plan (pipelines/demo.py: DemoPlan: 60 simulated days at scale 0.2, a new
+    fraud pattern from day 21, two broken files, the demo's settings), delivered to the stack
+    in pieces by the CLI instead of copied into a directory."""
+
+    def __init__(self) -> None:
+        from pipelines.demo import DemoPlan
+
+        self.demo = DemoPlan()
+        self.days = self.demo.days
+        self.history_days = self.demo.history_days
+        self.drift_day = self.demo.drift_day
+        self.chunk_days = self.demo.chunk_days
+        self.drift = f"card_testing:{self.demo.card_testing_cards}@{self.day(self.drift_day)}"
+        self.corrupt = [
+            f"negative_amount@{self.day(5)}T14",
+            f"nan_amount@{self.day(9)}T09",
+        ]
+
+    def day(self, n: int) -> date:
+        return START + timedelta(days=n)
+
+    def settings(self, webhook_url: str) -> dict[str, str]:
+        env = {
+            k: v for k, v in self.demo.env().items() if k not in ("FRAUDLOOP_HOME", "DAGSTER_HOME")
+        }
+        env["FRAUDLOOP_ALERT_WEBHOOK_URL"] = webhook_url
+        # row-count bounds from the same hour of the 2 previous days (not 7): 5 fewer pointer
+        # reads per ingested hour
+        env["FRAUDLOOP_ROW_COUNT_HISTORY_DAYS"] = "2"
+        # every sensor tick lists S3 prefixes over HTTP here (a directory scan in the demo)
+        env["FRAUDLOOP_SENSOR_INTERVAL_SECONDS"] = "5"
+        return env
+
+    def simulate_args(self, first: int, count: int) -> list[str]:
+        """The CLI call that lands days [first, first + count): the same bytes as a simulation
+        of the whole period (labels of the chunk's last day included, one day later)."""
+        args = [
+            "simulate", "--start", str(self.day(first)), "--days", str(count),
+            "--scale", str(self.demo.scale), "--seed", str(self.demo.seed),
+            "--label-delay", "1d", "--labels-until", str(self.day(first + count)),
+            "--drift", self.drift, "--quiet",
+        ]  # fmt: skip
+        for spec in self.corrupt:
+            if first <= (date.fromisoformat(spec.split("@")[1][:10]) - START).days < first + count:
+                args += ["--corrupt", spec]
+        return args
+
+    def frame(self, directory: Path) -> pd.DataFrame:
+        """The transactions as a frame, for the replayed traffic (same seed, same bytes)."""
+        from fraudloop.core.store import LocalObjectStore
+        from fraudloop.feeds.files import simulate
+
+        summary = simulate(
+            LocalObjectStore(directory),
+            START,
+            self.days,
+            seed=self.demo.seed,
+            scale=self.demo.scale,
+            label_delay=timedelta(days=1),
+            drift=[self.drift],
+            keep_frame=True,
+            progress=False,
+        )
+        return summary.frame
+
+
+class Timeline:
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.marks: dict[str, float] = {}
+        self.epochs: dict[str, float] = {}
+
+    def now(self) -> float:
+        return time.monotonic() - self.began
+
+    def say(self, text: str) -> None:
+        print(f"  [{self.now():6.1f} s] {text}", flush=True)
+
+    def mark(self, name: str) -> None:
+        if name not in self.marks:
+            self.marks[name] = self.now()
+            self.epochs[name] = time.time()
+
+
+# ------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def webhook():
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return Plan()
+
+
+@pytest.fixture(scope="module")
+def stack(plan, webhook):
+    stack = Stack.create(plan.settings(webhook.url))
+    print(f"\nfraudloop stack system test: project {stack.project}, ports {stack.ports}")
+    stack.ensure_engine()
+    try:
+        seconds, cold = stack.build()
+        stack.figures["build_seconds"] = seconds
+        stack.figures["build_cold"] = float(cold)
+        print(f"  images built in {seconds:.0f} s ({'cold' if cold else 'warm'})")
+        stack.figures["up_seconds"] = stack.up()
+        yield stack
+    finally:
+        _teardown(stack)
+
+
+def _teardown(stack: Stack) -> None:
+    if os.environ.get("FRAUDLOOP_STACK_KEEP"):  # debugging: leave it up, say how to remove it
+        print(
+            f"stack kept: FRAUDLOOP_STACK_DIR={stack.directory} "
+            f"FRAUDLOOP_STACK_PROJECT={stack.project} infra/stack.sh down"
+        )
+        return
+    leftovers = stack.run_containers()
+    try:
+        stack.down()
+    finally:
+        for container in leftovers:
+            docker("rm", "-f", container, check=False)
+        stack.stop_engine_if_started()
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def runs(instance, **filters) -> list:
+    from dagster import RunsFilter
+
+    return instance.get_runs(RunsFilter(**filters), limit=1000)
+
+
+def in_flight(instance) -> list:
+    from dagster import DagsterRunStatus
+
+    return runs(instance, statuses=[DagsterRunStatus(s) for s in IN_FLIGHT])
+
+
+def step_started(instance, run_id: str) -> bool:
+    from dagster import DagsterEventType
+
+    return bool(instance.all_logs(run_id, of_type=DagsterEventType.STEP_START))
+
+
+def finished(instance, run_id: str) -> bool:
+    return instance.get_run_by_id(run_id).status.value not in IN_FLIGHT
+
+
+def completed(instance, run_id: str) -> bool:
+    """The run did its work: SUCCESS, or failed only on a blocking data check (a quarantined
+    hour in its range fails `..._pass_expectations` by design, after the assets are written)."""
+    from dagster import DagsterEventType, DagsterRunStatus
+
+    run = instance.get_run_by_id(run_id)
+    if run.status == DagsterRunStatus.SUCCESS:
+        return True
+    if run.status != DagsterRunStatus.FAILURE:
+        return False
+    failures = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+    successes = instance.all_logs(run_id, of_type=DagsterEventType.STEP_SUCCESS)
+    return (
+        bool(failures)
+        and all(e.step_key.endswith("_pass_expectations") for e in failures)
+        and bool(successes)
+    )
+
+
+def pointer(store, table: str, key: str) -> dict | None:
+    from fraudloop.core import tables
+
+    return tables.read_pointer(store, table, key)
+
+
+def hours(days: list[date]) -> list[str]:
+    return [f"{d:%Y-%m-%d}-{h:02d}:00" for d in days for h in range(24)]
+
+
+def launch(stack: Stack, job: str, tags: dict[str, str]) -> str:
+    data = stack.graphql(
+        """mutation Launch($params: ExecutionParams!) {
+             launchRun(executionParams: $params) {
+               __typename
+               ... on LaunchRunSuccess { run { runId } }
+               ... on PythonError { message }
+             }
+           }""",
+        {
+            "params": {
+                "selector": {
+                    "repositoryLocationName": "fraudloop",
+                    "repositoryName": "__repository__",
+                    "jobName": job,
+                },
+                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+            }
+        },
+    )
+    result = data["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def replay_hour(client, base: str, frame, day: date, hour: int) -> int:
+    from pipelines.demo import _replay_hour
+
+    return _replay_hour(client, base, frame, day, hour)
+
+
+def production(store) -> int | None:
+    from fraudloop.model.registry import ModelRegistry
+
+    return ModelRegistry(store).aliases().get("production")
+
+
+def wait_idle(instance, timeout: float, what: str) -> None:
+    wait_for(lambda: not in_flight(instance), timeout, what, poll=2)
+
+
+def kill_run_container_mid_run(stack, instance, timeline, predicate, what: str, written=None):
+    """Waits for a run matching `predicate` to be executing its step, kills its container."""
+
+    def executing():
+        for run in runs(instance):
+            if (
+                predicate(run)
+                and run.status.value == "STARTED"
+                and step_started(instance, run.run_id)
+            ):
+                return run
+        return None
+
+    run = wait_for(executing, 300, what, poll=0.5)
+    if written is not None:  # mid-run: some of its partitions are written, not all
+        wait_for(lambda: written() >= 3, 120, "the run's first partitions", poll=0.3)
+    container = run.tags["docker/container_id"]
+    docker("kill", container)
+    timeline.say(f"FAULT: killed the container of run {run.run_id[:8]} ({run.job_name}) mid-run")
+    return run
+
+
+# ------------------------------------------------------------------------------------- the test
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook, tmp_path):
+    from dagster import DagsterRunStatus
+
+    from fraudloop.core.alerts import StoreAlertSink
+
+    timeline = Timeline()
+    store = stack.store()
+    instance = stack.instance()
+    frame = plan.frame(tmp_path / "feed")
+    figures = stack.figures
+    print(f"stack up and healthy in {figures['up_seconds']:.0f} s; UI {stack.web}")
+
+    # The scoring image carries neither Dagster nor Great Expectations nor Evidently.
+    for module in ("dagster", "great_expectations", "evidently"):
+        probe = subprocess.run(
+            [DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "python",
+             "fraudloop-serve:latest", "-c", f"import {module}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, module
+
+    # ---- 1. history, in two deliveries through the CLI in the code-location container ----
+    history = [plan.day(n) for n in range(plan.history_days)]
+    part_a, part_b = history[:-2], history[-2:]
+    stack.cli(*plan.simulate_args(0, len(part_a)))
+    timeline.say(f"the CLI in the code-location container landed {part_a[0]}..{part_a[-1]} in S3")
+
+    # FAULT: a run container killed mid-run -> failed, retried by the run-retry policy.
+    killed = kill_run_container_mid_run(
+        stack,
+        instance,
+        timeline,
+        lambda r: (
+            r.job_name == "hourly_ingestion_job"
+            and r.tags.get("dagster/asset_partition_range_start", "").startswith(str(plan.day(0)))
+        ),
+        "the first history ingestion run to execute",
+        written=lambda: sum(
+            1
+            for info in store.list(f"raw/transactions/{plan.day(0)}-")
+            if info.key.endswith("_current.json")
+        ),
+    )
+    before = {
+        key: p["sha256"]
+        for key in hours([plan.day(n) for n in range(10)])
+        if (p := pointer(store, "transactions", key)) and p.get("status") == "valid"
+    }
+    retry = wait_for(
+        lambda: next(
+            (r for r in runs(instance) if r.tags.get("dagster/parent_run_id") == killed.run_id),
+            None,
+        ),
+        180,
+        "the run-retry policy to retry the killed run",
+    )
+    killed_status = instance.get_run_by_id(killed.run_id).status
+    assert killed_status == DagsterRunStatus.FAILURE, killed_status
+    wait_for(lambda: finished(instance, retry.run_id), 900, "the retried run to finish", poll=2)
+    assert completed(instance, retry.run_id), "the retried run did not complete its work"
+    exit_code = docker("inspect", "-f", "{{.State.ExitCode}}", killed.tags["docker/container_id"])
+    assert exit_code == "137", exit_code  # SIGKILL
+    delivered = hours(part_a)
+    after = wait_for(
+        lambda: (
+            found
+            if all((found := {k: pointer(store, "transactions", k) for k in delivered}).values())
+            else None
+        ),
+        900,
+        "every hour of the first delivery to be ingested",
+        poll=5,
+    )
+    assert all(p["status"] in ("valid", "quarantined") for p in after.values())
+    assert {k: after[k]["sha256"] for k in before} == before, "a retried hour changed content"
+    sample = [*sorted(after)[:12], f"{plan.day(5)}-14:00", f"{part_a[-1]}-23:00"]
+    reference = _reference_hashes(store, tmp_path / "reference", sample)
+    for key, sha in reference.items():
+        assert after[key]["sha256"] == sha, key
+    timeline.say(
+        f"killed run {killed.run_id[:8]} failed, retry {retry.run_id[:8]} succeeded; "
+        f"{len(before)} hours written before the kill kept their hashes"
+    )
+    figures["run_kill_written_before"] = len(before)
+
+    # FAULT: the daemon killed while a run is in flight; the rest of the history lands while
+    # it is down.
+    down = _kill_daemon_mid_run(stack, instance, timeline)
+    stack.cli(*plan.simulate_args(len(part_a), len(part_b)))
+    timeline.say(f"landed {part_b[0]}..{part_b[-1]} while the daemon is down")
+    time.sleep(5)
+    _daemon_back(stack, store, instance, timeline, down, part_b)
+    last_hour = f"{history[-1]:%Y-%m-%d}-23:00"
+
+    def history_ready() -> bool:
+        features = pointer(store, "transaction_features", last_hour)
+        online = store.exists("featurestore/online/_current.json")
+        return bool(
+            features and features["status"] == "valid" and online and not in_flight(instance)
+        )
+
+    wait_for(history_ready, 900, "the history's features", poll=3)
+    missing = [k for k in hours(history) if not pointer(store, "transactions", k)]
+    assert not missing, f"the sensor lost landed hours: {missing[:5]}"
+    label_days = [f"{d:%Y-%m-%d}" for d in history[1:]]
+    assert all(pointer(store, "labels", d) for d in label_days), "landed label days were lost"
+    quarantined = sorted(
+        k for k in hours(history) if pointer(store, "transactions", k)["status"] != "valid"
+    )
+    assert quarantined == [f"{plan.day(5)}-14:00", f"{plan.day(9)}-09:00"], quarantined
+    timeline.say("history ingested, labelled and featured; the two broken hours quarantined")
+
+    # ---- 2. v1: trained, gated, packaged, staging-tested, released ----
+    launch(
+        stack,
+        "training_job",
+        {"fraudloop/trigger": "stack-test", "fraudloop/reason": "first model"},
+    )
+    timeline.say("training_job launched through the webserver's GraphQL")
+    v1 = wait_for(lambda: production(store), 900, "v1 in production", poll=3)
+    timeline.say(f"v{v1} released to production")
+
+    # FAULT: PostgreSQL restarted: the webserver and the daemon reconnect.
+    postgres = stack.container("postgres")
+    started = time.monotonic()
+    docker("restart", "-t", "10", postgres)
+    wait_for(lambda: stack.psql("SELECT 1") == [(1,)], 120, "postgres back")
+    wait_for(lambda: stack.graphql("{ runsOrError(limit: 1) { __typename } }"), 120, "webserver")
+    heartbeat_after = time.time()
+
+    def daemon_back() -> bool:
+        heartbeats = instance.get_daemon_heartbeats()
+        return bool(heartbeats) and all(h.timestamp > heartbeat_after for h in heartbeats.values())
+
+    wait_for(daemon_back, 180, "every daemon to heartbeat again after the restart", poll=2)
+    figures["postgres_recovery_seconds"] = time.monotonic() - started
+    timeline.say(
+        f"FAULT: PostgreSQL restarted; webserver and daemon back in "
+        f"{figures['postgres_recovery_seconds']:.0f} s"
+    )
+
+    # ---- 3. the scoring service follows the aliases in S3; traffic; more deliveries ----
+    wait_for(lambda: httpx.get(f"{stack.scoring}/readyz").status_code == 200, 120, "scoring ready")
+    status = httpx.get(f"{stack.scoring}/v1/deployment").json()
+    assert status["deployment"].get("production") == v1, status
+    sent = 0
+    promoted_to = None
+    s3_fault_done = False
+    with httpx.Client(timeout=60) as client:
+        for first_day in range(plan.history_days, plan.days, plan.chunk_days):
+            days = [
+                plan.day(n) for n in range(first_day, min(first_day + plan.chunk_days, plan.days))
+            ]
+            if plan.drift_day in range(first_day, first_day + len(days)):
+                timeline.mark("drift_landed")
+                timeline.say(f"-- {plan.day(plan.drift_day)}: the new fraud pattern begins --")
+            gap = plan.demo.pace_seconds / (24 * len(days))
+            for day in days:
+                for h in range(24):
+                    sent += replay_hour(client, stack.scoring, frame, day, h)
+                    time.sleep(gap)
+            stack.cli(*plan.simulate_args(first_day, len(days)))
+            timeline.say(
+                f"{days[0]}..{days[-1]} replayed ({sent:,} requests) and landed by the CLI"
+            )
+            if not s3_fault_done:
+                s3_fault_done = True
+                _s3_outage(stack, store, instance, timeline, days, figures)
+            previous = f"{plan.day(first_day - 1):%Y-%m-%d}-23:00"
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                p = pointer(store, "transaction_features", previous)
+                if (p and p.get("status") == "valid") or (production(store) or 0) > v1:
+                    break
+                time.sleep(1.0)
+            if (production(store) or 0) > v1:
+                promoted_to = production(store)
+                timeline.mark("promoted")
+                break
+            if timeline.now() > 2400:
+                break
+        # the canary needs traffic to be judged: keep replaying the last days until promoted
+        deadline = time.monotonic() + 600
+        while promoted_to is None and time.monotonic() < deadline:
+            for h in range(24):
+                sent += replay_hour(client, stack.scoring, frame, plan.day(plan.days - 1), h)
+            if (production(store) or 0) > v1:
+                promoted_to = production(store)
+                timeline.mark("promoted")
+    assert promoted_to and promoted_to > v1, f"no retrained version reached production (v{v1})"
+    timeline.say(f"v{promoted_to} serves 100 % ({sent:,} requests replayed)")
+    wait_for(
+        lambda: (
+            httpx.get(f"{stack.scoring}/v1/deployment").json()["deployment"].get("production")
+            == promoted_to
+        ),
+        30,
+        "the scoring service to follow the new production alias",
+    )
+    body = {
+        "transaction_id": "stack-probe-1",
+        "tx_datetime": f"{plan.day(plan.days - 1)}T12:00:00+00:00",
+        "customer_id": "1",
+        "terminal_id": "1",
+        "amount": 12.5,
+    }
+    answer = httpx.post(f"{stack.scoring}/v1/score", json=body).json()
+    assert answer["model_version"] == promoted_to, answer
+
+    # ---- 4. where everything went ----
+    wait_idle(instance, 300, "the runs to settle")
+    _assert_runs_were_containers_in_postgres(stack, instance)
+    _assert_artifacts_in_s3_not_on_disk(stack, store, instance)
+    _assert_graphql_lists_runs_and_checks(stack, instance)
+    alerts = StoreAlertSink(store).read()
+    titles = [a["title"] for a in alerts]
+    assert any(t.startswith(("accuracy under floor", "drift in")) for t in titles), titles
+    assert f"v{promoted_to} promoted to production" in titles, titles
+    assert {a["alert_id"] for a in webhook.alerts} == {a["alert_id"] for a in alerts}
+    training = runs(instance, job_name="training_job")
+    triggers = {r.tags.get("fraudloop/trigger") for r in training}
+    assert triggers & {"drift_sensor", "accuracy_sensor"}, triggers
+    _assert_step_logs_outlive_the_container(stack, instance, training)
+    _print_figures(stack, instance, timeline, figures, v1, promoted_to)
+
+
+# ------------------------------------------------------------------------------------- faults
+
+
+def _reference_hashes(store, directory: Path, keys: list[str]) -> dict[str, str]:
+    """The content hash each hour gets when ingested outside the stack, from the same files."""
+    from fraudloop.core.store import LocalObjectStore
+    from fraudloop.data.ingest import ingest_transactions_hour, landed_files
+
+    local = LocalObjectStore(directory)
+    out = {}
+    for key in keys:
+        outcome = ingest_transactions_hour(local, key, landed_files(store, "transactions", key), [])
+        if outcome.sha256:
+            out[key] = outcome.sha256
+    return out
+
+
+def _kill_daemon_mid_run(stack, instance, timeline):
+    """Kills the daemon container while a run executes (whichever the sensors started)."""
+    run = wait_for(
+        lambda: next((r for r in runs(instance) if r.status.value == "STARTED"), None),
+        300,
+        "a run in flight to kill the daemon under",
+        poll=0.5,
+    )
+    daemon = stack.container("daemon")
+    docker("kill", daemon)
+    timeline.say(f"FAULT: daemon container killed while run {run.run_id[:8]} ({run.job_name}) runs")
+    return daemon, run
+
+
+def _daemon_back(stack, store, instance, timeline, down, landed_days) -> None:
+    """Starts the killed daemon: run monitoring resolves the run that ran meanwhile, and the
+    sensor's cursor picks up the files that landed while it was down."""
+
+    daemon, run = down
+    docker("start", daemon)
+    timeline.say("daemon container started again")
+    wait_for(lambda: finished(instance, run.run_id), 900, "the run in flight to be resolved")
+    assert completed(instance, run.run_id), f"run {run.run_id} did not survive the daemon's death"
+    wait_for(
+        lambda: (
+            all(pointer(store, "transactions", k) for k in hours(landed_days))
+            and all(pointer(store, "labels", f"{d:%Y-%m-%d}") for d in landed_days)
+        ),
+        600,
+        "the files landed while the daemon was down to be ingested",
+        poll=3,
+    )
+    timeline.say(
+        f"run {run.run_id[:8]} resolved: SUCCESS; every file landed while the daemon was down "
+        "was ingested"
+    )
+
+
+def _s3_outage(stack, store, instance, timeline, days, figures) -> None:
+    """S3 stopped for 30 s while an ingestion run of `days` executes: it must retry and succeed,
+    and no partition may be visible half-written."""
+
+    start = f"{days[0]:%Y-%m-%d}"
+
+    def executing():
+        for run in runs(instance, job_name="hourly_ingestion_job"):
+            if run.tags.get("dagster/asset_partition_range_start", "").startswith(start) and (
+                run.status.value == "STARTED" and step_started(instance, run.run_id)
+            ):
+                return run
+        return None
+
+    run = wait_for(executing, 300, "the ingestion run of the replayed days", poll=0.5)
+    s3 = stack.container("s3")
+    docker("stop", "-t", "5", s3)
+    stopped = time.monotonic()
+    timeline.say(f"FAULT: S3 stopped during ingestion run {run.run_id[:8]}")
+    assert httpx.get(f"{stack.scoring}/healthz").status_code == 200  # serving stays up
+    time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
+    docker("start", s3)
+    timeline.say("S3 started again after 30 s")
+    wait_for(lambda: store.exists("featurestore/online/_current.json"), 120, "S3 back", poll=1)
+
+    def finished():
+        current = instance.get_run_by_id(run.run_id)
+        retries = [r for r in runs(instance) if r.tags.get("dagster/parent_run_id") == run.run_id]
+        done = [current, *retries]
+        return done if all(r.status.value not in IN_FLIGHT for r in done) else None
+
+    outcome = wait_for(finished, 600, "the ingestion run through the outage", poll=2)
+    assert any(completed(instance, r.run_id) for r in outcome), [r.status for r in outcome]
+    retried = [
+        e
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value in ("STEP_UP_FOR_RETRY",)
+    ]
+    figures["s3_outage_step_retries"] = len(retried)
+    for key in hours(days):
+        p = pointer(store, "transactions", key)
+        assert p and p["status"] == "valid", (key, p)
+        data = store.get_bytes(p["key"])
+        assert hashlib.sha256(data).hexdigest() == p["sha256"], f"{key}: half-written partition"
+    timeline.say(
+        f"ingestion through the S3 outage: {len(retried)} step retries, run "
+        f"{outcome[-1].status.value.lower()}; every hour of {days[0]}..{days[-1]} whole"
+    )
+
+
+# ------------------------------------------------------------------------------------- checks
+
+
+def _assert_runs_were_containers_in_postgres(stack, instance) -> None:
+    all_runs = runs(instance)
+    assert len(all_runs) >= 10
+    for run in all_runs:
+        container = run.tags.get("docker/container_id")
+        assert container, f"run {run.run_id} ({run.job_name}) has no container id"
+        launches = [
+            e
+            for e in instance.all_logs(run.run_id)
+            if e.dagster_event
+            and e.dagster_event.event_type_value == "ENGINE_EVENT"
+            and (e.user_message or "").startswith("Launching run in a new container")
+        ]
+        assert launches, f"run {run.run_id} was not launched by the DockerRunLauncher"
+    ids = {r.run_id for r in all_runs}
+    rows = dict(stack.psql("SELECT run_id, status FROM runs"))
+    assert ids <= set(rows), "runs missing from PostgreSQL"
+    counted = dict(stack.psql("SELECT run_id, count(*) FROM event_logs GROUP BY run_id"))
+    assert all(counted.get(run_id, 0) > 3 for run_id in ids)
+    checks = stack.psql("SELECT count(*) FROM asset_check_executions")[0][0]
+    assert checks > 0
+    assert type(instance.run_launcher).__name__ == "DockerRunLauncher"
+    # no SQLite anywhere in the Dagster containers
+    for service in ("daemon", "webserver", "code-location"):
+        listing = docker(
+            "exec", stack.container(service), "sh", "-c",
+            "find / -xdev \\( -name '*.db' -o -name '*.sqlite' \\) -newer /etc/hostname "
+            "2>/dev/null",
+        )  # fmt: skip
+        assert listing == "", f"{service}: {listing}"
+
+
+def _assert_artifacts_in_s3_not_on_disk(stack, store, instance) -> None:
+    prefixes = {info.key.split("/", 1)[0] for info in store.list("")}
+    expected = {
+        "landing", "raw", "quarantine", "features", "featurestore", "models", "predictions",
+        "monitoring", "alerts", "dagster",
+    }  # fmt: skip
+    assert expected <= prefixes, f"missing in S3: {expected - prefixes}"
+    assert store.list("dagster/compute-logs/")
+    # nothing under a local store: neither the long-running containers nor any run container
+    # wrote into FRAUDLOOP_HOME (docker diff works on stopped containers too)
+    containers = [stack.container(s) for s in ("code-location", "daemon", "webserver")]
+    containers += [r.tags["docker/container_id"] for r in runs(instance)]
+    for container in containers:
+        diff = docker("diff", container, check=False)
+        local = [line for line in diff.splitlines() if "/opt/dagster/fraudloop/" in line]
+        assert not local, f"container {container[:12]} wrote a local store: {local[:5]}"
+
+
+def _assert_graphql_lists_runs_and_checks(stack, instance) -> None:
+    data = stack.graphql(
+        "{ runsOrError(limit: 1000) { ... on Runs { results { runId jobName status } } } }"
+    )
+    listed = {r["runId"] for r in data["runsOrError"]["results"]}
+    assert {r.run_id for r in runs(instance)} <= listed
+    nodes = stack.graphql(
+        """{ assetNodes { assetKey { path }
+             assetChecksOrError { ... on AssetChecks { checks { name } } } } }"""
+    )["assetNodes"]
+    checks = {
+        check["name"]
+        for node in nodes
+        for check in (node["assetChecksOrError"].get("checks") or [])
+    }
+    expected = {
+        "transactions_pass_expectations", "labels_pass_expectations",
+        "features_pass_expectations", "accuracy_above_floor", "drift_within_threshold",
+    }  # fmt: skip
+    assert expected <= checks, expected - checks
+    executions = stack.graphql(
+        """{ assetCheckExecutions(assetKey: {path: ["raw_transactions"]},
+               checkName: "transactions_pass_expectations", limit: 50) { runId status } }"""
+    )["assetCheckExecutions"]
+    assert {e["status"] for e in executions} >= {"SUCCEEDED", "FAILED"}, executions
+
+
+def _assert_step_logs_outlive_the_container(stack, instance, training) -> None:
+    run = next(r for r in training if r.status.value == "SUCCESS")
+    container = run.tags["docker/container_id"]
+    docker("rm", "-f", container)
+    events = stack.graphql(
+        """query Logs($runId: ID!) { logsForRun(runId: $runId, limit: 5000) {
+             ... on EventConnection { events { __typename
+               ... on LogsCapturedEvent { fileKey stepKeys } } } } }""",
+        {"runId": run.run_id},
+    )["logsForRun"]["events"]
+    captured = [e for e in events if e["__typename"] == "LogsCapturedEvent"]
+    assert captured, "no captured step logs"
+    text = ""
+    for event in captured:
+        logs = stack.graphql(
+            """query Captured($key: [String!]!) { capturedLogs(logKey: $key) { stdout stderr } }""",
+            {"key": [run.run_id, "compute_logs", event["fileKey"]]},
+        )["capturedLogs"]
+        text += (logs["stdout"] or "") + (logs["stderr"] or "")
+    assert "candidate_model" in text or "training_dataset" in text, text[:2000]
+
+
+# ------------------------------------------------------------------------------------- figures
+
+
+def _print_figures(stack, instance, timeline, figures, v1, v2) -> None:
+    delivery = timeline.marks["promoted"] - timeline.marks["drift_landed"]
+    launch = queue = steps = 0.0
+    from dagster import DagsterEventType
+
+    for run in runs(instance):
+        record = instance.get_run_record_by_id(run.run_id)
+        if not record or record.create_timestamp.timestamp() < timeline.epochs["drift_landed"]:
+            continue
+        if record.create_timestamp.timestamp() > timeline.epochs["promoted"]:
+            continue
+        times = {}
+        for event in instance.all_logs(run.run_id):
+            if event.dagster_event is None:
+                continue
+            kind = event.dagster_event.event_type
+            if kind in (DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START):
+                times.setdefault(kind, event.timestamp)
+        stats = instance.get_run_step_stats(run.run_id)
+        in_steps = sum((s.end_time or 0) - (s.start_time or 0) for s in stats if s.start_time)
+        if DagsterEventType.RUN_STARTING in times and DagsterEventType.RUN_START in times:
+            launch += times[DagsterEventType.RUN_START] - times[DagsterEventType.RUN_STARTING]
+            queue += times[DagsterEventType.RUN_STARTING] - record.create_timestamp.timestamp()
+        steps += in_steps
+    total = launch + queue + steps
+    figures.update(delivery_seconds=delivery, launch_seconds=launch, steps_seconds=steps)
+    print("\nfigures (the stack on this machine):")
+    print(
+        f"  images built in {figures['build_seconds']:.0f} s "
+        f"({'cold' if figures['build_cold'] else 'warm'})"
+    )
+    print(f"  stack up to healthy: {figures['up_seconds']:.0f} s")
+    print(f"  first drifted day landed -> v{v2} serving 100 %: {delivery:.0f} s (v{v1} before)")
+    if total:
+        print(
+            f"  runs created in that window: {queue:.0f} s queued, {launch:.0f} s launching run "
+            f"containers (container start to run start), {steps:.0f} s in steps: "
+            f"launching = {launch / total:.0%} of their time"
+        )
+    back = figures["postgres_recovery_seconds"]
+    print(f"  PostgreSQL restart -> webserver and daemon back: {back:.0f} s")
+    print(json.dumps({k: round(v, 1) for k, v in figures.items()}))
