@@ -1,8 +1,8 @@
 """`make demo`: the closed loop, told through the real Dagster daemon on the local profile.
 
-1. simulate 60 days of card transactions into a *feed* outside the system (`.fraudloop-feed/`),
-   with a new fraud pattern (card testing: bursts of small amounts on stolen cards) from day
-   `drift_day`; two broken files in the history;
+1. simulate up to 40 days of card transactions into a *feed* outside the system
+   (`.fraudloop-feed/`), with a new fraud pattern (card testing: bursts of small amounts on
+   stolen cards) from day `drift_day`; two broken files in the history;
 2. land the history; the daemon's sensors ingest it, build labels and features (range runs);
 3. train v1 (`training_job`, launched into the daemon's queue): gate, package, staging test in a
    real service process, release to production;
@@ -39,9 +39,16 @@ START = date(2018, 4, 1)
 
 @dataclass
 class DemoPlan:
-    days: int = 60  # simulated
-    history_days: int = 19  # landed before v1 is trained (14-day window + 3-day holdout + delay)
-    drift_day: int = 21  # first day of the new fraud pattern (0-based from START)
+    days: int = 40  # simulated (the replay stops once the retrained model serves 100 %)
+    history_days: int = 12  # landed before v1: warm-up days, the window, the holdout, the delay
+    drift_day: int = 13  # first day of the new fraud pattern (0-based from START)
+    train_window_days: int = 6
+    holdout_days: int = 2
+    #: broken files in the history: (corruption kind, day, hour)
+    corruptions: tuple[tuple[str, int, int], ...] = (
+        ("negative_amount", 3, 14),
+        ("nan_amount", 7, 9),
+    )
     chunk_days: int = 2  # days replayed, then landed, at a time
     scale: float = 0.2
     seed: int = 7
@@ -54,6 +61,9 @@ class DemoPlan:
     def day(self, n: int) -> date:
         return START + timedelta(days=n)
 
+    def broken_hour(self, day: int, hour: int) -> str:
+        return f"{self.day(day):%Y-%m-%d}-{hour:02d}:00"
+
     def env(self) -> dict[str, str]:
         """The demo's settings: one-day label delay (the loop has to close within the
         replay), short sensor intervals, a compact canary, fixed partitions."""
@@ -63,8 +73,8 @@ class DemoPlan:
             "FRAUDLOOP_PARTITION_START": f"{START:%Y-%m-%d}-00:00",
             "FRAUDLOOP_PARTITION_END": f"{self.day(self.days):%Y-%m-%d}-00:00",
             "FRAUDLOOP_LABEL_DELAY_DAYS": "1",
-            "FRAUDLOOP_TRAIN_WINDOW_DAYS": "14",
-            "FRAUDLOOP_HOLDOUT_DAYS": "3",
+            "FRAUDLOOP_TRAIN_WINDOW_DAYS": str(self.train_window_days),
+            "FRAUDLOOP_HOLDOUT_DAYS": str(self.holdout_days),
             "FRAUDLOOP_SENSOR_INTERVAL_SECONDS": "3",
             "FRAUDLOOP_ROLLOUT_INTERVAL_SECONDS": "3",
             "FRAUDLOOP_ROLLOUT_STEPS": "0.25,0.5,1",
@@ -255,10 +265,7 @@ def run_demo(plan: DemoPlan | None = None) -> int:
         scale=plan.scale,
         label_delay=timedelta(days=1),
         drift=[drift],
-        corrupt=[
-            ("negative_amount", f"{plan.day(5):%Y-%m-%d}-14:00"),
-            ("nan_amount", f"{plan.day(9):%Y-%m-%d}-09:00"),
-        ],
+        corrupt=[(kind, plan.broken_hour(day, hour)) for kind, day, hour in plan.corruptions],
         keep_frame=True,
         progress=False,
     )

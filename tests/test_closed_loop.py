@@ -14,6 +14,7 @@ import pytest
 
 from fraudloop.core.store import LocalObjectStore
 from fraudloop.model.registry import ModelRegistry
+from pipelines.demo import DemoPlan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +42,8 @@ def test_drift_is_detected_and_a_retrained_model_is_promoted_without_a_human(tmp
     assert promotion["actor"] == "rollout-controller" and promotion["action"] == "promote"
     assert promotion["evidence"]["analysis"]["checks"]["error_rate"]["status"] == "pass"
     lineage = json.loads(registry.get_file(production, "lineage.json"))
-    assert lineage["dataset"]["spec"]["window_days"] == 14  # the demo's settings reached the run
+    # the demo's settings reached the run
+    assert lineage["dataset"]["spec"]["window_days"] == DemoPlan().train_window_days
     alerts = [json.loads(x) for x in (home / "alerts" / "alerts.jsonl").read_text().splitlines()]
     titles = [a["title"] for a in alerts]
     assert any(t.startswith("accuracy under floor") for t in titles)

@@ -292,6 +292,9 @@ def test_a_shift_the_evaluation_predicted_is_tolerated():
     foreseen = doc(expected={"psi": plain.psi * 0.8, "flag_rate": plain.flag_rate * 0.8})
     accepted = analyze(shifted, foreseen, POLICY)
     assert not accepted.failed, accepted.checks
-    # twice the foreseen shift is still a failure
-    beyond = doc(expected={"psi": plain.psi / 3, "flag_rate": plain.flag_rate / 3})
+    # a shift beyond the tolerated multiple of the foreseen one is still a failure
+    factor = POLICY.expected_shift_factor
+    beyond = doc(
+        expected={"psi": plain.psi / (factor + 1), "flag_rate": plain.flag_rate / (factor + 1)}
+    )
     assert {"score_psi", "flag_rate"} <= set(analyze(shifted, beyond, POLICY).failed)

@@ -62,9 +62,9 @@ class Plan:
         self.chunk_days = self.demo.chunk_days
         self.drift = f"card_testing:{self.demo.card_testing_cards}@{self.day(self.drift_day)}"
         self.corrupt = [
-            f"negative_amount@{self.day(5)}T14",
-            f"nan_amount@{self.day(9)}T09",
+            f"{kind}@{self.day(day)}T{hour:02d}" for kind, day, hour in self.demo.corruptions
         ]
+        self.broken = [self.demo.broken_hour(day, hour) for _, day, hour in self.demo.corruptions]
 
     def day(self, n: int) -> date:
         return START + timedelta(days=n)
@@ -376,7 +376,7 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     )
     assert all(p["status"] in ("valid", "quarantined") for p in after.values())
     assert {k: after[k]["sha256"] for k in before} == before, "a retried hour changed content"
-    sample = [*sorted(after)[:12], f"{plan.day(5)}-14:00", f"{part_a[-1]}-23:00"]
+    sample = [*sorted(after)[:12], *(k for k in plan.broken if k in after), f"{part_a[-1]}-23:00"]
     reference = _reference_hashes(store, tmp_path / "reference", sample)
     for key, sha in reference.items():
         assert after[key]["sha256"] == sha, key
@@ -410,7 +410,7 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     quarantined = sorted(
         k for k in hours(history) if pointer(store, "transactions", k)["status"] != "valid"
     )
-    assert quarantined == [f"{plan.day(5)}-14:00", f"{plan.day(9)}-09:00"], quarantined
+    assert quarantined == plan.broken, quarantined
     timeline.say("history ingested, labelled and featured; the two broken hours quarantined")
 
     # ---- 2. v1: trained, gated, packaged, staging-tested, released ----

@@ -273,9 +273,10 @@ def analyze(log: pd.DataFrame, doc: dict[str, Any], policy: RolloutPolicy) -> An
         return {"status": status, "value": value, "bound": bound}
 
     expected = doc.get("expected") or {}
-    # bounds: the policy's, widened to twice what the holdout predicted for this candidate
-    psi_bound = max(policy.max_psi, 2 * expected.get("psi", 0.0))
-    flag_bound = max(policy.max_flag_rate, 2 * expected.get("flag_rate", 0.0))
+    # bounds: the policy's, widened to what the holdout predicted for this candidate
+    widen = policy.expected_shift_factor
+    psi_bound = max(policy.max_psi, widen * expected.get("psi", 0.0))
+    flag_bound = max(policy.max_flag_rate, widen * expected.get("flag_rate", 0.0))
     enough = n >= policy.min_requests
     # Errors are judged as soon as a handful of requests exist: a broken canary is rolled back
     # without waiting for the full sample (20 requests with more than the bound failing).
