@@ -145,8 +145,9 @@ def test_staging_test_catches_a_package_built_for_other_feature_code(world):
 
 
 def test_the_serving_closure_runs_without_dagster_ge_or_evidently(world, tmp_path):
-    """The image leaves these out: prove the service starts and scores with them unimportable,
-    serving an exported package directory the way the container does."""
+    """The image leaves these out (the pipeline's libraries, the Dagster layer, the stages serving
+    does not import): prove the service starts and scores with them unimportable, serving an
+    exported package directory the way the container does."""
     store, traffic = world
     target = export_package(store, "fraud", 1, tmp_path / "pkg")
     assert load_package_dir(target).sha256 == load_package(store, "fraud", 1).sha256
@@ -156,11 +157,13 @@ def test_the_serving_closure_runs_without_dagster_ge_or_evidently(world, tmp_pat
         textwrap.dedent(
             """
             import sys
-            BLOCKED = ("dagster", "great_expectations", "evidently", "sklearn", "psycopg2")
+            BLOCKED = ("dagster", "great_expectations", "evidently", "sklearn", "psycopg2",
+                       "pipelines", "assets", "resources", "sensors", "fraudloop.feeds",
+                       "fraudloop.data", "fraudloop.monitoring")
 
             class Block:
                 def find_spec(self, name, path=None, target=None):
-                    if name.split(".")[0] in BLOCKED:
+                    if any(name == b or name.startswith(b + ".") for b in BLOCKED):
                         raise ImportError(f"{name} is not in the serving image")
                     return None
 

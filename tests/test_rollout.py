@@ -59,6 +59,7 @@ def log_frame(
         return {
             "request_id": rid,
             "transaction_id": f"t{rid}",
+            "customer_id": f"card-{rid}",
             "served_at": served,
             "role": role,
             "model_version": version,
@@ -298,3 +299,31 @@ def test_a_shift_the_evaluation_predicted_is_tolerated():
         expected={"psi": plain.psi / (factor + 1), "flag_rate": plain.flag_rate / (factor + 1)}
     )
     assert {"score_psi", "flag_rate"} <= set(analyze(shifted, beyond, POLICY).failed)
+
+
+def concentrated(flagged_cards: int, flagged_requests: int, n: int = 300) -> pd.DataFrame:
+    """Canary traffic where `flagged_requests` requests of `flagged_cards` cards score high
+    (a new fraud pattern sits on a few cards), the rest of the traffic is ordinary."""
+    frame = log_frame(n, seed=3)
+    canary = frame.index[frame["role"].isin(["canary", "control"])]
+    rows = frame.loc[canary]
+    flagged = rows[rows["role"] == "canary"].index[:flagged_requests]
+    frame.loc[flagged, ["score", "decision"]] = [0.9, "review"]
+    card = {
+        rid: f"card-{i % flagged_cards}" for i, rid in enumerate(frame.loc[flagged, "request_id"])
+    }
+    frame["customer_id"] = frame["request_id"].map(card).fillna(frame["customer_id"])
+    return frame
+
+
+def test_a_few_cards_do_not_roll_back_a_canary_a_broad_shift_does():
+    """Traffic is routed by card: a burst on two cards is noise the by-card interval absorbs;
+    the same excess spread over many cards is a real shift and rolls back."""
+    few = analyze(concentrated(flagged_cards=2, flagged_requests=45), doc(), POLICY)
+    assert few.flag_rate > POLICY.max_flag_rate  # the point estimate alone would roll back
+    assert "flag_rate" not in few.failed and "score_psi" not in few.failed, few.checks
+    low, high = few.checks["flag_rate"]["interval"]
+    assert low <= POLICY.max_flag_rate < high
+    broad = analyze(concentrated(flagged_cards=45, flagged_requests=45), doc(), POLICY)
+    assert broad.flag_rate == pytest.approx(few.flag_rate)
+    assert {"flag_rate", "score_psi"} <= set(broad.failed), broad.checks

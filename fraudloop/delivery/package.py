@@ -67,6 +67,7 @@ PRUNED_FROM_IMAGE = (
     "evidently",
     "psycopg2-binary",
     "tqdm",
+    "scikit-learn",
 )
 
 

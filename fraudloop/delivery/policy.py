@@ -65,6 +65,10 @@ class RolloutPolicy:
     #: to score it differently, and live traffic may carry more of the pattern than the holdout
     #: did: at 2x, the demo's retrained model, AP 0.96 against 0.19, was rolled back at 100 %)
     expected_shift_factor: float = 3.0
+    #: the score shift and the flagged rate fail only when their bootstrap interval (resampling
+    #: customers, `n_boot` times) lies beyond the bound at this confidence
+    n_boot: int = 200
+    confidence: float = 0.90
 
     def __post_init__(self) -> None:
         steps = tuple(float(s) for s in self.steps)

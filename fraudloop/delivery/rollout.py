@@ -241,6 +241,29 @@ def _p99(values: pd.Series) -> float:
     return float(np.percentile(values, 99)) if len(values) else float("nan")
 
 
+def _by_customer_interval(
+    rows: pd.DataFrame, stat, n_boot: int, confidence: float, seed: int = 0
+) -> tuple[float, float]:
+    """A bootstrap interval of `stat(rows, weights)` resampling customers, not requests: the
+    canary's traffic is chosen by customer, and a new fraud pattern sits on a few cards (ten
+    card-testing cards make hundreds of requests), so a step's sample varies by customer. The
+    analysis rolls back only when the interval lies beyond a bound: noise never rolls back a
+    good canary, as noise never promotes a candidate at the gate."""
+    if rows.empty:
+        return float("nan"), float("nan")
+    codes, uniques = pd.factorize(rows["customer_id"])
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        picked = np.bincount(rng.integers(0, len(uniques), len(uniques)), minlength=len(uniques))
+        weights = picked[codes].astype(float)
+        if weights.sum() > 0:
+            values.append(stat(rows, weights))
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
 def analyze(log: pd.DataFrame, doc: dict[str, Any], policy: RolloutPolicy) -> Analysis:
     """Judge the canary on the prediction-log rows served since the current step began."""
     since = pd.Timestamp(doc["step_started_at"])
@@ -266,11 +289,26 @@ def analyze(log: pd.DataFrame, doc: dict[str, Any], policy: RolloutPolicy) -> An
     )
     shift = psi(paired["score_control"].to_numpy(), paired["score"].to_numpy())
     flag = float((answered["decision"] == "review").mean()) if len(answered) else float("nan")
+    shift_ci = _by_customer_interval(
+        paired,
+        lambda f, w: psi(f["score_control"].to_numpy(), f["score"].to_numpy(), weights=w),
+        policy.n_boot,
+        policy.confidence,
+    )
+    flag_ci = _by_customer_interval(
+        answered,
+        lambda f, w: float(np.average(f["decision"].to_numpy() == "review", weights=w)),
+        policy.n_boot,
+        policy.confidence,
+    )
     cflag = float((paired["decision_control"] == "review").mean()) if len(paired) else float("nan")
 
-    def check(ok: bool | None, value: Any, bound: Any) -> dict[str, Any]:
+    def check(ok: bool | None, value: Any, bound: Any, interval=None) -> dict[str, Any]:
         status = "pending" if ok is None else ("pass" if ok else "fail")
-        return {"status": status, "value": value, "bound": bound}
+        out = {"status": status, "value": value, "bound": bound}
+        if interval is not None:
+            out["interval"] = list(interval)
+        return out
 
     expected = doc.get("expected") or {}
     # bounds: the policy's, widened to what the holdout predicted for this candidate
@@ -293,15 +331,18 @@ def analyze(log: pd.DataFrame, doc: dict[str, Any], policy: RolloutPolicy) -> An
             c99,
             latency_bound,
         ),
+        # beyond a bound only when the whole by-customer interval is
         "score_psi": check(
-            (shift <= psi_bound) if len(paired) >= policy.min_paired else None,
+            (shift_ci[0] <= psi_bound) if len(paired) >= policy.min_paired else None,
             shift,
             psi_bound,
+            shift_ci,
         ),
         "flag_rate": check(
-            (policy.min_flag_rate <= flag <= flag_bound) if enough else None,
+            (flag_ci[1] >= policy.min_flag_rate and flag_ci[0] <= flag_bound) if enough else None,
             flag,
             [policy.min_flag_rate, flag_bound],
+            flag_ci,
         ),
     }
     return Analysis(

@@ -227,16 +227,22 @@ def calibration(y_true, y_score, bins: int | tuple[float, ...] = 10) -> Calibrat
 SCORE_EDGES = np.array([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5])
 
 
-def psi(expected: np.ndarray, actual: np.ndarray, edges: np.ndarray = SCORE_EDGES) -> float:
+def psi(
+    expected: np.ndarray,
+    actual: np.ndarray,
+    edges: np.ndarray = SCORE_EDGES,
+    weights: np.ndarray | None = None,
+) -> float:
     """Population stability index of ``actual`` scores against ``expected`` ones (0: the same
-    distribution; above 0.25 is the usual "significant shift")."""
+    distribution; above 0.25 is the usual "significant shift"); `weights` (one per row of
+    paired scores) serve resampling."""
     expected = np.asarray(expected, dtype=float)
     actual = np.asarray(actual, dtype=float)
     if len(expected) == 0 or len(actual) == 0:
         return float("nan")
     bins = len(edges) + 1
-    e = np.bincount(np.searchsorted(edges, expected, side="right"), minlength=bins)
-    a = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=bins)
+    e = np.bincount(np.searchsorted(edges, expected, side="right"), weights, minlength=bins)
+    a = np.bincount(np.searchsorted(edges, actual, side="right"), weights, minlength=bins)
     eps = 1e-4
     pe = np.maximum(e / e.sum(), eps)
     pa_ = np.maximum(a / a.sum(), eps)
