@@ -156,9 +156,10 @@ def in_process(store, bodies: list[dict], plan: Plan, rng: np.random.Generator) 
         slot = dep.production
         features = service.follower.features
         picks = rng.choice(len(bodies), size=min(len(bodies), 1_000), replace=False)
-        rows = np.array(
-            [features.vector(bodies[i], slot.features) for i in picks], dtype=np.float64
-        )
+        # the service's own online-features call (it also observes these transactions, as
+        # the warm-up below does for others)
+        values = [features.features_and_observe(bodies[i]) for i in picks]
+        rows = np.array([[v[n] for n in slot.features] for v in values], dtype=np.float64)
         singles = [rows[i : i + 1].copy() for i in range(len(rows))]
         for x in singles[:200]:  # warm-up
             slot.booster.predict(x, num_threads=1)
