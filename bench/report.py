@@ -245,7 +245,10 @@ def results_markdown(paths: list[Path]) -> str:
         doc = json.loads(Path(path).read_text())
         if doc["quick"]:
             raise ValueError(f"{path}: a quick run is no result")
-        when = f"{doc['date'][:10]}, `{doc['commit'][:7]}`" + (" +changes" if doc["dirty"] else "")
+        when = (
+            f"{doc['date'][:10]}, `{doc['commit'][:7]}`{' +changes' if doc['dirty'] else ''}, "
+            f"load {doc['load_average_at_start'][0]:.1f}"
+        )
         for f in doc["figures"].values():
             target = f" (target {f['target']})" if f["target"] else ""
             lines.append(
