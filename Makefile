@@ -12,13 +12,14 @@ export UV_PYTHON_DOWNLOADS := never
 # (measured: importing great_expectations 5.9 s -> 2.9 s, dagster 1.3 s -> 0.6 s).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test test-fast ui bench lint fmt clean help system-deps stack stack-down stack-images test-stack test-stack-long bench-stack
+.PHONY: demo test test-fast ui bench bench-quick lint fmt clean help system-deps stack stack-down stack-images test-stack test-stack-long
 
 help:
 	@echo "make demo   - the end-to-end demo on the embedded local profile"
 	@echo "make test   - the whole test suite"
 	@echo "make ui     - Dagster UI (webserver + daemon) on http://127.0.0.1:3000"
-	@echo "make bench  - the benchmarks behind the README's results table"
+	@echo "make bench  - the benchmarks at full size; rewrites bench/results/ and docs/results.md"
+	@echo "make bench-quick - every benchmark at a small size (what make test runs of them)"
 	@echo "make lint   - ruff"
 	@echo "make stack  - the Docker stack here (Postgres, S3, code location, webserver, daemon,"
 	@echo "              scoring service; host networking on 127.0.0.1); make stack-down removes it"
@@ -56,14 +57,18 @@ ui: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
 	set -a; if [ -f .fraudloop/demo.env ]; then . ./.fraudloop/demo.env; fi; set +a; \
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# Each bench prints its table and writes every figure to bench/results/<bench>.json; the table
+# of docs/results.md is generated from those files (tests/test_bench.py checks it is current).
+BENCHES := simulate ingest features training quality serve drift
+
 bench: $(VENV)/.synced
-	$(VENV)/bin/python bench/simulate.py
-	$(VENV)/bin/python bench/ingest.py
-	$(VENV)/bin/python bench/features.py
-	$(VENV)/bin/python bench/training.py
-	$(VENV)/bin/python bench/quality.py
-	$(VENV)/bin/python bench/serve.py
-	$(VENV)/bin/python bench/drift.py
+	@mkdir -p bench/results
+	set -e; for b in $(BENCHES); do \
+		$(VENV)/bin/python bench/$$b.py --json bench/results/$$b.json; done
+	$(VENV)/bin/python bench/report.py --update docs/results.md
+
+bench-quick: $(VENV)/.synced
+	$(VENV)/bin/pytest -q tests/test_bench.py
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .

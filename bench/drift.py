@@ -10,19 +10,17 @@ construction are the time-of-day ones (``tx_hour``, ``tx_is_night``, ``tx_is_wee
 constant within an hour): the run also shows what Evidently makes of that.
 
 Measures, in one process:
-- the first ``drift_report`` call, including ``import evidently`` (paid once per process);
-- warm calls on the same data (median of --repeat);
+- warm calls on the same data (median of --repeat), against the first ``drift_report`` call,
+  which includes ``import evidently`` (paid once per process);
+- the HTML rendering of the report, against the report's computation;
 - writing the returned HTML to a file.
 
 Usage: .venv/bin/python bench/drift.py [--reference-rows 50000] [--current-rows 42000]
+       [--quick] [--json PATH]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,6 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import Report, arguments
 from fraudloop.features.compute import FEATURE_NAMES
 from fraudloop.monitoring.drift import drift_report
 
@@ -91,12 +90,15 @@ def synthetic_features(rows: int, seed: int, hour: int | None = None) -> pd.Data
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = arguments(__doc__)
     parser.add_argument("--reference-rows", type=int, default=50_000)
     parser.add_argument("--current-rows", type=int, default=42_000)
     parser.add_argument("--hour", type=int, default=14, help="UTC hour of the current batch")
     parser.add_argument("--repeat", type=int, default=3, help="warm calls after the first")
     args = parser.parse_args()
+    if args.quick:
+        args.reference_rows, args.current_rows, args.repeat = 3_000, 2_000, 1
+    report = Report("drift", args)
 
     started = time.perf_counter()
     reference = synthetic_features(args.reference_rows, seed=1)
@@ -130,53 +132,52 @@ def main() -> None:
     # what the first call spent outside the report and its HTML: mostly `import evidently`
     import_s = first_s - first.seconds - first.html_seconds
 
-    rows = [
-        (
-            "`drift_report`, first call in the process (includes `import evidently`)",
-            data,
-            f"{first_s:.1f} s wall, {first_cpu:.1f} CPU s (import ~{import_s:.1f} s, report "
-            f"{first.seconds:.1f} s, HTML {first.html_seconds:.2f} s)",
-        ),
-        (
-            f"`drift_report`, warm (median of {args.repeat} calls, same data)",
-            data,
-            f"{warm_s:.1f} s wall (min {warm_walls[0]:.1f} s), {warm_cpu:.1f} CPU s (report "
-            f"{warm_report_s:.1f} s, HTML {warm_html_s:.2f} s)",
-        ),
-        ("write the HTML report to a file", f"{html_bytes / 1e6:.1f} MB", f"{write_s:.3f} s"),
-    ]
-    methods = sorted(set(warm.feature_methods.values()) | {warm.prediction_method or ""} - {""})
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores; synthetic tables built in "
-        f"{setup_s:.1f} s"
+    report.figure(
+        "warm_s",
+        f"Evidently drift report (`drift_report`), warm, median of {args.repeat}: {data}",
+        warm_s,
+        "s",
+        text=f"{warm_s:.2f} s wall (min {warm_walls[0]:.2f} s), {warm_cpu:.1f} CPU s",
+        versus="the first call in the process (includes `import evidently`)",
+        versus_value=first_s,
+        versus_text=f"{first_s:.2f} s (import ~{import_s:.1f} s)",
+        ratio=first_s / warm_s,
+        ratio_means="cold / warm",
+        target="<= 5 s warm",
     )
-    print("| measurement | data | result |\n|---|---|---|")
-    for name, rows_text, figure in rows:
-        print(f"| {name} | {rows_text} | {figure} |")
-    print()
-    print(
-        f"drifted: {', '.join(warm.drifted_features) or 'none'} "
+    report.figure(
+        "html_s",
+        "its HTML (rendering, in the warm call)",
+        warm_html_s,
+        "s",
+        text=f"{warm_html_s:.2f} s, {html_bytes / 1e6:.1f} MB (written in {write_s:.3f} s)",
+        versus="the report's computation",
+        versus_value=warm_report_s,
+        versus_text=f"{warm_report_s:.2f} s",
+        ratio_means="HTML / report",
+    )
+    methods = sorted(set(warm.feature_methods.values()) | {warm.prediction_method or ""} - {""})
+    report.note(
+        f"\nsynthetic tables built in {setup_s:.1f} s; drifted: "
+        f"{', '.join(warm.drifted_features) or 'none'} "
         f"({warm.drifted_share:.0%} of the columns, dataset drift {warm.dataset_drift}); "
         f"score drifted {warm.prediction_drifted} ({warm.prediction_drift_score:.3f}); "
         f"methods: {', '.join(methods)}"
     )
-    out = {
+    report.details = {
         "reference_rows": len(reference),
         "current_rows": len(current),
         "columns": len(features) + 1,
         "first_call_s": round(first_s, 3),
         "first_call_cpu_s": round(first_cpu, 3),
         "first_call_import_s": round(import_s, 3),
-        "warm_call_s_median": round(warm_s, 3),
         "warm_call_s_all": [round(w, 3) for w in warm_walls],
         "warm_call_cpu_s_median": round(warm_cpu, 3),
-        "warm_report_s_median": round(warm_report_s, 3),
-        "warm_html_s_median": round(warm_html_s, 3),
         "write_html_s": round(write_s, 4),
         "html_bytes": html_bytes,
         "result": warm.to_dict(),
     }
-    print(json.dumps(out, indent=2))
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
 """Feature benchmark, and the naive reference implementation the tests use as an oracle.
 
-    .venv/bin/python bench/features.py                # handbook scale: 183 days, ~1.75 M tx
-    .venv/bin/python bench/features.py --quick        # smaller, for a smoke run
-    .venv/bin/python bench/features.py --skip-baseline  # without the pandas rolling baseline
+    .venv/bin/python bench/features.py            # handbook scale: 183 days, ~1.75 M tx
+    .venv/bin/python bench/features.py --quick    # a smoke run (the suite runs it)
+    .venv/bin/python bench/features.py --json PATH
 
-Prints:
-- full rebuild: ``build_features`` on the whole period (target <= 10 s for 183 days);
-- the same full rebuild with :func:`pandas_rolling_baseline` (pandas groupby + time-based
-  rolling, the handbook's way; approximate features, a performance baseline) and the ratio;
-- the same rebuild against the naive reference on one slice of the data (ratio);
+Each figure beside the comparison measured in the same run:
+- full rebuild: ``build_features`` on the whole period (target <= 10 s for 183 days), against
+  :func:`pandas_rolling_baseline` on the same data (pandas groupby + time-based rolling, the
+  handbook's way; approximate features, a performance baseline);
+- ``build_features`` on one slice of the data against the naive reference;
 - incremental: one ``advance_hour`` of ~42,000 transactions on 30 days of state at that rate
-  (~1 M tx/day, the 100x feed; target <= 2 s);
-- online: p50 / p99 of ``OnlineFeatureStore.features`` per call (target p99 <= 200 us).
+  (~1 M tx/day, the 100x feed; target <= 2 s), against ``build_features`` on that hour alone;
+- the size and load time of that state, against the state of the handbook-scale data;
+- online: p50 / p99 of ``OnlineFeatureStore.features`` per call (target p99 <= 200 us), against
+  the full rebuild's time per transaction.
 
 The data come from ``fraudloop.feeds`` (handbook population) when it is importable,
 otherwise from :func:`synthetic_data` below (same sizes, handbook-like).
@@ -19,7 +21,6 @@ otherwise from :func:`synthetic_data` below (same sizes, handbook-like).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -31,6 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import Report, arguments
 from fraudloop.core.hours import HOUR_NS
 from fraudloop.features.compute import FEATURE_NAMES, advance_hour, build_features
 from fraudloop.features.online import OnlineFeatureStore
@@ -426,7 +428,7 @@ def _bench_state(hour_tx: int, days: int, seed: int = 3):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = arguments(__doc__)
     ap.add_argument("--days", type=int, default=183)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--source", choices=["simulator", "synthetic"], default="simulator")
@@ -434,47 +436,51 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hour-tx", type=int, default=42_000, help="transactions in the hour")
     ap.add_argument("--state-days", type=int, default=30)
     ap.add_argument("--online-calls", type=int, default=20_000)
-    ap.add_argument("--quick", action="store_true", help="30 days, 10,000-tx hour")
-    ap.add_argument(
-        "--skip-baseline",
-        action="store_true",
-        help="skip the pandas groupby+rolling baseline on the full data",
-    )
     args = ap.parse_args(argv)
     if args.quick:
-        args.days, args.hour_tx, args.state_days = 30, 10_000, 7
+        args.days, args.scale, args.baseline_days = 4, 0.2, 1
+        args.hour_tx, args.state_days, args.online_calls = 2_000, 2, 2_000
+    report = Report("features", args)
 
-    print(f"== data: {args.days} days at scale {args.scale} ==")
     ((tx, labels), src), secs = _timed(_load, args.days, args.scale, args.source)
-    print(
-        f"source {src} ({secs:.1f} s): {len(tx):,} transactions, "
-        f"{int(labels['is_fraud'].sum()):,} frauds"
-    )
+    data = f"{args.days} days at scale {args.scale:g} ({len(tx) / 1e6:.2f} M tx)"
+    print(f"data ({src}, {secs:.1f} s): {data}, {int(labels['is_fraud'].sum()):,} frauds")
 
-    feats, secs = _timed(build_features, tx, labels)
+    feats, rebuild_s = _timed(build_features, tx, labels)
     _, again = _timed(build_features, tx, labels)
-    print(
-        f"full rebuild  build_features: {secs:6.2f} s for {len(tx):,} tx, first call "
-        f"({again:.2f} s the second; {len(tx) / secs / 1e6:.2f} M tx/s)  target <= 10 s"
+    if not np.isfinite(feats[list(FEATURE_NAMES)].to_numpy()).all():
+        raise SystemExit("build_features returned non-finite features")
+    base, pandas_s = _timed(pandas_rolling_baseline, tx, labels, DEFAULT_LABEL_DELAY)
+    if len(base) != len(feats):
+        raise SystemExit("the pandas baseline returned another number of rows")
+    del base
+    report.figure(
+        "rebuild_s",
+        f"full feature rebuild (`build_features`), {data}",
+        rebuild_s,
+        "s",
+        text=f"{rebuild_s:.2f} s first call, {again:.2f} s second",
+        versus="pandas `groupby().rolling()` baseline, same data",
+        versus_value=pandas_s,
+        ratio=pandas_s / rebuild_s,
+        ratio_means="baseline / ours",
+        target="<= 10 s for 183 days",
     )
-    assert np.isfinite(feats[list(FEATURE_NAMES)].to_numpy()).all()
-    if not args.skip_baseline:
-        base, slow = _timed(pandas_rolling_baseline, tx, labels, DEFAULT_LABEL_DELAY)
-        assert len(base) == len(feats)
-        del base
-        print(
-            f"pandas groupby+rolling baseline (full data): {slow:.1f} s vs build_features "
-            f"{secs:.2f} s: ratio x{slow / secs:.1f}"
-        )
 
     first = tx["tx_datetime"].min().floor("D")
     sl = tx[tx["tx_datetime"] < first + pd.Timedelta(days=args.baseline_days)]
     sl_labels = labels[labels["transaction_id"].isin(sl["transaction_id"])]
     _, fast = _timed(build_features, sl, sl_labels)
     _, slow = _timed(reference_features, sl, sl_labels)
-    print(
-        f"baseline slice ({args.baseline_days} days, {len(sl):,} tx): build_features "
-        f"{fast:.3f} s, naive reference {slow:.2f} s, ratio x{slow / fast:,.0f}"
+    report.figure(
+        "slice_s",
+        f"`build_features` on a {args.baseline_days}-day slice ({len(sl):,} tx)",
+        fast,
+        "s",
+        versus="the row-by-row reference (the tests' oracle)",
+        versus_value=slow,
+        ratio=slow / fast,
+        ratio_means="reference / ours",
     )
 
     # ---- incremental: one hour of --hour-tx transactions on --state-days of state at that rate
@@ -497,13 +503,31 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(3):
         (out, _new), secs = _timed(advance_hour, state, hour_tx, fresh, hour_key_of(last_h))
         times.append(secs)
-    print(
-        f"incremental   advance_hour: {min(times):6.3f} s (best of 3; max {max(times):.3f} s) "
-        f"for {len(out):,} tx  target <= 2 s"
+    no_labels = pd.DataFrame(
+        {
+            "transaction_id": pd.array([], "string"),
+            "is_fraud": np.array([], np.int8),
+            "known_at": pd.to_datetime(np.array([], "int64"), utc=True),
+        }
     )
-    blob, secs = _timed(state.to_bytes)
-    _, secs2 = _timed(FeatureState.from_bytes, blob)
-    print(f"state bytes: {len(blob) / 1e6:.1f} MB, to_bytes {secs:.2f} s, from_bytes {secs2:.2f} s")
+    alone = min(_timed(build_features, hour_tx, no_labels)[1] for _ in range(3))
+    report.figure(
+        "incremental_hour_s",
+        f"one incremental hour (`advance_hour`), {len(out):,} tx on {args.state_days} days of "
+        f"state at that rate ({n_c:,} customers), best of 3",
+        min(times),
+        "s",
+        text=f"{min(times):.3f} s (max {max(times):.3f} s)",
+        versus="`build_features` on the same hour alone, no history (the floor)",
+        versus_value=alone,
+        versus_text=f"{alone:.3f} s",
+        ratio_means="incremental / the hour alone",
+        target="<= 2 s at 42,000 tx",
+    )
+    blob, big_save = _timed(state.to_bytes)
+    _, big_load = _timed(FeatureState.from_bytes, blob)
+    big_mb = len(blob) / 1e6
+    del blob, state
 
     # ---- online: handbook-scale state (the data above), one hour of calls
     tx_h = to_utc_ns(tx["tx_datetime"]) // HOUR_NS
@@ -512,6 +536,31 @@ def main(argv: list[str] | None = None) -> None:
     hist_tx = tx[tx_h < peak]
     known = labels[labels["known_at"] <= pd.Timestamp(peak * HOUR_NS, tz="UTC")]
     state, secs = _timed(FeatureState.from_history, hist_tx, known, hour_key_of(peak - 1))
+    blob, small_save = _timed(state.to_bytes)
+    _, small_load = _timed(FeatureState.from_bytes, blob)
+    small_mb = len(blob) / 1e6
+    del blob
+    report.figure(
+        "state_mb",
+        f"feature state of the incremental hour ({args.state_days} days, {n_c:,} customers)",
+        big_mb,
+        "MB",
+        text=f"{big_mb:,.1f} MB; save {big_save:.2f} s, load {big_load:.2f} s",
+        versus=f"the state of the data above ({args.days} days at scale {args.scale:g})",
+        versus_value=small_mb,
+        versus_text=f"{small_mb:,.1f} MB; save {small_save:.2f} s, load {small_load:.2f} s",
+        ratio_means="size / size",
+    )
+    report.figure(
+        "state_load_s",
+        "load that state (`FeatureState.from_bytes`)",
+        big_load,
+        "s",
+        versus="load the state of the data above",
+        versus_value=small_load,
+        ratio_means="load / load",
+    )
+
     store, secs2 = _timed(OnlineFeatureStore.from_state, state)
     print(f"online store: state {secs:.1f} s, load {secs2:.2f} s ({state.summary()})")
     calls = tx[tx_h >= peak].head(args.online_calls).to_dict("records")
@@ -522,10 +571,28 @@ def main(argv: list[str] | None = None) -> None:
         lat.append(time.perf_counter_ns() - start)
         store.observe(rec)
     lat_us = np.array(lat) / 1e3
-    print(
-        f"online        features(): p50 {np.percentile(lat_us, 50):.1f} us, p99 "
-        f"{np.percentile(lat_us, 99):.1f} us over {len(lat):,} calls  target p99 <= 200 us"
+    p50, p99 = np.percentile(lat_us, 50), np.percentile(lat_us, 99)
+    per_tx = rebuild_s / len(tx) * 1e6
+    report.figure(
+        "online_p99_us",
+        f"online features for one transaction (`OnlineFeatureStore.features`), {len(lat):,} calls",
+        p99,
+        "us",
+        text=f"p50 {p50:.1f} us, p99 {p99:.1f} us",
+        versus="the full rebuild's time per transaction (batch, amortised)",
+        versus_value=per_tx,
+        versus_text=f"{per_tx:.2f} us",
+        ratio_means="online p99 / batch per tx",
+        target="p99 <= 200 us",
     )
+    report.details = {
+        "source": src,
+        "transactions": len(tx),
+        "rebuild_second_call_s": round(again, 3),
+        "state_save_s": round(big_save, 3),
+        "online_p50_us": round(float(p50), 2),
+    }
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """Model quality on the handbook protocol ("Table A"), beside the published figures.
 
     .venv/bin/python bench/quality.py            # tuning grid + final model, ~5 minutes
-    .venv/bin/python bench/quality.py --quick    # no tuning grid (default LightGBM config), ~3 min
+    .venv/bin/python bench/quality.py --quick    # scale 0.1, two grid points: a smoke run
+    .venv/bin/python bench/quality.py --json PATH
+
+The figures are our model's AP and CP@100 beside those of the handbook's random forest and
+logistic regression, trained and tested in the same run on the same data (ratios).
 
 Protocol (Le Borgne et al., "Reproducible ML for Credit Card Fraud Detection", chapter 3):
 
@@ -22,7 +26,6 @@ Protocol (Le Borgne et al., "Reproducible ML for Credit Card Fraud Detection", c
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import replace
@@ -34,6 +37,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.features import simulator_data
+from bench.report import Report, arguments
 from fraudloop.features.compute import FEATURE_NAMES, build_features
 from fraudloop.model.booster import TrainConfig, train
 from fraudloop.model.metrics import auc_roc, average_precision, card_precision_at_k
@@ -81,26 +86,6 @@ def ts(day: str) -> pd.Timestamp:
     return pd.Timestamp(day, tz="UTC")
 
 
-def simulate(seed: int, scale: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from fraudloop.feeds.population import make_population
-    from fraudloop.feeds.scenarios import generate_day
-
-    pop = make_population(seed, scale)
-    days = (LAST_DAY - FIRST_DAY).days + 1
-    tx = pd.concat(
-        [generate_day(pop, FIRST_DAY + timedelta(days=i)) for i in range(days)],
-        ignore_index=True,
-    )
-    labels = pd.DataFrame(
-        {
-            "transaction_id": tx["transaction_id"],
-            "is_fraud": tx["is_fraud"].astype(np.int8),
-            "known_at": tx["tx_datetime"] + DELAY,
-        }
-    )
-    return tx, labels
-
-
 def labels_as_of(tx: pd.DataFrame, labels: pd.DataFrame, when: pd.Timestamp) -> np.ndarray:
     """0/1 label of each transaction as known at ``when`` (latest record; unknown = genuine)."""
     known = labels[labels["known_at"] <= when].sort_values(["known_at", "is_fraud"])
@@ -146,7 +131,7 @@ def sklearn_baselines(train_df: pd.DataFrame, y: np.ndarray, test: pd.DataFrame,
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = arguments(__doc__)
     ap.add_argument("--seed", type=int, default=42, help="simulator seed")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--train-start", default="2018-05-01", help="our model's training window start")
@@ -155,11 +140,16 @@ def main(argv: list[str] | None = None) -> None:
         default=HANDBOOK_TRAIN[0],
         help="frauds from this day on count as known compromised cards (handbook: 2018-07-25)",
     )
-    ap.add_argument("--quick", action="store_true", help="skip the tuning grid")
     args = ap.parse_args(argv)
+    base, grid = TrainConfig(), GRID
+    if args.quick:  # a tenth of the customers, six weeks of training, short one-thread fits
+        args.scale, args.train_start, grid = 0.1, "2018-06-20", GRID[:2]
+        base = replace(base, n_estimators=40, num_threads=1)
+    report = Report("quality", args)
     t0 = time.perf_counter()
 
-    tx, labels = simulate(args.seed, args.scale)
+    days = (LAST_DAY - FIRST_DAY).days + 1
+    tx, labels = simulator_data(days, args.scale, args.seed, str(FIRST_DAY))
     feats = build_features(tx, labels)
     feats["is_fraud"] = tx["is_fraud"].to_numpy()
     print(
@@ -191,7 +181,6 @@ def main(argv: list[str] | None = None) -> None:
     for name, (score, secs) in sklearn_baselines(hb_df, hb_y, test, 0).items():
         rows.append((name, "15 handbook", "07-25..07-31", metrics(test, score), f"{secs:.1f} s"))
 
-    base = TrainConfig()
     hb15 = replace(base, features=HANDBOOK_FEATURES)
     m = train(hb_df, hb_y, hb15)
     rows.append(
@@ -205,26 +194,25 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     chosen = base
-    if not args.quick:
-        print("tuning on the latest 20 % of the training window (time-based), by validation AP:")
-        best = -1.0
-        for params in GRID:
-            cfg = replace(
-                base,
-                learning_rate=0.1,
-                n_estimators=300,
-                early_stopping_rounds=30,
-                refit=False,
-                **params,
-            )
-            tm = train(long_df, long_y, cfg)
-            print(
-                f"  {params}: valid AP {tm.valid_score:.4f} at {tm.best_iteration} rounds "
-                f"({tm.train_seconds:.0f} s)"
-            )
-            if tm.valid_score > best:
-                best, chosen = tm.valid_score, replace(base, **params)
-        print(f"chosen: {chosen.to_dict() | {'features': f'{len(chosen.features)} features'}}")
+    print("tuning on the latest 20 % of the training window (time-based), by validation AP:")
+    best = -1.0
+    for params in grid:
+        cfg = replace(
+            base,
+            learning_rate=0.1,
+            n_estimators=min(300, base.n_estimators),
+            early_stopping_rounds=30,
+            refit=False,
+            **params,
+        )
+        tm = train(long_df, long_y, cfg)
+        print(
+            f"  {params}: valid AP {tm.valid_score:.4f} at {tm.best_iteration} rounds "
+            f"({tm.train_seconds:.0f} s)"
+        )
+        if tm.valid_score > best:
+            best, chosen = tm.valid_score, replace(base, **params)
+    print(f"chosen: {chosen.to_dict() | {'features': f'{len(chosen.features)} features'}}")
     final = train(long_df, long_y, chosen)
     score = final.predict(test)
     rows.append(
@@ -239,27 +227,64 @@ def main(argv: list[str] | None = None) -> None:
     perfect = test["is_fraud"].to_numpy().astype(float)
     rows.append(("perfect (labels as scores)", "-", "-", metrics(test, perfect), "-"))
 
-    print()
-    print("| model | features | train | AUC | AP | CP@100 | published AUC / AP / CP@100 | fit |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    table = [
+        "\n| model | features | train | AUC | AP | CP@100 | published AUC / AP / CP@100 | fit |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, feats_used, window_used, (auc, apv, cp), secs in rows:
         pub = PUBLISHED.get(name)
         pub_s = " / ".join(f"{v:.3f}" for v in pub) if pub else ""
-        print(
+        table.append(
             f"| {name} | {feats_used} | {window_used} | {auc:.3f} | {apv:.3f} | {cp:.3f} | "
             f"{pub_s} | {secs} |"
         )
-    print("| XGBoost (handbook) | 15 handbook | 07-25..07-31 | | | | 0.862 / 0.639 / 0.273 | |")
-    _, final_ap, final_cp = rows[-2][3]
+    table.append(
+        "| XGBoost (handbook) | 15 handbook | 07-25..07-31 | | | | 0.862 / 0.639 / 0.273 | |"
+    )
+    for line in table:
+        report.note(line)
+    by_name = {row[0]: row[3] for row in rows}
+    auc, final_ap, final_cp = by_name["**LightGBM (fraudloop)**"]
     ok = final_ap >= TARGET_AP and final_cp >= TARGET_CP
-    print(
+    report.note(
         f"\ntarget AP >= {TARGET_AP}, CP@100 >= {TARGET_CP}: "
         f"{'MET' if ok else 'NOT MET'} (AP {final_ap:.3f}, CP@100 {final_cp:.3f})"
     )
     imp = final.feature_importance()
     top = ", ".join(f"{k} {v / imp.sum():.0%}" for k, v in imp.head(6).items())
-    print(f"top features (gain share): {top}")
-    print(f"model sha256 {final.sha256[:16]}; total {time.perf_counter() - t0:.0f} s")
+    report.note(f"top features (gain share): {top}")
+    report.note(f"model sha256 {final.sha256[:16]}; total {time.perf_counter() - t0:.0f} s")
+    scale = f"scale {args.scale:g}, seed {args.seed}"
+    for peer in ("random forest", "logistic regression"):
+        _, peer_ap, peer_cp = by_name[peer]
+        short = "rf" if peer == "random forest" else "lr"
+        for key, name, ours, theirs, target in (
+            ("ap", "AP", final_ap, peer_ap, f">= {TARGET_AP}"),
+            ("cp100", "CP@100", final_cp, peer_cp, f">= {TARGET_CP}"),
+        ):
+            report.figure(
+                f"{key}_vs_{short}",
+                f"{name} on the handbook protocol ({scale}), our model",
+                ours,
+                "",
+                text=f"{ours:.3f}",
+                versus=f"the handbook's {peer}, same data",
+                versus_value=theirs,
+                versus_text=f"{theirs:.3f} ({ours - theirs:+.3f})",
+                ratio_means="ours / theirs",
+                target=target if short == "rf" else "",
+            )
+    report.details = {
+        "models": {
+            name: {"auc": m[0], "ap": m[1], "cp100": m[2], "fit": secs}
+            for name, _, _, m, secs in rows
+        },
+        "auc": auc,
+        "target_met": ok,
+        "chosen": chosen.to_dict() | {"features": len(chosen.features)},
+        "model_sha256": final.sha256,
+    }
+    report.finish()
 
 
 if __name__ == "__main__":

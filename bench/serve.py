@@ -17,14 +17,21 @@ the service does with part of the machine. The CPU seconds each side used in eac
 printed, with those of every other process of the machine: on a shared box, that column says
 which figures a neighbour disturbed.
 
-The world is `tests.serving_home.build_deployable_world` (seeded, ~15 s) in a temp dir; its two
-days of live traffic (~1,900 transactions) are reused cyclically. A reused transaction id is
+The world is `tests.serving_home.build_world` (seeded) in a temp dir, with a third version (v3,
+good, another seed) and the packages of v1 and v3 (production loads a package without a staging
+test, and only production serves here); its two days of live traffic (~1,900 transactions) are
+reused cyclically. A reused transaction id is
 observed by the service only once, so the online state stays that of the traffic. The world is
 built in a child process: building it leaves a large heap behind, and this process hosts the
 in-process measurements and the load generator, whose garbage-collection pauses must look like
 those of a freshly started service, not like those of a training pipeline.
 
-Usage: .venv/bin/python bench/serve.py [--quick]   (--quick: short phases, a smoke run)
+Each headline figure is printed beside the comparison measured in the same run: the HTTP p99
+against the in-process scoring path, that path against LightGBM alone, peak requests/s against
+the in-process path's rate on one core, batch rows/s against single-request rows/s, failed
+requests against those sent across the hot swaps, log rows against decisions answered.
+
+Usage: .venv/bin/python bench/serve.py [--quick] [--json PATH]   (--quick: short phases)
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.loadgen import Result, run_constant_rate, run_max_throughput  # noqa: E402
+from bench.report import Report, arguments  # noqa: E402
 from fraudloop.core.settings import store_env  # noqa: E402
 from fraudloop.core.store import LocalObjectStore  # noqa: E402
 from fraudloop.delivery.contract import BatchRequest, Transaction  # noqa: E402
@@ -74,19 +82,25 @@ class Plan:
     peak_connections: tuple[int, ...] = (1, 4, 16, 32)  # 1: the round trip of a busy server
     batch_s: float = 10.0
     batch_connections: int = 2
+    batch_rows: tuple[int, int] = (1_000, 10_000)
+    profile_rows: int = 10_000
+    profile_reps: int = 6
     swap_rate: float = 200.0
     swaps: int = 10
     swap_every_s: float = 2.5
 
 
-QUICK = Plan(
-    floor_calls=1_000,
-    latency_s=4.0,
-    peak_s=3.0,
-    peak_connections=(16,),
-    batch_s=3.0,
+QUICK = Plan(  # every phase, briefly: a smoke run for the suite
+    floor_calls=500,
+    latency_s=2.0,
+    peak_s=1.5,
+    peak_connections=(1, 16),
+    batch_s=1.5,
+    batch_rows=(100, 1_000),
+    profile_rows=1_000,
+    profile_reps=3,
     swaps=2,
-    swap_every_s=2.0,
+    swap_every_s=1.5,
 )
 
 
@@ -156,9 +170,10 @@ def in_process(store, bodies: list[dict], plan: Plan, rng: np.random.Generator) 
         slot = dep.production
         features = service.follower.features
         picks = rng.choice(len(bodies), size=min(len(bodies), 1_000), replace=False)
-        rows = np.array(
-            [features.vector(bodies[i], slot.features) for i in picks], dtype=np.float64
-        )
+        # the service's own online-features call (it also observes these transactions, as
+        # the warm-up below does for others)
+        values = [features.features_and_observe(bodies[i]) for i in picks]
+        rows = np.array([[v[n] for n in slot.features] for v in values], dtype=np.float64)
         singles = [rows[i : i + 1].copy() for i in range(len(rows))]
         for x in singles[:200]:  # warm-up
             slot.booster.predict(x, num_threads=1)
@@ -182,7 +197,7 @@ def in_process(store, bodies: list[dict], plan: Plan, rng: np.random.Generator) 
             Transaction(**bodies[i % len(bodies)])
             validate_s.append(time.perf_counter() - t0)
 
-        profile = batch_profile(service, bodies, slot)
+        profile = batch_profile(service, bodies, slot, plan.profile_rows, plan.profile_reps)
     finally:
         service.predlog = None
         service.stop()
@@ -532,9 +547,16 @@ def build_world(workdir: Path) -> tuple[LocalObjectStore, list[dict], dict]:
 
 
 def _build_world_child(workdir: Path) -> None:
-    from tests.serving_home import build_deployable_world, requests_of
+    from fraudloop.delivery.package import build_package
+    from fraudloop.model.datasets import build_dataset
+    from tests.factories import register
+    from tests.serving_home import GOOD_OTHER_SEED, SPEC, build_world, requests_of
 
-    _, traffic = build_deployable_world(workdir / "home")
+    store, traffic = build_world(workdir / "home")
+    registry = ModelRegistry(store)
+    register(registry, build_dataset(store, SPEC), GOOD_OTHER_SEED)  # v3
+    for version in (1, 3):
+        build_package(store, registry, version, decision_threshold=0.5)
     world = {
         "traffic_rows": len(traffic),
         "customers": int(traffic["customer_id"].nunique()),
@@ -545,8 +567,7 @@ def _build_world_child(workdir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short phases (a smoke run)")
+    parser = arguments(__doc__)
     parser.add_argument(
         "--seed", type=int, default=0, help="picks the floor's rows and the swaps' timing"
     )
@@ -556,6 +577,7 @@ def main() -> None:
         _build_world_child(args.build_world)
         return
     plan = QUICK if args.quick else Plan()
+    bench = Report("serve", args)
     rng = np.random.default_rng(args.seed)
     t_all = time.perf_counter()
     out: dict = {
@@ -632,7 +654,7 @@ def main() -> None:
 
             # 5. batch rows/s
             out["batch"] = {}
-            for rows in (1_000, 10_000):
+            for rows in plan.batch_rows:
                 n_bodies = max(2, -(-len(bodies) // rows))  # cover the traffic once at least
                 batch_bodies = [
                     json.dumps({"transactions": cyclic(bodies, k * rows, rows)}).encode()
@@ -693,186 +715,183 @@ def main() -> None:
         }
     out["total_s"] = round(time.perf_counter() - t_all, 1)
     out["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    report(out)
+    figures(bench, out)
+    details(bench, out)
+    bench.details = out
+    bench.finish()
 
 
-def report(out: dict) -> None:
-    m, floor = out["machine"], out["floor"]
+def figures(bench: Report, out: dict) -> None:
+    """The headline figures, each beside the comparison measured in the same run."""
+    floor = out["floor"]
     bp, sc = floor["booster_predict_1row_us"], floor["service_score_1tx_us"]
     lat = out["latency"]
     best_c, best = max(out["peak"].items(), key=lambda kv: kv[1]["rps"])
     swaps, plog = out["hot_swaps"], out["prediction_log"]
-    rows: list[tuple[str, str, str, str]] = [
-        (
-            f"LightGBM `Booster.predict`, 1 row x {floor['features']} features, "
-            f"{floor['trees']} trees (in process)",
-            f"p50 {bp['p50']:.0f} us, p99 {bp['p99']:.0f} us",
-            "",
-            "the floor",
-        ),
-        (
-            "`ScoringService.score([Transaction(**body)])`, no HTTP",
-            f"p50 {sc['p50']:.0f} us, p99 {sc['p99']:.0f} us",
-            "",
-            f"{sc['p50'] / bp['p50']:.1f}x the floor (p50)",
-        ),
-        ("service start to /readyz 200", f"{out['startup_s']:.1f} s", "", ""),
-        (
-            f"single tx, open loop {lat['rps']:.0f} req/s for {lat['duration_s']:.0f} s: p50",
-            f"{lat['p50']:.2f} ms",
-            "",
-            f"{lat['p50'] * 1000 / sc['p50']:.1f}x the in-process path"
-            + (
-                f"; a busy server's round trip (closed loop, 1 conn.) is p50 "
-                f"{out['peak']['1']['p50']:.2f} ms: the rest is waking an idle server and "
-                "generator (timer resolution ~1 ms)"
-                if "1" in out["peak"]
-                else ""
-            ),
-        ),
-        (
-            "  same: p99 (max)",
-            f"{lat['p99']:.2f} ms ({lat['max']:.1f} ms)",
-            "<= 10 ms",
-            at_most(lat["p99"], 10, "ms"),
-        ),
-        (
-            "  same: failed / sent",
-            f"{lat['failed']} / {lat['sent']}",
-            "0",
-            "meets" if lat["failed"] == 0 else "misses",
-        ),
-    ]
-    for c, r in out["peak"].items():
-        rows.append(
-            (
-                f"closed loop, {c} connection{'' if c == '1' else 's'}, {r['duration_s']:.0f} s",
-                f"{r['rps']:,.0f} req/s, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, "
-                f"failed {r['failed']}",
-                "",
-                "",
-            )
-        )
-    rows.append(
-        (
-            "peak requests/s (best of the above)",
-            f"{best['rps']:,.0f} req/s ({best_c} conn., p99 {best['p99']:.1f} ms)",
-            ">= 1,000/s",
-            at_least(best["rps"], 1000, "/s") + "; load generator on the same 2 cores",
-        )
+    in_process_rps = 1e6 / sc["p50"]
+    bench.figure(
+        "score_p99_us",
+        "the service's scoring path in process, one transaction, no HTTP (`ScoringService.score`)",
+        sc["p99"],
+        "us",
+        text=f"p50 {sc['p50']:.0f} us, p99 {sc['p99']:.0f} us",
+        versus=f"LightGBM `Booster.predict` alone, 1 row x {floor['features']} features, "
+        f"{floor['trees']} trees (the floor)",
+        versus_value=bp["p99"],
+        versus_text=f"p50 {bp['p50']:.0f} us, p99 {bp['p99']:.0f} us",
+        ratio_means="p99 / p99",
     )
-    for n, r in out["batch"].items():
-        rows.append(
-            (
-                f"batch of {int(n):,} rows, {out['plan']['batch_connections']} connections, "
-                f"{r['duration_s']:.0f} s",
-                f"{r['rows_per_s']:,} rows/s ({r['ok']} requests, p50 {r['p50']:.0f} ms, "
-                f"failed {r['failed']})",
-                ">= 200,000 rows/s",
-                at_least(r["rows_per_s"], 200_000, "rows/s"),
-            )
-        )
-    prof = floor["batch_profile"]
-    rows.append(
-        (
-            "batch path in process, per row (profile below)",
-            f"{prof['request_path_us_per_row']:.1f} us/row "
-            f"= {1e6 / prof['request_path_us_per_row']:,.0f} rows/s on one core",
-            "",
-            "",
-        )
+    bench.figure(
+        "http_p99_ms",
+        f"single transaction over HTTP, open loop at {lat['rps']:.0f} req/s for "
+        f"{lat['duration_s']:.0f} s",
+        lat["p99"],
+        "ms",
+        text=f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms; failed {lat['failed']} of "
+        f"{lat['sent']:,}",
+        versus="the scoring path in process (above)",
+        versus_value=sc["p99"] / 1000,
+        versus_text=f"p99 {sc['p99'] / 1000:.3f} ms",
+        ratio_means="HTTP p99 / in-process p99",
+        target="p99 <= 10 ms",
     )
+    per_core = best["rps"] / out["machine"]["cpu_count"]
+    bench.figure(
+        "peak_rps",
+        "peak single-transaction requests/s (closed loop, load generator on the same cores)",
+        best["rps"],
+        "req/s",
+        text=f"{best['rps']:,.0f} req/s ({best_c} conn., p99 {best['p99']:.1f} ms), "
+        f"{per_core:,.0f} per core",
+        versus="the scoring path in process on one core (1 / its p50)",
+        versus_value=in_process_rps,
+        versus_text=f"{in_process_rps:,.0f} calls/s",
+        ratio_means="HTTP peak / in-process rate",
+        target=">= 1,000 req/s",
+    )
+    for key, (n, r) in zip(
+        ("batch_rows_per_s", "big_batch_rows_per_s"), out["batch"].items(), strict=True
+    ):
+        bench.figure(
+            key,
+            f"batch endpoint, {int(n):,}-row requests, {out['plan']['batch_connections']} "
+            "connections",
+            r["rows_per_s"],
+            "rows/s",
+            text=f"{r['rows_per_s']:,} rows/s ({r['ok']} requests, p50 {r['p50']:.0f} ms, "
+            f"failed {r['failed']})",
+            versus="single-transaction requests (the peak above)",
+            versus_value=best["rps"],
+            versus_text=f"{best['rps']:,.0f} rows/s",
+            ratio_means="batch / single",
+            target=">= 200,000 rows/s",
+        )
     sl = swaps["load"]
-    rows += [
-        (
-            f"hot swaps: {sl['rps']:.0f} req/s for {sl['duration_s']:.0f} s, failed / sent",
-            f"{sl['failed']} / {sl['sent']} (p50 {sl['p50']:.1f} ms, p99 {sl['p99']:.1f} ms, "
-            f"max {sl['max']:.0f} ms)",
-            "0",
-            "meets" if sl["failed"] == 0 else "misses",
-        ),
-        (
-            "  swaps followed (v1 <-> v3)",
-            f"{swaps['swaps_followed']} / {swaps['swaps']}",
-            "",
-            f"poll every {out['plan']['poll_seconds']:g} s",
-        ),
-        (
-            "  time to follow a swap (alias write -> /v1/deployment)",
-            f"median {swaps['follow_s']['median']} s, max {swaps['follow_s']['max']} s",
-            "",
-            "",
-        ),
-        (
-            "SIGTERM: exit code, time to exit",
-            f"{out['shutdown']['exit_code']}, {out['shutdown']['seconds']:.1f} s",
-            "exits",
-            "meets" if out["shutdown"]["exit_code"] in (0, -signal.SIGTERM) else "misses",
-        ),
-        (
-            "prediction log: production rows vs. decisions answered (all phases)",
-            f"{plog['rows']:,} vs. {plog['expected']:,}",
-            "equal",
-            ("meets" if plog["rows"] == plog["expected"] else "DIFFERS")
-            + f"; rows by version {plog['by_version']}, other roles {plog['other_roles']}",
-        ),
-    ]
-    print(
-        f"machine: {m['processor']}, {m['cpu_count']} cores ({m['usable_cpus']} usable), "
-        f"{m['platform']}, Python {m['python']}; load generator and service share the cores; "
-        f"load average at start {out['load_average_at_start']}, at end "
-        f"{out['load_average_at_end']}"
+    bench.figure(
+        "swap_failed",
+        f"failed requests across {swaps['swaps']} hot swaps (v1 <-> v3) under "
+        f"{sl['rps']:.0f} req/s",
+        sl["failed"],
+        "",
+        text=f"{sl['failed']} failed (p99 {sl['p99']:.1f} ms, max {sl['max']:.0f} ms); swaps "
+        f"followed {swaps['swaps_followed']} / {swaps['swaps']}",
+        versus="requests sent meanwhile",
+        versus_value=sl["sent"],
+        versus_text=f"{sl['sent']:,}",
+        ratio_means="failed / sent",
+        target="0 failed",
     )
+    follow = swaps["follow_s"]
+    bench.figure(
+        "swap_follow_s",
+        "time for the service to follow a swap (alias write -> `/v1/deployment`), median",
+        follow["median"] if follow["median"] is not None else float("nan"),
+        "s",
+        text=f"median {follow['median']} s, max {follow['max']} s",
+        versus="the service's alias polling period (a setting)",
+        versus_value=out["plan"]["poll_seconds"],
+        ratio_means="median / period",
+    )
+    bench.figure(
+        "predlog_rows",
+        "prediction log after SIGTERM: production rows",
+        plog["rows"],
+        "rows",
+        text=f"{plog['rows']:,} rows",
+        versus="decisions answered (all phases)",
+        versus_value=plog["expected"],
+        versus_text=f"{plog['expected']:,}",
+        ratio_means="rows / decisions",
+        target="equal",
+    )
+
+
+def details(bench: Report, out: dict) -> None:
+    """Every phase, the CPU each side used in each, and the batch path's profile."""
+    floor, lat = out["floor"], out["latency"]
+    swaps = out["hot_swaps"]
     w = out["world"]
-    print(
-        f"world: build_deployable_world in {w['build_s']:.0f} s, {w['traffic_rows']:,} traffic "
-        f"transactions ({w['customers']} customers, {w['terminals']} terminals) reused "
-        f"cyclically; total run {out['total_s']:.0f} s"
+    note = bench.note
+    note(
+        f"\nworld: {w['traffic_rows']:,} traffic transactions ({w['customers']} customers, "
+        f"{w['terminals']} terminals) reused cyclically, built in {w['build_s']:.0f} s; "
+        f"service start to /readyz 200 in {out['startup_s']:.1f} s; SIGTERM: exit code "
+        f"{out['shutdown']['exit_code']} in {out['shutdown']['seconds']:.1f} s"
     )
-    print()
-    print("| figure | value | target | comparison |\n|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print()
+    if "1" in out["peak"]:
+        note(
+            f"open loop p50 {lat['p50']:.2f} ms vs a busy server's round trip (closed loop, 1 "
+            f"connection) p50 {out['peak']['1']['p50']:.2f} ms: the rest is waking an idle "
+            "server and generator (timer resolution ~1 ms)"
+        )
+    note("\n| closed loop | req/s | p50 ms | p99 ms | failed |\n|---|---|---|---|---|")
+    for c, r in out["peak"].items():
+        note(
+            f"| {c} conn., {r['duration_s']:.0f} s | {r['rps']:,.0f} | {r['p50']:.1f} | "
+            f"{r['p99']:.1f} | {r['failed']} |"
+        )
+    note(
+        f"\nswap follow times (poll {out['plan']['poll_seconds']:g} s): "
+        f"{swaps['follow_s']['all']}; alias write median {swaps['alias_write_ms_median']} ms"
+    )
     phases = [("in-process floor + profile", floor["cpu"])]
     phases.append(("single tx, open loop", lat))
     phases += [(f"closed loop, {c} conn.", r) for c, r in out["peak"].items()]
     phases.append(("hot swaps, open loop", swaps["cpu"]))
     phases += [(f"batch {int(n):,} rows", r) for n, r in out["batch"].items()]
-    print(
-        "CPU seconds per phase (2 cores = 2 CPU s per wall second; 'other' = every other "
+    note(
+        "\nCPU seconds per phase (2 cores = 2 CPU s per wall second; 'other' = every other "
         "process of the machine, i.e. noise in the figures above)"
     )
-    print("| phase | wall s | service | load generator | other processes |\n|---|---|---|---|---|")
+    note("| phase | wall s | service | load generator | other processes |\n|---|---|---|---|---|")
     for name, c in phases:
-        print(
+        note(
             f"| {name} | {c['wall_s']:.1f} | {c['service_cpu_s']:.1f} | "
             f"{c['loadgen_cpu_s']:.1f} | {c['other_cpu_s']:.1f} |"
         )
     noisy = [name for name, c in phases if c["other_cpu_s"] > 0.25 * c["wall_s"]]
     if noisy:
-        print(
+        note(
             f"WARNING: other processes used more than a quarter of a core during {len(noisy)} "
             f"of {len(phases)} phases ({', '.join(noisy)}): those figures are pessimistic"
         )
-    print()
-    print(
-        f"batch path, one {prof['rows']:,}-row request in process (mean of "
-        f"{prof['repetitions_averaged']}), us per row; full GC pauses seen: "
-        f"{', '.join(f'{ms:.0f}' for ms in prof['full_collection_ms']) or 'none'} ms"
+    prof = floor["batch_profile"]
+    note(
+        f"\nbatch path, one {prof['rows']:,}-row request in process (mean of "
+        f"{prof['repetitions_averaged']}), us per row "
+        f"(= {1e6 / prof['request_path_us_per_row']:,.0f} rows/s on one core); full GC pauses "
+        f"seen: {', '.join(f'{ms:.0f}' for ms in prof['full_collection_ms']) or 'none'} ms"
     )
-    print("| stage | us/row | of which in GC |\n|---|---|---|")
+    note("| stage | us/row | of which in GC |\n|---|---|---|")
     for name, value in prof["us_per_row"].items():
         label = name.replace("  ", "&nbsp;&nbsp;")  # keeps the nesting visible in Markdown
-        print(f"| {label} | {value['us']:.2f} | {value['gc_us']:.2f} |")
+        note(f"| {label} | {value['us']:.2f} | {value['gc_us']:.2f} |")
         if name == "JSON of the response":
-            print(
+            note(
                 f"| **request path total** (parse + validation + score + response) | "
                 f"**{prof['request_path_us_per_row']:.2f}** | "
                 f"{prof['request_path_gc_us_per_row']:.2f} |"
             )
-    print()
-    print(json.dumps(out, indent=2, default=str))
 
 
 if __name__ == "__main__":

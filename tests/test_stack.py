@@ -157,6 +157,8 @@ def stack(plan, webhook):
         stack.figures["build_seconds"] = seconds
         stack.figures["build_cold"] = float(cold)
         print(f"  images built in {seconds:.0f} s ({'cold' if cold else 'warm'})")
+        stack.figures["rebuild_seconds"] = stack.build()[0]  # nothing changed: every layer cached
+        print(f"  rebuilt (nothing changed) in {stack.figures['rebuild_seconds']:.0f} s")
         stack.figures["up_seconds"] = stack.up()
         yield stack
     finally:

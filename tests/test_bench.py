@@ -1,0 +1,117 @@
+"""Benchmarks that cannot rot: every bench runs end to end in the suite at a small size.
+
+Each bench is started in a subprocess exactly as a user starts it (`python bench/X.py --quick
+--json PATH`), so a function it uses that went away fails here. It must finish, print its table
+and write every figure it promises, finite, beside a comparison measured in the same run and
+their ratio. Timings are never asserted: at the quick sizes they mean nothing. The full sizes are
+`make bench`, whose JSON files (bench/results/) docs/results.md is generated from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tests.test_docs as docs
+from bench.report import QUICK_ENV, ordered_results, results_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: bench -> the figures it must report (keys of the JSON's "figures")
+BENCHES: dict[str, tuple[str, ...]] = {
+    "simulate": ("large_tx_per_s", "large_2days_s"),
+    "ingest": ("hour_compute_s", "dagster_run_s", "backfill_s"),
+    "features": (
+        "rebuild_s",
+        "slice_s",
+        "incremental_hour_s",
+        "state_mb",
+        "state_load_s",
+        "online_p99_us",
+    ),
+    "training": ("dataset_build_s", "train_s", "reproduce_s"),
+    "quality": ("ap_vs_rf", "cp100_vs_rf", "ap_vs_lr", "cp100_vs_lr"),
+    "serve": (
+        "score_p99_us",
+        "http_p99_ms",
+        "peak_rps",
+        "batch_rows_per_s",
+        "big_batch_rows_per_s",
+        "swap_failed",
+        "swap_follow_s",
+        "predlog_rows",
+    ),
+    "drift": ("warm_s", "html_s"),
+}
+HELPERS = {"loadgen", "report"}  # modules of bench/ that are not benchmarks
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_every_bench_is_covered_here_and_by_make_bench():
+    found = {p.stem for p in (ROOT / "bench").glob("*.py")} - HELPERS
+    assert found == set(BENCHES), "a bench without a quick run in the suite (add it to BENCHES)"
+    makefile = (ROOT / "Makefile").read_text().splitlines()
+    (line,) = [line for line in makefile if line.startswith("BENCHES :=")]
+    assert line.split(":=")[1].split() == list(BENCHES), "make bench runs another set or order"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(BENCHES))
+def test_bench_quick_mode_runs_and_reports_every_figure(name, tmp_path):
+    out = tmp_path / f"{name}.json"
+    env = {**os.environ, QUICK_ENV: ""}  # the flag below, not the environment, asks for quick
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, f"bench/{name}.py", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
+    took = time.perf_counter() - started
+    assert done.returncode == 0, f"bench/{name}.py --quick failed:\n{done.stderr[-4000:]}"
+    print(f"bench/{name}.py --quick: {took:.0f} s")
+
+    doc = json.loads(out.read_text())
+    assert doc["bench"] == name and doc["quick"] is True
+    assert doc["commit"] and doc["date"]
+    figures = doc["figures"]
+    assert set(figures) == set(BENCHES[name])
+    for key, fig in figures.items():
+        for field in ("value", "versus_value", "ratio"):
+            assert _finite(fig[field]), f"{name}: {key}.{field} = {fig[field]!r}"
+        assert fig["label"] and fig["versus"] and fig["ratio_means"], f"{name}: {key}"
+
+    lines = done.stdout.splitlines()
+    header = "| figure | result | compared with, same run | ratio | target |"
+    assert header in lines, f"bench/{name}.py printed no table:\n{done.stdout[-3000:]}"
+    rows = lines[lines.index(header) + 2 :][: len(figures)]
+    for fig, row in zip(figures.values(), rows, strict=True):
+        assert row.startswith(f"| {fig['label']} | {fig['text']} | {fig['versus']}: "), row
+    if name == "training":
+        assert doc["details"]["identical"] is True, "reproduce gave another model"
+
+
+def test_results_table_is_generated_from_full_runs():
+    """docs/results.md's bench table is `python bench/report.py` over bench/results/*.json, and
+    those are full-size runs of every bench."""
+    paths = ordered_results()
+    assert [p.stem for p in paths] == list(BENCHES), "make bench writes one result per bench"
+    for path in paths:
+        doc = json.loads(path.read_text())
+        assert doc["quick"] is False, f"{path.name} is a quick run"
+        assert set(doc["figures"]) == set(BENCHES[path.stem]), f"{path.name} is stale"
+    assert docs.generated(ROOT / "docs" / "results.md", "bench-results") == (
+        results_markdown(paths).strip()
+    ), "docs/results.md is stale: paste `python bench/report.py` between the markers"
