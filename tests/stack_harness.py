@@ -1,4 +1,4 @@
-"""Driving the Docker stack from a test (or bench/stack.py): bring it up through infra/stack.sh on
+"""Driving the Docker stack from a test: bring it up through infra/stack.sh on
 free loopback ports, talk to its services the way a user would (the CLI inside the code-location
 container, the webserver's GraphQL, the scoring service's HTTP API, S3, PostgreSQL), inject
 faults with the Docker CLI, and tear everything down (containers, run containers, volumes).
