@@ -248,8 +248,8 @@ def run_demo(plan: DemoPlan | None = None) -> int:
     import httpx
     from dagster import DagsterInstance, RunsFilter
 
-    from fraudloop.core import tables
     from fraudloop.core.store import LocalObjectStore
+    from fraudloop.features.pipeline import features_current
     from fraudloop.feeds.files import simulate
     from sensors.common import IN_FLIGHT
 
@@ -292,11 +292,12 @@ def run_demo(plan: DemoPlan | None = None) -> int:
         timeline.say(f"landed days {history[0]}..{history[-1]}")
         last_hour = f"{history[-1]:%Y-%m-%d}-23:00"
 
+        label_days = [f"{d:%Y-%m-%d}" for d in history[1:]]  # labels land a day later
+
         def history_ready() -> bool:
-            features = tables.read_pointer(store, "transaction_features", last_hour)
             online = store.exists("featurestore/online/_current.json")
             busy = instance.get_runs(RunsFilter(statuses=IN_FLIGHT), limit=1)
-            return bool(features and features["status"] == "valid" and online and not busy)
+            return features_current(store, last_hour, label_days) and online and not busy
 
         _wait(history_ready, watcher, plan.timeout_seconds, "the history's features")
 

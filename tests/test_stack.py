@@ -397,17 +397,18 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     _daemon_back(stack, store, instance, timeline, down, part_b)
     last_hour = f"{history[-1]:%Y-%m-%d}-23:00"
 
+    label_days = [f"{d:%Y-%m-%d}" for d in history[1:]]
+
     def history_ready() -> bool:
-        features = pointer(store, "transaction_features", last_hour)
+        from fraudloop.features.pipeline import features_current
+
         online = store.exists("featurestore/online/_current.json")
-        return bool(
-            features and features["status"] == "valid" and online and not in_flight(instance)
-        )
+        current = features_current(store, last_hour, label_days)
+        return current and online and not in_flight(instance)
 
     wait_for(history_ready, 900, "the history's features", poll=3)
     missing = [k for k in hours(history) if not pointer(store, "transactions", k)]
     assert not missing, f"the sensor lost landed hours: {missing[:5]}"
-    label_days = [f"{d:%Y-%m-%d}" for d in history[1:]]
     assert all(pointer(store, "labels", d) for d in label_days), "landed label days were lost"
     quarantined = sorted(
         k for k in hours(history) if pointer(store, "transactions", k)["status"] != "valid"

@@ -238,3 +238,54 @@ def test_same_values_give_the_same_bytes_however_the_frame_was_built():
         ignore_index=True,
     )
     assert parquet_bytes("transactions", pieces) == parquet_bytes("transactions", frame)
+
+
+def test_feature_columns_keep_the_order_they_were_written_in(local_store):
+    """The feature table's value columns are float64 in the order the stage wrote them (raw
+    tables sort extra feed columns by name instead)."""
+    frame = pd.DataFrame(
+        {
+            "transaction_id": pd.array(["a"], dtype="string"),
+            "tx_datetime": pd.to_datetime(["2018-04-01 05:10"], utc=True),
+            "customer_id": pd.array(["c"], dtype="string"),
+            "terminal_id": pd.array(["t"], dtype="string"),
+            "zeta": [1],
+            "alpha": [2.5],
+        }
+    )
+    version = write_partition(local_store, "transaction_features", "2018-04-01-05:00", frame, [])
+    assert version.pointer["columns"][-2:] == ["zeta", "alpha"]
+    back = read_partition(local_store, "transaction_features", "2018-04-01-05:00")
+    assert list(back.columns)[-2:] == ["zeta", "alpha"] and str(back["zeta"].dtype) == "float64"
+
+
+def test_features_are_current_only_once_computed_after_every_label_day(local_store):
+    from fraudloop.features.pipeline import features_current
+
+    hour, day = "2018-04-02-23:00", "2018-04-02"
+    labels = pd.DataFrame(
+        {
+            "transaction_id": pd.array(["a"], dtype="string"),
+            "is_fraud": np.array([1], dtype="int8"),
+            "known_at": pd.to_datetime(["2018-04-02 10:00"], utc=True),
+            "tx_datetime": pd.to_datetime(["2018-04-01 10:00"], utc=True),
+            "customer_id": pd.array(["c"], dtype="string"),
+            "terminal_id": pd.array(["t"], dtype="string"),
+        }
+    )
+    features = pd.DataFrame(
+        {
+            "transaction_id": pd.array(["b"], dtype="string"),
+            "tx_datetime": pd.to_datetime(["2018-04-02 23:10"], utc=True),
+            "customer_id": pd.array(["c"], dtype="string"),
+            "terminal_id": pd.array(["t"], dtype="string"),
+            "amount": [1.0],
+        }
+    )
+    assert not features_current(local_store, hour, [day])  # nothing computed yet
+    write_partition(local_store, "transaction_features", hour, features, [])
+    assert not features_current(local_store, hour, [day])  # the day's labels are not in
+    write_partition(local_store, "fraud_labels", day, labels, [])
+    assert not features_current(local_store, hour, [day])  # features older than the labels
+    write_partition(local_store, "transaction_features", hour, features.assign(amount=2.0), [])
+    assert features_current(local_store, hour, [day])

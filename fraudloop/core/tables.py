@@ -57,6 +57,11 @@ class TableSpec:
     def dtype(self, column: str) -> str:
         return self.columns.get(column, self.extra_dtype)
 
+    def extra_columns(self, columns) -> list[str]:
+        """The columns beyond the canonical ones, in their stored order."""
+        extras = [c for c in columns if c not in self.columns]
+        return sorted(extras) if self.sort_extras else extras
+
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
@@ -169,7 +174,7 @@ def list_partitions(store: ObjectStore, table: str) -> list[str]:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _iso(ts: Any) -> str | None:
@@ -185,9 +190,7 @@ def canonical_order(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in canonical if c not in frame.columns]
     if missing:
         raise ValueError(f"{table} frame lacks canonical column(s) {missing}")
-    extras = [c for c in frame.columns if c not in table_spec.columns]
-    if table_spec.sort_extras:
-        extras.sort()
+    extras = table_spec.extra_columns(frame.columns)
     out = frame[canonical + extras]
     out = out.sort_values(list(table_spec.sort), kind="mergesort", na_position="last")
     return out.reset_index(drop=True)
@@ -308,7 +311,7 @@ def write_partition(
     key = f"{partition_prefix(table, partition_key)}{sha}.parquet"
     store.put_if_absent(key, data)
     times = canonical_df[table_spec.time]
-    extras = sorted(c for c in canonical_df.columns if c not in table_spec.columns)
+    extras = table_spec.extra_columns(canonical_df.columns)
     pointer = {
         "status": "valid",
         "table": table,

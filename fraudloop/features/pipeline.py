@@ -349,3 +349,20 @@ def recompute_range(
     if not starts or newest_hour is None or min(starts) > newest_hour:
         return None
     return min(starts), newest_hour
+
+
+def features_current(store: ObjectStore, last_hour: str, label_days: Iterable[str]) -> bool:
+    """Are the features up to `last_hour` computed, and computed after the fraud labels of every
+    one of `label_days`? (A recomputation runs from the earliest affected hour to the newest, so
+    the newest hour's features being newer than every day's labels means all of them are.) A
+    training run started before that would learn terminal risk without those labels."""
+    features = tables.read_pointer(store, "transaction_features", last_hour)
+    if not features or features.get("status") != "valid":
+        return False
+    written = []
+    for day in label_days:
+        labels = tables.read_pointer(store, "fraud_labels", day)
+        if not labels or labels.get("status") != "valid":
+            return False
+        written.append(labels["written_at"])
+    return all(features["written_at"] >= at for at in written)
