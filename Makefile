@@ -46,7 +46,7 @@ system-deps:
 
 test: $(VENV)/.synced system-deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not stack"
 
 test-fast: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
@@ -95,7 +95,7 @@ stack-images: system-deps
 	bash infra/docker/build.sh
 
 test-stack: $(VENV)/.synced system-deps
-	$(VENV)/bin/pytest tests/test_stack.py -p no:cacheprovider -s
+	$(VENV)/bin/pytest -m stack tests/test_stack.py -p no:cacheprovider -s
 
 test-stack-long: $(VENV)/.synced system-deps
-	FRAUDLOOP_STACK_LONG=1 $(VENV)/bin/pytest tests/test_stack.py -p no:cacheprovider -s
+	FRAUDLOOP_STACK_LONG=1 $(VENV)/bin/pytest -m stack tests/test_stack.py -p no:cacheprovider -s

@@ -73,7 +73,12 @@ def test_scoring_deployment_probes_and_service_wiring():
         port["name"],
         port["containerPort"],
     )
-    assert "serve" in container["args"]
+    # the args are the image entry point's (python -m fraudloop.serving): they parse, and the
+    # service listens on every interface at the port the probes and the Service use
+    from fraudloop.serving.__main__ import build_parser
+
+    args = build_parser().parse_args(container["args"])
+    assert (args.host, args.port) == ("0.0.0.0", port["containerPort"])
     # the Service selects exactly the Deployment's pods, on the container's port
     labels = pod["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
