@@ -105,10 +105,29 @@ def cmd_import(args) -> int:
 
 
 def cmd_backfill(args) -> int:
-    from pipelines.runner import run_partition_range
+    from datetime import UTC, datetime
 
+    from fraudloop.core.hours import check_partition_range
+
+    settings = _settings()
+    grain = {"transactions": "hourly", "labels": "daily"}[args.table]
+    try:
+        first, last = check_partition_range(
+            grain,
+            args.start,
+            args.end,
+            start=settings.partition_start,
+            end=settings.partition_end,
+            now=datetime.now(UTC),
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    from pipelines.runner import ensure_dagster_home, run_partition_range
+
+    home = ensure_dagster_home()  # before Dagster loads: refuses when DAGSTER_HOME is unset
     job = {"transactions": "hourly_ingestion_job", "labels": "daily_labels_job"}[args.table]
-    result = run_partition_range(job, args.start, args.end, tags={"fraudloop/trigger": "cli"})
+    print(f"{job} over {first} .. {last} in this process, recorded in the instance at {home}")
+    result = run_partition_range(job, first, last, tags={"fraudloop/trigger": "cli"})
     print(f"run {result.run_id}: {'success' if result.success else 'FAILURE'}")
     return 0 if result.success else 1
 
@@ -526,22 +545,68 @@ def cmd_score(args) -> int:
     return 0
 
 
+JSON_HELP = "print JSON instead of a table"
+VERSION_HELP = "a version number (3) or an alias (production, canary, previous, candidate)"
+REASON_HELP = "why, for the registry's audit log"
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one worth saying."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        quiet = action.default in (None, False, argparse.SUPPRESS, []) or action.required
+        if quiet or "%(default)" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fraudloop")
+    except PackageNotFoundError:  # a checkout run without installing the project
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fraudloop", description="The fraudloop MLOps delivery loop (see README.md)."
+        prog="fraudloop",
+        description="The fraudloop MLOps delivery loop (see README.md).",
+        formatter_class=_Help,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"fraudloop {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_parser_class())
 
     sim = sub.add_parser("simulate", help="generate card transactions and labels into landing/")
-    sim.add_argument("--start", type=_date, default=date(2018, 4, 1))
-    sim.add_argument("--days", type=int, default=7)
-    sim.add_argument("--customers", type=int, default=None)
-    sim.add_argument("--terminals", type=int, default=None)
+    sim.add_argument(
+        "--start", type=_date, default=date(2018, 4, 1), help="first simulated day (UTC)"
+    )
+    sim.add_argument("--days", type=int, default=7, help="number of days to simulate")
+    sim.add_argument(
+        "--customers", type=int, default=None, help="customers (default: 5,000 x scale)"
+    )
+    sim.add_argument(
+        "--terminals", type=int, default=None, help="terminals (default: 10,000 x scale)"
+    )
     sim.add_argument("--scale", type=float, default=1.0, help="1 = handbook, 100 = ~1 M tx/day")
-    sim.add_argument("--seed", type=int, default=42)
-    sim.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    sim.add_argument("--label-delay", type=_duration, default=timedelta(days=7))
-    sim.add_argument("--labels-until", type=_date, default=None)
+    sim.add_argument("--seed", type=int, default=42, help="same seed, same bytes")
+    sim.add_argument(
+        "--format", choices=["csv", "parquet"], default="csv", help="format of the landed files"
+    )
+    sim.add_argument(
+        "--label-delay",
+        type=_duration,
+        default=timedelta(days=7),
+        help="when a day's fraud labels arrive: 7d, 36h, 90m",
+    )
+    sim.add_argument(
+        "--labels-until",
+        type=_date,
+        default=None,
+        help="land only the label files due by this day (default: all)",
+    )
     sim.add_argument(
         "--drift", action="append", default=[], help="e.g. card_testing@2018-05-15 (repeatable)"
     )
@@ -556,27 +621,48 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_simulate)
 
     imp = sub.add_parser("import", help="split an existing history into the landing layout")
-    imp.add_argument("--transactions", required=True)
-    imp.add_argument("--labels", default=None)
-    imp.add_argument("--map", action="append", default=[], metavar="SOURCE=canonical")
-    imp.add_argument("--format", choices=["csv", "parquet"], default="parquet")
-    imp.add_argument("--label-delay", type=_duration, default=timedelta(days=7))
+    imp.add_argument("--transactions", required=True, help="CSV or Parquet history of transactions")
+    imp.add_argument(
+        "--labels", default=None, help="CSV or Parquet of fraud labels (default: none)"
+    )
+    imp.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="SOURCE=canonical",
+        help="rename a source column to a canonical one (repeatable)",
+    )
+    imp.add_argument(
+        "--format", choices=["csv", "parquet"], default="parquet", help="format of the landed files"
+    )
+    imp.add_argument(
+        "--label-delay",
+        type=_duration,
+        default=timedelta(days=7),
+        help="when a day's labels land after it: 7d, 36h, 90m",
+    )
     imp.set_defaults(func=cmd_import)
 
     back = sub.add_parser("backfill", help="ingest a partition range as one Dagster run")
-    back.add_argument("table", choices=["transactions", "labels"])
+    back.add_argument(
+        "table",
+        choices=["transactions", "labels"],
+        help="transactions (hourly keys, 2018-04-01-13:00) or labels (daily keys, 2018-04-01)",
+    )
     back.add_argument("--from", dest="start", required=True, help="first partition key")
     back.add_argument("--to", dest="end", required=True, help="last partition key (inclusive)")
     back.set_defaults(func=cmd_backfill)
 
     quar = sub.add_parser("quarantine", help="list quarantined files and why")
-    quar.add_argument("--table", choices=["transactions", "labels"], default=None)
-    quar.add_argument("--json", action="store_true")
+    quar.add_argument(
+        "--table", choices=["transactions", "labels"], default=None, help="only this table"
+    )
+    quar.add_argument("--json", action="store_true", help=JSON_HELP)
     quar.set_defaults(func=cmd_quarantine)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on the local profile")
-    demo.add_argument("--scale", type=float, default=0.2)
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--scale", type=float, default=0.2, help="data volume (1 = handbook)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the simulated feed")
     demo.add_argument(
         "--pace", type=float, default=8.0, help="minimum wall seconds per replayed day"
     )
@@ -585,58 +671,58 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="the model registry: versions, aliases, audit log")
     msub = models.add_subparsers(dest="models_command", required=True)
     mlist = msub.add_parser("list", help="versions, metrics and the aliases pointing at them")
-    mlist.add_argument("--json", action="store_true")
+    mlist.add_argument("--json", action="store_true", help=JSON_HELP)
     mlist.set_defaults(func=cmd_models_list)
     mshow = msub.add_parser("show", help="manifest and lineage of a version (files verified)")
-    mshow.add_argument("version", metavar="N|ALIAS")
-    mshow.add_argument("--json", action="store_true")
+    mshow.add_argument("version", metavar="N|ALIAS", help=VERSION_HELP)
+    mshow.add_argument("--json", action="store_true", help=JSON_HELP)
     mshow.set_defaults(func=cmd_models_show)
     mdiff = msub.add_parser("diff", help="params, metrics and file hashes that differ")
-    mdiff.add_argument("a", metavar="N|ALIAS")
-    mdiff.add_argument("b", metavar="M|ALIAS")
-    mdiff.add_argument("--json", action="store_true")
+    mdiff.add_argument("a", metavar="N|ALIAS", help=VERSION_HELP)
+    mdiff.add_argument("b", metavar="M|ALIAS", help=VERSION_HELP)
+    mdiff.add_argument("--json", action="store_true", help=JSON_HELP)
     mdiff.set_defaults(func=cmd_models_diff)
     mprom = msub.add_parser(
         "promote", help="point an alias at a version (production keeps the old one as previous)"
     )
-    mprom.add_argument("version", metavar="N|ALIAS")
+    mprom.add_argument("version", metavar="N|ALIAS", help=VERSION_HELP)
     mprom.add_argument("--to", required=True, metavar="ALIAS", help="e.g. production, canary")
-    mprom.add_argument("--reason", default=None)
+    mprom.add_argument("--reason", default=None, help=REASON_HELP)
     mprom.set_defaults(func=cmd_models_promote)
     mroll = msub.add_parser("rollback", help="production <- previous (one atomic swap)")
-    mroll.add_argument("--reason", default=None)
+    mroll.add_argument("--reason", default=None, help=REASON_HELP)
     mroll.set_defaults(func=cmd_models_rollback)
     mhist = msub.add_parser("history", help="the audit log, oldest first")
     mhist.add_argument("--alias", default=None, help="only changes that moved this alias")
-    mhist.add_argument("--json", action="store_true")
+    mhist.add_argument("--json", action="store_true", help=JSON_HELP)
     mhist.set_defaults(func=cmd_models_history)
     mrepro = msub.add_parser(
         "reproduce", help="retrain a version from its lineage; exit 0 only if byte-identical"
     )
-    mrepro.add_argument("version", metavar="N|ALIAS")
+    mrepro.add_argument("version", metavar="N|ALIAS", help=VERSION_HELP)
     mrepro.set_defaults(func=cmd_models_reproduce)
 
     mpack = msub.add_parser(
         "package", help="build (or verify) the deployment package of a version; export it"
     )
-    mpack.add_argument("version", metavar="N|ALIAS")
+    mpack.add_argument("version", metavar="N|ALIAS", help=VERSION_HELP)
     mpack.add_argument("--output", default=None, help="write the verified package to this dir")
     mpack.set_defaults(func=cmd_models_package)
 
     mstage = msub.add_parser(
         "stage", help="staging test: serve the package in a real process and replay an hour"
     )
-    mstage.add_argument("version", metavar="N|ALIAS")
+    mstage.add_argument("version", metavar="N|ALIAS", help=VERSION_HELP)
     mstage.set_defaults(func=cmd_models_stage)
 
     roll = sub.add_parser("rollout", help="the canary rollout: status, start, pause, abort")
     rsub = roll.add_subparsers(dest="rollout_command", required=True)
     rstatus = rsub.add_parser("status", help="the rollout document and its last decisions")
-    rstatus.add_argument("--json", action="store_true")
+    rstatus.add_argument("--json", action="store_true", help=JSON_HELP)
     rstatus.set_defaults(func=cmd_rollout)
     rstart = rsub.add_parser("start", help="start a canary rollout of a staged version")
-    rstart.add_argument("version", metavar="N|ALIAS")
-    rstart.add_argument("--reason", default=None)
+    rstart.add_argument("version", metavar="N|ALIAS", help=VERSION_HELP)
+    rstart.add_argument("--reason", default=None, help=REASON_HELP)
     rstart.set_defaults(func=cmd_rollout)
     for action, text in (
         ("pause", "stop the controller from moving the canary"),
@@ -644,11 +730,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("abort", "remove the canary; production stays"),
     ):
         sp = rsub.add_parser(action, help=text)
-        sp.add_argument("--reason", default=None)
+        sp.add_argument("--reason", default=None, help=REASON_HELP)
         sp.set_defaults(func=cmd_rollout)
     rshare = rsub.add_parser("share", help="set the canary's share by hand (pauses the rollout)")
     rshare.add_argument("share", type=float, help="0..1")
-    rshare.add_argument("--reason", default=None)
+    rshare.add_argument("--reason", default=None, help=REASON_HELP)
     rshare.set_defaults(func=cmd_rollout)
 
     from fraudloop.serving.__main__ import build_parser as serve_parser
@@ -658,14 +744,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     score = sub.add_parser("score", help="score a file of transactions with a registered model")
-    score.add_argument("--model", required=True, metavar="N|ALIAS")
+    score.add_argument("--model", required=True, metavar="N|ALIAS", help=VERSION_HELP)
     score.add_argument("--input", required=True, help="CSV or Parquet with canonical columns")
     score.add_argument("--output", required=True, help="CSV or Parquet (by extension)")
     score.set_defaults(func=cmd_score)
     return parser
 
 
+def _parser_class():
+    """Sub-command parsers that show defaults too (sub-parsers do not inherit the formatter)."""
+
+    class Parser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("formatter_class", _Help)
+            super().__init__(*args, **kwargs)
+
+    return Parser
+
+
+def _quiet_library_warnings() -> None:
+    """Dagster's beta/preview notices and the libraries' deprecations are for developers of
+    this project, not for a person at the command line; errors still print."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*(is|are) currently in (beta|preview)")
+    warnings.filterwarnings("ignore", module=r"dagster(\..*)?$")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_library_warnings()
     args = build_parser().parse_args(argv)
     command = args.command
     for sub in ("models_command", "rollout_command"):

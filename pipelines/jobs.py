@@ -16,14 +16,16 @@ from __future__ import annotations
 import dagster as dg
 
 from assets import keys
+from fraudloop.monitoring.retraining import RETRAIN_TAG
 
 
-def _job(name: str, assets: list[dg.AssetKey], description: str):
+def _job(name: str, assets: list[dg.AssetKey], description: str, tags=None):
     return dg.define_asset_job(
         name=name,
         selection=dg.AssetSelection.assets(*assets),
         executor_def=dg.in_process_executor,
         description=description,
+        tags=tags,
     )
 
 
@@ -61,6 +63,10 @@ training_job = _job(
     "the same holdout; if the blocking gate checks pass, package it, staging-test the package in "
     "a real service process, and release it (first version: production; later ones: a canary "
     "rollout that rollout_sensor drives).",
+    # every run of the job carries the retrain tag, launched by a sensor (value drift/accuracy),
+    # from the UI's Launch button or the CLI (value manual): the run queue's tag limit
+    # (`fraudloop/retrain`: 1 in every profile's dagster.yaml) then allows one at a time
+    tags={RETRAIN_TAG: "manual"},
 )
 health_job = _job(
     "health_job",

@@ -15,8 +15,20 @@ LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "infra" / "local" / "dagster.yaml"
 
 
 def ensure_dagster_home() -> Path:
-    """Default ``DAGSTER_HOME`` to ``./.dagster`` with the local profile's dagster.yaml."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
+    """The instance that records the runs: ``$DAGSTER_HOME``, which must be set. Defaulting to a
+    folder under the current directory would record runs where the UI does not look (``make``
+    targets export ``DAGSTER_HOME=<checkout>/.dagster``, the one ``make ui`` shows). A new
+    instance gets the local profile's dagster.yaml."""
+    from fraudloop.core.errors import ConfigError
+
+    value = os.environ.get("DAGSTER_HOME", "").strip()
+    if not value:
+        raise ConfigError(
+            "DAGSTER_HOME is not set, so this run would be recorded in no instance the UI "
+            f"shows; export DAGSTER_HOME={PROJECT_ROOT / '.dagster'} (the one `make ui` uses) "
+            "or the production instance's folder"
+        )
+    home = Path(value).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists() and LOCAL_INSTANCE_CONFIG.exists():

@@ -100,3 +100,66 @@ def test_a_misconfiguration_is_one_line_with_the_variable_and_its_exit_code(
     assert main(["quarantine"]) == ConfigError.exit_code
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "FRAUDLOOP_STORE" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["transactions", "--from", "2018-04-01", "--to", "2018-04-01-02:00"],
+            "like 2018-04-01-13:00",
+        ),
+        (["labels", "--from", "2018-04-01-00:00", "--to", "2018-04-02"], "like 2018-04-01"),
+        (["transactions", "--from", "2018-04-01-00:30", "--to", "2018-04-01-02:00"], "on the hour"),
+        (["transactions", "--from", "2018-04-02-00:00", "--to", "2018-04-01-02:00"], "is after"),
+        (["labels", "--from", "2018-03-31", "--to", "2018-04-02"], "before the first partition"),
+        (["labels", "--from", "2018-04-01", "--to", "2099-01-01"], "past the partitions"),
+    ],
+)
+def test_backfill_refuses_bad_keys_before_any_run_exists(home, tmp_path, argv, expected, capsys):
+    """A mistyped key is a one-line error with the expected format, exit 2, and no FAILED run
+    in the instance (Dagster itself would say `CheckError: Invariant failed` mid-run)."""
+    assert main(["backfill", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fraudloop backfill: error: ") and expected in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "dagster").exists()  # no instance touched, so no run recorded
+
+
+def test_backfill_refuses_without_dagster_home(home, tmp_path, monkeypatch, capsys):
+    """Without DAGSTER_HOME the run would land in ./.dagster, which the UI never shows."""
+    monkeypatch.delenv("DAGSTER_HOME")
+    monkeypatch.chdir(tmp_path)
+    argv = ["backfill", "labels", "--from", "2018-04-01", "--to", "2018-04-01"]
+    assert main(argv) == 2
+    assert "DAGSTER_HOME is not set" in capsys.readouterr().err
+    assert not (tmp_path / ".dagster").exists()
+
+
+def test_version_and_every_option_says_what_it_does(capsys):
+    import argparse
+    from importlib.metadata import version
+
+    from pipelines.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fraudloop {version('fraudloop')}"
+
+    def undocumented(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from undocumented(child, f"{path} {name}")
+            elif not action.help and not isinstance(
+                action, argparse._HelpAction | argparse._VersionAction
+            ):
+                yield f"{path} {action.dest}"
+
+    assert list(undocumented(build_parser(), "fraudloop")) == []
+    # defaults are shown where there is one to show
+    simulate = build_parser()._subparsers._group_actions[0].choices["simulate"]
+    text = simulate.format_help()
+    assert "(default: 7)" in text and "(default: 42)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text

@@ -1,0 +1,46 @@
+"""The jobs (pipelines.jobs): one retraining at a time however a training run starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+from pipelines.config import ProjectConfig
+from pipelines.definitions import build_definitions
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    return build_definitions(ProjectConfig.from_env())
+
+
+@pytest.mark.parametrize("profile", ["local", "production"])
+def test_a_training_run_from_the_ui_waits_for_a_sensor_retraining_and_back(defs, profile):
+    """The run queue's tag limit (`fraudloop/retrain`: 1) only holds runs that carry the tag.
+    The sensors add it with the trigger as value; the job itself carries it too, so a run
+    launched from the UI's Launch button or the CLI (job tags only) is held while a retraining
+    runs, and holds one back while it runs itself. Checked with Dagster's own queue counter."""
+    config = yaml.safe_load((ROOT / "infra" / profile / "dagster.yaml").read_text())
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    instance = dg.DagsterInstance.ephemeral()
+    training_job = defs.resolve_job_def("training_job")
+    health_job = defs.resolve_job_def("health_job")
+    # a run carries its job's tags, merged under the tags of whoever launched it (the webserver
+    # for the Launch button, the daemon for a sensor's RunRequest)
+    from_ui = instance.create_run_for_job(training_job, tags=training_job.run_tags)
+    sensor_tags = {"fraudloop/retrain": "drift", "fraudloop/trigger": "drift_sensor"}
+    from_sensor = instance.create_run_for_job(
+        training_job, tags={**training_job.run_tags, **sensor_tags}
+    )
+    other = instance.create_run_for_job(health_job, tags=health_job.run_tags)
+
+    assert TagConcurrencyLimitsCounter(limits, [from_sensor]).is_blocked(from_ui)
+    assert TagConcurrencyLimitsCounter(limits, [from_ui]).is_blocked(from_sensor)
+    assert not TagConcurrencyLimitsCounter(limits, [from_ui]).is_blocked(other)
+    assert not TagConcurrencyLimitsCounter(limits, []).is_blocked(from_ui)
