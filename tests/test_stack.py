@@ -79,6 +79,12 @@ class Plan:
         env["FRAUDLOOP_ROW_COUNT_HISTORY_DAYS"] = "2"
         # every sensor tick lists S3 prefixes over HTTP here (a directory scan in the demo)
         env["FRAUDLOOP_SENSOR_INTERVAL_SECONDS"] = "5"
+        # the staging test measures the package's p99 in a run container that shares 2 cores
+        # with ~10 others (load 10-15): at the default 25 ms budget, three candidates the gate
+        # had passed (AP +0.80 over production) were held for 34 ms, and the retrained model
+        # reached production 800 s later. The budget is a deployment's setting, sized to its
+        # hardware; every other staging check (scores equal batch, schema, 4xx) stays as is.
+        env["FRAUDLOOP_STAGING_P99_MS"] = "250"
         return env
 
     def simulate_args(self, first: int, count: int) -> list[str]:
@@ -515,7 +521,9 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     assert answer["model_version"] == promoted_to, answer
 
     # ---- 4. where everything went ----
-    wait_idle(instance, 300, "the runs to settle")
+    # the sensors keep starting runs for the days just landed (features, monitoring): on a
+    # loaded 2-core machine those take minutes to drain
+    wait_idle(instance, 600, "the runs to settle")
     _assert_runs_were_containers_in_postgres(stack, instance)
     _assert_artifacts_in_s3_not_on_disk(stack, store, instance)
     _assert_graphql_lists_runs_and_checks(stack, instance)
