@@ -789,6 +789,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"fraudloop {command}: error: {error}", file=sys.stderr)
         return ConfigError.exit_code
+    except Exception as error:
+        # the S3 client's own failures (no credentials, endpoint unreachable, access denied)
+        # are the object store's: one line naming the store, not a botocore traceback
+        if not type(error).__module__.startswith("botocore"):
+            raise
+        from fraudloop.core.errors import StoreError
+
+        place = _settings().open_store().location()
+        where = f"s3://{place['bucket']}/{place['prefix'] or ''}"
+        if place.get("endpoint_url"):
+            where += f" at {place['endpoint_url']}"
+        print(f"fraudloop {command}: error: object store {where}: {error}", file=sys.stderr)
+        return StoreError.exit_code
 
 
 if __name__ == "__main__":

@@ -163,3 +163,23 @@ def test_version_and_every_option_says_what_it_does(capsys):
     text = simulate.format_help()
     assert "(default: 7)" in text and "(default: 42)" in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_an_unreachable_object_store_is_one_line_with_the_store_exit_code(
+    tmp_path, monkeypatch, capsys
+):
+    """No credentials for S3: the store's exit code (3) and a line that names the bucket, not
+    a botocore traceback."""
+    monkeypatch.setenv("FRAUDLOOP_STORE", "s3")
+    monkeypatch.setenv("FRAUDLOOP_S3_BUCKET", "fraudloop-nowhere")
+    monkeypatch.setenv("FRAUDLOOP_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert main(["models", "list"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("fraudloop models list: error: object store s3://fraudloop-nowhere")
+    assert "credentials" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
