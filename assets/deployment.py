@@ -29,18 +29,28 @@ VALUES = "asset_values"
     owners=["team:ml-platform"],
     ins={"model_evaluation": dg.AssetIn(keys.MODEL_EVALUATION)},
     io_manager_key=VALUES,
+    output_required=False,
     description=(
-        "The deployment artifact of the candidate that passed the gate: LightGBM text model, "
+        "The deployment artifact of the candidate that passed the gate (a held or rejected "
+        "candidate packages nothing: the step succeeds without a materialization and the "
+        "release is skipped): LightGBM text model, "
         "feature spec (with the threshold it was evaluated at), request/response JSON Schemas, "
         "model card, lineage, a sha256 manifest and a Docker build context for a Dagster-free "
         "scoring image. No pickle anywhere."
     ),
 )
 def model_package(
-    model_evaluation: dict, store: ObjectStoreResource, registry: ModelRegistryResource
-) -> dg.MaterializeResult[dict]:
-    s, reg = store.open(), registry.open()
+    context: dg.AssetExecutionContext,
+    model_evaluation: dict,
+    store: ObjectStoreResource,
+    registry: ModelRegistryResource,
+):  # yields dg.MaterializeResult[dict] only for a promoted candidate
     version = model_evaluation["candidate"]
+    verdict = model_evaluation["decision"]["decision"]
+    if verdict != "promote":
+        context.log.info(f"candidate v{version}: {verdict}; nothing to package, production stays")
+        return
+    s, reg = store.open(), registry.open()
     package = build_package(s, reg, version, evaluation=model_evaluation)
     files = package.manifest["files"]
     table = ["| file | bytes | sha256 |", "| --- | ---: | --- |"] + [
@@ -49,7 +59,7 @@ def model_package(
         if not name.startswith("build/src/")
     ]
     sources = sum(1 for name in files if name.startswith("build/src/"))
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         value={"version": version, "sha256": package.sha256},
         metadata={
             "version": version,

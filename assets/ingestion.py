@@ -61,11 +61,19 @@ def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
     return meta
 
 
-def _alert_quarantine(alerts: AlertsResource, table: str, key: str, outcome) -> None:
+def _alert_quarantine(alerts: AlertsResource, table: str, key: str, outcome, open_incidents):
+    """One incident per partition: opened when it is quarantined, resolved when a later
+    delivery of the same partition is ingested."""
+    incident = f"ingest/{table}/{key}"
+    if outcome.status == "valid":
+        if incident in open_incidents:
+            alerts.resolve(incident, f"{table} partition {key} ingested", partition=key)
+        return
     alerts.send(
         title=f"{table} partition {key} quarantined",
         summary=outcome.reason,
-        severity="warning" if outcome.status == "missing" else "critical",
+        dedup_key=incident,
+        severity="warning",
         table=table,
         partition=key,
         quarantine=outcome.quarantine_keys,
@@ -75,13 +83,14 @@ def _alert_quarantine(alerts: AlertsResource, table: str, key: str, outcome) -> 
 def _ingest_partitions(context, s, alerts: AlertsResource, table: str, ingest_one):
     """Ingest every partition of the run; report each one to the UI and alert on the bad ones."""
     outcomes: dict[str, ingest.IngestOutcome] = {}
+    open_incidents = alerts.open_incidents(f"ingest/{table}/")  # one listing for the run
     for key in context.partition_keys:
         outcome = ingest_one(key, ingest.landed_files(s, table, key))
         outcomes[key] = outcome
         context.add_asset_metadata(_partition_metadata(outcome, s), partition_key=key)
         if outcome.status != "valid":
             context.log.warning(f"{key}: {outcome.status}: {outcome.reason}")
-            _alert_quarantine(alerts, table, key, outcome)
+        _alert_quarantine(alerts, table, key, outcome, open_incidents)
     return dg.MaterializeResult(
         metadata=run_summary(outcomes), data_version=range_data_version(outcomes)
     )

@@ -63,18 +63,23 @@ def _table(rows: list[dict], columns: list[str]) -> dg.MetadataValue:
 
 
 def _publish(context, s, alerts, view, partition, record, meta, *, title, severity, **details):
-    """Write a partition's record and metadata; alert on a *new* finding only (a partition
-    recomputed with the same problems -- a range run covering it again, more labels arriving --
-    must not page anyone twice). Returns 1 if the partition has problems, for the run's count."""
+    """Write a partition's record and metadata; open the view's incident on a *new* finding
+    (a partition recomputed with the same problems -- a range run covering it again, more
+    labels arriving -- must not page anyone twice) and resolve it when a partition at least as
+    recent is healthy. Returns 1 if the partition has problems, for the run's count."""
     problems = record["problems"]
+    incident = f"monitoring/{view}"
     if records.publish(s, view, partition, record):
         alerts.send(
             title=title,
             summary="; ".join(problems),
+            dedup_key=incident,
             severity=severity,
             partition=partition,
             **details,
         )
+    elif not problems:
+        alerts.resolve(incident, f"{view} is healthy again in {partition}", after=partition)
     if problems:
         meta["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))
     context.add_asset_metadata(meta, partition_key=partition)

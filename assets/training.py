@@ -18,6 +18,7 @@ from fraudloop.model.booster import TrainConfig
 from fraudloop.model.evaluation import Evaluation, evaluate_candidate, write_evaluation
 from fraudloop.model.policy import GatePolicy
 from fraudloop.model.training import Candidate, train_candidate
+from resources.alerts import AlertsResource
 from resources.settings import SettingsResource
 from resources.store import ObjectStoreResource
 from resources.training import ModelRegistryResource, TrainingResource
@@ -167,7 +168,10 @@ def candidate_model(
             "candidate_meets_floors",
             asset=keys.MODEL_EVALUATION,
             blocking=True,
-            description="The candidate meets the absolute floors (AUC, AP) on the holdout.",
+            description=(
+                "The candidate meets the absolute floors (AUC, AP) on the holdout (WARN when "
+                "not: a rejected candidate is the gate working; nothing is packaged)."
+            ),
         ),
         dg.AssetCheckSpec(
             "candidate_beats_production",
@@ -176,7 +180,8 @@ def candidate_model(
             description=(
                 "The candidate is significantly better than production: the lower end of the "
                 "paired bootstrap interval of the AP difference is above the minimum delta (the "
-                "first model passes on floors alone)."
+                "first model passes on floors alone). WARN when not: the candidate is held, "
+                "nothing is packaged, production stays, the run is green."
             ),
         ),
     ],
@@ -195,6 +200,7 @@ def model_evaluation(
     store: ObjectStoreResource,
     registry: ModelRegistryResource,
     training: TrainingResource,
+    alerts: AlertsResource,
 ):  # returns dg.MaterializeResult with the gate's check results
     s = store.open()
     candidate = Candidate.from_dict(candidate_model)
@@ -206,6 +212,7 @@ def model_evaluation(
         threshold=training.decision_threshold,
     )
     report_key = write_evaluation(s, evaluation)
+    _alert_verdict(alerts, registry.model_name, evaluation)
     decision = evaluation.decision
     return dg.MaterializeResult(
         value=evaluation.to_dict(),
@@ -223,11 +230,17 @@ def model_evaluation(
 
 
 def gate_checks(evaluation: Evaluation) -> list[dg.AssetCheckResult]:
-    """The blocking checks of the gate, judged on this evaluation (the one of this run)."""
+    """The gate's checks, judged on this evaluation (the one of this run).
+
+    A held or rejected candidate is the loop working, not a breakage: the checks fail with
+    WARN (yellow in the UI, the run stays green) and `model_package` packages nothing unless
+    the verdict is promote, so release never runs and production stays as it is. ERROR is
+    left for what is actually broken (the evaluation step raising)."""
     decision = evaluation.decision
     floors = dg.AssetCheckResult(
         check_name="candidate_meets_floors",
         passed=not evaluation.floor_failures,
+        severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "floors": dg.MetadataValue.json(decision["floors"]),
             "failures": dg.MetadataValue.json(evaluation.floor_failures),
@@ -236,7 +249,7 @@ def gate_checks(evaluation: Evaluation) -> list[dg.AssetCheckResult]:
     beats = dg.AssetCheckResult(
         check_name="candidate_beats_production",
         passed=evaluation.verdict == "promote",
-        severity=dg.AssetCheckSeverity.ERROR,  # hold and reject both keep production as it is
+        severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "decision": evaluation.verdict,
             "ap_delta": decision.get("ap_delta"),
@@ -245,6 +258,24 @@ def gate_checks(evaluation: Evaluation) -> list[dg.AssetCheckResult]:
         },
     )
     return [floors, beats]
+
+
+def _alert_verdict(alerts: AlertsResource, model: str, evaluation: Evaluation) -> None:
+    """A rejected candidate (under the floors: the data or the training may be wrong) is one
+    warning per model until a candidate is promoted; a held one (not better: noise never
+    promotes) alerts nobody."""
+    incident = f"training/{model}/rejected"
+    if evaluation.verdict == "reject":
+        alerts.send(
+            title=f"candidate v{evaluation.candidate} rejected: under the floors",
+            summary="; ".join(f"{k} {v:.4f}" for k, v in evaluation.floor_failures.items()),
+            dedup_key=incident,
+            severity="warning",
+            candidate=evaluation.candidate,
+            production=evaluation.production,
+        )
+    elif evaluation.verdict == "promote":
+        alerts.resolve(incident, f"candidate v{evaluation.candidate} passed the gate")
 
 
 def build() -> list:

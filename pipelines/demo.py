@@ -122,12 +122,14 @@ class Watcher:
         self.registry = ModelRegistry(store)
         self.timeline = timeline
         self.seen_runs: dict[str, str] = {}
-        self.alert_lines = 0
+        self.alert_events = 0
         self.audit = 0
         self.decisions = 0
 
     def poll(self) -> None:
         from dagster import RunsFilter
+
+        from fraudloop.core.alerts import read_events
 
         t = self.timeline
         for run in self.instance.get_runs(RunsFilter(), limit=40)[::-1]:
@@ -145,16 +147,13 @@ class Watcher:
                 f"run {run.job_name}{span} {status.lower()}"
                 + (f" (trigger: {run.tags.get('fraudloop/trigger')}: {why[:90]})" if why else "")
             )
-        alerts = self.store.root / "alerts" / "alerts.jsonl"
-        if alerts.exists():
-            lines = alerts.read_text().splitlines()
-            for line in lines[self.alert_lines :]:
-                alert = json.loads(line)
-                if alert["title"].startswith(("drift in", "accuracy under")):
-                    t.mark("first_detection")
-                    t.first_alert = t.first_alert or alert
-                t.say(f"ALERT {alert['severity']}: {alert['title']}: {alert['summary'][:110]}")
-            self.alert_lines = len(lines)
+        events = read_events(self.store)
+        for alert in events[self.alert_events :]:
+            if alert["title"].startswith(("drift in", "accuracy under")):
+                t.mark("first_detection")
+                t.first_alert = t.first_alert or alert
+            t.say(f"ALERT {alert['severity']}: {alert['title']}: {alert['summary'][:110]}")
+        self.alert_events = len(events)
         history = self.registry.history()
         for entry in history[self.audit :]:
             if entry["action"] == "register":

@@ -18,15 +18,18 @@ from resources.settings import SettingsResource
 from resources.store import ObjectStoreResource
 from resources.training import ModelRegistryResource, TrainingResource
 
-WEBHOOK_ENV = "FRAUDLOOP_ALERT_WEBHOOK_URL"
+
+def _secret(value: str | None, env_name: str):
+    """A secret as `dg.EnvVar` when it came from that variable (resolved in the run, the UI
+    shows the name only), else the value given in code (tests)."""
+    if value and os.environ.get(env_name) == value:
+        return dg.EnvVar(env_name)
+    return value
 
 
 def build_resources(config: ProjectConfig) -> dict:
     settings = config.settings
     store = ObjectStoreResource.of(settings.open_store())
-    webhook = settings.alert_webhook_url
-    if webhook and os.environ.get(WEBHOOK_ENV) == webhook:
-        webhook = dg.EnvVar(WEBHOOK_ENV)  # resolved in the run; the UI shows the name only
     return {
         "store": store,
         "settings": SettingsResource.of(settings),
@@ -42,10 +45,18 @@ def build_resources(config: ProjectConfig) -> dict:
         "rollout": RolloutResource.of(config.rollout),
         "monitoring": MonitoringResource.of(config.monitoring),
         "alerts": AlertsResource(
-            file_path=settings.alert_path,
-            webhook_url=webhook,
-            # on S3 (containers) alerts are objects in the store; locally the file under home
-            store=store if settings.store_backend == "s3" else None,
+            store=store,  # the durable record of every alert, in every profile
+            webhook_url=_secret(settings.alert_webhook_url, "FRAUDLOOP_ALERT_WEBHOOK_URL"),
+            slack_webhook_url=_secret(
+                settings.alert_slack_webhook_url, "FRAUDLOOP_ALERT_SLACK_WEBHOOK_URL"
+            ),
+            slack_min_severity=settings.alert_slack_min_severity,
+            pagerduty_routing_key=_secret(
+                settings.alert_pagerduty_routing_key, "FRAUDLOOP_ALERT_PAGERDUTY_ROUTING_KEY"
+            ),
+            pagerduty_url=settings.alert_pagerduty_url,
+            pagerduty_min_severity=settings.alert_pagerduty_min_severity,
+            ca_bundle=settings.alert_ca_bundle,
         ),
         "asset_values": AssetValueIOManager(store=store),
     }

@@ -1,37 +1,75 @@
-"""The alerting resource: a file sink by default, the object store when `store` is set (the S3
-profile: a file in a container is lost with it), a webhook (with retries) when configured."""
+"""The alerting resource: incidents in the object store (every profile), delivered to Slack,
+PagerDuty and/or a generic webhook when configured. Secrets (webhook URLs, the routing key)
+reach it as `dg.EnvVar`, so the UI shows their names only."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from fraudloop.core.alerts import Alert, FileAlertSink, StoreAlertSink, WebhookAlertSink
+from fraudloop.core.alert_channels import (
+    PagerDutyChannel,
+    SlackChannel,
+    WebhookChannel,
+    tls_context,
+)
+from fraudloop.core.alerts import Alert, Alerter, Outcome
 from resources.store import ObjectStoreResource
 
 
 class AlertsResource(dg.ConfigurableResource):
-    """Delivers alerts: to the object store when `store` is set, else to the JSON-lines file;
-    and to the webhook when `webhook_url` is set (falling back to that durable sink)."""
+    """Opens an incident per dedup key (one notification), counts repeats, resolves it when
+    the condition clears; see `fraudloop.core.alerts`."""
 
-    file_path: str
+    store: ObjectStoreResource
     webhook_url: str | None = None
+    slack_webhook_url: str | None = None
+    slack_min_severity: str = "warning"
+    pagerduty_routing_key: str | None = None
+    pagerduty_url: str = "https://events.pagerduty.com"
+    pagerduty_min_severity: str = "critical"
+    ca_bundle: str | None = None
     retries: int = 3
-    store: ObjectStoreResource | None = None
+    backoff_seconds: float = 0.5
 
-    def durable_sink(self) -> FileAlertSink | StoreAlertSink:
-        if self.store is not None:
-            return StoreAlertSink(self.store.open())
-        return FileAlertSink(self.file_path)
-
-    def sink(self) -> FileAlertSink | StoreAlertSink | WebhookAlertSink:
-        durable = self.durable_sink()
+    def channels(self) -> list:
+        retry = {
+            "retries": self.retries,
+            "backoff_seconds": self.backoff_seconds,
+            "tls": tls_context(self.ca_bundle),
+        }
+        channels = []
+        if self.slack_webhook_url:
+            channels.append(
+                SlackChannel(self.slack_webhook_url, min_severity=self.slack_min_severity, **retry)
+            )
+        if self.pagerduty_routing_key:
+            channels.append(
+                PagerDutyChannel(
+                    self.pagerduty_routing_key,
+                    base_url=self.pagerduty_url,
+                    min_severity=self.pagerduty_min_severity,
+                    **retry,
+                )
+            )
         if self.webhook_url:
-            return WebhookAlertSink(self.webhook_url, fallback=durable, retries=self.retries)
-        return durable
+            channels.append(WebhookChannel(self.webhook_url, **retry))
+        return channels
 
-    def send(self, title: str, summary: str, severity: str = "warning", **details) -> Alert:
-        alert = Alert(title=title, summary=summary, severity=severity, details=details)
-        if self.store is not None and self.webhook_url:
-            self.durable_sink().send(alert)  # the store keeps every alert, delivered or not
-        self.sink().send(alert)
-        return alert
+    def alerter(self) -> Alerter:
+        return Alerter(self.store.open(), self.channels())
+
+    def send(
+        self, title: str, summary: str, dedup_key: str, severity: str = "warning", **details
+    ) -> Outcome:
+        """Trigger the incident `dedup_key` (notifies only when it was not already open)."""
+        alert = Alert(
+            title=title, summary=summary, dedup_key=dedup_key, severity=severity, details=details
+        )
+        return self.alerter().trigger(alert)
+
+    def resolve(self, dedup_key: str, summary: str, after: str | None = None, **details):
+        """Resolve the incident if open (and not about a later partition than `after`)."""
+        return self.alerter().resolve(dedup_key, summary, after=after, **details)
+
+    def open_incidents(self, prefix: str = "") -> dict[str, dict]:
+        return self.alerter().open_incidents(prefix)

@@ -8,6 +8,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+#: the tag Dagster sets on a failed run that its run-retry policy will start again
+WILL_RETRY_TAG = "dagster/will_retry"
 #: how long after its failure a run that will be retried still counts as in flight
 RETRY_HORIZON = timedelta(minutes=10)
 IN_FLIGHT = [
@@ -40,7 +42,7 @@ def in_flight_runs(context, job_name: str, limit: int | None = None) -> list:
         dg.RunsFilter(
             job_name=job_name,
             statuses=[dg.DagsterRunStatus.FAILURE],
-            tags={"dagster/will_retry": "true"},
+            tags={WILL_RETRY_TAG: "true"},
             updated_after=datetime.now(UTC) - RETRY_HORIZON,
         ),
         limit=20,

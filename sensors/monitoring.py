@@ -28,7 +28,7 @@ from resources.monitoring import MonitoringResource
 from resources.settings import SettingsResource
 from resources.store import ObjectStoreResource
 from resources.training import ModelRegistryResource
-from sensors.common import in_flight_runs, range_tags, run_range
+from sensors.common import WILL_RETRY_TAG, in_flight_runs, range_tags, run_range
 
 
 def _range_request(job, partitions: list[str], marker: str) -> dg.RunRequest:
@@ -153,20 +153,43 @@ def build(interval_seconds: int) -> list:
         name="run_failure_alert_sensor",
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="Every failed run -> an alert with the job, the failed step and the error.",
+        description=(
+            "A failed run (something broke: a quarantined file or a held candidate is a "
+            "successful run) -> one incident per job, with the failed step and the error; "
+            "a run Dagster will retry does not page, its last retry does."
+        ),
     )
     def run_failure_alert_sensor(context: dg.RunFailureSensorContext, alerts: AlertsResource):
         run = context.dagster_run
+        if run.tags.get(WILL_RETRY_TAG) == "true":
+            context.log.info(f"run {run.run_id} failed and will be retried: no alert yet")
+            return
         error = context.failure_event.message if context.failure_event else "unknown"
         failed_steps = [e.step_key for e in context.get_step_failure_events()]
         alerts.send(
-            title=f"run of {run.job_name} failed",
+            title=f"runs of {run.job_name} are failing",
             summary=error[:500],
+            dedup_key=f"run/{run.job_name}",
             severity="critical",
             run_id=run.run_id,
             job=run.job_name,
             steps=failed_steps,
             tags={k: v for k, v in run.tags.items() if k.startswith("fraudloop/")},
+        )
+
+    @dg.run_status_sensor(
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        name="run_success_resolve_sensor",
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="A successful run of a job whose runs were failing resolves that incident.",
+    )
+    def run_success_resolve_sensor(context: dg.RunStatusSensorContext, alerts: AlertsResource):
+        run = context.dagster_run
+        alerts.resolve(
+            f"run/{run.job_name}",
+            f"run {run.run_id} of {run.job_name} succeeded",
+            run_id=run.run_id,
         )
 
     drift_sensor = _retrain_sensor(
@@ -183,4 +206,10 @@ def build(interval_seconds: int) -> list:
         "A day whose accuracy on matured labels fell under the floor -> retraining (shared "
         "cooldown with drift_sensor, at most one in flight).",
     )
-    return [monitoring_sensor, drift_sensor, accuracy_sensor, run_failure_alert_sensor]
+    return [
+        monitoring_sensor,
+        drift_sensor,
+        accuracy_sensor,
+        run_failure_alert_sensor,
+        run_success_resolve_sensor,
+    ]

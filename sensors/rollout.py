@@ -75,19 +75,26 @@ def build(interval_seconds: int) -> dg.SensorDefinition:
                 f"canary v{doc['canary_version']} at {doc['share']:.0%}: {decision.reason}"
             )
         context.log.info("rollout %s: %s (%s)", doc["rollout_id"], decision.action, decision.reason)
+        model = registry.model_name
         if decision.action in ("rollback", "abort"):
             alerts.send(
                 title=f"canary v{doc['canary_version']} {decision.action}",
                 summary=decision.reason,
-                severity="critical" if decision.action == "rollback" else "warning",
+                dedup_key=f"rollout/{model}",
+                severity="warning",  # production never moved; someone should look, not wake up
                 rollout_id=doc["rollout_id"],
                 production=doc["baseline_version"],
                 analysis=result.analysis.to_dict() if result.analysis else None,
             )
         elif decision.action == "promote":
+            alerts.resolve(
+                f"rollout/{model}",
+                f"v{doc['canary_version']} promoted to production ({decision.reason})",
+            )
             alerts.send(
                 title=f"v{doc['canary_version']} promoted to production",
                 summary=decision.reason,
+                dedup_key=f"release/{model}/v{doc['canary_version']}",
                 severity="info",
                 rollout_id=doc["rollout_id"],
                 previous=doc["baseline_version"],

@@ -1,78 +1,199 @@
-"""Alert delivery: the file sink keeps every alert; the webhook retries, then falls back."""
+"""Alerts as incidents (fraudloop.core.alerts) delivered through each receiver's own contract
+(fraudloop.core.alert_channels), against real HTTP receivers on loopback."""
 
 from __future__ import annotations
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fraudloop.core.alerts import Alert, FileAlertSink, WebhookAlertSink
+from fraudloop.core.alert_channels import PagerDutyChannel, SlackChannel, WebhookChannel
+from fraudloop.core.alerts import Alert, Alerter, DeliveryError, read_events
+from fraudloop.core.store import LocalObjectStore
+from tests.alert_receivers import receiver
+from tests.conftest import free_port
+
+ROUTING_KEY = "0123456789abcdef0123456789abcdef"  # 32 characters, as PagerDuty requires
+FAST = {"retries": 3, "backoff_seconds": 0.01}
+
+
+def channel(kind: str, url: str, tls=None, **overrides):
+    options = {**FAST, "tls": tls, **overrides}
+    if kind == "slack":
+        return SlackChannel(url, min_severity="info", **options)
+    if kind == "pagerduty":
+        key = options.pop("routing_key", ROUTING_KEY)
+        return PagerDutyChannel(key, base_url=url, min_severity="info", **options)
+    return WebhookChannel(url, **options)
+
+
+def alert(key: str = "ingest/transactions/2018-04-02-13:00", **overrides) -> Alert:
+    fields = {
+        "title": "transactions partition quarantined",
+        "summary": "3 rows with a bad id",
+        "severity": "warning",
+    }
+    return Alert(dedup_key=key, **{**fields, **overrides})
 
 
 @pytest.fixture
-def receiver():
-    """A real HTTP receiver on loopback that fails the first `fail_first` requests with 503."""
-    state = {"fail_first": 0, "received": [], "attempts": 0}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["content-length"]))
-            state["attempts"] += 1
-            if state["attempts"] <= state["fail_first"]:
-                self.send_response(503)
-                self.end_headers()
-                return
-            state["received"].append(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/alerts"
-    yield state
-    server.shutdown()
-    server.server_close()
+def store(tmp_path):
+    return LocalObjectStore(tmp_path / "store")
 
 
-def test_file_sink_appends_json_lines(tmp_path):
-    sink = FileAlertSink(tmp_path / "a" / "alerts.jsonl")
-    sink.send(Alert("t1", "s1", details={"partition": "2018-04-01-05:00"}))
-    sink.send(Alert("t2", "s2", severity="critical"))
-    records = sink.read()
-    assert [r["title"] for r in records] == ["t1", "t2"]
-    assert records[0]["details"]["partition"] == "2018-04-01-05:00"
-    assert records[1]["severity"] == "critical"
+def test_one_incident_is_one_notification_and_one_resolve(store):
+    with receiver("webhook") as hook:
+        alerter = Alerter(store, [channel("webhook", hook.url)])
+        outcomes = [alerter.trigger(alert()) for _ in range(3)]
+        assert [o.notified for o in outcomes] == [True, False, False]
+        assert len(hook.received) == 1
+        incident = alerter.incident(alert().dedup_key)
+        assert incident["status"] == "open" and incident["count"] == 3
+
+        resolved = alerter.resolve(alert().dedup_key, "re-delivered and ingested")
+        assert resolved.notified and resolved.alert.action == "resolve"
+        assert [a["action"] for a in hook.received] == ["trigger", "resolve"]
+        assert hook.received[1]["details"]["repeats"] == 2
+        assert alerter.resolve(alert().dedup_key, "again") is None  # nothing open: silent
+        assert len(hook.received) == 2
+
+        reopened = alerter.trigger(alert())  # the same condition again: a new incident
+        assert reopened.notified and reopened.incident["history"] == 1
+        assert len(hook.received) == 3
+
+    events = read_events(store)  # the durable record holds every event, with its delivery
+    assert [e["action"] for e in events] == ["trigger", "resolve", "trigger"]
+    assert all(e["deliveries"] == {"webhook": "delivered"} for e in events)
 
 
-def test_unknown_severity_is_refused():
-    with pytest.raises(ValueError, match="severity"):
-        Alert("t", "s", severity="meh")
+def test_an_older_partition_does_not_resolve_a_newer_incident(store):
+    alerter = Alerter(store)
+    alerter.trigger(alert("monitoring/accuracy", details={"partition": "2018-04-20"}))
+    assert alerter.resolve("monitoring/accuracy", "healthy", after="2018-04-19") is None
+    assert alerter.incident("monitoring/accuracy")["status"] == "open"
+    assert alerter.resolve("monitoring/accuracy", "healthy", after="2018-04-21").notified
+    assert alerter.open_incidents() == {}
 
 
-def test_webhook_retries_transient_failures(receiver, tmp_path):
-    receiver["fail_first"] = 2
-    fallback = FileAlertSink(tmp_path / "alerts.jsonl")
-    WebhookAlertSink(receiver["url"], fallback, retries=3, backoff_seconds=0.01).send(
-        Alert("drift", "feature drift over threshold")
-    )
-    assert receiver["attempts"] == 3
-    assert [r["title"] for r in receiver["received"]] == ["drift"]
-    assert fallback.read() == []
+def test_concurrent_triggers_open_one_incident(store):
+    with receiver("webhook") as hook:
+        alerter = Alerter(store, [channel("webhook", hook.url)])
+        barrier = threading.Barrier(8)
+        outcomes = []
+
+        def fire():
+            barrier.wait()
+            outcomes.append(alerter.trigger(alert()))
+
+        threads = [threading.Thread(target=fire) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sum(o.notified for o in outcomes) == 1
+    assert len(hook.received) == 1
+    assert alerter.incident(alert().dedup_key)["count"] == 8
 
 
-def test_webhook_down_falls_back_to_file(receiver, tmp_path):
-    receiver["fail_first"] = 100
-    fallback = FileAlertSink(tmp_path / "alerts.jsonl")
-    WebhookAlertSink(receiver["url"], fallback, retries=2, backoff_seconds=0.01).send(
-        Alert("down", "service down", severity="critical")
-    )
-    assert receiver["attempts"] == 3
-    (record,) = fallback.read()
-    assert record["title"] == "down"
-    assert record["details"]["webhook_error"] == "HTTP 503"
+def test_slack_gets_text_and_blocks_for_trigger_and_resolve(store):
+    with receiver("slack") as slack:
+        alerter = Alerter(store, [channel("slack", slack.url)])
+        alerter.trigger(alert(severity="critical"))
+        alerter.resolve(alert().dedup_key, "ingested on re-delivery")
+    trigger, resolve = slack.received
+    assert "transactions partition quarantined" in trigger["text"]
+    assert ":rotating_light:" in trigger["text"] and trigger["blocks"][0]["type"] == "section"
+    assert resolve["text"].startswith(":white_check_mark:") and "resolved" in resolve["text"]
+    assert alert().dedup_key in resolve["blocks"][-1]["elements"][0]["text"]
+
+
+def test_pagerduty_incident_follows_trigger_and_resolve_by_dedup_key(store):
+    with receiver("pagerduty") as pd:
+        alerter = Alerter(store, [channel("pagerduty", pd.url, pd.tls)])
+        key = "run/training_job"
+        alerter.trigger(alert(key, severity="critical", details={"run_id": "abc"}))
+        alerter.trigger(alert(key, severity="critical"))  # a repeat: not sent again
+        assert pd.incidents == {key: "open"}
+        alerter.resolve(key, "run def succeeded")
+    trigger, resolve = pd.received
+    assert trigger["event_action"] == "trigger" and trigger["dedup_key"] == key
+    assert trigger["routing_key"] == ROUTING_KEY
+    assert trigger["payload"]["severity"] == "critical"
+    assert trigger["payload"]["custom_details"] == {"run_id": "abc"}
+    assert resolve == {"event_action": "resolve", "dedup_key": key, "routing_key": ROUTING_KEY}
+    assert pd.incidents == {key: "resolved"}
+
+
+@pytest.mark.parametrize("kind", ["slack", "pagerduty", "webhook"])
+def test_transient_failures_are_retried(store, kind):
+    with receiver(kind) as rx:
+        rx.fail_next = 2  # 503, 503, then accepted
+        channel(kind, rx.url, rx.tls).deliver(alert())
+        assert rx.attempts == 3 and len(rx.received) == 1
+
+
+@pytest.mark.parametrize("kind", ["slack", "pagerduty", "webhook"])
+def test_a_refused_payload_is_final_and_on_record(store, kind):
+    with receiver(kind) as rx:
+        rx.fail_next, rx.fail_status = 1, 400
+        with pytest.raises(DeliveryError) as refused:
+            channel(kind, rx.url, rx.tls).deliver(alert())
+        assert refused.value.final and rx.attempts == 1  # a 4xx is not retried
+
+        rx.fail_next = 1
+        outcome = Alerter(store, [channel(kind, rx.url, rx.tls)]).trigger(alert())
+    assert outcome.notified and outcome.incident["status"] == "open"
+    (event,) = read_events(store)
+    assert event["deliveries"][kind].startswith("failed:")
+
+
+def test_pagerduty_contract_is_enforced_on_our_payloads(store):
+    with receiver("pagerduty") as pd, pytest.raises(DeliveryError, match="routing_key") as refused:
+        channel("pagerduty", pd.url, pd.tls, routing_key="short").deliver(alert())
+    assert refused.value.final
+
+
+def test_a_receiver_whose_certificate_is_not_trusted_is_not_sent_the_alert(store):
+    with receiver("pagerduty") as pd:
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+            channel("pagerduty", pd.url, retries=0).deliver(alert())  # the system trust only
+        assert pd.received == []
+
+
+@pytest.mark.parametrize("kind", ["slack", "pagerduty", "webhook"])
+def test_a_receiver_that_is_down_fails_after_retries_and_the_store_keeps_the_alert(store, kind):
+    scheme = "https" if kind == "pagerduty" else "http"
+    url = f"{scheme}://127.0.0.1:{free_port()}"  # nothing listens there
+    alerter = Alerter(store, [channel(kind, url, retries=1)])
+    assert alerter.trigger(alert()).notified
+    (event,) = read_events(store)
+    assert event["title"] == alert().title and event["deliveries"][kind].startswith("failed:")
+
+
+def test_each_channel_gets_the_severities_it_asked_for(store):
+    with receiver("slack") as slack, receiver("pagerduty") as pd:
+        channels = [
+            SlackChannel(slack.url, min_severity="warning", **FAST),
+            PagerDutyChannel(
+                ROUTING_KEY, base_url=pd.url, min_severity="critical", tls=pd.tls, **FAST
+            ),
+        ]
+        alerter = Alerter(store, channels)
+        alerter.trigger(alert("a", severity="info"))
+        alerter.trigger(alert("b", severity="warning"))
+        alerter.trigger(alert("c", severity="critical"))
+    assert [m["text"].split("]")[0] for m in slack.received] == [
+        ":warning: [warning",
+        ":rotating_light: [critical",
+    ]
+    assert [e["dedup_key"] for e in pd.received] == ["c"]
+    assert len(read_events(store)) == 3  # every event is on record, sent or not
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"severity": "urgent"}, {"action": "acknowledge"}, {"dedup_key": ""}, {"dedup_key": "/a"}],
+)
+def test_malformed_alerts_are_refused(fields):
+    with pytest.raises(ValueError):
+        Alert(**{"title": "t", "summary": "s", "dedup_key": "k", **fields})

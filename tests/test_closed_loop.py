@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fraudloop.core.alerts import read_events
 from fraudloop.core.store import LocalObjectStore
 from fraudloop.model.registry import ModelRegistry
 from pipelines.demo import DemoPlan
@@ -44,7 +45,7 @@ def test_drift_is_detected_and_a_retrained_model_is_promoted_without_a_human(tmp
     lineage = json.loads(registry.get_file(production, "lineage.json"))
     # the demo's settings reached the run
     assert lineage["dataset"]["spec"]["window_days"] == DemoPlan().train_window_days
-    alerts = [json.loads(x) for x in (home / "alerts" / "alerts.jsonl").read_text().splitlines()]
+    alerts = read_events(LocalObjectStore(home))
     titles = [a["title"] for a in alerts]
     assert any(t.startswith("accuracy under floor") for t in titles)
     assert any(t.startswith("drift in") for t in titles)

@@ -11,7 +11,7 @@ from dagster._core.storage.tags import (
 )
 
 from fraudloop.core import tables
-from fraudloop.core.alerts import FileAlertSink
+from fraudloop.core.alerts import read_events
 from fraudloop.core.store import sha256_hex
 from fraudloop.data.quarantine import list_quarantine
 from pipelines.config import ProjectConfig
@@ -138,8 +138,8 @@ def test_bad_hour_is_quarantined_blocks_downstream_and_later_reads_refuse_it(env
     assert env.store.get_bytes(quarantined[0]) == broken
     assert "amount" in record["summary"]
     # on-call was told
-    alerts = FileAlertSink(env.settings.alert_path).read()
-    assert alerts[-1]["details"]["partition"] == H5 and alerts[-1]["severity"] == "critical"
+    (alert,) = read_events(env.store)
+    assert alert["details"]["partition"] == H5 and alert["dedup_key"] == f"ingest/transactions/{H5}"
     # a later run of the downstream asset alone refuses the quarantined hour
     later = run(env, [consumer(env)], partition_key=H5)
     assert not later.success

@@ -3,13 +3,13 @@ alerts use, the retraining decision (fire, cooldown, in flight), and the sensors
 instance (run keys, shared cooldown, the in-flight limit, the due monitoring runs)."""
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
+from fraudloop.core.alerts import read_events
 from fraudloop.delivery import rollout
 from fraudloop.delivery.prediction_log import PredictionLog, Row, read_predictions
 from fraudloop.monitoring import retraining
@@ -338,7 +338,9 @@ def test_prediction_health_asset_alerts_on_missing_predictions(env):
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and "missing predictions" in check.description
-    alerts = [json.loads(line) for line in Path(env.settings.alert_path).read_text().splitlines()]
-    assert [a["title"] for a in alerts] == ["serving unhealthy in 2018-05-01-11:00"]
+    alerts = read_events(env.store)
+    assert [(a["title"], a["dedup_key"]) for a in alerts] == [
+        ("serving unhealthy in 2018-05-01-11:00", "monitoring/health")
+    ]
     record = read_record(env.store, "health", "2018-05-01-10:00")
     assert record["groups"][0]["requests"] == 30 and record["problems"] == []

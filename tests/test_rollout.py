@@ -2,7 +2,6 @@
 rules, and the controller end to end (real service, real traffic, the Dagster sensor): a good
 canary walks its steps and is promoted, a bad one is rolled back and alerted."""
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fraudloop.core.alerts import read_events
 from fraudloop.delivery import rollout
 from fraudloop.delivery.package import PackageError, record_staging
 from fraudloop.delivery.policy import RolloutPolicy
@@ -264,11 +264,9 @@ def test_a_bad_canary_is_rolled_back_automatically_and_alerted(world, env):
     assert serving_aliases(registry) == {"production": 1}
     entry = registry.history("canary")[-1]
     assert entry["action"] == "remove_alias" and entry["evidence"]["analysis"]["psi"] > 0.25
-    alerts = [
-        json.loads(line)
-        for line in (store.root / "alerts" / "alerts.jsonl").read_text().splitlines()
-    ]
-    assert alerts[-1]["severity"] == "critical" and "rollback" in alerts[-1]["title"]
+    (alert,) = read_events(store)  # one incident: the rollback
+    assert alert["severity"] == "warning" and "rollback" in alert["title"]
+    assert alert["dedup_key"] == "rollout/fraud" and alert["action"] == "trigger"
 
 
 def serving_aliases(registry) -> dict[str, int]:
@@ -277,7 +275,7 @@ def serving_aliases(registry) -> dict[str, int]:
 
 
 def resources_on(store) -> dict:
-    """The project's resources on the world's store (alerts in its default file)."""
+    """The project's resources on the world's store (alerts recorded in it)."""
     from pipelines.config import ProjectConfig
     from pipelines.resources import build_resources
 

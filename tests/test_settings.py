@@ -20,7 +20,6 @@ from resources.store import LocalObjectStoreResource, S3ObjectStoreResource
 def test_local_is_the_default(tmp_path):
     config = ProjectConfig.from_env({"FRAUDLOOP_HOME": str(tmp_path)})
     assert isinstance(config.settings.open_store(), LocalObjectStore)
-    assert config.settings.alert_path == str(tmp_path / "alerts" / "alerts.jsonl")
     resources = build_resources(config)
     assert isinstance(resources["store"], LocalObjectStoreResource)
     assert resources["store"].root == str(tmp_path)

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from fraudloop.core.alerts import read_events
 from fraudloop.core.hours import HOUR_KEY_FORMAT
 from fraudloop.features.pipeline import compute_feature_hours
 from fraudloop.feeds.population import make_population
@@ -101,10 +102,16 @@ def test_first_model_promoted_identical_retrain_held_worse_rejected(stored):
     assert "candidate v1" in report and "production (none)" in report
 
     same = train_run(env, **MODEST)  # the same data and config: the same model, no significant gain
-    assert not same.success
-    # the blocking gate check stopped the promotion step: it never ran
+    # a held candidate is the gate working: a green run, a yellow check, nothing packaged
+    assert same.success
+    assert not same.asset_materializations_for_node("model_package")
     started = {e.step_key for e in same.all_events if e.is_step_start}
-    assert not started & {"model_package", "model_release"}
+    assert "model_release" not in started
+    gate = {c.check_name: c for c in same.get_asset_check_evaluations()}
+    beats = gate["candidate_beats_production"]
+    assert not beats.passed and beats.severity == dg.AssetCheckSeverity.WARN
+    assert beats.metadata["decision"].text == "hold"
+    assert read_events(env.store) == []  # nobody is told about the loop working
     record = decision_of(env, 2)
     assert record["decision"]["decision"] == "hold" and record["production"] == 1
     assert registry.aliases()["production"] == 1
@@ -114,8 +121,11 @@ def test_first_model_promoted_identical_retrain_held_worse_rejected(stored):
     )
 
     worse = train_run(env, n_estimators=2, num_leaves=2, early_stopping_rounds=1)
-    assert not worse.success
+    assert worse.success and not worse.asset_materializations_for_node("model_package")
     assert decision_of(env, 3)["decision"]["decision"] == "reject"
+    (rejected,) = read_events(env.store)  # under the floors: one warning, until a promotion
+    assert rejected["dedup_key"] == "training/fraud/rejected"
+    assert rejected["severity"] == "warning" and "v3 rejected" in rejected["title"]
     assert registry.aliases()["production"] == 1
     report = env.store.get_bytes("reports/evaluations/v3.md").decode()
     assert "candidate v3" in report and "production v1" in report
@@ -132,6 +142,7 @@ def test_first_model_promoted_identical_retrain_held_worse_rejected(stored):
     # canary -- production does not move until the rollout controller says so
     better = train_run(env)
     assert better.success, decision_of(env, 4)["decision"]
+    assert read_events(env.store)[-1]["action"] == "resolve"  # the rejection incident closes
     checks = better.get_asset_check_evaluations()
     staging = next(c for c in checks if c.check_name == "package_passes_staging")
     assert staging.passed and staging.metadata["max_abs_score_diff"].value <= 1e-9

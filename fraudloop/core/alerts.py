@@ -1,33 +1,50 @@
-"""Alerts: what an on-call engineer is told, delivered to a file (default), the object store
-and/or a webhook.
+"""Alerts as incidents: one page per incident, a resolve when the condition clears, every event
+kept in the object store.
 
-An alert is a small JSON document with a stable shape so it can be routed by any receiver
-(Slack/PagerDuty bridges, a log shipper reading the file). Delivery to a webhook is retried
-with exponential backoff; when every try fails the alert is still written to the fallback sink
-(the file, or the object store), so nothing is lost when the receiver is down. In containers
-(the S3 profile) a local file would die with the run container: there the object store is the
-durable sink, one object per alert under `alerts/<YYYY-MM-DD>/<alert_id>.json`.
+Every alert names its incident with a dedup key (the source plus the partition, version or job
+it is about: ``ingest/transactions/2018-04-02-13:00``, ``monitoring/accuracy``,
+``run/training_job``). The first trigger of a key opens the incident and notifies the channels;
+later triggers of an open incident only count (a range run re-reporting the same bad hour, a
+sensor tick seeing the same finding again) so an engineer is told once. A resolve of an open
+incident closes it and tells the channels; a resolve of nothing is silent. Receivers that
+deduplicate themselves (PagerDuty) get the same key, so a retry never opens a second incident.
+
+The incident ledger is `alerts/incidents/<dedup key>.json`, updated with compare-and-swap so
+concurrent run containers and sensors agree on who opened an incident. Each event (trigger,
+resolve) is also one object `alerts/events/<day>/<alert id>.json`, with the outcome of every
+delivery attempt: the store is the durable sink in every profile, so an alert whose receivers
+all failed is still on record, and `fraudloop alerts` lists them.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from fraudloop.core.store import ObjectNotFound, ObjectStore, PreconditionFailed
 
 SEVERITIES = ("info", "warning", "critical")
+ACTIONS = ("trigger", "resolve")
+EVENTS_PREFIX = "alerts/events/"
+INCIDENTS_PREFIX = "alerts/incidents/"
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity)
 
 
 @dataclass(frozen=True)
 class Alert:
+    """One event of an incident: what an engineer is told, in a shape any receiver can route."""
+
     title: str
     summary: str
+    dedup_key: str
     severity: str = "warning"
+    action: str = "trigger"
     source: str = "fraudloop"
     details: dict[str, Any] = field(default_factory=dict)
     alert_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -36,95 +53,181 @@ class Alert:
     def __post_init__(self):
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
+        if self.action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, not {self.action!r}")
+        if not self.dedup_key or self.dedup_key != self.dedup_key.strip("/"):
+            raise ValueError(f"dedup_key must be a non-empty path, not {self.dedup_key!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, default=str)
+        return json.dumps(self.to_dict(), sort_keys=True, default=str)
 
 
-class FileAlertSink:
-    """Appends one JSON line per alert; a lock keeps concurrent writers' lines whole."""
+class DeliveryError(Exception):
+    """A channel could not deliver; `final` when retrying cannot help (the receiver refused
+    the payload: a 4xx other than 429)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def send(self, alert: Alert) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                handle.write(alert.to_json() + "\n")
-                handle.flush()
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+    def __init__(self, message: str, final: bool = False):
+        super().__init__(message)
+        self.final = final
 
 
-class StoreAlertSink:
-    """One object per alert, `alerts/<day raised>/<alert_id>.json`: a single PUT each, so
-    concurrent writers (run containers, sensors) never contend and nothing is appended."""
+class Channel(Protocol):
+    """Where people are (Slack, PagerDuty, a webhook); see `fraudloop.core.alert_channels`."""
 
-    PREFIX = "alerts/"
+    name: str
+    min_severity: str
 
-    def __init__(self, store):
+    def deliver(self, alert: Alert) -> None:
+        """Deliver or raise DeliveryError (after the channel's own retries)."""
+
+
+def _incident_key(dedup_key: str) -> str:
+    return f"{INCIDENTS_PREFIX}{dedup_key}.json"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `Alerter.trigger`/`resolve` did: `notified` is False when the incident was already
+    open (trigger) or not open (resolve)."""
+
+    alert: Alert
+    notified: bool
+    incident: dict[str, Any] | None
+
+
+class Alerter:
+    """Opens, counts and resolves incidents in the store and notifies the channels."""
+
+    def __init__(self, store: ObjectStore, channels: list[Channel] | tuple = ()):
         self.store = store
+        self.channels = list(channels)
 
-    def send(self, alert: Alert) -> None:
-        key = f"{self.PREFIX}{alert.raised_at[:10]}/{alert.alert_id}.json"
-        self.store.put_bytes(key, alert.to_json().encode("utf-8"))
+    # -- the ledger ------------------------------------------------------------------------
+    def incident(self, dedup_key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.get_bytes(_incident_key(dedup_key)))
+        except ObjectNotFound:
+            return None
 
-    def read(self) -> list[dict[str, Any]]:
-        alerts = [
-            json.loads(self.store.get_bytes(info.key))
-            for info in self.store.list(self.PREFIX)
-            if info.key.endswith(".json")
-        ]
-        return sorted(alerts, key=lambda a: (a["raised_at"], a["alert_id"]))
+    def open_incidents(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """Open incidents whose dedup key starts with `prefix`, by dedup key."""
+        found = {}
+        for info in self.store.list(INCIDENTS_PREFIX + prefix):
+            doc = json.loads(self.store.get_bytes(info.key))
+            if doc.get("status") == "open":
+                found[doc["dedup_key"]] = doc
+        return found
 
-
-class WebhookAlertSink:
-    """POSTs the alert as JSON; retries transient failures, then falls back to a file sink."""
-
-    def __init__(
-        self,
-        url: str,
-        fallback: FileAlertSink | StoreAlertSink,
-        retries: int = 3,
-        backoff_seconds: float = 0.5,
-        timeout_seconds: float = 5.0,
-    ):
-        self.url = url
-        self.fallback = fallback
-        self.retries = retries
-        self.backoff_seconds = backoff_seconds
-        self.timeout_seconds = timeout_seconds
-
-    def send(self, alert: Alert) -> None:
-        import httpx
-
-        last_error = "no attempt made"
-        for attempt in range(self.retries + 1):
+    def _update(self, dedup_key: str, change) -> tuple[dict | None, dict | None]:
+        """Apply `change(old) -> new | None` to the incident with compare-and-swap; returns
+        (old, new); new is None when `change` declined (nothing written)."""
+        key = _incident_key(dedup_key)
+        while True:
             try:
-                response = httpx.post(
-                    self.url,
-                    content=alert.to_json(),
-                    headers={"content-type": "application/json"},
-                    timeout=self.timeout_seconds,
-                )
-                if response.status_code < 300:
-                    return
-                last_error = f"HTTP {response.status_code}"
-                if 400 <= response.status_code < 500 and response.status_code != 429:
-                    break  # the receiver refuses this alert; retrying will not help
-            except httpx.HTTPError as error:
-                last_error = f"{type(error).__name__}: {error}"
-            if attempt < self.retries:
-                time.sleep(self.backoff_seconds * 2**attempt)
-        undelivered = Alert(
-            **{**asdict(alert), "details": {**alert.details, "webhook_error": last_error}}
+                data, etag = self.store.get_with_etag(key)
+                old = json.loads(data)
+            except ObjectNotFound:
+                old, etag = None, None
+            new = change(old)
+            if new is None:
+                return old, None
+            payload = json.dumps(new, sort_keys=True).encode()
+            try:
+                if etag is None:
+                    self.store.put_bytes(key, payload, if_none_match=True)
+                else:
+                    self.store.put_bytes(key, payload, if_match=etag)
+                return old, new
+            except PreconditionFailed:
+                continue  # another writer moved it: decide again on what it wrote
+
+    # -- events ----------------------------------------------------------------------------
+    def trigger(self, alert: Alert) -> Outcome:
+        """Open the incident and notify, or count a repeat of an open one silently."""
+        if alert.action != "trigger":
+            raise ValueError("trigger() takes a trigger alert")
+
+        def change(old):
+            if old is not None and old["status"] == "open":
+                return {**old, "count": old["count"] + 1, "last_seen": alert.raised_at}
+            return {
+                "dedup_key": alert.dedup_key,
+                "status": "open",
+                "title": alert.title,
+                "severity": alert.severity,
+                "opened_at": alert.raised_at,
+                "last_seen": alert.raised_at,
+                "count": 1,
+                "opened_by": alert.alert_id,
+                "details": alert.details,
+                "history": (old or {}).get("history", 0) + (old is not None),
+            }
+
+        old, new = self._update(alert.dedup_key, change)
+        if old is not None and old["status"] == "open":
+            return Outcome(alert, notified=False, incident=new)
+        self._record_and_notify(alert)
+        return Outcome(alert, notified=True, incident=new)
+
+    def resolve(
+        self, dedup_key: str, summary: str, *, after: str | None = None, **details
+    ) -> Outcome | None:
+        """Close an open incident and tell the channels; None when there was nothing open.
+
+        `after`: resolve only if the incident's `details['partition']` is not later than this
+        (a backfill of an old healthy day must not close today's incident)."""
+        resolved_at = datetime.now(UTC).isoformat()
+
+        def change(old):
+            if old is None or old["status"] != "open":
+                return None
+            opened_for = (old.get("details") or {}).get("partition")
+            if after is not None and opened_for is not None and str(after) < str(opened_for):
+                return None
+            return {**old, "status": "resolved", "resolved_at": resolved_at, "resolution": summary}
+
+        old, new = self._update(dedup_key, change)
+        if new is None:
+            return None
+        alert = Alert(
+            title=f"resolved: {old['title']}",
+            summary=summary,
+            dedup_key=dedup_key,
+            severity=old["severity"],
+            action="resolve",
+            details={**details, "opened_at": old["opened_at"], "repeats": old["count"] - 1},
+            raised_at=resolved_at,
         )
-        self.fallback.send(undelivered)
+        self._record_and_notify(alert)
+        return Outcome(alert, notified=True, incident=new)
+
+    def _record_and_notify(self, alert: Alert) -> None:
+        deliveries = {}
+        for channel in self.channels:
+            if severity_rank(alert.severity) < severity_rank(channel.min_severity):
+                continue
+            try:
+                channel.deliver(alert)
+                deliveries[channel.name] = "delivered"
+            except DeliveryError as error:
+                deliveries[channel.name] = f"failed: {error}"
+        record = {**alert.to_dict(), "deliveries": deliveries}
+        key = f"{EVENTS_PREFIX}{alert.raised_at[:10]}/{alert.alert_id}.json"
+        self.store.put_bytes(key, json.dumps(record, sort_keys=True, default=str).encode())
+
+
+def read_events(store: ObjectStore) -> list[dict[str, Any]]:
+    """Every alert event on record, oldest first (what the demo and `fraudloop alerts` show)."""
+    events = [
+        json.loads(store.get_bytes(info.key))
+        for info in store.list(EVENTS_PREFIX)
+        if info.key.endswith(".json")
+    ]
+    return sorted(events, key=lambda a: (a["raised_at"], a["alert_id"]))
+
+
+def with_details(alert: Alert, **details) -> Alert:
+    return replace(alert, details={**alert.details, **details})

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fraudloop.core.alerts import SEVERITIES
 from fraudloop.core.errors import ConfigError
 from fraudloop.core.store import LocalObjectStore, ObjectStore, S3ObjectStore
 
@@ -134,11 +135,31 @@ class Settings:
     label_delay_days: int = setting(
         "FRAUDLOOP_LABEL_DELAY_DAYS", 7, "days until a label is known (terminal windows, accuracy)"
     )
-    alert_file: str | None = setting(
-        "FRAUDLOOP_ALERT_FILE", None, "JSON-lines alert sink; unset = `<home>/alerts/alerts.jsonl`"
-    )
     alert_webhook_url: str | None = setting(
-        "FRAUDLOOP_ALERT_WEBHOOK_URL", None, "alerts are also POSTed here", secret=True
+        "FRAUDLOOP_ALERT_WEBHOOK_URL", None, "every alert event is POSTed here as JSON", secret=True
+    )
+    alert_slack_webhook_url: str | None = setting(
+        "FRAUDLOOP_ALERT_SLACK_WEBHOOK_URL", None, "Slack incoming webhook", secret=True
+    )
+    alert_slack_min_severity: str = setting(
+        "FRAUDLOOP_ALERT_SLACK_MIN_SEVERITY", "warning", "least severity posted to Slack"
+    )
+    alert_pagerduty_routing_key: str | None = setting(
+        "FRAUDLOOP_ALERT_PAGERDUTY_ROUTING_KEY",
+        None,
+        "PagerDuty Events API v2 integration (routing) key",
+        secret=True,
+    )
+    alert_pagerduty_url: str = setting(
+        "FRAUDLOOP_ALERT_PAGERDUTY_URL",
+        "https://events.pagerduty.com",
+        "PagerDuty Events API base URL",
+    )
+    alert_ca_bundle: str | None = setting(
+        "FRAUDLOOP_ALERT_CA_BUNDLE", None, "CA file the alert channels trust; unset = the system's"
+    )
+    alert_pagerduty_min_severity: str = setting(
+        "FRAUDLOOP_ALERT_PAGERDUTY_MIN_SEVERITY", "critical", "least severity that pages"
     )
     sensor_interval_seconds: int = setting(
         "FRAUDLOOP_SENSOR_INTERVAL_SECONDS", 30, "tick of the data and monitoring sensors"
@@ -165,6 +186,12 @@ class Settings:
             )
         if self.store_backend == "s3" and not self.s3_bucket:
             raise ConfigError("FRAUDLOOP_STORE=s3 needs FRAUDLOOP_S3_BUCKET")
+        for name in ("alert_slack_min_severity", "alert_pagerduty_min_severity"):
+            if getattr(self, name) not in SEVERITIES:
+                raise ConfigError(
+                    f"FRAUDLOOP_{name.upper()} must be one of {SEVERITIES}, "
+                    f"not {getattr(self, name)!r}"
+                )
         if self.label_delay_days < 0:
             raise ConfigError("FRAUDLOOP_LABEL_DELAY_DAYS must not be negative")
         return self
@@ -173,10 +200,6 @@ class Settings:
     def history_start(self) -> str:
         """The first day of the history (a daily partition key)."""
         return self.partition_start[:10]
-
-    @property
-    def alert_path(self) -> str:
-        return self.alert_file or str(Path(self.home) / "alerts" / "alerts.jsonl")
 
     def open_store(self) -> ObjectStore:
         """The object store these settings name: the one place local and S3 are told apart."""
