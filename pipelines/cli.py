@@ -13,6 +13,7 @@ import sys
 from datetime import date, timedelta
 
 from fraudloop.core.errors import ConfigError, FraudloopError
+from pipelines.runner import WORKSPACE
 
 
 def _duration(text: str) -> timedelta:
@@ -122,28 +123,73 @@ def cmd_backfill(args) -> int:
         )
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    from pipelines.runner import ensure_dagster_home, run_partition_range
+    from pipelines import runner
 
-    home = ensure_dagster_home()  # before Dagster loads: refuses when DAGSTER_HOME is unset
+    home = runner.ensure_dagster_home()  # before Dagster loads: refuses when DAGSTER_HOME is unset
     job = {"transactions": "hourly_ingestion_job", "labels": "daily_labels_job"}[args.table]
-    print(f"{job} over {first} .. {last} in this process, recorded in the instance at {home}")
-    result = run_partition_range(job, first, last, tags={"fraudloop/trigger": "cli"})
-    print(f"run {result.run_id}: {'success' if result.success else 'FAILURE'}")
-    return 0 if result.success else 1
+    tags = {"fraudloop/trigger": "cli"}
+    if args.in_process:
+        print(f"{job} over {first} .. {last} in this process, recorded in the instance at {home}")
+        result = runner.run_partition_range(job, first, last, tags=tags)
+        print(f"run {result.run_id}: {'success' if result.success else 'FAILURE'}")
+        return 0 if result.success else 1
+    try:
+        run_id = runner.submit_partition_range(job, first, last, tags, args.workspace)
+    except RuntimeError as error:
+        raise ConfigError(str(error)) from None
+    print(
+        f"run {run_id}: {job} over {first} .. {last} submitted to the queue of the instance at "
+        f"{home}; the daemon launches it (`make ui` runs one); the UI shows it under Runs"
+    )
+    if not args.wait:
+        return 0
+    status = runner.wait_for_run(run_id, args.wait)
+    print(f"run {run_id}: {status.value if status else 'not found'}")
+    return 0 if status is not None and status.value == "SUCCESS" else 1
+
+
+def _listing(records: list[dict], as_json: bool, empty: str, describe) -> int:
+    """Print records as JSON, or each as the lines `describe(record)` gives (or `empty`)."""
+    if as_json:
+        print(json.dumps(records, indent=2, default=str))
+        return 0
+    if not records:
+        print(empty)
+    for record in records:
+        print(describe(record))
+    return 0
 
 
 def cmd_quarantine(args) -> int:
     from fraudloop.data.quarantine import list_quarantine
 
-    records = list_quarantine(_settings().open_store(), table=args.table)
-    if args.json:
-        print(json.dumps(records, indent=2, default=str))
-        return 0
-    if not records:
-        print("quarantine is empty")
-    for record in records:
-        print(f"{record.get('partition')}  {record.get('source_key')}\n    {record.get('summary')}")
-    return 0
+    return _listing(
+        list_quarantine(_settings().open_store(), table=args.table),
+        args.json,
+        "quarantine is empty",
+        lambda r: f"{r.get('partition')}  {r.get('source_key')}\n    {r.get('summary')}",
+    )
+
+
+def _incident_lines(i: dict) -> str:
+    head = f"{i['opened_at'][:19]}  {i['severity']:<8} {i['dedup_key']}  x{i['count']}"
+    return f"{head}\n    {i['title']}"
+
+
+def _event_lines(e: dict) -> str:
+    sent = ", ".join(f"{k}: {v}" for k, v in e.get("deliveries", {}).items()) or "recorded"
+    head = f"{e['raised_at'][:19]}  {e['action']:<8} {e['severity']:<8} {e['dedup_key']}"
+    return f"{head}\n    {e['title']}: {e['summary'][:120]}  [{sent}]"
+
+
+def cmd_alerts(args) -> int:
+    from fraudloop.core.alerts import Alerter, read_events
+
+    store = _settings().open_store()
+    if args.open:
+        rows = sorted(Alerter(store).open_incidents().values(), key=lambda i: i["opened_at"])
+        return _listing(rows, args.json, "no open incident", _incident_lines)
+    return _listing(read_events(store)[-args.last :], args.json, "no alert", _event_lines)
 
 
 def cmd_demo(args) -> int:
@@ -651,6 +697,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     back.add_argument("--from", dest="start", required=True, help="first partition key")
     back.add_argument("--to", dest="end", required=True, help="last partition key (inclusive)")
+    back.add_argument(
+        "--in-process",
+        action="store_true",
+        help="execute here instead of submitting to the run queue (no daemon needed)",
+    )
+    back.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="after submitting, follow the run until it ends or this many seconds pass",
+    )
+    back.add_argument(
+        "--workspace",
+        default=str(WORKSPACE),
+        help="the Dagster workspace whose code location runs the job",
+    )
     back.set_defaults(func=cmd_backfill)
 
     quar = sub.add_parser("quarantine", help="list quarantined files and why")
@@ -659,6 +722,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quar.add_argument("--json", action="store_true", help=JSON_HELP)
     quar.set_defaults(func=cmd_quarantine)
+
+    alerts = sub.add_parser("alerts", help="alert events on record, or the open incidents")
+    alerts.add_argument("--open", action="store_true", help="open incidents instead of events")
+    alerts.add_argument("--last", type=int, default=50, help="how many recent events")
+    alerts.add_argument("--json", action="store_true", help=JSON_HELP)
+    alerts.set_defaults(func=cmd_alerts)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on the local profile")
     demo.add_argument("--scale", type=float, default=0.2, help="data volume (1 = handbook)")

@@ -108,6 +108,14 @@ def _retrain_sensor(view: str, problems_of, interval_seconds: int, description: 
     return retrain_sensor
 
 
+def _root_cause(error):
+    """Dagster wraps a step's exception ("Error occurred while executing op"); the innermost
+    cause is the one that names what broke."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error
+
+
 def build(interval_seconds: int) -> list:
     @dg.sensor(
         name="monitoring_sensor",
@@ -164,11 +172,17 @@ def build(interval_seconds: int) -> list:
         if run.tags.get(WILL_RETRY_TAG) == "true":
             context.log.info(f"run {run.run_id} failed and will be retried: no alert yet")
             return
-        error = context.failure_event.message if context.failure_event else "unknown"
-        failed_steps = [e.step_key for e in context.get_step_failure_events()]
+        step_failures = context.get_step_failure_events()
+        failed_steps = [e.step_key for e in step_failures]
+        errors = [  # the step's own error says what broke; the run's message only that it did
+            f"{e.step_key}: {_root_cause(e.event_specific_data.error).message.strip()}"
+            for e in step_failures
+            if getattr(e.event_specific_data, "error", None) is not None
+        ]
+        run_error = context.failure_event.message if context.failure_event else "unknown"
         alerts.send(
             title=f"runs of {run.job_name} are failing",
-            summary=error[:500],
+            summary="; ".join(errors or [run_error])[:500],
             dedup_key=f"run/{run.job_name}",
             severity="critical",
             run_id=run.run_id,

@@ -37,10 +37,8 @@ def test_simulate_then_backfill_then_list_quarantine(home, capsys):
     assert home.list("landing/transactions/2018-04-01/12/")
     assert home.list("landing/transactions/2018-04-01/13/")
     # the range contains the corrupted hour, so its blocking check fails the run
-    assert (
-        main(["backfill", "transactions", "--from", "2018-04-01-11:00", "--to", "2018-04-01-13:00"])
-        == 1
-    )
+    argv = ["--from", "2018-04-01-11:00", "--to", "2018-04-01-13:00", "--in-process"]
+    assert main(["backfill", "transactions", *argv]) == 1
     assert tables.read_pointer(home, "transactions", "2018-04-01-12:00")["status"] == "valid"
     assert tables.read_pointer(home, "transactions", "2018-04-01-13:00")["status"] == "quarantined"
     capsys.readouterr()
@@ -48,6 +46,24 @@ def test_simulate_then_backfill_then_list_quarantine(home, capsys):
     (record,) = json.loads(capsys.readouterr().out)
     assert record["partition"] == "2018-04-01-13:00"
     assert "UTF-8" in record["summary"]
+
+
+def test_backfill_goes_through_the_run_queue_by_default(home, capsys):
+    """Without --in-process the range is one run submitted to the instance's queue, as the UI
+    would: it waits there for the daemon (none runs here), with its range and trigger tags."""
+    import dagster as dg
+
+    argv = ["backfill", "labels", "--from", "2018-04-02", "--to", "2018-04-04", "--wait", "1"]
+    assert main(argv) == 1  # still queued when the wait ends: not a success
+    out = capsys.readouterr().out
+    run_id = out.split()[1].rstrip(":")
+    assert "submitted to the queue" in out and out.strip().endswith(f"run {run_id}: QUEUED")
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run.job_name == "daily_labels_job" and run.status == dg.DagsterRunStatus.QUEUED
+        assert run.tags["dagster/asset_partition_range_start"] == "2018-04-02"
+        assert run.tags["dagster/asset_partition_range_end"] == "2018-04-04"
+        assert run.tags["fraudloop/trigger"] == "cli"
 
 
 @pytest.mark.parametrize(
@@ -185,3 +201,22 @@ def test_an_unreachable_object_store_is_one_line_with_the_store_exit_code(
     assert "at http://127.0.0.1:9" in err.splitlines()[0]
     assert err.count("\n") == 1 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_alerts_lists_events_and_open_incidents(home, capsys):
+    from fraudloop.core.alerts import Alert, Alerter
+
+    alerter = Alerter(home)
+    for key in ("ingest/transactions/2018-04-01-13:00", "run/training_job"):
+        alerter.trigger(Alert(title=f"about {key}", summary="why", dedup_key=key))
+    alerter.resolve("run/training_job", "a later run succeeded")
+    assert main(["alerts", "--open"]) == 0
+    out = capsys.readouterr().out
+    assert "ingest/transactions/2018-04-01-13:00  x1" in out and "run/training_job" not in out
+    assert main(["alerts", "--json"]) == 0
+    events = json.loads(capsys.readouterr().out)
+    assert [(e["action"], e["dedup_key"]) for e in events] == [
+        ("trigger", "ingest/transactions/2018-04-01-13:00"),
+        ("trigger", "run/training_job"),
+        ("resolve", "run/training_job"),
+    ]
