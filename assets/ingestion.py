@@ -63,11 +63,15 @@ def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
 
 def _alert_quarantine(alerts: AlertsResource, table: str, key: str, outcome, open_incidents):
     """One incident per partition: opened when it is quarantined, resolved when a later
-    delivery of the same partition is ingested."""
+    delivery of the same partition is ingested. A *missing* partition (nothing landed) is not
+    an incident of its own: a silent feed is one freshness incident (assets/freshness.py), not
+    one alert per scheduled hour."""
     incident = f"ingest/{table}/{key}"
     if outcome.status == "valid":
         if incident in open_incidents:
             alerts.resolve(incident, f"{table} partition {key} ingested", partition=key)
+        return
+    if outcome.status == "missing":
         return
     alerts.send(
         title=f"{table} partition {key} quarantined",

@@ -9,13 +9,14 @@ import warnings
 
 import dagster as dg
 
-from assets import deployment, features, ingestion, monitoring, training
+from assets import deployment, features, freshness, ingestion, monitoring, training
 from pipelines.config import ProjectConfig
 from pipelines.jobs import ALL_JOBS
 from pipelines.partitions import Partitions
 from pipelines.resources import build_resources
 from pipelines.schedules import hourly_refresh_schedule
 from sensors import features as features_sensors
+from sensors import freshness as freshness_sensors
 from sensors import monitoring as monitoring_sensors
 from sensors import new_data, rollout
 
@@ -24,13 +25,15 @@ def stage_definitions(config: ProjectConfig) -> list:
     """Every asset, external asset and check of the stages, for these settings (unbound)."""
     partitions = Partitions.of(config.settings)
     lookback = config.ingest.label_lookback_days
-    return [
+    stages = [
+        *freshness.build(),
         *ingestion.build(partitions, lookback),
         *features.build(partitions, lookback),
         *training.build(),
         *deployment.build(),
         *monitoring.build(partitions),
     ]
+    return freshness.with_freshness(stages, config.monitoring)
 
 
 def build_definitions(config: ProjectConfig) -> dg.Definitions:
@@ -57,6 +60,7 @@ def _definitions(config: ProjectConfig) -> dg.Definitions:
             features_sensors.build(partitions, interval),
             rollout.build(settings.rollout_interval_seconds),
             *monitoring_sensors.build(interval),
+            *freshness_sensors.build(config.monitoring, interval),
         ],
         resources=build_resources(config),
         executor=dg.in_process_executor,

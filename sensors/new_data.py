@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets import keys
 from fraudloop.core import keyspace
 from fraudloop.core.store import sha256_hex
 from fraudloop.data.landing import (
@@ -24,6 +25,24 @@ from resources.store import ObjectStoreResource
 from sensors.common import in_flight_runs, range_tags, run_range
 
 JOB_OF_TABLE = {"transactions": hourly_ingestion_job.name, "labels": daily_labels_job.name}
+FEED_OF_TABLE = {"transactions": keys.TRANSACTION_FEED, "labels": keys.LABEL_FEED}
+
+
+def feed_events(changed) -> list[dg.AssetMaterialization]:
+    """One runless materialization per feed that delivered: what landed, so the feed's
+    freshness (assets/freshness.py) tracks deliveries, not scheduled runs."""
+    events = []
+    for table, feed in FEED_OF_TABLE.items():
+        files = sorted(f.key for f in changed if f.table == table)
+        if files:
+            partitions = sorted({f.partition_key for f in changed if f.table == table})
+            metadata = {
+                "files": len(files),
+                "newest_file": files[-1],
+                "partitions": f"{partitions[0]} .. {partitions[-1]}",
+            }
+            events.append(dg.AssetMaterialization(asset_key=feed, metadata=metadata))
+    return events
 
 
 def run_request_for(run) -> dg.RunRequest:
@@ -58,6 +77,7 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
         changed, next_cursor = detect_changes(s.list(f"{keyspace.LANDING}/"), cursor)
         if not changed:
             return dg.SkipReason("no new or changed files in the landing zone")
+        delivered = feed_events(changed)
         versions = []
         for landed in changed:
             if not partitions_of[landed.table].has_partition_key(landed.partition_key):
@@ -74,6 +94,7 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
             return dg.SensorResult(
                 skip_reason="new files, but none for a configured partition",
                 cursor=next_cursor.to_json(),
+                asset_events=delivered,
             )
         ingesting = [
             r[0]
@@ -89,11 +110,14 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
             return dg.SensorResult(
                 skip_reason="label files wait for transactions being ingested",
                 cursor=next_cursor.to_json(),
+                asset_events=delivered,
             )
         runs = group_into_runs(versions)
         context.log.info(f"{len(versions)} new file version(s) -> {len(runs)} run(s)")
         return dg.SensorResult(
-            run_requests=[run_request_for(run) for run in runs], cursor=next_cursor.to_json()
+            run_requests=[run_request_for(run) for run in runs],
+            cursor=next_cursor.to_json(),
+            asset_events=delivered,
         )
 
     return new_data_sensor

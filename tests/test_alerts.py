@@ -197,3 +197,13 @@ def test_each_channel_gets_the_severities_it_asked_for(store):
 def test_malformed_alerts_are_refused(fields):
     with pytest.raises(ValueError):
         Alert(**{"title": "t", "summary": "s", "dedup_key": "k", **fields})
+
+
+def test_a_freshness_window_dagster_cannot_evaluate_is_refused_at_load():
+    from fraudloop.core.errors import ConfigError
+    from pipelines.config import ProjectConfig
+    from pipelines.definitions import build_definitions
+
+    config = ProjectConfig.from_env({"FRAUDLOOP_FRESH_FEED_HOURS": "0.01"})  # 36 s
+    with pytest.raises(ConfigError, match=r"transaction_feed.*FRAUDLOOP_FRESH_"):
+        build_definitions(config)

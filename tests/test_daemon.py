@@ -6,45 +6,12 @@ sensor on in a temporary instance, `dagster-daemon run` ticks it and launches th
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 
 from fraudloop.core import tables
 from fraudloop.core.store import LocalObjectStore
+from tests.daemon import daemon_env, running_daemon, wait_for
 from tests.factories import land_hour
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@pytest.fixture
-def daemon_env(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(ROOT / "infra" / "local" / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "FRAUDLOOP_HOME": str(tmp_path / "fraudloop"),
-        "FRAUDLOOP_SENSOR_INTERVAL_SECONDS": "3",
-    }
-    return env
 
 
 def _finished_runs(trigger: str) -> list:
@@ -57,33 +24,18 @@ def _finished_runs(trigger: str) -> list:
 
 
 @pytest.mark.slow
-def test_daemon_sensors_ingest_new_and_late_files_then_features(daemon_env, monkeypatch):
+def test_daemon_sensors_ingest_new_and_late_files_then_features(tmp_path, monkeypatch):
     from dagster import DagsterRunStatus
 
-    monkeypatch.setenv("DAGSTER_HOME", daemon_env["DAGSTER_HOME"])
-    store = LocalObjectStore(daemon_env["FRAUDLOOP_HOME"])
+    env = daemon_env(tmp_path, FRAUDLOOP_SENSOR_INTERVAL_SECONDS="3")
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    store = LocalObjectStore(env["FRAUDLOOP_HOME"])
     for i, key in enumerate(["2018-04-01-05:00", "2018-04-01-06:00"]):
         land_hour(store, key, seed=i)
-    for sensor in ("new_data_sensor", "features_sensor"):
-        subprocess.run(
-            [BIN / "dagster", "sensor", "start", sensor, "-w", "workspace.yaml"],
-            cwd=ROOT,
-            env=daemon_env,
-            check=True,
-            capture_output=True,
-        )
-    daemon = subprocess.Popen(
-        [BIN / "dagster-daemon", "run", "-w", "workspace.yaml"],
-        cwd=ROOT,
-        env=daemon_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        _wait_for(lambda: len(_finished_runs("new_data_sensor")) == 1, 240, "the first run")
+    with running_daemon(env, ["new_data_sensor", "features_sensor"]):
+        wait_for(lambda: len(_finished_runs("new_data_sensor")) == 1, 240, "the first run")
         land_hour(store, "2018-04-01-01:00", seed=5)  # a late file for an old hour
-        _wait_for(lambda: len(_finished_runs("new_data_sensor")) == 2, 180, "the late file's run")
+        wait_for(lambda: len(_finished_runs("new_data_sensor")) == 2, 180, "the late file's run")
 
         def features_done():
             pointers = [
@@ -92,15 +44,8 @@ def test_daemon_sensors_ingest_new_and_late_files_then_features(daemon_env, monk
             ]
             return all(p and p["status"] == "valid" for p in pointers)
 
-        _wait_for(features_done, 180, "features of every ingested hour")
-        _wait_for(lambda: all(r.is_finished for r in _all_runs()), 120, "every run to finish")
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        wait_for(features_done, 180, "features of every ingested hour")
+        wait_for(lambda: all(r.is_finished for r in _all_runs()), 120, "every run to finish")
 
     ingestion = _finished_runs("new_data_sensor")
     assert len(ingestion) == 2  # one range run for the two hours, one for the late file

@@ -37,3 +37,22 @@ class MonitoringPolicy:
         24,
         "data-time cooldown between retrainings (shared by the drift and accuracy sensors)",
     )
+    feed_fresh_hours: float = setting(
+        "FRAUDLOOP_FRESH_FEED_HOURS",
+        3.0,
+        "freshness: the transaction feed fails when no file landed for this long (wall clock)",
+    )
+    labels_fresh_hours: float = setting(
+        "FRAUDLOOP_FRESH_LABELS_HOURS", 36.0, "freshness: the same for the label feed"
+    )
+    features_fresh_hours: float = setting(
+        "FRAUDLOOP_FRESH_FEATURES_HOURS", 3.0, "freshness: transaction_features last computed"
+    )
+    predictions_fresh_hours: float = setting(
+        "FRAUDLOOP_FRESH_PREDICTIONS_HOURS",
+        2.0,
+        "freshness: the services' prediction log last written (a silent service)",
+    )
+    model_fresh_days: float = setting(
+        "FRAUDLOOP_FRESH_MODEL_DAYS", 30.0, "freshness: the last model release (production's age)"
+    )
