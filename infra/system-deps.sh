@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the test suite drives for real: headless Chromium (UI tests), a PostgreSQL
-# server (the production profile's instance storage), and the Docker engine, docker-compose and
+# server (the production profile's instance storage), Prometheus (alert rules), and the Docker engine, docker-compose and
 # debootstrap (the Docker stack's system test, `make stack`). Installed from Debian's packages
 # when missing; needs root (CI runs as root). Idempotent and quiet when all is there.
 set -euo pipefail
@@ -13,6 +13,8 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v bc >/dev/null 2>&1 || missing+=(bc)
+# Prometheus and promtool: the alert rules' unit tests and a real scrape of the service
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
