@@ -53,8 +53,11 @@ test-fast: $(VENV)/.synced
 	$(VENV)/bin/pytest -m "not slow" -q
 
 # After `make demo`, the UI runs with the demo's settings (partitions, label delay, ...).
+# The report server on :3001 makes the UI's report links (Evidently HTML, evaluations) open.
 ui: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
 	set -a; if [ -f .fraudloop/demo.env ]; then . ./.fraudloop/demo.env; fi; set +a; \
+	export FRAUDLOOP_REPORTS_URL=$${FRAUDLOOP_REPORTS_URL:-http://127.0.0.1:3001}; \
+	$(VENV)/bin/fraudloop reports --port 3001 & reports=$$!; trap 'kill $$reports' EXIT; \
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 # Each bench prints its table and writes every figure to bench/results/<bench>.json; the table

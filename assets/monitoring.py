@@ -21,6 +21,7 @@ from pipelines.partitions import Partitions
 from resources.alerts import AlertsResource
 from resources.ingestion import IngestionResource
 from resources.monitoring import MonitoringResource
+from resources.reports import ReportsResource
 from resources.settings import SettingsResource
 from resources.store import ObjectStoreResource
 from resources.training import ModelRegistryResource
@@ -229,6 +230,7 @@ def build(partitions: Partitions) -> list:
         registry: ModelRegistryResource,
         monitoring: MonitoringResource,
         alerts: AlertsResource,
+        reports: ReportsResource,
     ) -> dg.MaterializeResult:
         s, reg, policy = store.open(), registry.open(), monitoring.policy()
         drifted_days = 0
@@ -239,6 +241,7 @@ def build(partitions: Partitions) -> list:
                 context.add_asset_metadata({"status": record["status"]}, partition_key=day)
                 continue
             version = record["model_version"]
+            link = reports.link(record["report"])  # opens in a browser, in every profile
             meta = {
                 "status": "computed",
                 "model_version": version,
@@ -246,7 +249,7 @@ def build(partitions: Partitions) -> list:
                 "drifted_share": result.drifted_share,
                 "dataset_drift": result.dataset_drift,
                 "prediction_drift_score": result.prediction_drift_score or 0.0,
-                "report": dg.MetadataValue.url(s.uri(record["report"])),
+                "report": dg.MetadataValue.url(link),
                 "seconds": round(result.seconds, 2),
                 **{
                     f"drift_{name}": float("nan") if v is None else float(v)
@@ -263,7 +266,7 @@ def build(partitions: Partitions) -> list:
                 meta,
                 title=f"drift in {day} (v{version})",
                 severity="warning",
-                report=s.uri(record["report"]),
+                report=link,
             )
         return dg.MaterializeResult(metadata={"days_drifted": drifted_days})
 

@@ -19,6 +19,7 @@ from fraudloop.model.evaluation import Evaluation, evaluate_candidate, write_eva
 from fraudloop.model.policy import GatePolicy
 from fraudloop.model.training import Candidate, train_candidate
 from resources.alerts import AlertsResource
+from resources.reports import ReportsResource
 from resources.settings import SettingsResource
 from resources.store import ObjectStoreResource
 from resources.training import ModelRegistryResource, TrainingResource
@@ -201,6 +202,7 @@ def model_evaluation(
     registry: ModelRegistryResource,
     training: TrainingResource,
     alerts: AlertsResource,
+    reports: ReportsResource,
 ):  # returns dg.MaterializeResult with the gate's check results
     s = store.open()
     candidate = Candidate.from_dict(candidate_model)
@@ -223,7 +225,7 @@ def model_evaluation(
             "threshold": evaluation.threshold,
             "ap_delta": decision["ap_delta"] if decision["ap_delta"] is not None else float("nan"),
             "report": dg.MetadataValue.md(evaluation.report),
-            "report_uri": dg.MetadataValue.url(s.uri(report_key)),
+            "report_link": dg.MetadataValue.url(reports.link(report_key)),
         },
         check_results=gate_checks(evaluation),
     )

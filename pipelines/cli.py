@@ -192,6 +192,20 @@ def cmd_alerts(args) -> int:
     return _listing(read_events(store)[-args.last :], args.json, "no alert", _event_lines)
 
 
+def cmd_reports(args) -> int:
+    from fraudloop.core.report_server import make_server
+
+    server = make_server(_settings().open_store(), args.host, args.port)
+    print(f"reports at http://{args.host}:{server.server_address[1]}/ (read-only; Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_demo(args) -> int:
     from pipelines.demo import DemoPlan, run_demo
 
@@ -728,6 +742,11 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument("--last", type=int, default=50, help="how many recent events")
     alerts.add_argument("--json", action="store_true", help=JSON_HELP)
     alerts.set_defaults(func=cmd_alerts)
+
+    rep = sub.add_parser("reports", help="serve the stored reports read-only over HTTP")
+    rep.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    rep.add_argument("--port", type=int, default=3001, help="port (0: any free one)")
+    rep.set_defaults(func=cmd_reports)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on the local profile")
     demo.add_argument("--scale", type=float, default=0.2, help="data volume (1 = handbook)")

@@ -14,6 +14,7 @@ from resources.deployment import RolloutResource, StagingResource
 from resources.features import FeatureStoreResource
 from resources.ingestion import IngestionResource
 from resources.monitoring import MonitoringResource
+from resources.reports import ReportsResource
 from resources.settings import SettingsResource
 from resources.store import ObjectStoreResource
 from resources.training import ModelRegistryResource, TrainingResource
@@ -59,4 +60,5 @@ def build_resources(config: ProjectConfig) -> dict:
             ca_bundle=settings.alert_ca_bundle,
         ),
         "asset_values": AssetValueIOManager(store=store),
+        "reports": ReportsResource(store=store, base_url=settings.reports_url),
     }

@@ -161,6 +161,12 @@ class Settings:
     alert_pagerduty_min_severity: str = setting(
         "FRAUDLOOP_ALERT_PAGERDUTY_MIN_SEVERITY", "critical", "least severity that pages"
     )
+    reports_url: str | None = setting(
+        "FRAUDLOOP_REPORTS_URL",
+        None,
+        "where reports are served over HTTP (`make ui`: its report server); unset on S3 = "
+        "presigned links",
+    )
     sensor_interval_seconds: int = setting(
         "FRAUDLOOP_SENSOR_INTERVAL_SECONDS", 30, "tick of the data and monitoring sensors"
     )
