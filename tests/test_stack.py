@@ -313,7 +313,7 @@ def kill_run_container_mid_run(stack, instance, timeline, predicate, what: str, 
 def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook, tmp_path):
     from dagster import DagsterRunStatus
 
-    from fraudloop.core.alerts import StoreAlertSink
+    from fraudloop.core.alerts import read_events
 
     timeline = Timeline()
     store = stack.store()
@@ -527,12 +527,19 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     _assert_runs_were_containers_in_postgres(stack, instance)
     _assert_artifacts_in_s3_not_on_disk(stack, store, instance)
     _assert_graphql_lists_runs_and_checks(stack, instance)
-    alerts = StoreAlertSink(store).read()
+    alerts = read_events(store)
     titles = [a["title"] for a in alerts]
     print("alerts, as they landed in S3:\n  " + "\n  ".join(titles))
     assert any(t.startswith(("accuracy under floor", "drift in")) for t in titles), titles
     assert f"v{promoted_to} promoted to production" in titles, titles
     assert {a["alert_id"] for a in webhook.alerts} == {a["alert_id"] for a in alerts}
+    per_incident = {}
+    for a in alerts:
+        per_incident.setdefault((a["dedup_key"], a["action"]), []).append(a["title"])
+    repeated = {k: v for k, v in per_incident.items() if len(v) > 1 and k[1] == "trigger"}
+    print(f"{len(alerts)} alert events for {len(per_incident)} incident events")
+    # one notification per incident opening (an incident may reopen after a resolve)
+    assert all(len(v) <= 2 for v in repeated.values()), repeated
     training = runs(instance, job_name="training_job")
     triggers = {r.tags.get("fraudloop/trigger") for r in training}
     assert triggers & {"drift_sensor", "accuracy_sensor"}, triggers
