@@ -316,7 +316,7 @@ def batch_profile(
             clock("JSON parse of the request (json.loads)")
             batch = BatchRequest.model_validate(obj)
             clock("pydantic validation (BatchRequest of Transaction)")
-            _, answers = service.score(batch.transactions)
+            _, answers, _ = service.score(batch.transactions)
             wall, in_gc = clock("ScoringService.score, of which:")
             add("  online features (features_and_observe)", features.wall, features.gc)
             add("  feature matrix + LightGBM predict (_predict)", predict.wall, predict.gc)
