@@ -308,10 +308,12 @@ def read_predictions(
     hours: Iterable[str] | None = None,
     *,
     modified_since: float | None = None,
+    dedupe: bool = True,
 ) -> pd.DataFrame:
     """Prediction log rows of ``hours`` (partition keys; all if None), optionally only files
     written at or after ``modified_since`` (epoch seconds; the rollout analysis reads what was
-    served since a step began)."""
+    served since a step began). Each decision once (:data:`DECISION_KEY`) unless ``dedupe`` is
+    False (every stored row: a load test that replays transaction ids counts its answers)."""
     infos = []
     if hours is None:
         infos = store.list(f"{PREFIX}/")
@@ -328,6 +330,8 @@ def read_predictions(
     if not frames:
         return SCHEMA.empty_table().to_pandas()
     log_rows = pa.concat_tables(frames).to_pandas()
+    if not dedupe:
+        return log_rows
     # a decision is one (transaction, model version, role): a row written twice (a retried
     # flush under an older key scheme, a spool drained twice) counts once
     return log_rows.drop_duplicates(DECISION_KEY, ignore_index=True)

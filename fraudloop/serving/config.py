@@ -110,8 +110,9 @@ class ServeConfig:
     )
     spool_commit_ms: float = setting(
         "FRAUDLOOP_SERVE_SPOOL_COMMIT_MS",
-        2.0,
-        "group commit: the spool writes and fsyncs what arrived at most this often",
+        0.0,
+        "group commit: wait this long to gather a group (0: a group is what arrived during the "
+        "previous fsync)",
     )
     log_pseudonym_key: str | None = setting(
         "FRAUDLOOP_LOG_PSEUDONYM_KEY",
