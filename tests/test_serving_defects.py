@@ -181,6 +181,22 @@ def test_half_sent_request_heads_are_closed_and_do_not_block_others(world):
                 sock.close()
 
 
+def test_a_body_that_does_not_arrive_is_answered_408(world):
+    store, _ = world
+    promote(store, 1)
+    with service_thread(store, config(body_timeout_seconds=1.0)) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            head = b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(head + b"Content-Length: 200\r\n\r\n" + b'{"transaction_id": "T')
+            started = time.monotonic()
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert b"not received within 1 s" in answer
+            assert time.monotonic() - started < 5
+        assert status(base).status_code == 200  # and the service goes on
+
+
 def test_kill_9_after_answers_loses_no_logged_decision(world, tmp_path):
     store, traffic = world
     promote(store, 1)

@@ -1,12 +1,14 @@
-"""The service's online overlay: de-duplicated on (id, content), bounded in size; and the bearer
-scheme read as RFC 6750 / 7235 say."""
+"""The service's online overlay: de-duplicated on (id, content), bounded in size; the bearer
+scheme read as RFC 6750 / 7235 say; the service's S3 client with short timeouts."""
 
 from __future__ import annotations
 
 import pytest
 
 from fraudloop.core.hours import HOUR_NS
+from fraudloop.core.settings import Settings
 from fraudloop.features.online import OnlineFeatureStore
+from fraudloop.serving.__main__ import open_store
 from fraudloop.serving.guards import bearer_token
 from fraudloop.serving.live import LiveFeatures
 
@@ -72,3 +74,15 @@ def test_the_overlay_is_bounded_and_forgets_the_oldest():
 )
 def test_bearer_credentials(header, token):
     assert bearer_token(header) == token
+
+
+def test_the_services_s3_client_has_short_timeouts(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-only")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-only")
+    settings = Settings(
+        store_backend="s3", s3_bucket="b", s3_endpoint_url="http://127.0.0.1:9", aws_region="x"
+    )
+    store = open_store(settings, 1.5)
+    config = store.client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (1.5, 1.5)
+    assert store.bucket == "b" and store.endpoint_url == "http://127.0.0.1:9"
