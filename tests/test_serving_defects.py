@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import threading
 import time
@@ -56,6 +57,13 @@ def test_future_dated_transactions_are_refused_and_scoring_needs_the_token(world
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["loc"] == ["body", "transactions", 1, "tx_datetime"]
         assert app.state.service.follower.features.observed == observed  # nothing observed
+        # a batch is validated in the worker thread: the same 422s, naming the row and field
+        bad = {"transactions": [bodies[1], {**bodies[2], "amount": -1}]}
+        response = c.post(f"{base}/v1/score/batch", json=bad, headers=lower)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["body", "transactions", 1, "amount"]
+        response = c.post(f"{base}/v1/score/batch", content=b"{nope", headers=lower)
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"][0] == "body"
     assert not store.list("predictions/2100")
     assert len(read_predictions(store)) == 1
 
@@ -195,6 +203,20 @@ def test_a_body_that_does_not_arrive_is_answered_408(world):
             assert b"not received within 1 s" in answer
             assert time.monotonic() - started < 5
         assert status(base).status_code == 200  # and the service goes on
+
+
+def test_no_answer_without_its_log_record(world, tmp_path):
+    store, traffic = world
+    promote(store, 1)
+    body = requests_of(traffic.head(1))[0]
+    spool = tmp_path / "spool"
+    with service_thread(store, config(spool_dir=str(spool))) as (base, _):
+        shutil.rmtree(spool)
+        spool.write_text("a file where the spool directory was: every write fails")
+        response = httpx.post(f"{base}/v1/score", json=body)
+        assert response.status_code == 503, response.text
+        assert "could not be logged" in response.json()["detail"]
+    assert read_predictions(store).empty
 
 
 def test_kill_9_after_answers_loses_no_logged_decision(world, tmp_path):

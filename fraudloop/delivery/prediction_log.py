@@ -209,13 +209,16 @@ class PredictionLog:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        if self.spool is not None:
-            self.spool.close()
+        if self.spool is None:
+            return self.flush()
+        self.spool.close()
         try:
             return self.flush()
+        except Exception as error:  # the store is down: the spool keeps them for the next start
+            log.error("prediction log not flushed at shutdown, kept in the spool: %s", error)
+            return 0
         finally:
-            if self.spool is not None:
-                self.spool.release()
+            self.spool.release()
 
     def flush(self) -> int:
         """Write every pending batch, one file per transaction hour; returns rows written."""

@@ -53,6 +53,9 @@ def serve(args: argparse.Namespace) -> int:
         pin_version=args.version,
         features_prefix=args.features_prefix,
     )
+    # The batch worker thread and the event loop share the GIL: at Python's default 5 ms switch
+    # interval each of the many GIL hand-offs of a single request waits up to 5 ms behind a batch
+    sys.setswitchinterval(config.gil_switch_ms / 1000)
     store = open_store(settings, config.store_timeout_seconds)
     app = create_app(store, config)
     uvicorn.run(

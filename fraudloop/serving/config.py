@@ -87,6 +87,12 @@ class ServeConfig:
     keep_alive_seconds: float = setting(
         "FRAUDLOOP_SERVE_KEEP_ALIVE_SECONDS", 5.0, "idle keep-alive connections are closed then"
     )
+    gil_switch_ms: float = setting(
+        "FRAUDLOOP_SERVE_GIL_SWITCH_MS",
+        0.5,
+        "Python's thread switch interval in the service: a batch thread holds the GIL at most "
+        "this long while a single request waits (Python's default is 5 ms)",
+    )
     store_timeout_seconds: float = setting(
         "FRAUDLOOP_SERVE_STORE_TIMEOUT_SECONDS",
         5.0,
@@ -142,7 +148,7 @@ class ServeConfig:
             self.store_timeout_seconds,
             self.ready_max_sync_age_seconds,
         )
-        if min(timeouts) <= 0 or self.max_clock_skew_seconds < 0:
+        if min(timeouts) <= 0 or self.max_clock_skew_seconds < 0 or self.gil_switch_ms <= 0:
             raise ConfigError("the FRAUDLOOP_SERVE_*_SECONDS timeouts must be > 0")
         if self.log_retention_hours < 0 or self.spool_commit_ms < 0:
             raise ConfigError("FRAUDLOOP_SERVE_LOG_RETENTION_HOURS and _SPOOL_COMMIT_MS >= 0")
