@@ -17,7 +17,7 @@ from fraudloop.core.errors import ConfigError
 from fraudloop.core.hours import HOUR_NS
 from fraudloop.core.store import LocalObjectStore
 from fraudloop.delivery.prediction_log import PredictionLog, Pseudonyms, Row, read_predictions
-from fraudloop.serving.spool import Spool
+from fraudloop.serving.spool import Spool, claim_spool
 
 T0 = 1_523_000_000 * 10**9 // HOUR_NS * HOUR_NS  # an hour boundary in April 2018
 
@@ -100,7 +100,7 @@ WRITER = textwrap.dedent(
     """
     import os, signal, sys
     from tests.test_serving_log import rows
-    from fraudloop.serving.spool import Spool
+    from fraudloop.serving.spool import Spool, claim_spool
 
     spool = Spool(sys.argv[1], "dead-1")
     for start in range(0, 300, 30):
@@ -137,13 +137,25 @@ def test_spooled_rows_survive_kill_9_and_are_drained_by_the_next_process(tmp_pat
     plog.close()
 
 
-def test_a_spool_directory_has_one_owner(tmp_path):
+def test_a_spool_directory_has_one_owner_and_a_restart_takes_the_free_slot(tmp_path):
     first = Spool(tmp_path / "spool", "one")
-    with pytest.raises(ConfigError, match="FRAUDLOOP_SERVE_SPOOL_DIR"):
+    with pytest.raises(ConfigError, match="in use by another process"):
         Spool(tmp_path / "spool", "two")
     first.close()
     first.release()
     Spool(tmp_path / "spool", "three").release()
+
+    a = claim_spool(tmp_path / "root", "a")
+    b = claim_spool(tmp_path / "root", "b")  # a second process beside the first
+    assert (a.directory.name, b.directory.name) == ("slot-0", "slot-1")
+    a.append(rows(3)).result(timeout=10)
+    a.close()
+    a.release()  # as a kill would
+    again = claim_spool(tmp_path / "root", "c")
+    assert again.directory.name == "slot-0" and len(again.rotate()) == 1  # a's rows, to drain
+    for spool in (b, again):
+        spool.close()
+        spool.release()
 
 
 def test_pseudonyms_are_keyed_and_stable():

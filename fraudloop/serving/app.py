@@ -61,7 +61,7 @@ from fraudloop.serving.follower import Follower
 from fraudloop.serving.guards import BodyDeadline, InFlightLimit, bearer_token, send_json
 from fraudloop.serving.live import Deployment, Slot, bucket, feature_hash
 from fraudloop.serving.prometheus import ServiceMetrics
-from fraudloop.serving.spool import Spool
+from fraudloop.serving.spool import claim_spool
 
 log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -221,7 +221,7 @@ class ScoringService:
             )
         spool = None
         if (self.config.spool_dir or "").lower() != "off":
-            spool = Spool(
+            spool = claim_spool(
                 self.config.spool_dir or default_spool_dir(self.store, self.config.model_name),
                 self.config.instance,
                 commit_seconds=self.config.spool_commit_ms / 1000,
@@ -633,8 +633,8 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
 
 
 def default_spool_dir(store: ObjectStore, model_name: str) -> Path:
-    """One spool per (store, model) under the system temp dir: a restarted process finds what
-    its killed predecessor spooled. Replicas on one host need FRAUDLOOP_SERVE_SPOOL_DIR each."""
+    """One spool root per (store, model) under the system temp dir: a restarted process finds
+    what its killed predecessor spooled (in its slot: :func:`claim_spool`)."""
     place = json.dumps([store.location(), model_name], sort_keys=True, default=str)
     where = hashlib.blake2b(place.encode(), digest_size=8).hexdigest()
     return Path(tempfile.gettempdir()) / "fraudloop-spool" / where

@@ -106,8 +106,8 @@ class ServeConfig:
     spool_dir: str | None = setting(
         "FRAUDLOOP_SERVE_SPOOL_DIR",
         None,
-        "local prediction-log spool (one per replica, on a volume); unset = a per-store "
-        "directory under the system temp dir; `off` = memory only (lost on a crash)",
+        "root of the local prediction-log spool (on a volume; each process takes a free slot "
+        "in it); unset = a per-store directory under the system temp dir; `off` = memory only",
     )
     spool_sync: bool = setting(
         "FRAUDLOOP_SERVE_SPOOL_SYNC",

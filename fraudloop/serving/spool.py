@@ -10,7 +10,9 @@ object store under keys derived from the segment name (a retried drain overwrite
 duplicates) and then :meth:`Spool.remove` deletes it. At start, ``.open`` segments left by a
 killed process are closed and drained like the others; a torn last line (the crash hit mid-write,
 its request was never answered) is skipped. One process owns a spool directory at a time (an
-exclusive ``flock``), so each replica needs its own.
+exclusive ``flock``); :func:`claim_spool` gives a process the first free ``slot-<n>`` below a
+root, so a restarted process takes its killed predecessor's slot (and drains it) while a second
+process running beside it takes another.
 """
 
 from __future__ import annotations
@@ -29,6 +31,21 @@ from fraudloop.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 OPEN, DONE = ".open", ".done"
+MAX_SLOTS = 64
+
+
+class SpoolBusy(ConfigError):
+    """The spool directory is owned by another live process."""
+
+
+def claim_spool(root: str | Path, instance: str, commit_seconds: float = 0.0) -> Spool:
+    """The spool in the first ``root/slot-<n>`` no live process owns."""
+    for n in range(MAX_SLOTS):
+        try:
+            return Spool(Path(root) / f"slot-{n}", instance, commit_seconds)
+        except SpoolBusy:
+            continue
+    raise ConfigError(f"all {MAX_SLOTS} prediction-log spool slots under {root} are in use")
 
 
 class Spool:
@@ -44,9 +61,8 @@ class Spool:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock_file.close()
-            raise ConfigError(
-                f"prediction-log spool {self.directory} is in use by another process: give each "
-                "replica its own FRAUDLOOP_SERVE_SPOOL_DIR"
+            raise SpoolBusy(
+                f"prediction-log spool {self.directory} is in use by another process"
             ) from None
         for stale in self.directory.glob(f"*{OPEN}"):  # a killed process's: closed as they are
             stale.rename(stale.with_suffix(DONE))
