@@ -14,11 +14,14 @@ import time
 import httpx
 import pytest
 
+from fraudloop.core.settings import Settings
 from fraudloop.core.store import sha256_hex
 from fraudloop.delivery.package import MANIFEST, MODEL_FILE, SPEC_FILE, package_prefix
 from fraudloop.delivery.prediction_log import read_predictions
 from fraudloop.model.evaluation import Evaluation, write_evaluation
 from fraudloop.model.registry import ModelRegistry
+from fraudloop.serving.__main__ import open_store
+from tests.conftest import free_port
 from tests.servers import config, service_process, service_thread, wait_until
 from tests.serving_home import requests_of
 
@@ -245,3 +248,85 @@ def test_kill_9_after_answers_loses_no_logged_decision(world, tmp_path):
     sent_cards = {b["customer_id"] for b in bodies}
     assert not sent_cards & set(log["customer_id"])  # pseudonymised
     assert log.groupby("transaction_id")["customer_id"].nunique().max() == 1
+
+
+class Cuttable:
+    """A TCP forwarder in front of a real server that can be cut (listener and every connection
+    closed: the store is unreachable) and restored on the same port."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.port = free_port()
+        self.conns: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.listener.close()
+        for sock in self.conns:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.conns = []
+
+
+def test_readiness_follows_an_s3_outage_and_recovers(world, s3_endpoint, s3_bucket):
+    local, traffic = world
+    promote(local, 1)
+    proxy = Cuttable(int(s3_endpoint.rsplit(":", 1)[1]))
+    settings = Settings(
+        store_backend="s3",
+        s3_bucket=s3_bucket,
+        s3_prefix="fl",
+        s3_endpoint_url=f"http://127.0.0.1:{proxy.port}",
+        aws_region="us-east-1",
+    )
+    store = open_store(settings, 1.0)  # the service's client: short timeouts
+    for prefix in ("models/", "featurestore/"):
+        for info in local.list(prefix):
+            store.put_bytes(info.key, local.get_bytes(info.key))
+    body = requests_of(traffic.head(1))[0]
+    serve = config(ready_max_sync_age_seconds=2.0, log_predictions=False)
+    try:
+        with service_thread(store, serve) as (base, _):
+            proxy.cut()
+            wait_until(lambda: status(base).status_code == 503, timeout=20, what="not ready")
+            assert "sync" in status(base).json()["errors"]
+            # the loaded model and features still answer; readiness tells the balancer
+            assert httpx.post(f"{base}/v1/score", json=body).status_code == 200
+            proxy.restore()
+            wait_until(lambda: status(base).status_code == 200, timeout=20, what="ready again")
+            assert status(base).json()["errors"] == {}
+    finally:
+        proxy.cut()
