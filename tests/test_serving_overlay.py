@@ -86,3 +86,10 @@ def test_the_services_s3_client_has_short_timeouts(monkeypatch):
     config = store.client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (1.5, 1.5)
     assert store.bucket == "b" and store.endpoint_url == "http://127.0.0.1:9"
+
+
+def test_the_service_reads_evaluation_records_where_evaluation_writes_them():
+    from fraudloop.model.evaluation import evaluation_key
+    from fraudloop.serving.integrity import evaluation_record_key
+
+    assert evaluation_record_key(7) == f"{evaluation_key(7)}.json"

@@ -10,14 +10,22 @@ serves a package only when both agree with it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 
-from fraudloop.core.store import IntegrityError, ObjectStore
+from fraudloop.core import keyspace
+from fraudloop.core.store import IntegrityError, ObjectNotFound, ObjectStore
 from fraudloop.delivery.package import MODEL_FILE, Package
-from fraudloop.model.evaluation import read_evaluation
 from fraudloop.model.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+
+
+def evaluation_record_key(version: int) -> str:
+    """Where ``fraudloop.model.evaluation.write_evaluation`` keeps a version's record (a test
+    holds the two equal). Not imported from there: that module pulls the training stack
+    (datasets, metrics) into the service and added seconds to its start."""
+    return f"{keyspace.REPORTS}/evaluations/v{version}.json"
 
 
 def recorded_threshold(store: ObjectStore, registry: ModelRegistry, version: int) -> float | None:
@@ -26,8 +34,11 @@ def recorded_threshold(store: ObjectStore, registry: ModelRegistry, version: int
     metadata = registry.show(version).metadata
     if metadata.get("decision_threshold") is not None:
         return float(metadata["decision_threshold"])
-    evaluation = read_evaluation(store, version)
-    return None if evaluation is None else float(evaluation.threshold)
+    try:
+        record = json.loads(store.get_bytes(evaluation_record_key(version)))
+    except ObjectNotFound:
+        return None
+    return float(record["threshold"])
 
 
 def check_against_registry(store: ObjectStore, registry: ModelRegistry, package: Package) -> None:
