@@ -7,7 +7,9 @@ the service's own scoring path without HTTP -- tells how much of an HTTP figure 
 much the service and how much the web stack. Then, against the service in its own process:
 open-loop latency at a steady rate (no coordinated omission), closed-loop peak requests/s, batch
 rows/s (with a per-row profile of where the batch time goes), a load run across hot swaps of the
-production alias, and a SIGTERM whose prediction log must hold every decision answered. Targets
+production alias, a SIGTERM whose prediction log must hold every decision answered, then (issue
+12) the latency of the prediction-log spool in its three modes, decisions lost to a `kill -9`,
+single requests beside 200 half-sent request heads and beside a large batch. Targets
 (from the serving issue): p99 <= 10 ms at 200 requests/s, >= 1,000 requests/s, >= 200,000 batch
 rows/s, no failed request across hot swaps. The hot swaps run before the batch phase so that
 their figures are the swaps' own.
@@ -37,6 +39,7 @@ Usage: .venv/bin/python bench/serve.py [--quick] [--json PATH]   (--quick: short
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -316,7 +319,7 @@ def batch_profile(
             clock("JSON parse of the request (json.loads)")
             batch = BatchRequest.model_validate(obj)
             clock("pydantic validation (BatchRequest of Transaction)")
-            _, answers = service.score(batch.transactions)
+            _, answers, _ = service.score(batch.transactions)
             wall, in_gc = clock("ScoringService.score, of which:")
             add("  online features (features_and_observe)", features.wall, features.gc)
             add("  feature matrix + LightGBM predict (_predict)", predict.wall, predict.gc)
@@ -372,15 +375,16 @@ def batch_profile(
 
 
 class Service:
-    def __init__(self, store, workdir: Path):
+    def __init__(self, store, workdir: Path, env: dict | None = None, name: str = "service"):
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
-        self.stderr_path = workdir / "service.stderr"
+        self.stderr_path = workdir / f"{name}.stderr"
         env = {
             **os.environ,
             **store_env(store),
             "FRAUDLOOP_SERVE_POLL_SECONDS": str(POLL_SECONDS),
             "FRAUDLOOP_SERVE_LOG_PREDICTIONS": "1",
+            **(env or {}),
         }
         self.stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
@@ -529,6 +533,126 @@ def hot_swaps(
 
 
 # ---- the run
+
+
+# ---- durability and guards (issue 12): each in its own service process
+
+
+def spool_modes(store, workdir: Path, single: list[bytes], plan: Plan) -> dict:
+    """Open-loop p99 with the decision fsync'd before the answer, within the commit window, and
+    with no spool (memory only, the old behaviour)."""
+    modes = {
+        "fsync before answer": {},
+        "commit window (async)": {"FRAUDLOOP_SERVE_SPOOL_SYNC": "false"},
+        "spool off (memory)": {"FRAUDLOOP_SERVE_SPOOL_DIR": "off"},
+    }
+    out = {}
+    for i, (mode, env) in enumerate(modes.items()):
+        service = Service(store, workdir, env, name=f"spool-{i}")
+        try:
+            service.wait_ready()
+            run_constant_rate(HOST, service.port, "/v1/score", single, 200, 0.5)  # warm-up
+            result = run_constant_rate(
+                HOST, service.port, "/v1/score", single, plan.latency_rate, plan.latency_s
+            )
+            out[mode] = result.summary()
+            service.terminate()
+        finally:
+            service.close()
+    return out
+
+
+def kill_9(store, workdir: Path, single: list[bytes], plan: Plan) -> dict:
+    """Answered decisions, `kill -9`, restart on the same spool: rows logged vs answered."""
+    env = {"FRAUDLOOP_SERVE_SPOOL_DIR": str(workdir / "kill9-spool")}
+    service = Service(store, workdir, env, name="kill9-a")
+    try:
+        service.wait_ready()
+        instance = service.deployment()["instance"]
+        answered = run_constant_rate(
+            HOST, service.port, "/v1/score", single, plan.latency_rate, plan.latency_s
+        ).ok
+        service.proc.kill()
+        service.proc.wait()
+    finally:
+        service.close()
+
+    def logged() -> int:
+        log = read_predictions(store, dedupe=False)  # the traffic's ids repeat across phases
+        return int((log["instance"] == instance).sum())
+
+    before = logged()
+    again = Service(store, workdir, env, name="kill9-b")
+    try:
+        again.wait_ready()
+        deadline = time.monotonic() + 30
+        while logged() < answered and time.monotonic() < deadline:
+            time.sleep(0.2)
+        after = logged()
+        again.terminate()
+    finally:
+        again.close()
+    return {"answered": answered, "in_store_after_kill": before, "after_restart": after}
+
+
+def slow_clients_and_batches(store, workdir: Path, bodies: list[dict], plan: Plan) -> dict:
+    """Single requests while hundreds of connections hold half a request head, and while a
+    large batch is scored: p99 and failures, and how long the half-open connections lived."""
+    header_s = 2.0
+    env = {"FRAUDLOOP_SERVE_HEADER_TIMEOUT_SECONDS": str(header_s)}
+    service = Service(store, workdir, env, name="guards")
+    single = bodies_bytes(bodies)
+    out: dict = {"header_timeout_s": header_s}
+    try:
+        service.wait_ready()
+        socks = []
+        opened = time.monotonic()
+        for _ in range(200):
+            sock = socket.create_connection((HOST, service.port), timeout=15)
+            sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Ty")
+            socks.append(sock)
+        during = run_constant_rate(HOST, service.port, "/v1/score", single, 100, 1.0)
+        closed_after = []
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.recv(1024)
+            closed_after.append(time.monotonic() - opened)
+            sock.close()
+        out["half_open"] = {
+            "connections": len(socks),
+            "singles_meanwhile": during.summary(),
+            "all_closed_after_s": round(max(closed_after), 2),
+        }
+        rows = plan.batch_rows[-1]
+        body = json.dumps({"transactions": cyclic(bodies, 0, rows)}).encode()
+        took: dict = {}
+
+        def batch() -> None:
+            t0 = time.perf_counter()
+            response = httpx.post(
+                f"{service.base}/v1/score/batch",
+                content=body,
+                headers={"content-type": "application/json"},
+                timeout=60,
+            )
+            took["s"], took["status"] = time.perf_counter() - t0, response.status_code
+
+        quiet = run_constant_rate(HOST, service.port, "/v1/score", single, 100, 1.0)
+        sender = threading.Thread(target=batch)
+        sender.start()
+        meanwhile = run_constant_rate(HOST, service.port, "/v1/score", single, 100, 1.0)
+        sender.join()
+        out["batch"] = {
+            "rows": rows,
+            "batch_s": round(took["s"], 3),
+            "batch_status": took["status"],
+            "singles_alone": quiet.summary(),
+            "singles_during_batch": meanwhile.summary(),
+        }
+        service.terminate()
+    finally:
+        service.close()
+    return out
 
 
 def build_world(workdir: Path) -> tuple[LocalObjectStore, list[dict], dict]:
@@ -703,7 +827,12 @@ def main() -> None:
             service.close()
         out["service_stderr_lines"] = [line for line in stderr.splitlines() if line.strip()][-20:]
 
-        log = read_predictions(store)
+        # 8. durability and guards (issue 12)
+        out["spool_modes"] = spool_modes(store, workdir, single, plan)
+        out["kill_9"] = kill_9(store, workdir, single, plan)
+        out["guards"] = slow_clients_and_batches(store, workdir, bodies, plan)
+
+        log = read_predictions(store, dedupe=False)  # the traffic's ids repeat across phases
         mine = log[log["instance"] == instance]
         prod = mine[mine["role"] == "production"]
         out["prediction_log"] = {
@@ -875,6 +1004,7 @@ def details(bench: Report, out: dict) -> None:
             f"WARNING: other processes used more than a quarter of a core during {len(noisy)} "
             f"of {len(phases)} phases ({', '.join(noisy)}): those figures are pessimistic"
         )
+    durability(bench, out)
     prof = floor["batch_profile"]
     note(
         f"\nbatch path, one {prof['rows']:,}-row request in process (mean of "
@@ -892,6 +1022,35 @@ def details(bench: Report, out: dict) -> None:
                 f"**{prof['request_path_us_per_row']:.2f}** | "
                 f"{prof['request_path_gc_us_per_row']:.2f} |"
             )
+
+
+def durability(bench: Report, out: dict) -> None:
+    """The prediction-log spool's cost and what it saves, and the connection guards."""
+    note = bench.note
+    note("\nprediction-log spool, single tx open loop\n| mode | p50 ms | p99 ms | failed |")
+    note("|---|---|---|---|")
+    for mode, r in out["spool_modes"].items():
+        note(f"| {mode} | {r['p50']:.2f} | {r['p99']:.2f} | {r['failed']} |")
+    k = out["kill_9"]
+    note(
+        f"kill -9 after {k['answered']:,} answered decisions: {k['in_store_after_kill']:,} in "
+        f"the store at the kill, {k['after_restart']:,} after the restart drained the spool "
+        f"(lost: {k['answered'] - k['after_restart']:,})"
+    )
+    g = out["guards"]
+    h, b = g["half_open"], g["batch"]
+    during = h["singles_meanwhile"]
+    note(
+        f"{h['connections']} half-sent request heads: singles meanwhile p99 {during['p99']:.1f} "
+        f"ms, failed {during['failed']} of {during['sent']}; every such connection closed after "
+        f"{h['all_closed_after_s']:.1f} s (header timeout {g['header_timeout_s']:g} s)"
+    )
+    alone, meanwhile = b["singles_alone"], b["singles_during_batch"]
+    note(
+        f"a {b['rows']:,}-row batch ({b['batch_s']:.2f} s, status {b['batch_status']}): singles "
+        f"p99 {meanwhile['p99']:.1f} ms (max {meanwhile['max']:.1f}) during it vs "
+        f"{alone['p99']:.1f} ms alone"
+    )
 
 
 if __name__ == "__main__":

@@ -6,19 +6,28 @@ predictions with the labels and features of the same hour. ``<instance>`` is uni
 start, so two replicas, or a restarted one, never write the same key; every file is written in one
 atomic put, so a reader sees whole files or none.
 
-Appending is a tuple append under the GIL (microseconds, on the request path); a background
-thread flushes every ``flush_seconds`` or ``flush_rows``, and :meth:`PredictionLog.close` flushes
-what is left, which is what makes a graceful shutdown lose nothing. A failed write keeps its rows
-for the next flush (bounded by ``max_buffer_rows``; beyond it the oldest are dropped and counted).
+With a spool (the service's default, :mod:`fraudloop.serving.spool`) every row is fsync'd locally
+before its answer, and a killed process's rows are drained by the next start; without one, rows
+wait in memory (lost on a crash). A background thread flushes every ``flush_seconds`` (or
+``flush_rows``), :meth:`PredictionLog.close` flushes what is left. A flush batch keeps its keys
+until it is fully written, so a failed flush is retried by overwriting, never duplicating (memory
+mode keeps at most ``max_buffer_rows`` of failed batches; beyond that the oldest are dropped and
+counted). :func:`read_predictions` deduplicates on :data:`DECISION_KEY` all the same.
+
+Card and terminal ids are logged as :class:`Pseudonyms` (a keyed hash); retention deletes hours
+older than ``retention_hours`` before the newest one logged.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import logging
 import threading
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import NamedTuple
 
 import numpy as np
@@ -60,6 +69,8 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+#: what identifies one decision in the log (readers deduplicate on it)
+DECISION_KEY = ["transaction_id", "model_version", "role"]
 
 
 class Row(NamedTuple):
@@ -114,7 +125,13 @@ def _table(rows: list[Row], instance: str) -> pa.Table:
 
 
 class PredictionLog:
-    """Buffered, atomically flushed prediction log of one service process."""
+    """The prediction log of one service process: rows come from the request path, go to the
+    spool (if any) and are flushed to the store in batches with deterministic keys.
+
+    Each flush batch gets its key stem once (``<instance>-<seq>``, or the spool segment's name)
+    and keeps it until every hourly file of it is written: a flush that fails on its second file
+    is retried with the same keys, overwriting the first file instead of writing its rows twice.
+    """
 
     def __init__(
         self,
@@ -124,37 +141,51 @@ class PredictionLog:
         flush_rows: int = 20_000,
         flush_seconds: float = 5.0,
         max_buffer_rows: int = 2_000_000,
+        spool=None,
+        retention_hours: int = 0,
     ):
         self.store = store
         self.instance = instance
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.max_buffer_rows = max_buffer_rows
+        #: a :class:`fraudloop.serving.spool.Spool`: rows are durable there before the store
+        self.spool = spool
+        self.retention_hours = retention_hours
         self._buffer: list[Row] = []
+        self._failed: list[tuple[str, list[Row]]] = []  # (key stem, rows), retried as they are
         self._flush_lock = threading.Lock()  # one flush at a time; appends never wait for it
         self._seq = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._newest_hour = ""
         self.rows_written = 0
         self.files_written = 0
         self.rows_dropped = 0
         self.write_errors = 0
+        self.hours_deleted = 0
 
     # ---- request path
     def append(self, row: Row) -> None:
-        self._buffer.append(row)
-        if len(self._buffer) >= self.flush_rows:
-            self._wake.set()
+        self.extend([row])
 
-    def extend(self, rows: Iterable[Row]) -> None:
+    def extend(self, rows: Iterable[Row]):
+        """Log ``rows``; with a spool, returns the future of their fsync (None otherwise)."""
+        rows = list(rows)
+        if self.spool is not None:
+            return self.spool.append(rows)
         self._buffer.extend(rows)
         if len(self._buffer) >= self.flush_rows:
             self._wake.set()
+        return None
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        """Rows not yet in the store (in memory, or spooled and not drained)."""
+        if self.spool is not None:
+            return max(self.spool.rows_appended - self.rows_written, 0)
+        return len(self._buffer) + sum(len(rows) for _, rows in self._failed)
 
     # ---- background
     def start(self) -> None:
@@ -164,12 +195,12 @@ class PredictionLog:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            try:
+                self.flush()  # first at once: drains what a killed process left in the spool
+            except Exception as error:
+                log.error("prediction log flush failed; rows kept for the next attempt: %s", error)
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            try:
-                self.flush()
-            except Exception:
-                log.exception("prediction log flush failed; rows kept for the next attempt")
 
     def close(self) -> int:
         """Stop the flusher and write everything buffered (graceful shutdown); rows written."""
@@ -178,28 +209,58 @@ class PredictionLog:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        return self.flush()
+        if self.spool is None:
+            return self.flush()
+        self.spool.close()
+        try:
+            return self.flush()
+        except Exception as error:  # the store is down: the spool keeps them for the next start
+            log.error("prediction log not flushed at shutdown, kept in the spool: %s", error)
+            return 0
+        finally:
+            self.spool.release()
 
     def flush(self) -> int:
-        """Write the buffered rows, one file per transaction hour; returns rows written."""
+        """Write every pending batch, one file per transaction hour; returns rows written."""
         with self._flush_lock:
-            # Swapping the list is atomic under the GIL: appends after it go to the new buffer.
-            rows, self._buffer = self._buffer, []
-            if not rows:
-                return 0
-            try:
-                written = self._write(rows)
-            except Exception:
-                self.write_errors += 1
-                keep = rows[-self.max_buffer_rows :]
-                self.rows_dropped += len(rows) - len(keep)
-                self._buffer[:0] = keep  # before anything appended meanwhile: order kept
-                raise
-            self.rows_written += written
+            if self.spool is not None:
+                return self._drain_spool()
+            rows, self._buffer = self._buffer, []  # atomic under the GIL
+            if rows:
+                self._seq += 1
+                self._failed.append((f"{self.instance}-{self._seq:08d}", rows))
+            written = 0
+            while self._failed:
+                stem, rows = self._failed[0]
+                try:
+                    written += self._write(rows, stem, self.instance)
+                except Exception:
+                    self.write_errors += 1
+                    self._bound_failed()
+                    raise
+                self._failed.pop(0)
             return written
 
-    def _write(self, rows: list[Row]) -> int:
-        table = _table(rows, self.instance)
+    def _bound_failed(self) -> None:
+        while sum(len(r) for _, r in self._failed) > self.max_buffer_rows and self._failed:
+            self.rows_dropped += len(self._failed.pop(0)[1])
+
+    def _drain_spool(self) -> int:
+        written = 0
+        for segment in self.spool.rotate():
+            stem = segment.name.rsplit(".", 1)[0]  # <instance>-<seq>
+            rows = [Row(*values) for values in self.spool.read(segment)]
+            if rows:
+                try:
+                    written += self._write(rows, stem, stem.rsplit("-", 1)[0])
+                except Exception:
+                    self.write_errors += 1
+                    raise
+            self.spool.remove(segment)
+        return written
+
+    def _write(self, rows: list[Row], stem: str, instance: str) -> int:
+        table = _table(rows, instance)
         hours = (
             pd.to_datetime(np.array([r.tx_ns for r in rows], dtype="int64"), utc=True)
             .floor("h")
@@ -210,11 +271,39 @@ class PredictionLog:
             part = table.filter(pa.array(codes == code))
             sink = io.BytesIO()
             pq.write_table(part, sink, compression="zstd")
-            self._seq += 1
-            key = f"{PREFIX}/{hour}/{self.instance}-{self._seq:08d}.parquet"
-            self.store.put_bytes(key, sink.getvalue())
+            self.store.put_bytes(f"{PREFIX}/{hour}/{stem}.parquet", sink.getvalue())
             self.files_written += 1
+        self.rows_written += len(rows)
+        self._retain(max(uniques))
         return len(rows)
+
+    def _retain(self, newest: str) -> None:
+        """Delete hours older than ``retention_hours`` before the newest logged hour (counted
+        in transaction time, so a replayed history keeps what it replays)."""
+        if self.retention_hours <= 0 or newest <= self._newest_hour:
+            return
+        self._newest_hour = newest
+        cutoff = (
+            pd.Timestamp(datetime.strptime(newest, HOUR_KEY_FORMAT), tz="UTC")
+            - pd.Timedelta(hours=self.retention_hours)
+        ).strftime(HOUR_KEY_FORMAT)
+        for info in self.store.list(f"{PREFIX}/"):
+            hour = info.key.split("/")[1]
+            if hour < cutoff:  # hour keys sort as time
+                self.store.delete(info.key)
+                self.hours_deleted += 1
+
+
+class Pseudonyms:
+    """Card and terminal ids as a keyed hash (HMAC-SHA256, 16 hex digits): the same id always
+    maps to the same pseudonym, so per-card metrics still work, but the log does not name cards
+    to whoever reads it without the key."""
+
+    def __init__(self, key: bytes):
+        self.key = key
+
+    def __call__(self, value: str) -> str:
+        return "p" + hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def read_predictions(
@@ -222,10 +311,12 @@ def read_predictions(
     hours: Iterable[str] | None = None,
     *,
     modified_since: float | None = None,
+    dedupe: bool = True,
 ) -> pd.DataFrame:
     """Prediction log rows of ``hours`` (partition keys; all if None), optionally only files
     written at or after ``modified_since`` (epoch seconds; the rollout analysis reads what was
-    served since a step began)."""
+    served since a step began). Each decision once (:data:`DECISION_KEY`) unless ``dedupe`` is
+    False (every stored row: a load test that replays transaction ids counts its answers)."""
     infos = []
     if hours is None:
         infos = store.list(f"{PREFIX}/")
@@ -241,7 +332,12 @@ def read_predictions(
         frames.append(pq.read_table(io.BytesIO(store.get_bytes(info.key))))
     if not frames:
         return SCHEMA.empty_table().to_pandas()
-    return pa.concat_tables(frames).to_pandas()
+    log_rows = pa.concat_tables(frames).to_pandas()
+    if not dedupe:
+        return log_rows
+    # a decision is one (transaction, model version, role): a row written twice (a retried
+    # flush under an older key scheme, a spool drained twice) counts once
+    return log_rows.drop_duplicates(DECISION_KEY, ignore_index=True)
 
 
 def now_ns() -> int:

@@ -97,6 +97,7 @@ class OnlineFeatureStore:
         # overlay of observed transactions
         self._obs_c: dict[str, list[tuple[int, int, float, int]]] = {}
         self._obs_pairs: dict[tuple[str, str], int] = {}
+        self._obs_pair_n: dict[tuple[str, str], int] = {}  # observations per pair (forget)
         self._obs_t: dict[str, list[int]] = {}
         self.observed = 0
 
@@ -311,8 +312,28 @@ class OnlineFeatureStore:
         tid = str(tx["terminal_id"])
         self._obs_c.setdefault(cid, []).append((hour, t, amount, 1 if amount < SMALL_AMOUNT else 0))
         self._obs_pairs[(cid, tid)] = hour
+        self._obs_pair_n[(cid, tid)] = self._obs_pair_n.get((cid, tid), 0) + 1
         self._obs_t.setdefault(tid, []).append(hour)
         self.observed += 1
+
+    def forget(self, tx: dict[str, Any]) -> None:
+        """Drop the oldest observation of ``tx``'s card and terminal (``tx`` must be the oldest
+        observed transaction): keeps the overlay bounded when no newer state is loaded."""
+        cid = str(tx["customer_id"])
+        tid = str(tx["terminal_id"])
+        for overlay, key in ((self._obs_c, cid), (self._obs_t, tid)):
+            entries = overlay.get(key)
+            if entries:
+                entries.pop(0)
+                if not entries:
+                    del overlay[key]
+        left = self._obs_pair_n.get((cid, tid), 1) - 1
+        if left > 0:
+            self._obs_pair_n[(cid, tid)] = left
+        else:  # the pair's last observation: only the loaded state knows it now
+            self._obs_pair_n.pop((cid, tid), None)
+            self._obs_pairs.pop((cid, tid), None)
+        self.observed -= 1
 
     def features_and_observe(self, tx: dict[str, Any]) -> dict[str, float]:
         out = self.features(tx)

@@ -2,7 +2,9 @@
 
 Also reachable as ``fraudloop serve``. Uvicorn handles SIGTERM / SIGINT gracefully: it stops
 accepting, finishes in-flight requests, then the app's shutdown drains the off-path queue and
-flushes the prediction log.
+flushes the prediction log. Connections are guarded (request-head deadline, keep-alive timeout:
+:mod:`fraudloop.serving.guards`), and the S3 client gets short connect/read timeouts, so a slow
+client or a hung store cannot hold the service.
 """
 
 from __future__ import annotations
@@ -51,17 +53,57 @@ def serve(args: argparse.Namespace) -> int:
         pin_version=args.version,
         features_prefix=args.features_prefix,
     )
-    store = settings.open_store()
+    # The batch worker thread and the event loop share the GIL: at Python's default 5 ms switch
+    # interval each of the many GIL hand-offs of a single request waits up to 5 ms behind a batch
+    sys.setswitchinterval(config.gil_switch_ms / 1000)
+    store = open_store(settings, config.store_timeout_seconds)
     app = create_app(store, config)
     uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=False,  # the prediction log is the record of every decision
-        timeout_graceful_shutdown=30,
+        app, **server_options(config), host=args.host, port=args.port, log_level=args.log_level
     )
     return 0
+
+
+def server_options(config) -> dict:
+    """uvicorn options of the service (the tests' in-thread servers use the same)."""
+    from fraudloop.serving.guards import header_deadline_protocol
+
+    return {
+        "http": header_deadline_protocol(config.header_timeout_seconds),
+        "timeout_keep_alive": config.keep_alive_seconds,
+        "access_log": False,  # the prediction log is the record of every decision
+        "timeout_graceful_shutdown": 30,
+    }
+
+
+def open_store(settings, timeout: float):
+    """The settings' store; an S3 client with ``timeout`` s connect/read timeouts and few
+    retries, so a store that hangs fails a sync quickly (readiness reports it) instead of
+    holding a thread for minutes."""
+    if settings.store_backend != "s3":
+        return settings.open_store()
+    import boto3
+    from botocore.config import Config
+
+    from fraudloop.core.store import S3ObjectStore
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url or None,
+        region_name=settings.aws_region or None,
+        config=Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"max_attempts": 2, "mode": "standard"},
+        ),
+    )
+    return S3ObjectStore(
+        settings.s3_bucket,
+        prefix=settings.s3_prefix,
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.aws_region,
+        client=client,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,49 +4,69 @@
 and a request id. Features come from the online feature store; each scored transaction is then
 observed, so the next transaction of the same card sees it in its velocity windows.
 
-Scoring runs on the event loop thread: it is CPU work of tens of microseconds per transaction,
+A single transaction is scored on the event loop thread: it is CPU work of tens of microseconds,
 and running it inline keeps the order of observations equal to the order of requests (what the
-batch feature definition assumes). Everything that is not the answer runs elsewhere: shadow and
-control scoring in the off-path worker, the prediction log flush and the registry polling in
-their threads.
+batch feature definition assumes). A batch (up to 10,000 rows, ~0.5 s) is scored in one worker
+thread, one batch at a time, from its raw JSON to the JSON answer (parsing, validation and
+encoding cost as much as the scoring), so single requests keep being answered meanwhile (the
+service shortens Python's GIL switch interval for that: ``FRAUDLOOP_SERVE_GIL_SWITCH_MS``).
+Everything that is not the answer runs elsewhere: shadow and control scoring in the off-path
+worker, the prediction log's spool writer and flush, the registry polling and every store call
+in threads.
 
-Failure behaviour: a body over the limit is 413, an invalid field 422 naming it (pydantic's
-``loc``), a transaction older than the loaded feature state 422 on ``tx_datetime``, no verified
-model 503; a failing canary falls back to production (counted), never a 500.
+The answer is sent once its decision is fsync'd to the prediction-log spool (group commit,
+``FRAUDLOOP_SERVE_SPOOL_SYNC``), so a crash after an answer loses no logged decision.
+
+Failure behaviour: a body over the limit is 413, a body that does not arrive in time 408, an
+invalid field 422 naming it (pydantic's ``loc``), a transaction older than the loaded feature
+state or later than now + the clock skew 422 on ``tx_datetime``, more scoring requests in
+progress than allowed 503 with ``Retry-After``, no verified model 503; a failing canary falls
+back to production (counted), never a 500. With ``FRAUDLOOP_SCORE_TOKEN`` set, scoring needs
+that bearer token (401 otherwise): scoring writes the online features other cards' decisions
+read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
 import queue
+import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraudloop.core.hours import HOUR_NS
 from fraudloop.core.store import ObjectStore
 from fraudloop.delivery import rollout
 from fraudloop.delivery.contract import BatchRequest, BatchResponse, Score, Transaction
-from fraudloop.delivery.prediction_log import PredictionLog, Row
+from fraudloop.delivery.prediction_log import PredictionLog, Pseudonyms, Row
 from fraudloop.serving.config import ServeConfig
 from fraudloop.serving.follower import Follower
+from fraudloop.serving.guards import BodyDeadline, InFlightLimit, bearer_token, send_json
 from fraudloop.serving.live import Deployment, Slot, bucket, feature_hash
 from fraudloop.serving.prometheus import ServiceMetrics
+from fraudloop.serving.spool import claim_spool
 
 log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: pseudonym key when FRAUDLOOP_LOG_PSEUDONYM_KEY is unset: public, so no protection (demo only)
+DEMO_PSEUDONYM_KEY = b"fraudloop-demo-not-a-secret"
 
 
 class BodyLimit:
@@ -62,7 +82,7 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _send_json(send, 413, {"detail": self._message(int(value))})
+                await send_json(send, 413, {"detail": self._message(int(value))})
                 return
         received = 0
 
@@ -79,13 +99,6 @@ class BodyLimit:
 
     def _message(self, size: int) -> str:
         return f"request body of {size} bytes exceeds the limit of {self.limit} bytes"
-
-
-async def _send_json(send: Send, status: int, body: dict) -> None:
-    data = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -191,26 +204,44 @@ class ScoringService:
         self.config = config
         self.metrics = ServiceMetrics()
         self.follower = Follower(store, config, self.metrics)
-        self.predlog = (
-            PredictionLog(
-                store,
-                config.instance,
-                flush_rows=config.flush_rows,
-                flush_seconds=config.flush_seconds,
-            )
-            if config.log_predictions
-            else None
-        )
-        self.offpath = OffPath(self.predlog, self.metrics, config.shadow_queue)
+        self.pseudonym = Pseudonyms((config.log_pseudonym_key or "").encode() or DEMO_PSEUDONYM_KEY)
+        self.predlog: PredictionLog | None = None
+        self.offpath = OffPath(None, self.metrics, config.shadow_queue)
+        #: batches are scored here, one at a time, off the event loop
+        self.batch_worker = ThreadPoolExecutor(1, thread_name_prefix="batch-scoring")
         self.started_at = time.time()
+
+    def _open_log(self) -> PredictionLog | None:
+        if not self.config.log_predictions:
+            return None
+        if not self.config.log_pseudonym_key:
+            log.warning(
+                "FRAUDLOOP_LOG_PSEUDONYM_KEY is unset: card and terminal ids in the prediction "
+                "log are hashed with a public demo key (no protection); set it in production"
+            )
+        spool = None
+        if (self.config.spool_dir or "").lower() != "off":
+            spool = claim_spool(
+                self.config.spool_dir or default_spool_dir(self.store, self.config.model_name),
+                self.config.instance,
+                commit_seconds=self.config.spool_commit_ms / 1000,
+            )
+        return PredictionLog(
+            self.store,
+            self.config.instance,
+            flush_rows=self.config.flush_rows,
+            flush_seconds=self.config.flush_seconds,
+            spool=spool,
+            retention_hours=self.config.log_retention_hours,
+        )
 
     # ---- lifecycle
     def start(self) -> None:
+        self.predlog = self.offpath.predlog = self._open_log()
         try:
             self.follower.sync()
         except Exception as error:
-            log.error("initial deployment sync failed: %s", error)
-            self.follower.errors["sync"] = str(error)
+            log.error("initial deployment sync failed (retrying in the background): %s", error)
         self.follower.start()
         self.offpath.start()
         if self.predlog is not None:
@@ -218,14 +249,16 @@ class ScoringService:
 
     def stop(self) -> None:
         self.follower.stop()
+        self.batch_worker.shutdown(wait=True)
         self.offpath.close()
         if self.predlog is not None:
             written = self.predlog.close()
             log.info("prediction log flushed %d rows at shutdown", written)
 
     # ---- scoring
-    def score(self, txs: list[Transaction]) -> tuple[str, list[dict[str, Any]]]:
-        """Score transactions in time order; returns (request id, answers in input order)."""
+    def score(self, txs: list[Transaction]) -> tuple[str, list[dict[str, Any]], Future | None]:
+        """Score transactions in time order; returns (request id, answers in input order, the
+        future of their spool commit or None)."""
         dep = self.follower.deployment
         if dep.production is None or not self.follower.features.ready:
             raise HTTPException(503, "not ready: no verified model or online features loaded")
@@ -242,22 +275,7 @@ class ScoringService:
             }
             for t in txs
         ]
-        first = self.follower.features._online.first_hour
-        for i, rec in enumerate(records):
-            if first is not None and rec["tx_datetime"] // HOUR_NS < first:
-                loc = ["body", "tx_datetime"] if len(txs) == 1 else ["body", "transactions", i]
-                raise HTTPException(
-                    422,
-                    [
-                        {
-                            "loc": [*loc, "tx_datetime"] if len(txs) > 1 else loc,
-                            "msg": "transaction is older than the online feature state "
-                            f"(state hour {self.follower.features.state_hour}); score it in batch "
-                            "with `fraudloop score` instead",
-                            "type": "value_error",
-                        }
-                    ],
-                )
+        self._check_times(records)
         order = (
             sorted(
                 range(len(records)),
@@ -273,7 +291,7 @@ class ScoringService:
         scores, status, answered_by = self._predict(dep, routes, values)
         elapsed_ms = (time.perf_counter() - started) * 1000 / len(records)
         cpu_ms = (time.thread_time() - cpu) * 1000 / len(records)
-        return request_id, self._answer(
+        answers, logged = self._answer(
             dep,
             request_id,
             served_ns,
@@ -285,6 +303,57 @@ class ScoringService:
             answered_by,
             (elapsed_ms, cpu_ms),
         )
+        return request_id, answers, logged
+
+    def score_batch_body(self, body: bytes) -> tuple[bytes, Future | None]:
+        """A batch from its raw JSON to the JSON answer, all in the calling (worker) thread:
+        parsing, validating and encoding 10,000 rows costs as much as scoring them, and on the
+        event loop it would hold every single request meanwhile. Invalid input is the same 422
+        FastAPI gives (``loc`` starts with ``body``)."""
+        try:
+            batch = BatchRequest.model_validate_json(body)
+        except ValidationError as error:
+            errors = error.errors(include_url=False)
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in errors]
+            ) from None
+        request_id, answers, logged = self.score(batch.transactions)
+        return json.dumps({"request_id": request_id, "scores": answers}).encode(), logged
+
+    async def answered(self, logged: Future | None) -> None:
+        """Wait for the decisions' spool commit when answers must not outrun the log."""
+        if logged is not None and self.config.spool_sync:
+            try:
+                await asyncio.wrap_future(logged)
+            except Exception as error:  # a full or failing disk: no answer without its record
+                raise HTTPException(
+                    503, f"the decision could not be logged (prediction-log spool): {error}"
+                ) from None
+
+    def _check_times(self, records: list[dict]) -> None:
+        """422 on ``tx_datetime`` for a transaction the online state cannot take: older than the
+        loaded state, or later than now + the allowed clock skew (it would be logged under a
+        future hour and sit in every card's velocity windows and the overlay until then)."""
+        first = self.follower.features._online.first_hour
+        latest = time.time_ns() + int(self.config.max_clock_skew_seconds * 1e9)
+        for i, rec in enumerate(records):
+            if first is not None and rec["tx_datetime"] // HOUR_NS < first:
+                msg = (
+                    "transaction is older than the online feature state (state hour "
+                    f"{self.follower.features.state_hour}); score it in batch with "
+                    "`fraudloop score` instead"
+                )
+            elif rec["tx_datetime"] > latest:
+                msg = (
+                    "transaction is dated in the future (more than "
+                    f"{self.config.max_clock_skew_seconds:g} s after the service's clock)"
+                )
+            else:
+                continue
+            loc = ["body", "tx_datetime"]
+            if len(records) > 1:
+                loc = ["body", "transactions", i, "tx_datetime"]
+            raise HTTPException(422, [{"loc": loc, "msg": msg, "type": "value_error"}])
 
     @staticmethod
     def _route(dep: Deployment, records: list[dict]) -> list[str]:
@@ -336,7 +405,7 @@ class ScoringService:
 
     def _answer(
         self, dep, request_id, served_ns, records, values, routes, scores, status, answered_by, cost
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], Future | None]:
         ms, cpu_ms = cost
         answers, rows, control, shadow = [], [], [], []
         m = self.metrics
@@ -361,8 +430,8 @@ class ScoringService:
             row = Row(
                 request_id,
                 rec["transaction_id"],
-                rec["customer_id"],
-                rec["terminal_id"],
+                self.pseudonym(rec["customer_id"]),
+                self.pseudonym(rec["terminal_id"]),
                 rec["tx_datetime"],
                 rec["amount"],
                 served_ns,
@@ -386,13 +455,12 @@ class ScoringService:
                 control.append((row, values[i]))
             if dep.shadow is not None:
                 shadow.append((row, values[i]))
-        if self.predlog is not None:
-            self.predlog.extend(rows)
+        logged = self.predlog.extend(rows) if self.predlog is not None else None
         if control:
             self.offpath.submit(("control", dep.production, control))
         if shadow:
             self.offpath.submit(("shadow", dep.shadow, shadow))
-        return answers
+        return answers, logged
 
     # ---- status
     def status(self) -> dict[str, Any]:
@@ -410,6 +478,10 @@ class ScoringService:
             },
             "features_state_hour": self.follower.features.state_hour,
             "errors": dict(self.follower.errors),
+            "last_sync_seconds_ago": None
+            if (age := self.follower.sync_age) is None
+            else round(age, 1),
+            "observed_transactions": self.follower.features.observed,
             "instance": self.config.instance,
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }
@@ -434,15 +506,21 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
     )
     app.state.service = service
 
-    def admin(authorization: str | None = Header(default=None)) -> None:
-        token = config.admin_token
-        if not token:
-            raise HTTPException(403, "admin endpoints are disabled: set FRAUDLOOP_ADMIN_TOKEN")
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not authorization or not hmac.compare_digest(given.encode(), token.encode()):
+    def check_bearer(authorization: str | None, token: str) -> None:
+        given = bearer_token(authorization)
+        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(
                 401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
+
+    def admin(authorization: str | None = Header(default=None)) -> None:
+        if not config.admin_token:
+            raise HTTPException(403, "admin endpoints are disabled: set FRAUDLOOP_ADMIN_TOKEN")
+        check_bearer(authorization, config.admin_token)
+
+    def scorer(authorization: str | None = Header(default=None)) -> None:
+        if config.score_token:
+            check_bearer(authorization, config.score_token)
 
     def count(endpoint: str, status: int) -> None:
         service.metrics.requests.labels(endpoint, str(status)).inc()
@@ -450,12 +528,14 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
     @app.post(
         "/v1/score",
         response_model=Score,
-        responses={413: {}, 422: {}, 503: {}},
+        responses={401: {}, 408: {}, 413: {}, 422: {}, 503: {}},
         summary="Score one transaction",
+        dependencies=[Depends(scorer)],
     )
     async def score(tx: Transaction) -> Response:
         try:
-            _, answers = service.score([tx])
+            _, answers, logged = service.score([tx])
+            await service.answered(logged)
         except HTTPException as error:
             count("score", error.status_code)
             raise
@@ -465,17 +545,32 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
     @app.post(
         "/v1/score/batch",
         response_model=BatchResponse,
-        responses={413: {}, 422: {}, 503: {}},
+        responses={401: {}, 408: {}, 413: {}, 422: {}, 503: {}},
         summary="Score up to 10,000 transactions (in time order)",
+        dependencies=[Depends(scorer)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": BatchRequest.model_json_schema()}},
+            }
+        },
     )
-    async def score_batch(batch: BatchRequest) -> Response:
+    async def score_batch(request: Request) -> Response:
+        body = await request.body()
+        loop = asyncio.get_running_loop()
         try:
-            request_id, answers = service.score(batch.transactions)
+            payload, logged = await loop.run_in_executor(
+                service.batch_worker, service.score_batch_body, body
+            )
+            await service.answered(logged)
         except HTTPException as error:
             count("batch", error.status_code)
             raise
+        except RequestValidationError:
+            count("batch", 422)
+            raise
         count("batch", 200)
-        return _json({"request_id": request_id, "scores": answers})
+        return Response(payload, media_type="application/json")
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict:
@@ -503,7 +598,6 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
 
     @app.post("/admin/reload", dependencies=[Depends(admin)], summary="Re-read aliases now")
     async def reload() -> dict:
-
         await asyncio.to_thread(service.follower.sync)
         return service.status()
 
@@ -513,9 +607,9 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
         summary="Set the canary's traffic share (pauses the rollout controller)",
     )
     async def traffic(change: TrafficChange) -> dict:
-
         try:
-            rollout.set_share(
+            await asyncio.to_thread(
+                rollout.set_share,
                 store,
                 config.model_name,
                 change.canary_share,
@@ -528,4 +622,19 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
         return service.status()
 
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(BodyDeadline, seconds=config.body_timeout_seconds)
+    app.add_middleware(
+        InFlightLimit,
+        limit=config.max_in_flight,
+        retry_after=config.retry_after_seconds,
+        paths=("/v1/score",),
+    )
     return app
+
+
+def default_spool_dir(store: ObjectStore, model_name: str) -> Path:
+    """One spool root per (store, model) under the system temp dir: a restarted process finds
+    what its killed predecessor spooled (in its slot: :func:`claim_spool`)."""
+    place = json.dumps([store.location(), model_name], sort_keys=True, default=str)
+    where = hashlib.blake2b(place.encode(), digest_size=8).hexdigest()
+    return Path(tempfile.gettempdir()) / "fraudloop-spool" / where

@@ -50,6 +50,88 @@ class ServeConfig:
     admin_token: str | None = setting(
         "FRAUDLOOP_ADMIN_TOKEN", None, "bearer token of the admin endpoints", secret=True
     )
+    score_token: str | None = setting(
+        "FRAUDLOOP_SCORE_TOKEN",
+        None,
+        "bearer token required on /v1/score* (scoring writes online features); unset = open",
+        secret=True,
+    )
+    max_clock_skew_seconds: float = setting(
+        "FRAUDLOOP_SERVE_MAX_CLOCK_SKEW_SECONDS",
+        300.0,
+        "a tx_datetime later than now + this is refused (422)",
+    )
+    max_observed: int = setting(
+        "FRAUDLOOP_SERVE_MAX_OBSERVED",
+        2_000_000,
+        "transactions kept in the online overlay since the loaded state; the oldest go first",
+    )
+    max_in_flight: int = setting(
+        "FRAUDLOOP_SERVE_MAX_IN_FLIGHT",
+        64,
+        "scoring requests in progress at once; more are shed with 503 + Retry-After",
+    )
+    retry_after_seconds: int = setting(
+        "FRAUDLOOP_SERVE_RETRY_AFTER_SECONDS", 1, "Retry-After of a shed (503) request"
+    )
+    header_timeout_seconds: float = setting(
+        "FRAUDLOOP_SERVE_HEADER_TIMEOUT_SECONDS",
+        10.0,
+        "a connection whose request head is not complete by then is closed",
+    )
+    body_timeout_seconds: float = setting(
+        "FRAUDLOOP_SERVE_BODY_TIMEOUT_SECONDS",
+        10.0,
+        "a request body not received by then is answered 408",
+    )
+    keep_alive_seconds: float = setting(
+        "FRAUDLOOP_SERVE_KEEP_ALIVE_SECONDS", 5.0, "idle keep-alive connections are closed then"
+    )
+    gil_switch_ms: float = setting(
+        "FRAUDLOOP_SERVE_GIL_SWITCH_MS",
+        0.5,
+        "Python's thread switch interval in the service: a batch thread holds the GIL at most "
+        "this long while a single request waits (Python's default is 5 ms)",
+    )
+    store_timeout_seconds: float = setting(
+        "FRAUDLOOP_SERVE_STORE_TIMEOUT_SECONDS",
+        5.0,
+        "connect and read timeout of the service's S3 calls",
+    )
+    ready_max_sync_age_seconds: float = setting(
+        "FRAUDLOOP_SERVE_READY_MAX_SYNC_AGE_SECONDS",
+        30.0,
+        "not ready when the registry and features were last read successfully longer ago",
+    )
+    spool_dir: str | None = setting(
+        "FRAUDLOOP_SERVE_SPOOL_DIR",
+        None,
+        "root of the local prediction-log spool (on a volume; each process takes a free slot "
+        "in it); unset = a per-store directory under the system temp dir; `off` = memory only",
+    )
+    spool_sync: bool = setting(
+        "FRAUDLOOP_SERVE_SPOOL_SYNC",
+        True,
+        "answer only after the decision is fsync'd to the spool; false = within spool_commit_ms",
+    )
+    spool_commit_ms: float = setting(
+        "FRAUDLOOP_SERVE_SPOOL_COMMIT_MS",
+        0.0,
+        "group commit: wait this long to gather a group (0: a group is what arrived during the "
+        "previous fsync)",
+    )
+    log_pseudonym_key: str | None = setting(
+        "FRAUDLOOP_LOG_PSEUDONYM_KEY",
+        None,
+        "key of the keyed hash of card and terminal ids in the prediction log; unset = a "
+        "public demo key (no protection, warned at start)",
+        secret=True,
+    )
+    log_retention_hours: int = setting(
+        "FRAUDLOOP_SERVE_LOG_RETENTION_HOURS",
+        0,
+        "delete prediction-log hours older than the newest logged hour minus this; 0 = keep",
+    )
     instance: str = field(default_factory=_instance_id)
 
     def __post_init__(self) -> None:
@@ -57,6 +139,19 @@ class ServeConfig:
             raise ConfigError("FRAUDLOOP_SERVE_POLL_SECONDS and _FLUSH_SECONDS must be > 0")
         if self.max_body_bytes < 1024:
             raise ConfigError("FRAUDLOOP_SERVE_MAX_BODY_BYTES must be at least 1024")
+        if self.max_in_flight < 1 or self.max_observed < 1:
+            raise ConfigError("FRAUDLOOP_SERVE_MAX_IN_FLIGHT and _MAX_OBSERVED must be >= 1")
+        timeouts = (
+            self.header_timeout_seconds,
+            self.body_timeout_seconds,
+            self.keep_alive_seconds,
+            self.store_timeout_seconds,
+            self.ready_max_sync_age_seconds,
+        )
+        if min(timeouts) <= 0 or self.max_clock_skew_seconds < 0 or self.gil_switch_ms <= 0:
+            raise ConfigError("the FRAUDLOOP_SERVE_*_SECONDS timeouts must be > 0")
+        if self.log_retention_hours < 0 or self.spool_commit_ms < 0:
+            raise ConfigError("FRAUDLOOP_SERVE_LOG_RETENTION_HOURS and _SPOOL_COMMIT_MS >= 0")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServeConfig:

@@ -7,6 +7,12 @@ then swapped in with the rest of the deployment in one reference assignment (blu
 version that cannot be loaded leaves the role as it was (production) or empty (canary, shadow),
 counted and reported on ``/readyz``; the service never swaps to something it could not verify.
 A slot is reused across roles, so promoting the canary to production is instant.
+
+Every package is also checked against the registry version it claims (model bytes, decision
+threshold: :mod:`fraudloop.serving.integrity`), since a package's own manifest can be rewritten
+with it. Readiness is the current state, not the start-up one: the service is ready while the
+last successful sync (aliases and features read) is younger than ``ready_max_sync_age_seconds``,
+and becomes ready again by itself when the store comes back.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from typing import Any
 
 from fraudloop.core.store import ObjectStore
@@ -21,6 +28,7 @@ from fraudloop.delivery import rollout
 from fraudloop.delivery.package import load_package, load_package_dir, require_staged
 from fraudloop.model.registry import ModelRegistry
 from fraudloop.serving.config import ServeConfig
+from fraudloop.serving.integrity import check_against_registry
 from fraudloop.serving.live import Deployment, LiveFeatures, Slot, load_slot
 from fraudloop.serving.prometheus import ServiceMetrics
 
@@ -34,9 +42,10 @@ class Follower:
         self.config = config
         self.metrics = metrics
         self.registry = ModelRegistry(store, config.model_name)
-        self.features = LiveFeatures(store, config.features_prefix)
+        self.features = LiveFeatures(store, config.features_prefix, config.max_observed)
         self.deployment = Deployment()
         self.errors: dict[str, str] = {}
+        self.synced_at: float | None = None  # time.monotonic() of the last successful sync
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -53,6 +62,7 @@ class Follower:
             package = load_package(self.store, self.registry.name, version)
         else:
             package = require_staged(self.store, self.registry.name, version)
+        check_against_registry(self.store, self.registry, package)
         return load_slot(package, role)
 
     def _static_deployment(self) -> Deployment:
@@ -61,25 +71,36 @@ class Follower:
                 package = load_package_dir(self.config.package_dir)
             else:
                 package = load_package(self.store, self.registry.name, self.config.pin_version)
+                check_against_registry(self.store, self.registry, package)
             self._static = load_slot(package, "production")
             self.metrics.swaps.labels("production").inc()
         return Deployment(production=self._static, revision=1)
 
     def sync(self) -> Deployment:
-        """Bring the deployment in line with the registry; returns what serves now."""
+        """Bring the deployment in line with the registry; returns what serves now. A failure
+        is recorded under ``errors["sync"]`` (and re-raised) until a later sync succeeds."""
         with self._sync_lock:
+            features_ok = True
             try:
                 if self.features.refresh():
                     self.metrics.feature_reloads.inc()
             except Exception as error:
+                features_ok = False
                 self.errors["features"] = f"{type(error).__name__}: {error}"
                 log.warning("online features not refreshed: %s", error)
             else:
                 self.errors.pop("features", None)
-            if self.config.package_dir or self.config.pin_version is not None:
-                new = self._static_deployment()
-            else:
-                new = self._follow()
+            try:
+                if self.config.package_dir or self.config.pin_version is not None:
+                    new = self._static_deployment()
+                else:
+                    new = self._follow()
+            except Exception as error:
+                self.errors["sync"] = f"{type(error).__name__}: {error}"
+                raise
+            self.errors.pop("sync", None)
+            if features_ok:
+                self.synced_at = time.monotonic()
             if new != self.deployment:
                 self.deployment = new  # the swap: one reference assignment
                 for role in ROLES:
@@ -139,8 +160,8 @@ class Follower:
         while not self._stop.wait(self.config.poll_seconds):
             try:
                 self.sync()
-            except Exception:
-                log.exception("alias follower tick failed; retrying")
+            except Exception as error:
+                log.error("alias follower tick failed (retrying): %s", error)
 
     def stop(self) -> None:
         self._stop.set()
@@ -149,5 +170,16 @@ class Follower:
             self._thread = None
 
     @property
+    def sync_age(self) -> float | None:
+        """Seconds since the last successful sync (None: never)."""
+        return None if self.synced_at is None else time.monotonic() - self.synced_at
+
+    @property
     def ready(self) -> bool:
-        return self.deployment.production is not None and self.features.ready
+        age = self.sync_age
+        return (
+            self.deployment.production is not None
+            and self.features.ready
+            and age is not None
+            and age <= self.config.ready_max_sync_age_seconds
+        )

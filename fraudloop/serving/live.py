@@ -7,8 +7,12 @@ never fails because of a swap.
 
 Online features: a newly published feature state replaces the loaded one, and the transactions
 the service has scored since that state's hour are replayed into it, so velocity windows never
-lose what the service itself has seen. Each transaction id is observed once (a client retry does
-not count twice).
+lose what the service itself has seen. Each (transaction id, content) is observed once: a client
+retry does not count twice, and a request that reuses a known id with other content (a forged or
+corrupted one) cannot stop the real transaction from being observed: both are recorded. The
+overlay is bounded in time (the service refuses transactions older than the state or later than
+now + the clock skew, and a new state drops what it already contains) and in size (beyond
+``max_observed`` the oldest observations are forgotten).
 """
 
 from __future__ import annotations
@@ -39,15 +43,17 @@ WARMUP_ROWS = 64
 class LiveFeatures:
     """The online feature store of the service, reloaded when a newer state is published."""
 
-    def __init__(self, store: ObjectStore, prefix: str):
+    def __init__(self, store: ObjectStore, prefix: str, max_observed: int = 2_000_000):
         self.store = store
         self.prefix = prefix
+        self.max_observed = max_observed
         self._online: OnlineFeatureStore | None = None
         self.pointer: dict[str, Any] = {}
         self._lock = threading.Lock()  # scoring + observe vs. swap-with-replay
         self._observed: deque[dict[str, Any]] = deque()
-        self._seen: set[str] = set()
+        self._seen: set[tuple[str, str]] = set()
         self.reloads = 0
+        self.forgotten = 0
 
     @property
     def ready(self) -> bool:
@@ -86,7 +92,12 @@ class LiveFeatures:
         while (
             self._observed and tx_time_ns(self._observed[0]["tx_datetime"]) // HOUR_NS < first_hour
         ):
-            self._seen.discard(self._observed.popleft()["transaction_id"])
+            self._seen.discard(_identity(self._observed.popleft()))
+
+    @property
+    def observed(self) -> int:
+        """Transactions held in the overlay (replayed into the next state)."""
+        return len(self._observed)
 
     def features_and_observe(self, tx: dict[str, Any]) -> dict[str, float]:
         """Features of ``tx``, then record it so later transactions see it (once per id)."""
@@ -95,11 +106,24 @@ class LiveFeatures:
             if online is None:
                 raise RuntimeError("online features are not loaded")
             values = online.features(tx)
-            if tx["transaction_id"] not in self._seen:
+            identity = _identity(tx)
+            if identity not in self._seen:
                 online.observe(tx)
-                self._seen.add(tx["transaction_id"])
+                self._seen.add(identity)
                 self._observed.append(tx)
+                while len(self._observed) > self.max_observed:
+                    oldest = self._observed.popleft()
+                    self._seen.discard(_identity(oldest))
+                    online.forget(oldest)
+                    self.forgotten += 1
             return values
+
+
+def _identity(tx: dict[str, Any]) -> tuple[str, str]:
+    """(transaction id, digest of its content): what makes two requests the same transaction."""
+    content = f"{tx_time_ns(tx['tx_datetime'])}|{tx['customer_id']}|{tx['terminal_id']}|"
+    content += repr(float(tx["amount"]))
+    return tx["transaction_id"], hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True)
