@@ -7,12 +7,15 @@ HTTP), because the scoring service and the rollout sensor rely on identical beha
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
+from fraudloop.core.store import LocalObjectStore
 from fraudloop.model.registry import (
     AliasError,
     ConcurrentUpdateError,
@@ -314,3 +317,16 @@ def test_diff(store):
 def test_registry_does_not_import_dagster():
     code = "import sys, fraudloop.model.registry; assert 'dagster' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_register_sweeps_temp_files_of_a_killed_writer(tmp_path):
+    store = LocalObjectStore(tmp_path, temp_max_age_seconds=60)
+    reg = _with_versions(store, 1)
+    leftover = tmp_path / "models/fraud/versions/2/.tmp-0123456789abcdef"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"x" * 4096)
+    old = time.time() - 3600
+    os.utime(leftover, (old, old))
+    _register(reg, 2)
+    assert not leftover.exists()
+    assert not [p for p in tmp_path.rglob(".tmp-*")]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -12,7 +14,7 @@ import pytest
 
 from fraudloop.core.hours import hour_start
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
-from fraudloop.core.store import sha256_hex
+from fraudloop.core.store import LocalObjectStore, sha256_hex
 from fraudloop.core.tables import (
     IntegrityError,
     PartitionMissing,
@@ -289,3 +291,17 @@ def test_features_are_current_only_once_computed_after_every_label_day(local_sto
     assert not features_current(local_store, hour, [day])  # features older than the labels
     write_partition(local_store, "transaction_features", hour, features.assign(amount=2.0), [])
     assert features_current(local_store, hour, [day])
+
+
+def test_write_sweeps_temp_files_a_killed_writer_left_in_the_partition(tmp_path):
+    store = LocalObjectStore(tmp_path, temp_max_age_seconds=60)
+    directory = tmp_path / f"raw/transactions/{KEY}"
+    directory.mkdir(parents=True)
+    leftover = directory / ".tmp-feedfacefeedface"
+    leftover.write_bytes(b"half a parquet file")
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))
+    version = write_partition(store, "transactions", KEY, canonical(), SOURCES)
+    assert not leftover.exists()
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [f"{version.sha256}.parquet", "_current.json"]
+    )

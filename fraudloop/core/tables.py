@@ -306,6 +306,7 @@ def write_partition(
     same sha256 nothing is rewritten (``created=False``).
     """
     table_spec = spec(table)
+    store.sweep_temp_files(partition_prefix(table, partition_key))  # of a killed writer
     data = parquet_bytes(table, canonical_df)
     sha = sha256_hex(data)
     key = f"{partition_prefix(table, partition_key)}{sha}.parquet"

@@ -246,6 +246,8 @@ class ModelRegistry:
         if not actor:
             raise ValueError("actor is required: the audit log must say who registered a version")
 
+        # A writer killed mid-registration leaves temp files; this is where they are noticed.
+        self.store.sweep_temp_files(f"{self.root}/")
         candidate = max(self._used_numbers(), default=0) + 1
         for _ in range(MAX_ATTEMPTS):
             claim_key = f"{self._version_prefix(candidate)}/{CLAIM}"
