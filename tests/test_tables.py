@@ -305,3 +305,28 @@ def test_write_sweeps_temp_files_a_killed_writer_left_in_the_partition(tmp_path)
     assert sorted(p.name for p in directory.iterdir()) == sorted(
         [f"{version.sha256}.parquet", "_current.json"]
     )
+
+
+def test_an_older_delivery_finishing_last_does_not_replace_a_newer_one(store):
+    """Two runs of the same hour: the one that ingested the older landed file finishes last."""
+    landed = []
+    for name in ("first.csv", "second.csv", "third.csv"):
+        key = f"landing/transactions/2018-04-01/05/{name}"
+        store.put_bytes(key, name.encode())
+        landed.append([{"key": key, "sha256": sha256_hex(name.encode()), "size": len(name)}])
+        time.sleep(1.1)  # S3's LastModified has one-second resolution
+    older, newer, newest = (canonical(seed=s) for s in (1, 2, 3))
+
+    current = write_partition(store, "transactions", KEY, newer, landed[1])
+    assert current.created and not current.superseded
+    stale = write_partition(store, "transactions", KEY, older, landed[0])
+    assert stale.superseded and not stale.created
+    assert stale.sha256 == current.sha256  # it describes what stayed current
+    pointer = read_pointer(store, "transactions", KEY)
+    assert pointer["sha256"] == current.sha256 and pointer["sources"] == landed[1]
+    assert pointer["delivered_at"] == store.head(landed[1][0]["key"]).modified
+    pd.testing.assert_frame_equal(read_partition(store, "transactions", KEY), newer)
+
+    latest = write_partition(store, "transactions", KEY, newest, landed[2])
+    assert latest.created and not latest.superseded
+    assert read_pointer(store, "transactions", KEY)["previous"] == current.sha256
