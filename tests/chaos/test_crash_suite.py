@@ -1,5 +1,5 @@
-"""Writers killed with SIGKILL at seeded points during raw ingestion and registration; after
-every kill the store is checked as a reader sees it, and a rerun must converge.
+"""Writers killed with SIGKILL at seeded points during raw ingestion, registration and
+packaging; after every kill the store is checked as a reader sees it, and a rerun must converge.
 
 The schedule comes from ``FRAUDLOOP_CHAOS_SEED`` (default 13) and runs
 ``FRAUDLOOP_CHAOS_KILLS`` kills (default 24, about a minute here; ``make chaos`` runs 300).
@@ -30,9 +30,11 @@ SEED = int(os.environ.get("FRAUDLOOP_CHAOS_SEED", "13"))
 KILLS = int(os.environ.get("FRAUDLOOP_CHAOS_KILLS", "24"))
 
 
-def _count_commits(op: str, root: Path) -> int:
-    """How many renames/links a clean run of `op` makes (the range of commit kill points)."""
+def _count_commits(op: str, root: Path) -> tuple[int, float]:
+    """How many renames/links a clean run of `op` makes (the range of commit kill points), and
+    how long it takes (the range of delay kill points)."""
     calls = []
+    started = time.perf_counter()
     real_replace, real_link = os.replace, os.link
     os.replace = lambda *a, **k: (calls.append(1), real_replace(*a, **k))[1]
     os.link = lambda *a, **k: (calls.append(1), real_link(*a, **k))[1]
@@ -40,10 +42,12 @@ def _count_commits(op: str, root: Path) -> int:
         workload.OPERATIONS[op](LocalObjectStore(root))
     finally:
         os.replace, os.link = real_replace, real_link
-    return len(calls)
+    return len(calls), time.perf_counter() - started
 
 
-def _killed_run(op: str, root: Path, rng: random.Random, commits: int) -> tuple[str, bool]:
+def _killed_run(
+    op: str, root: Path, rng: random.Random, commits: int, seconds: float
+) -> tuple[str, bool]:
     """One writer process, killed at a seeded point; (where it was aimed, killed or not)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if rng.random() < 0.5:
@@ -51,7 +55,7 @@ def _killed_run(op: str, root: Path, rng: random.Random, commits: int) -> tuple[
         env[workload.KILL_AT] = point
         delay = None
     else:
-        delay = rng.uniform(0.0, 0.6)
+        delay = rng.uniform(0.0, 1.2 * seconds)
         point = f"{delay:.3f}s"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.chaos.workload", op, str(root)],
@@ -91,9 +95,13 @@ class Reader(threading.Thread):
             time.sleep(0.05)
 
 
-def test_killed_writers_leave_nothing_a_reader_can_trip_over(tmp_path):
+def test_killed_writers_leave_nothing_a_reader_can_trip_over(tmp_path, monkeypatch):
     rng = random.Random(SEED)
+    model = tmp_path / "model.txt"
+    workload.small_model_text(model)
+    monkeypatch.setenv(workload.MODEL_TEXT, str(model))  # the writers (children) inherit it
     commits = {op: _count_commits(op, tmp_path / f"count-{op}") for op in workload.OPERATIONS}
+    expected = {op: workload.expected_hashes(op, tmp_path / f"clean-{op}") for op in commits}
     tried = landed = trials = temp_left = temp_bytes = reader_checks = 0
     problems: list[str] = []
     while tried < KILLS:
@@ -105,7 +113,7 @@ def test_killed_writers_leave_nothing_a_reader_can_trip_over(tmp_path):
         reader.start()
         try:
             for _ in range(rng.randint(1, 3)):  # one to three kills before the rerun
-                point, killed = _killed_run(op, root, rng, commits[op])
+                point, killed = _killed_run(op, root, rng, *commits[op])
                 tried += 1
                 landed += killed
                 after = workload.violations(LocalObjectStore(root))
@@ -123,7 +131,7 @@ def test_killed_writers_leave_nothing_a_reader_can_trip_over(tmp_path):
         time.sleep(0.01)
         workload.OPERATIONS[op](store)
         problems += [f"trial {trials} {op} after rerun: {v}" for v in workload.violations(store)]
-        if workload.converged(store, op) != workload.expected_hashes(op):
+        if workload.converged(store, op) != expected[op]:
             problems.append(f"trial {trials} {op}: the rerun did not converge")
         problems += [
             f"trial {trials} {op}: {p} survived the rerun" for p in workload.temp_files(root)

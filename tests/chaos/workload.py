@@ -1,6 +1,6 @@
 """What the crash suite's writer processes do, and the invariants checked after each kill.
 
-Run as ``python -m tests.chaos.workload OP ROOT SEED`` in a child process. With
+Run as ``python -m tests.chaos.workload OP ROOT`` in a child process. With
 ``FRAUDLOOP_CHAOS_KILL_AT=<n>:<before|after>`` the child SIGKILLs itself at its n-th commit
 (``os.replace`` or ``os.link``: the moment a local write becomes visible), just before it
 (a finished temp file that is never renamed) or just after it (renamed, directory not yet
@@ -22,9 +22,11 @@ import pandas as pd
 from fraudloop.core import tables
 from fraudloop.core.hours import HOUR_KEY_FORMAT, hour_start
 from fraudloop.core.store import LocalObjectStore, sha256_hex
+from fraudloop.delivery.package import build_package, load_package
 from fraudloop.model.registry import ModelRegistry
 
 KILL_AT = "FRAUDLOOP_CHAOS_KILL_AT"
+MODEL_TEXT = "FRAUDLOOP_CHAOS_MODEL"  # path of a small LightGBM text model (packaging)
 HOURS = [
     (pd.Timestamp("2018-04-01", tz="UTC") + pd.Timedelta(hours=h)).strftime(HOUR_KEY_FORMAT)
     for h in range(4)
@@ -75,11 +77,55 @@ def register(store: LocalObjectStore) -> None:
         registry.promote(version, actor="chaos", reason=f"tag {tag} to production")
 
 
-OPERATIONS = {"ingest": ingest, "register": register}
+def small_model_text(path: Path) -> str:
+    """A real LightGBM model of three features, trained once and kept at `path`."""
+    if not path.exists():
+        import lightgbm as lgb
+
+        rng = np.random.default_rng(7)
+        x = pd.DataFrame(rng.normal(size=(400, 3)), columns=["amount", "velocity", "risk"])
+        y = (x["amount"] + rng.normal(scale=0.5, size=400) > 1).astype(int)
+        params = {"objective": "binary", "num_leaves": 4, "verbose": -1, "seed": 1}
+        booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=5)
+        path.write_text(booster.model_to_string())
+    return path.read_text()
 
 
-def expected_hashes(op: str) -> dict:
+def package(store: LocalObjectStore) -> None:
+    """Packaging: the model registered once (tag "pkg"), then its package built."""
+    registry = ModelRegistry(store)
+    versions = [v.version for v in registry.list_versions() if v.metadata.get("tag") == "pkg"]
+    if not versions:
+        files = {
+            "model.txt": Path(os.environ[MODEL_TEXT]).read_bytes(),
+            "lineage.json": json.dumps({"seed": 1, "dataset": {"spec": {}}}).encode(),
+        }
+        versions = [registry.register(files, {"tag": "pkg"}, "chaos", "package me").version]
+    build_package(store, registry, versions[0], decision_threshold=0.5)
+
+
+OPERATIONS = {"ingest": ingest, "register": register, "package": package}
+
+
+def _package_files(store: LocalObjectStore) -> dict[int, dict[str, str]]:
+    """Version -> file -> sha256 of every committed package, each verified on the way."""
+    found = {}
+    for info in store.list("models/fraud/packages/"):
+        parts = info.key.split("/")
+        if len(parts) == 5 and parts[4] == "manifest.json":
+            committed = load_package(store, "fraud", int(parts[3]), include_build=True)
+            found[committed.version] = {
+                name: entry["sha256"] for name, entry in committed.manifest["files"].items()
+            }
+    return found
+
+
+def expected_hashes(op: str, scratch: Path) -> dict:
     """What a clean run leaves: the content hashes the rerun must converge to."""
+    if op == "package":
+        clean = LocalObjectStore(scratch)
+        package(clean)
+        return _package_files(clean)
     if op == "ingest":
         return {
             key: sha256_hex(tables.parquet_bytes("transactions", hour_frame(i)))
@@ -93,6 +139,8 @@ def expected_hashes(op: str) -> dict:
 
 def converged(store: LocalObjectStore, op: str) -> dict:
     """The content hashes the store holds now, in the shape of :func:`expected_hashes`."""
+    if op == "package":
+        return _package_files(store)
     if op == "ingest":
         return {
             key: (tables.read_pointer(store, "transactions", key) or {}).get("sha256")
@@ -112,7 +160,8 @@ def violations(store: LocalObjectStore) -> list[str]:
 
     - no listing shows a temp file, and every listed key can be read;
     - every raw pointer names bytes that verify (read_partition succeeds);
-    - every committed registry version loads verified; every alias names a committed one;
+    - every committed registry version and package loads verified; every alias names a
+      committed version;
     - the audit log parses, and its alias revisions (with those aliases.json carries) are
       contiguous from 1.
     """
@@ -133,6 +182,7 @@ def violations(store: LocalObjectStore) -> list[str]:
         for alias, version in registry.aliases().items():
             if version not in committed:
                 found.append(f"alias {alias} -> v{version}, which is not committed")
+        _package_files(store)  # every committed package verifies
         revisions = [e["revision"] for e in registry.history() if "revision" in e]
         if revisions != list(range(1, len(revisions) + 1)):
             found.append(f"audit revisions not contiguous: {revisions}")
@@ -170,6 +220,8 @@ def _arm_kill(spec: str) -> None:
 def main(argv: list[str]) -> None:
     op, root = argv
     store = LocalObjectStore(root, temp_max_age_seconds=float(os.environ.get("TEMP_AGE", 600)))
+    if op == "package":
+        import lightgbm  # noqa: F401  (imported before "ready": delays measure the writing)
     if os.environ.get(KILL_AT):
         _arm_kill(os.environ[KILL_AT])
     print("ready", flush=True)
