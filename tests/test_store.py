@@ -173,7 +173,8 @@ def test_local_delete_fsyncs_the_directory(tmp_path, monkeypatch):
 
 def test_local_stale_cas_fails_even_when_the_clock_is_coarse(tmp_path):
     """Same inode, same size, same mtime (a coarse clock and an inode reused at once): the
-    stat identity cannot tell the versions apart, the etag must."""
+    stat identity cannot tell the versions apart, the etag must. (Edited in place, behind the
+    store's back: the swap hashes what it replaces, whatever digest the file carries.)"""
     store = LocalObjectStore(tmp_path)
     store.put_bytes("models/m/aliases.json", b'{"production": 1}')
     _, stale = store.get_with_etag("models/m/aliases.json")
@@ -188,7 +189,7 @@ def test_local_stale_cas_fails_even_when_the_clock_is_coarse(tmp_path):
         before.st_size,
         before.st_mtime_ns,
     )
-    assert store.head("models/m/aliases.json").etag != stale
+    assert store.get_with_etag("models/m/aliases.json")[1] != stale
     with pytest.raises(PreconditionFailed):
         store.put_bytes("models/m/aliases.json", b'{"production": 3}', if_match=stale)
     assert store.get_bytes("models/m/aliases.json") == b'{"production": 2}'
@@ -303,3 +304,14 @@ def test_cross_process_cas_has_exactly_one_winner(store):
     assert len(winners) == 1, outcomes
     assert sorted(outcomes.values()).count("lost") == 5
     assert store.get_bytes(key) == winners[0].encode()
+
+
+def test_listing_reads_the_recorded_digest_and_hashes_a_file_without_one(tmp_path):
+    store = LocalObjectStore(tmp_path)
+    etag = store.put_bytes("landing/a.csv", b"written by the store")
+    assert os.getxattr(tmp_path / "landing/a.csv", "user.fraudloop.sha256") == etag[7:].encode()
+    (tmp_path / "landing/b.csv").write_bytes(b"dropped in by a feed")  # no recorded digest
+    assert {i.key: i.etag for i in store.list("landing/")} == {
+        "landing/a.csv": f"sha256:{sha256_hex(b'written by the store')}",
+        "landing/b.csv": f"sha256:{sha256_hex(b'dropped in by a feed')}",
+    }

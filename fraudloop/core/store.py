@@ -20,7 +20,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from fraudloop.core.errors import StoreError
 
 TEMP_PREFIX = ".tmp-"
 LOCK_DIR = ".locks"
+DIGEST_XATTR = "user.fraudloop.sha256"  # the local etag, recorded when the store writes
 
 
 class ObjectNotFound(StoreError, KeyError):
@@ -143,9 +144,13 @@ class LocalObjectStore(ObjectStore):
     A content hash cannot collide with a different state, needs no extra file, and matches S3,
     whose ETag of a single PUT is the MD5 of the bytes: the same bytes are the same version on
     both backends (and rewriting the very bytes a writer read is no change, so its etag stays
-    good: the state it decided on is the state it replaces). The cost is reading the object to
-    answer ``head`` and ``list``; the objects that are compare-and-swapped (pointers, aliases,
-    audit logs) are small, and sha256 runs at several hundred MB/s.
+    good: the state it decided on is the state it replaces). The digest is computed once, when
+    the store writes the object, and kept in an extended attribute of the temp file (it moves
+    with the rename), so ``head`` and ``list`` cost a ``getxattr``, not a read (listing 200
+    files of 2 MiB: ~1 s hashing each, 6 ms with the recorded digest). A file without the
+    attribute (dropped in by another tool, or a filesystem without user xattrs) is hashed.
+    The compare-and-swap itself and :meth:`get_with_etag` always hash the bytes they see, so
+    even a file edited in place behind the store's back cannot make a stale swap succeed.
 
     Temp files (``.tmp-*``) of a writer killed mid-write are swept by :meth:`sweep_temp_files`
     (registration, partition writes and packaging call it for the prefix they write). A live
@@ -166,8 +171,16 @@ class LocalObjectStore(ObjectStore):
         return f"sha256:{sha256_hex(data)}"
 
     def _file_etag(self, path: Path) -> str:
+        """The sha256 of the file's bytes, read now (authoritative)."""
         with open(path, "rb") as handle:
             return f"sha256:{hashlib.file_digest(handle, 'sha256').hexdigest()}"
+
+    def _recorded_etag(self, path: Path) -> str:
+        """The digest recorded when the store wrote the file; hashed when there is none."""
+        try:
+            return f"sha256:{os.getxattr(path, DIGEST_XATTR).decode()}"
+        except OSError:
+            return self._file_etag(path)
 
     @contextmanager
     def _lock(self, key: str) -> Iterator[None]:
@@ -211,12 +224,14 @@ class LocalObjectStore(ObjectStore):
         path = self._path(key)
         self._make_dirs(path.parent)
         tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        digest = sha256_hex(data)
         # The flock marks the temp file as in use until it is renamed (see sweep_temp_files).
         with open(tmp, "wb") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 handle.write(data)
                 handle.flush()
+                _record_digest(handle.fileno(), digest)
                 os.fsync(handle.fileno())
                 if if_none_match:
                     try:
@@ -239,7 +254,7 @@ class LocalObjectStore(ObjectStore):
                     fsync_dir(path.parent)
             finally:
                 tmp.unlink(missing_ok=True)
-        return self._etag_of(bytes(data))
+        return f"sha256:{digest}"
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
@@ -247,7 +262,7 @@ class LocalObjectStore(ObjectStore):
             st = path.stat()
             if not stat.S_ISREG(st.st_mode):
                 return None
-            etag = self._file_etag(path)
+            etag = self._recorded_etag(path)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         return ObjectInfo(key, st.st_size, etag, st.st_ctime)
@@ -312,6 +327,13 @@ class LocalObjectStore(ObjectStore):
     def local_path(self, key: str) -> Path:
         """The file behind a key, for tools that want a path (reports opened in a browser)."""
         return self._path(key)
+
+
+def _record_digest(fd: int, digest: str) -> None:
+    """Keep the sha256 with the file (see LocalObjectStore); skipped where xattrs are not
+    supported, and then head/list hash the bytes instead."""
+    with suppress(OSError):
+        os.setxattr(fd, DIGEST_XATTR, digest.encode())
 
 
 def fsync_dir(directory: Path) -> None:

@@ -104,9 +104,11 @@ def test_killed_writers_leave_nothing_a_reader_can_trip_over(tmp_path, monkeypat
     expected = {op: workload.expected_hashes(op, tmp_path / f"clean-{op}") for op in commits}
     tried = landed = trials = temp_left = temp_bytes = reader_checks = 0
     problems: list[str] = []
+    per_op: dict[str, int] = {}
     while tried < KILLS:
         trials += 1
         op = rng.choice(sorted(workload.OPERATIONS))
+        per_op[op] = per_op.get(op, 0)
         root = tmp_path / f"trial-{trials}"
         root.mkdir()
         reader = Reader(root)
@@ -116,6 +118,7 @@ def test_killed_writers_leave_nothing_a_reader_can_trip_over(tmp_path, monkeypat
                 point, killed = _killed_run(op, root, rng, *commits[op])
                 tried += 1
                 landed += killed
+                per_op[op] += 1
                 after = workload.violations(LocalObjectStore(root))
                 problems += [f"trial {trials} {op} kill@{point}: {v}" for v in after]
         finally:
@@ -137,7 +140,8 @@ def test_killed_writers_leave_nothing_a_reader_can_trip_over(tmp_path, monkeypat
             f"trial {trials} {op}: {p} survived the rerun" for p in workload.temp_files(root)
         ]
     print(
-        f"\ncrash suite (seed {SEED}): {tried} kills tried, {landed} landed mid-operation, "
+        f"\ncrash suite (seed {SEED}): {tried} kills tried ({per_op}), {landed} landed "
+        "mid-operation, "
         f"{trials} trials, {temp_left} temp files ({temp_bytes / 2**20:.1f} MiB) left by kills "
         f"and swept by the reruns, {reader_checks} reader checks, {len(problems)} violations"
     )
