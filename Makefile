@@ -56,7 +56,7 @@ test-fast: $(VENV)/.synced
 # The crash suite's long schedule (300 kills; `make test` runs 24 at the default seed).
 # FRAUDLOOP_CHAOS_SEED picks another schedule.
 chaos: $(VENV)/.synced
-	FRAUDLOOP_CHAOS_KILLS=$${FRAUDLOOP_CHAOS_KILLS:-300} $(VENV)/bin/pytest -q -s tests/chaos
+	FRAUDLOOP_CHAOS_KILLS=$${FRAUDLOOP_CHAOS_KILLS:-300} $(VENV)/bin/pytest -q -s --timeout 3600 tests/chaos
 
 # After `make demo`, the UI runs with the demo's settings (partitions, label delay, ...).
 ui: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml

@@ -153,9 +153,9 @@ class LocalObjectStore(ObjectStore):
     even a file edited in place behind the store's back cannot make a stale swap succeed.
 
     Temp files (``.tmp-*``) of a writer killed mid-write are swept by :meth:`sweep_temp_files`
-    (registration, partition writes and packaging call it for the prefix they write). A live
-    writer holds an exclusive ``flock`` on its temp file until it is renamed, so the sweep never
-    removes a file a live writer is still using, whatever its age.
+    (registration, alias changes, partition writes and packaging call it for the prefix they
+    write). A live writer holds an exclusive ``flock`` on its temp file until it is renamed, so
+    the sweep never removes a file a live writer is still using, whatever its age.
     """
 
     def __init__(self, root: str | os.PathLike[str], temp_max_age_seconds: float = 600.0):
@@ -201,10 +201,8 @@ class LocalObjectStore(ObjectStore):
             missing.append(directory)
             directory = directory.parent
         for path in reversed(missing):
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue  # a concurrent writer made it; it fsyncs it too
+            # made here or by a concurrent writer that may not have fsynced it yet: fsync anyway
+            path.mkdir(exist_ok=True)
             fsync_dir(path.parent)
 
     def get_bytes(self, key: str) -> bytes:
