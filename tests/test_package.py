@@ -2,10 +2,12 @@
 closure, export to a directory served as-is, and the staging test catching broken packages."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -266,3 +268,15 @@ def test_a_rehashed_tampered_manifest_is_refused_by_the_staging_gate(world):
     assert load_package(store, "fraud", 2).files["model_card.md"] == card  # self-consistent
     with pytest.raises(PackageError, match="staging record is for another package"):
         require_staged(store, "fraud", 2)
+
+
+def test_packaging_a_committed_version_sweeps_what_a_killed_packager_left(world):
+    """Found by the crash suite: a packager killed just after its manifest's link leaves a temp
+    file in a package that is committed, and a rerun returned before sweeping."""
+    store, _ = world
+    leftover = store.root / "models/fraud/packages/1/build/.tmp-0badc0ffee"
+    leftover.write_bytes(b"half a file")
+    old = time.time() - 3600
+    os.utime(leftover, (old, old))
+    package = build_package(store, ModelRegistry(store), 1, decision_threshold=0.5)
+    assert package.version == 1 and not leftover.exists()

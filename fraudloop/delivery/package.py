@@ -284,6 +284,7 @@ def build_package(
         raise PackageError(f"a decision threshold in (0, 1) is needed, got {decision_threshold}")
     loaded = registry.load(version)  # verified against the version's manifest
     prefix = package_prefix(registry.name, loaded.version)
+    store.sweep_temp_files(f"{prefix}/")  # what a killed packager left, committed or not
     if store.exists(f"{prefix}/{MANIFEST}"):
         return load_package(store, registry.name, loaded.version)
     model_text = loaded.files[MODEL_FILE].decode()
@@ -312,7 +313,6 @@ def build_package(
         DOCKERFILE: _dockerfile(registry.name, loaded.version).encode(),
         **_build_context(project_root),
     }
-    store.sweep_temp_files(f"{prefix}/")  # what a killed packager left
     entries = {fname: _stage_file(store, prefix, fname, data) for fname, data in files.items()}
     body = {
         "format": PACKAGE_FORMAT,

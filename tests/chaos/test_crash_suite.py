@@ -146,4 +146,4 @@ def test_killed_writers_leave_nothing_a_reader_can_trip_over(tmp_path, monkeypat
         f"and swept by the reruns, {reader_checks} reader checks, {len(problems)} violations"
     )
     assert landed >= tried // 2, "the schedule hardly ever hit a writer: it tests nothing"
-    assert problems == []
+    assert problems == [], "\n".join(problems)
