@@ -284,7 +284,8 @@ def build_package(
         raise PackageError(f"a decision threshold in (0, 1) is needed, got {decision_threshold}")
     loaded = registry.load(version)  # verified against the version's manifest
     prefix = package_prefix(registry.name, loaded.version)
-    store.sweep_temp_files(f"{prefix}/")  # what a killed packager left, committed or not
+    # what killed packagers (or registrations) left under the model, committed or not
+    store.sweep_temp_files(f"models/{registry.name}/")
     if store.exists(f"{prefix}/{MANIFEST}"):
         return load_package(store, registry.name, loaded.version)
     model_text = loaded.files[MODEL_FILE].decode()
