@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 # (measured: importing great_expectations 5.9 s -> 2.9 s, dagster 1.3 s -> 0.6 s).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test test-fast ui bench bench-quick lint fmt clean help system-deps stack stack-down stack-images test-stack test-stack-long
+.PHONY: demo test test-fast chaos ui bench bench-quick lint fmt clean help system-deps stack stack-down stack-images test-stack test-stack-long
 
 help:
 	@echo "make demo   - the end-to-end demo on the embedded local profile"
@@ -20,6 +20,7 @@ help:
 	@echo "make ui     - Dagster UI (webserver + daemon) on http://127.0.0.1:3000"
 	@echo "make bench  - the benchmarks at full size; rewrites bench/results/ and docs/results.md"
 	@echo "make bench-quick - every benchmark at a small size (what make test runs of them)"
+	@echo "make chaos  - the crash suite's long schedule (writers killed at 300 seeded points)"
 	@echo "make lint   - ruff"
 	@echo "make stack  - the Docker stack here (Postgres, S3, code location, webserver, daemon,"
 	@echo "              scoring service; host networking on 127.0.0.1); make stack-down removes it"
@@ -51,6 +52,11 @@ test: $(VENV)/.synced system-deps
 test-fast: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not slow" -q
+
+# The crash suite's long schedule (300 kills; `make test` runs 24 at the default seed).
+# FRAUDLOOP_CHAOS_SEED picks another schedule.
+chaos: $(VENV)/.synced
+	FRAUDLOOP_CHAOS_KILLS=$${FRAUDLOOP_CHAOS_KILLS:-300} $(VENV)/bin/pytest -q -s --timeout 3600 tests/chaos
 
 # After `make demo`, the UI runs with the demo's settings (partitions, label delay, ...).
 # The report server on :3001 makes the UI's report links (Evidently HTML, evaluations) open.

@@ -2,9 +2,12 @@
 closure, export to a directory served as-is, and the staging test catching broken packages."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import httpx
 import jsonschema
 import pytest
 
-from fraudloop.core.store import IntegrityError, sha256_hex
+from fraudloop.core.store import IntegrityError, LocalObjectStore, sha256_hex
 from fraudloop.delivery.package import (
     PRUNED_FROM_IMAGE,
     PackageError,
@@ -188,3 +191,92 @@ def test_pruned_distributions_are_locked_packages():
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     names = {p["name"] for p in lock["package"]}
     assert set(PRUNED_FROM_IMAGE) <= names
+
+
+class ManifestGate(LocalObjectStore):
+    """The real local store, held at the moment it would commit a package manifest until the
+    test lets it go: it pins the interleaving of two packagers that broke packages."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def put_bytes(self, key, data, **kwargs):
+        if key.endswith("/packages/3/manifest.json"):
+            self.reached.set()
+            assert self.release.wait(timeout=120)
+        return super().put_bytes(key, data, **kwargs)
+
+
+def _delete_package(store, version: int) -> None:
+    for info in store.list(f"models/fraud/packages/{version}/"):
+        store.delete(info.key)
+
+
+def test_two_packagers_racing_each_commit_or_adopt_a_verifying_package(world):
+    """The asset (with the evaluation) writes its files and stops before its manifest; the CLI
+    (without it) writes its own files over the same names and stops too; the asset commits
+    first. Both must end with one committed package that verifies."""
+    store, _ = world
+    _delete_package(store, 3)
+    registry = ModelRegistry(store)
+    evaluation = {"threshold": 0.5, "decision": {"decision": "promote"}, "production": 1}
+    asset, cli = ManifestGate(store.root), ManifestGate(store.root)
+    results = {}
+
+    def package(name, gate, **kwargs):
+        try:
+            results[name] = build_package(gate, ModelRegistry(gate), 3, **kwargs)
+        except Exception as error:
+            results[name] = error
+
+    threads = [
+        threading.Thread(target=package, args=("asset", asset), kwargs={"evaluation": evaluation}),
+        threading.Thread(target=package, args=("cli", cli), kwargs={"decision_threshold": 0.5}),
+    ]
+    threads[0].start()
+    assert asset.reached.wait(timeout=120)
+    threads[1].start()
+    assert cli.reached.wait(timeout=120)
+    asset.release.set()
+    threads[0].join(timeout=120)
+    cli.release.set()
+    threads[1].join(timeout=120)
+    committed = load_package(store, "fraud", 3, include_build=True)
+    for name in ("asset", "cli"):
+        assert not isinstance(results[name], Exception), results[name]
+        assert results[name].sha256 == committed.sha256
+    assert b"Evaluation gate" in committed.files["model_card.md"]  # the asset's, which won
+    assert committed.files["model.txt"] == registry.get_file(3, "model.txt")
+    # the CLI's different card went to a content-addressed object; nothing was overwritten
+    assert any(i.key.split("/")[-2] == "objects" for i in store.list("models/fraud/packages/3/"))
+
+
+def test_a_rehashed_tampered_manifest_is_refused_by_the_staging_gate(world):
+    """A file and its manifest both rewritten, package_sha256 recomputed: the package is
+    self-consistent, so only the staging record (of the package that was tested) catches it."""
+    store, _ = world
+    prefix = "models/fraud/packages/2"
+    assert require_staged(store, "fraud", 2).version == 2
+    card = store.get_bytes(f"{prefix}/model_card.md") + b"\nTrust me.\n"
+    store.put_bytes(f"{prefix}/model_card.md", card)
+    manifest = json.loads(store.get_bytes(f"{prefix}/manifest.json"))
+    manifest["files"]["model_card.md"] = {"sha256": sha256_hex(card), "size": len(card)}
+    body = {k: v for k, v in manifest.items() if k != "package_sha256"}
+    manifest["package_sha256"] = sha256_hex(json.dumps(body, sort_keys=True).encode())
+    store.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest).encode())
+    assert load_package(store, "fraud", 2).files["model_card.md"] == card  # self-consistent
+    with pytest.raises(PackageError, match="staging record is for another package"):
+        require_staged(store, "fraud", 2)
+
+
+def test_packaging_a_committed_version_sweeps_what_a_killed_packager_left(world):
+    """Found by the crash suite: a packager killed just after its manifest's link leaves a temp
+    file in a package that is committed, and a rerun returned before sweeping."""
+    store, _ = world
+    leftover = store.root / "models/fraud/packages/1/build/.tmp-0badc0ffee"
+    leftover.write_bytes(b"half a file")
+    old = time.time() - 3600
+    os.utime(leftover, (old, old))
+    package = build_package(store, ModelRegistry(store), 1, decision_threshold=0.5)
+    assert package.version == 1 and not leftover.exists()

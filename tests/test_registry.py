@@ -7,12 +7,17 @@ HTTP), because the scoring service and the rollout sensor rely on identical beha
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 
+import boto3
 import pytest
+from botocore.config import Config
 
+from fraudloop.core.store import LocalObjectStore, S3ObjectStore
 from fraudloop.model.registry import (
     AliasError,
     ConcurrentUpdateError,
@@ -22,6 +27,7 @@ from fraudloop.model.registry import (
     UnknownAliasError,
     UnknownVersionError,
 )
+from tests.s3_faults import FaultyS3Proxy
 
 
 def _files(i: int) -> dict[str, bytes]:
@@ -314,3 +320,112 @@ def test_diff(store):
 def test_registry_does_not_import_dagster():
     code = "import sys, fraudloop.model.registry; assert 'dagster' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_register_sweeps_temp_files_of_a_killed_writer(tmp_path):
+    store = LocalObjectStore(tmp_path, temp_max_age_seconds=60)
+    reg = _with_versions(store, 1)
+    leftover = tmp_path / "models/fraud/versions/2/.tmp-0123456789abcdef"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"x" * 4096)
+    old = time.time() - 3600
+    os.utime(leftover, (old, old))
+    _register(reg, 2)
+    assert not leftover.exists()
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_alias_never_swaps_from_a_good_production_to_a_bad_version(backend, request):
+    store = request.getfixturevalue(f"{backend}_store")
+    reg = _with_versions(store, 3)
+    reg.promote(1, actor="alice", reason="good")
+    reg.set_alias("previous", 2, actor="alice", reason="rollback target")
+    store.put_bytes("models/fraud/versions/2/model.txt", b"tree 9\n")  # tampered, same size
+    store.delete("models/fraud/versions/3/lineage.json")  # half-copied
+    store.put_bytes("models/fraud/versions/4/_claim.json", b"{}")  # claimed, never committed
+    before, log = reg.aliases_with_etag(), store.get_bytes("models/fraud/audit.log")
+    for bad in (2, 3):
+        with pytest.raises(IntegrityError):
+            reg.promote(bad, actor="mallory", reason="bad")
+        with pytest.raises(IntegrityError):
+            reg.set_alias("canary", bad, actor="mallory", reason="bad")
+    with pytest.raises(UnknownVersionError):
+        reg.promote(4, actor="mallory", reason="never committed")
+    with pytest.raises(IntegrityError):
+        reg.rollback(actor="mallory", reason="back to the tampered v2")
+    assert reg.aliases_with_etag() == before
+    assert store.get_bytes("models/fraud/audit.log") == log  # nothing logged either
+    assert reg.load("production").version == 1
+
+
+def test_alias_change_sweeps_temp_files_a_killed_alias_writer_left(tmp_path):
+    store = LocalObjectStore(tmp_path, temp_max_age_seconds=60)
+    reg = _with_versions(store, 2)
+    leftover = tmp_path / "models/fraud/.tmp-aliases0123456789"
+    leftover.write_bytes(b'{"aliases": ')
+    old = time.time() - 3600
+    os.utime(leftover, (old, old))
+    reg.promote(2, actor="ops", reason="after a crash")
+    assert not leftover.exists()
+
+
+def _store_through(proxy: FaultyS3Proxy, bucket: str) -> S3ObjectStore:
+    """An S3 store reaching moto through the proxy; two attempts per request so an outage is
+    seen in seconds (the deployed client retries five times)."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=proxy.url,
+        region_name="us-east-1",
+        config=Config(
+            retries={"max_attempts": 2, "mode": "standard"},
+            request_checksum_calculation="when_required",
+            connect_timeout=2,
+            read_timeout=5,
+        ),
+    )
+    return S3ObjectStore(bucket, prefix="fl", endpoint_url=proxy.url, client=client)
+
+
+@pytest.mark.parametrize("mode", ["503", "drop"])
+@pytest.mark.parametrize("after", [0, 2, 4])
+def test_s3_outage_mid_registration_fails_cleanly_and_recovers(s3_endpoint, s3_bucket, mode, after):
+    """The endpoint fails after `after` requests of a registration (claim, files, manifest):
+    the call raises, no reader sees a half version, and the same call succeeds once it is back."""
+    with FaultyS3Proxy(s3_endpoint) as proxy:
+        store = _store_through(proxy, s3_bucket)
+        reg = _with_versions(store, 1)
+        reg.promote(1, actor="ops", reason="good")
+        before = (reg.aliases_with_etag(), [v.version for v in reg.list_versions()])
+        log = store.get_bytes("models/fraud/audit.log")
+        proxy.fail(mode, after=after)
+        with pytest.raises(Exception) as raised:
+            _register(reg, 2)
+        assert not isinstance(raised.value, AssertionError)
+        assert proxy.refused > 0
+        proxy.recover()
+        assert (reg.aliases_with_etag(), [v.version for v in reg.list_versions()]) == before
+        assert store.get_bytes("models/fraud/audit.log") == log
+        assert reg.load(1).version == 1
+        version = _register(reg, 2).version  # after the outage the same call succeeds
+        assert reg.load(version).files == _files(2)
+        assert [e["action"] for e in reg.history()][-1] == "register"
+
+
+@pytest.mark.parametrize("mode", ["503", "drop"])
+def test_s3_outage_during_an_alias_swap_leaves_the_old_aliases(s3_endpoint, s3_bucket, mode):
+    with FaultyS3Proxy(s3_endpoint) as proxy:
+        store = _store_through(proxy, s3_bucket)
+        reg = _with_versions(store, 2)
+        reg.promote(1, actor="ops", reason="good")
+        before = reg.aliases_with_etag()
+        # the reads (aliases, version check) pass; the conditional PUT meets the outage
+        proxy.fail(mode, after=6)
+        with pytest.raises(Exception) as raised:
+            reg.promote(2, actor="ops", reason="during an outage")
+        assert not isinstance(raised.value, AssertionError)
+        assert proxy.refused > 0
+        proxy.recover()
+        assert reg.aliases_with_etag() == before
+        assert reg.promote(2, actor="ops", reason="after it")["production"] == 2
+        assert [e["revision"] for e in reg.history() if "revision" in e] == [1, 2]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -12,7 +14,7 @@ import pytest
 
 from fraudloop.core.hours import hour_start
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
-from fraudloop.core.store import sha256_hex
+from fraudloop.core.store import LocalObjectStore, sha256_hex
 from fraudloop.core.tables import (
     IntegrityError,
     PartitionMissing,
@@ -289,3 +291,42 @@ def test_features_are_current_only_once_computed_after_every_label_day(local_sto
     assert not features_current(local_store, hour, [day])  # features older than the labels
     write_partition(local_store, "transaction_features", hour, features.assign(amount=2.0), [])
     assert features_current(local_store, hour, [day])
+
+
+def test_write_sweeps_temp_files_a_killed_writer_left_in_the_partition(tmp_path):
+    store = LocalObjectStore(tmp_path, temp_max_age_seconds=60)
+    directory = tmp_path / f"raw/transactions/{KEY}"
+    directory.mkdir(parents=True)
+    leftover = directory / ".tmp-feedfacefeedface"
+    leftover.write_bytes(b"half a parquet file")
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))
+    version = write_partition(store, "transactions", KEY, canonical(), SOURCES)
+    assert not leftover.exists()
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [f"{version.sha256}.parquet", "_current.json"]
+    )
+
+
+def test_an_older_delivery_finishing_last_does_not_replace_a_newer_one(store):
+    """Two runs of the same hour: the one that ingested the older landed file finishes last."""
+    landed = []
+    for name in ("first.csv", "second.csv", "third.csv"):
+        key = f"landing/transactions/2018-04-01/05/{name}"
+        store.put_bytes(key, name.encode())
+        landed.append([{"key": key, "sha256": sha256_hex(name.encode()), "size": len(name)}])
+        time.sleep(1.1)  # S3's LastModified has one-second resolution
+    older, newer, newest = (canonical(seed=s) for s in (1, 2, 3))
+
+    current = write_partition(store, "transactions", KEY, newer, landed[1])
+    assert current.created and not current.superseded
+    stale = write_partition(store, "transactions", KEY, older, landed[0])
+    assert stale.superseded and not stale.created
+    assert stale.sha256 == current.sha256  # it describes what stayed current
+    pointer = read_pointer(store, "transactions", KEY)
+    assert pointer["sha256"] == current.sha256 and pointer["sources"] == landed[1]
+    assert pointer["delivered_at"] == store.head(landed[1][0]["key"]).modified
+    pd.testing.assert_frame_equal(read_partition(store, "transactions", KEY), newer)
+
+    latest = write_partition(store, "transactions", KEY, newest, landed[2])
+    assert latest.created and not latest.superseded
+    assert read_pointer(store, "transactions", KEY)["previous"] == current.sha256

@@ -118,6 +118,11 @@ class Settings:
     home: str = setting(
         "FRAUDLOOP_HOME", ".fraudloop", "root of the local object store (made absolute)"
     )
+    store_temp_max_age_seconds: float = setting(
+        "FRAUDLOOP_STORE_TEMP_MAX_AGE_SECONDS",
+        600.0,
+        "local store: age after which an unlocked temp file of a killed writer is swept",
+    )
     s3_bucket: str | None = setting("FRAUDLOOP_S3_BUCKET", None, "bucket of the S3 object store")
     s3_prefix: str = setting("FRAUDLOOP_S3_PREFIX", "", "key prefix inside the bucket")
     s3_endpoint_url: str | None = setting(
@@ -198,6 +203,8 @@ class Settings:
                     f"FRAUDLOOP_{name.upper()} must be one of {SEVERITIES}, "
                     f"not {getattr(self, name)!r}"
                 )
+        if self.store_temp_max_age_seconds <= 0:
+            raise ConfigError("FRAUDLOOP_STORE_TEMP_MAX_AGE_SECONDS must be positive")
         if self.label_delay_days < 0:
             raise ConfigError("FRAUDLOOP_LABEL_DELAY_DAYS must not be negative")
         return self
@@ -216,7 +223,7 @@ class Settings:
                 endpoint_url=self.s3_endpoint_url,
                 region_name=self.aws_region,
             )
-        return LocalObjectStore(self.home)
+        return LocalObjectStore(self.home, temp_max_age_seconds=self.store_temp_max_age_seconds)
 
 
 def store_env(store: ObjectStore) -> dict[str, str]:

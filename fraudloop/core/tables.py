@@ -146,6 +146,9 @@ class PartitionVersion:
     bytes: int
     created: bool  # False when this exact version was already current (a no-op re-ingest)
     pointer: dict[str, Any]
+    #: True when a newer delivery was already current: the pointer kept it, and this object
+    #: describes that current version, not the frame that was offered
+    superseded: bool = False
 
 
 def spec(table: str) -> TableSpec:
@@ -287,6 +290,30 @@ def _swap_pointer(store: ObjectStore, table: str, partition_key: str, build) -> 
     raise RuntimeError(f"could not update {key}: too many concurrent writers")
 
 
+def delivered_at(store: ObjectStore, sources: list[dict[str, Any]]) -> float | None:
+    """When the newest of a version's landed files arrived (epoch seconds), from the store.
+
+    This orders deliveries of a partition: a run that ingests an older delivery may finish after
+    one that ingested a newer delivery, and finishing last must not make it current. None when
+    no source is a stored object (frames written from elsewhere carry no delivery order).
+    """
+    times = []
+    for source in sources:
+        key = source.get("key")
+        info = store.head(key) if isinstance(key, str) else None
+        if info is not None:
+            times.append(info.modified)
+        elif source.get("delivered_at") is not None:
+            times.append(float(source["delivered_at"]))
+    return max(times) if times else None
+
+
+def _is_older_delivery(current: dict[str, Any] | None, delivered: float | None) -> bool:
+    """Whether a version delivered at `delivered` is older than the one `current` records."""
+    recorded = (current or {}).get("delivered_at")
+    return delivered is not None and recorded is not None and delivered < float(recorded)
+
+
 def write_partition(
     store: ObjectStore,
     table: str,
@@ -304,8 +331,13 @@ def write_partition(
     The Parquet object is created only if absent (its key is its content hash, so an existing
     object is this very content). The pointer is then moved to it; when it already points at the
     same sha256 nothing is rewritten (``created=False``).
+
+    For a raw table the pointer records when the version's newest landed file arrived
+    (:func:`delivered_at`) and never moves back to an older delivery: if the current pointer
+    names a newer one, it is kept and the result describes it (``superseded=True``).
     """
     table_spec = spec(table)
+    store.sweep_temp_files(partition_prefix(table, partition_key))  # of a killed writer
     data = parquet_bytes(table, canonical_df)
     sha = sha256_hex(data)
     key = f"{partition_prefix(table, partition_key)}{sha}.parquet"
@@ -329,15 +361,22 @@ def write_partition(
         "columns": list(table_spec.columns) + extras,
         "written_at": _now(),
     }
+    if table_spec.prefix.startswith(f"{keyspace.RAW}/"):
+        # only raw tables' sources are deliveries (landed files, written once); a derived
+        # table's sources are content-addressed objects whose age says nothing of its order
+        pointer["delivered_at"] = delivered_at(store, sources)
     if validation is not None:
         pointer["validation"] = validation
         pointer["expectations_evaluated"] = int(validation.get("evaluated_expectations", 0))
-    created = True
+    created, superseded = True, False
 
     def build(current):
-        nonlocal created
+        nonlocal created, superseded
         if current and current.get("status") == "valid" and current.get("sha256") == sha:
             created = False
+            return None
+        if _is_older_delivery(current, pointer.get("delivered_at")):
+            created, superseded = False, True
             return None
         previous = None
         if current:
@@ -349,6 +388,8 @@ def write_partition(
         return {**pointer, "previous": previous}
 
     final = _swap_pointer(store, table, partition_key, build)
+    if superseded:
+        return _current_version(table, partition_key, final)
     return PartitionVersion(
         table=table,
         partition_key=partition_key,
@@ -358,6 +399,21 @@ def write_partition(
         bytes=len(data),
         created=created,
         pointer=final,
+    )
+
+
+def _current_version(table: str, partition_key: str, pointer: dict[str, Any]) -> PartitionVersion:
+    """The version a newer delivery made current (a quarantined one has no sha256 or rows)."""
+    return PartitionVersion(
+        table=table,
+        partition_key=partition_key,
+        sha256=pointer.get("sha256", ""),
+        key=pointer.get("key", ""),
+        rows=int(pointer.get("rows", 0)),
+        bytes=int(pointer.get("bytes", 0)),
+        created=False,
+        pointer=pointer,
+        superseded=True,
     )
 
 

@@ -1,7 +1,8 @@
 """Model packages: what a registry version becomes to be deployed, and its staging record.
 
-A package is a directory of plain files in the object store, written create-only and committed
-by its ``manifest.json`` (every file's sha256 and size), like a registry version::
+A package is a directory of plain files in the object store, written create-only (never
+overwritten) and committed by its create-only ``manifest.json`` (every file's sha256 and size),
+like a registry version::
 
     models/<name>/packages/<n>/model.txt             LightGBM text model (same bytes as the version)
     models/<name>/packages/<n>/feature_spec.json     feature names in model order, feature-code
@@ -12,7 +13,10 @@ by its ``manifest.json`` (every file's sha256 and size), like a registry version
     models/<name>/packages/<n>/lineage.json          the version's lineage record
     models/<name>/packages/<n>/Dockerfile            container build context (this directory):
     models/<name>/packages/<n>/build/...             pyproject + uv.lock + the Dagster-free source
-    models/<name>/packages/<n>/manifest.json         commit point
+    models/<name>/packages/<n>/objects/<sha256>      a file whose name another packager (or a
+                                                     killed one) already holds with other bytes
+    models/<name>/packages/<n>/manifest.json         commit point: name -> sha256, size (and the
+                                                     object key when not stored under the name)
     models/<name>/packages/<n>/staging.json          the staging test's result (outside the
                                                      manifest: written later, may be re-run)
 
@@ -51,6 +55,7 @@ SPEC_FILE = "feature_spec.json"
 LINEAGE_FILE = "lineage.json"
 CARD_FILE = "model_card.md"
 DOCKERFILE = "Dockerfile"
+OBJECTS = "objects"  # content-addressed files a concurrent packager could not write by name
 PACKAGE_FORMAT = 1
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: the core packages the scoring service imports (a test holds serving to them): all an image needs
@@ -279,6 +284,8 @@ def build_package(
         raise PackageError(f"a decision threshold in (0, 1) is needed, got {decision_threshold}")
     loaded = registry.load(version)  # verified against the version's manifest
     prefix = package_prefix(registry.name, loaded.version)
+    # what killed packagers (or registrations) left under the model, committed or not
+    store.sweep_temp_files(f"models/{registry.name}/")
     if store.exists(f"{prefix}/{MANIFEST}"):
         return load_package(store, registry.name, loaded.version)
     model_text = loaded.files[MODEL_FILE].decode()
@@ -307,12 +314,7 @@ def build_package(
         DOCKERFILE: _dockerfile(registry.name, loaded.version).encode(),
         **_build_context(project_root),
     }
-    entries = {}
-    for fname, data in sorted(files.items()):
-        # Plain writes: until the manifest exists nobody trusts these files, so leftovers of a
-        # crashed attempt are simply replaced.
-        store.put_bytes(f"{prefix}/{fname}", data)
-        entries[fname] = {"sha256": sha256_hex(data), "size": len(data)}
+    entries = {fname: _stage_file(store, prefix, fname, data) for fname, data in files.items()}
     body = {
         "format": PACKAGE_FORMAT,
         "model": registry.name,
@@ -322,8 +324,32 @@ def build_package(
         "files": entries,
     }
     body["package_sha256"] = sha256_hex(json.dumps(body, sort_keys=True).encode())
-    store.put_if_absent(f"{prefix}/{MANIFEST}", _json(body))  # a concurrent packager may win
+    # the commit point; a concurrent packager may have won, and then its package is verified
+    store.put_if_absent(f"{prefix}/{MANIFEST}", _json(body))
     return load_package(store, registry.name, loaded.version)
+
+
+def _stage_file(store: ObjectStore, prefix: str, fname: str, data: bytes) -> dict[str, Any]:
+    """Write one package file create-only and return its manifest entry.
+
+    Nothing in a package directory is ever overwritten: two packagers of one version (the CLI
+    without the evaluation, the asset with it) or a packager and what a killed one left may hold
+    different bytes for the same name, and an overwrite between another packager's write and its
+    manifest would leave a committed package that never verifies. So the first writer of a name
+    keeps it, and different bytes go to a content-addressed ``objects/<sha256>`` that the entry
+    names (``key``). Whichever manifest commits names bytes that exist and cannot change.
+    """
+    sha = sha256_hex(data)
+    entry: dict[str, Any] = {"sha256": sha, "size": len(data)}
+    if store.put_if_absent(f"{prefix}/{fname}", data):
+        return entry
+    try:
+        if sha256_hex(store.get_bytes(f"{prefix}/{fname}")) == sha:
+            return entry  # the same bytes: share them
+    except ObjectNotFound:
+        pass
+    store.put_if_absent(f"{prefix}/{OBJECTS}/{sha}", data)
+    return {**entry, "key": f"{OBJECTS}/{sha}"}
 
 
 def load_package(
@@ -340,10 +366,11 @@ def load_package(
         ) from None
 
     def read(fname: str) -> bytes:
+        key = manifest["files"][fname].get("key", fname)
         try:
-            return store.get_bytes(f"{prefix}/{fname}")
+            return store.get_bytes(f"{prefix}/{key}")
         except ObjectNotFound:
-            raise IntegrityError(f"package file {prefix}/{fname} is missing") from None
+            raise IntegrityError(f"package file {prefix}/{key} is missing") from None
 
     return _verified(manifest, read, store.uri(prefix), include_build)
 

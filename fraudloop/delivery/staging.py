@@ -20,7 +20,9 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
@@ -123,6 +125,39 @@ def _malformed(good: dict[str, Any]) -> list[tuple[str, Any, int, str | None]]:
     ]
 
 
+class StderrTail:
+    """Drains a child's stderr pipe in a thread and keeps its last `limit` bytes.
+
+    A pipe holds ~64 KiB: a child that writes more (a traceback loop, verbose logging) blocks
+    on its next write once nobody reads, and a blocked scoring service looks like a slow or hung
+    one. Draining keeps it running; the tail is what an error message needs.
+    """
+
+    def __init__(self, pipe, limit: int = 4000):
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._drain, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, pipe) -> None:
+        for chunk in iter(lambda: pipe.read1(65536), b""):
+            with self._lock:
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+                while self._size - len(self._chunks[0]) >= self._limit:
+                    self._size -= len(self._chunks.popleft())
+        pipe.close()
+
+    def text(self, wait: float = 0.0) -> str:
+        """The tail so far; `wait` seconds for the pipe's end (a child that just exited)."""
+        self._thread.join(timeout=wait)
+        with self._lock:
+            data = b"".join(self._chunks)
+        return data[-self._limit :].decode(errors="replace")
+
+
 class _Service:
     """The service under test, in its own process."""
 
@@ -155,6 +190,7 @@ class _Service:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+        self.stderr_tail = StderrTail(self.proc.stderr)
         self.base = f"http://127.0.0.1:{self.port}"
         self.timeout = timeout
 
@@ -177,9 +213,7 @@ class _Service:
         raise RuntimeError(f"the service was not ready within {self.timeout:.0f} s: {last}")
 
     def stderr(self) -> str:
-        if self.proc.stderr is None or self.proc.poll() is None:
-            return ""
-        return self.proc.stderr.read().decode(errors="replace")[-2000:]
+        return self.stderr_tail.text(wait=5.0 if self.proc.poll() is not None else 0.0)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -189,8 +223,6 @@ class _Service:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 def run_staging(

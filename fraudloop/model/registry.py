@@ -246,6 +246,7 @@ class ModelRegistry:
         if not actor:
             raise ValueError("actor is required: the audit log must say who registered a version")
 
+        self.store.sweep_temp_files(f"{self.root}/")  # what killed writers left
         candidate = max(self._used_numbers(), default=0) + 1
         for _ in range(MAX_ATTEMPTS):
             claim_key = f"{self._version_prefix(candidate)}/{CLAIM}"
@@ -453,7 +454,7 @@ class ModelRegistry:
         :class:`ConcurrentUpdateError` instead of a re-applied change.
         """
         alias = _check_alias(alias)
-        version = self.show(version).version  # fail fast on an unknown version
+        version = self._verified_target(version)
 
         def mutate(current: dict[str, int]) -> dict[str, int]:
             return {**current, alias: version}
@@ -507,7 +508,7 @@ class ModelRegistry:
             _check_alias(name)
         if to == "previous":
             raise AliasError("'previous' is maintained by promote/rollback; use set_alias")
-        version = self.show(version).version
+        version = self._verified_target(version)
 
         def mutate(current: dict[str, int]) -> dict[str, int]:
             new = {k: v for k, v in current.items() if k not in clear}
@@ -543,6 +544,7 @@ class ModelRegistry:
         if "production" not in current:
             raise UnknownAliasError(f"cannot roll back model {self.name!r}: production is not set")
         pinned = {"production": current["production"], "previous": current["previous"]}
+        self._verified_target(current["previous"])
 
         def mutate(cur: dict[str, int]) -> dict[str, int]:
             return {**cur, "production": cur["previous"], "previous": cur["production"]}
@@ -550,6 +552,12 @@ class ModelRegistry:
         return self._update_aliases(
             "rollback", "production", mutate, actor, reason, evidence, expected_etag, pinned
         )
+
+    def _verified_target(self, version: int) -> int:
+        """The number of a committed version whose every file verifies, before an alias may
+        point at it: a tampered or half-copied version must not replace a good production
+        (:class:`UnknownVersionError` or :class:`IntegrityError`, and no alias moves)."""
+        return self.load(version).version
 
     def _update_aliases(
         self,
@@ -566,6 +574,8 @@ class ModelRegistry:
         if not actor:
             raise ValueError("actor is required: the audit log must say who changed an alias")
         evidence = _json_safe(dict(evidence), "evidence") if evidence is not None else None
+        # a writer killed mid-update leaves temp files beside aliases.json and audit.log
+        self.store.sweep_temp_files(f"{self.root}/")
         for name in expect or {}:
             _check_alias(name)
         for attempt in range(MAX_ATTEMPTS):
