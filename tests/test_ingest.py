@@ -506,3 +506,20 @@ def test_a_label_known_before_its_transaction_is_rejected(local_store):
     assert outcome.files[0]["rejected_by_reason"] == {
         "known_at is before the transaction's tx_datetime": 1
     }
+
+
+def test_hours_of_one_day_indexed_concurrently_lose_nothing(store):
+    """Each day of the index is one object replaced with compare-and-swap: eight hours of the
+    same day written at once all end up in it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def index_hour(h: int) -> None:
+        key = f"2018-04-01-{h:02d}:00"
+        frame = pd.read_csv(io.BytesIO(sample_transactions_csv(hour_start(key), 20, h)), dtype=str)
+        frame["tx_datetime"] = pd.to_datetime(frame["tx_datetime"], utc=True)
+        id_index.replace_hour(store, key, frame)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(index_hour, range(8)))
+    counts = id_index.load(store)["hour"].value_counts()
+    assert len(counts) == 8 and set(counts) == {20}

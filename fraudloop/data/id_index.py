@@ -29,8 +29,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fraudloop.core import tables
-from fraudloop.core.store import ObjectNotFound, ObjectStore, PreconditionFailed
+from fraudloop.core import cas, tables
+from fraudloop.core.store import ObjectStore
 
 INDEX_PREFIX = "index/transaction_ids/"
 HASH_KEY = "fraudloop-ids-v1"  # 16 bytes: the siphash key of pandas' hash_array
@@ -85,28 +85,17 @@ def replace_hour(store: ObjectStore, hour: str, frame: pd.DataFrame | None) -> N
                 "hour": hour,
             }
         )
-    for _ in range(50):
-        try:
-            data, etag = store.get_with_etag(key)
-            current = _from_bytes(data)
-        except ObjectNotFound:
-            current, etag = _empty(), None
+
+    def build(data: bytes | None) -> bytes | None:
+        current = _from_bytes(data) if data else _empty()
         others = current[current["hour"] != hour]
         if len(others) == len(current) and new.empty:
-            return  # nothing of this hour was indexed, nothing to add
+            return None  # nothing of this hour was indexed, nothing to add
         merged = pd.concat([others, new], ignore_index=True) if len(new) else others
-        body = _to_bytes(merged.sort_values(["hour", "hash"], kind="stable"))
-        if etag is not None and body == data:
-            return  # a re-ingest of the same ids: nothing to write
-        try:
-            if etag is None:
-                store.put_bytes(key, body, if_none_match=True)
-            else:
-                store.put_bytes(key, body, if_match=etag)
-            return
-        except PreconditionFailed:
-            continue  # another hour of the same day was indexed meanwhile; merge again
-    raise RuntimeError(f"could not update {key}: too many concurrent writers")
+        # the same bytes for the same ids: a re-ingest writes nothing (cas.update compares)
+        return _to_bytes(merged.sort_values(["hour", "hash"], kind="stable"))
+
+    cas.update(store, key, build)
 
 
 def ingested_elsewhere(

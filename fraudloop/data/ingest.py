@@ -36,7 +36,6 @@ import pyarrow.parquet as pq
 
 from fraudloop.core import tables
 from fraudloop.core.hours import day_start, hour_start
-from fraudloop.core.keyspace import day_landing_prefix, hour_landing_prefix
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 from fraudloop.core.store import ObjectStore, sha256_hex
 from fraudloop.core.tables import canonical_order, mark_quarantined, write_partition
@@ -60,6 +59,7 @@ from fraudloop.data.validation import (
     validate_labels,
     validate_transactions,
 )
+from fraudloop.feeds.deliveries import landing_prefix, superseded
 
 # --------------------------------------------------------------------------------------------
 # One partition, end to end
@@ -128,21 +128,20 @@ class IngestOutcome:
 
 
 def landed_files(store: ObjectStore, table: str, partition_key: str) -> list[tuple[str, bytes]]:
-    """The feed files of one partition, sorted by key.
+    """The current feed files of one partition, sorted by key.
 
-    Only direct children of the landing folder; hidden (``.x``), marker (``_SUCCESS``) and
-    ``*.reason.json`` files are skipped.
+    Only direct children of the landing folder; hidden (``.x``), marker and ledger (``_x``)
+    and ``*.reason.json`` files are skipped, and so are files a corrected delivery superseded
+    (:mod:`fraudloop.feeds.deliveries`).
     """
-    if table == "transactions":
-        prefix = hour_landing_prefix(partition_key)
-    elif table == "labels":
-        prefix = day_landing_prefix(partition_key)
-    else:
-        raise ValueError(f"unknown table {table!r}")
+    prefix = landing_prefix(table, partition_key)
+    replaced = superseded(store, table, partition_key)
     out = []
     for info in store.list(prefix):
         rest = info.key[len(prefix) :]
         if "/" in rest or rest.startswith((".", "_")) or rest.endswith(".reason.json"):
+            continue
+        if info.key in replaced:
             continue
         out.append((info.key, store.get_bytes(info.key)))
     return out
