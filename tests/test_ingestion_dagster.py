@@ -363,8 +363,9 @@ def test_labels_of_a_quarantined_hour_are_not_rejected_for_the_transactions_faul
 @pytest.mark.slow
 def test_every_broken_delivery_goes_through_sensor_and_run_without_a_crash(env):
     """All corruption kinds land on one day (after a week of history for the row-count bound);
-    the sensor and the runs handle every one: quarantined with the bytes intact, or accepted
-    for the two kinds that are valid by the documented rules."""
+    the sensor and the runs handle every one, and every run succeeds: quarantined with the bytes
+    intact, the bad rows alone rejected (the rest of the hour ingested), or accepted for the
+    kinds that are valid by the documented rules."""
     from fraudloop.core.hours import hour_start
     from fraudloop.feeds.corruption import CORRUPTION_KINDS, corrupt_file
     from tests.test_bad_inputs import ACCEPTED, ROW_LEVEL
