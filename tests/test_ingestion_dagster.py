@@ -408,3 +408,29 @@ def test_every_broken_delivery_goes_through_sensor_and_run_without_a_crash(env):
         assert record["source_key"] == landing_key
         assert env.store.get_bytes(record["quarantine_key"]) == data, kind
         assert record["summary"], kind
+
+
+def test_a_corrected_reimport_reaches_the_sensor_and_replaces_the_quarantined_hour(env, tmp_path):
+    """The user's case: a broken export is imported and its hour quarantined; the corrected
+    export is imported beside it; the sensor re-ingests and the hour is valid, each id once."""
+    from fraudloop.feeds.importer import import_history
+
+    frame = hour_frame(H5, rows=40, seed=3)
+    broken, fixed = tmp_path / "v1.csv", tmp_path / "v2.csv"
+    frame.assign(amount="-1.00").to_csv(broken, index=False)
+    frame.to_csv(fixed, index=False)
+
+    import_history(env.store, broken, fmt="csv")
+    result, cursor = tick(env)
+    (request,) = result.run_requests
+    assert run(env, INGEST, partition_key=request.partition_key).success  # handled: WARN
+    assert tables.read_pointer(env.store, "transactions", H5)["status"] == "quarantined"
+
+    import_history(env.store, fixed, fmt="csv")
+    result, cursor = tick(env, cursor)
+    (request,) = result.run_requests
+    assert request.partition_key == H5
+    assert run(env, INGEST, partition_key=request.partition_key).success
+    pointer = tables.read_pointer(env.store, "transactions", H5)
+    assert pointer["status"] == "valid" and pointer["rows"] == 40
+    assert len(tables.read_partition(env.store, "transactions", H5)) == 40
