@@ -251,7 +251,15 @@ def test_rejected_share_over_the_threshold_quarantines_the_file_with_every_row_l
     listed = local_store.get_bytes(outcome.quarantine_keys[0] + ".rejected.jsonl").splitlines()
     assert len(listed) == 20
 
+    # a file quarantined whole keeps its bytes: only its first 1,000 bad rows are listed
+    files = [(_landing_key("b.csv"), _with_bad_rows(0.8, rows=1500))]
+    outcome = ingest_transactions_hour(local_store, KEY, files, history_counts=[])
+    assert "1,200 of 1,500 rows (80.0%)" in outcome.reason_summary
+    listed = local_store.get_bytes(outcome.quarantine_keys[0] + ".rejected.jsonl").splitlines()
+    assert len(listed) == 1000
+
     # the threshold is a setting
+    files = [(_landing_key("a.csv"), data)]
     relaxed = IngestPolicy(max_rejected_share=0.2)
     outcome = ingest_transactions_hour(local_store, KEY, files, history_counts=[], limits=relaxed)
     assert outcome.status == "valid" and outcome.rows == 180 and outcome.rows_rejected == 20

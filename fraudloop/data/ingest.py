@@ -147,6 +147,9 @@ def landed_files(store: ObjectStore, table: str, partition_key: str) -> list[tup
     return out
 
 
+LISTED_WHEN_WHOLE = 1_000  # rejected rows listed for a file quarantined whole (all: otherwise)
+
+
 @dataclass
 class _Delivery:
     """One landed file on its way through ingestion."""
@@ -241,9 +244,12 @@ def _judge_rows(
             "status": "ingested",
         }
         if len(positions):
-            result["rejected"] = _rejected_rows(delivery, positions, verdict, offset)
+            whole = share > limits.max_rejected_share
+            # a file quarantined whole keeps its bytes: its first rows are listed as examples
+            listed = positions[:LISTED_WHEN_WHOLE] if whole else positions
+            result["rejected"] = _rejected_rows(delivery, listed, verdict, offset)
             top = ", ".join(f"{reason}: {count:,}" for reason, count in counts.items())
-            if share > limits.max_rejected_share:
+            if whole:
                 problems.append(
                     Problem(
                         "rows",
