@@ -525,3 +525,27 @@ def test_hours_of_one_day_indexed_concurrently_lose_nothing(store):
         list(pool.map(index_hour, range(8)))
     counts = id_index.load(store)["hour"].value_counts()
     assert len(counts) == 8 and set(counts) == {20}
+
+
+def test_a_label_of_a_rejected_transaction_is_rejected_not_the_label_day(local_store):
+    """The demo's case: one transaction row is rejected, its label arrives a week later; the
+    label day must not fail for that ("refers to a transaction never ingested"), and the label
+    cannot be used: it is rejected with its reason."""
+    frame = pd.read_csv(io.BytesIO(GOOD), dtype=str)
+    frame.loc[4, "amount"] = "-3.00"
+    data = frame.to_csv(index=False, lineterminator="\n").encode()
+    tx = ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", data)], [])
+    assert tx.rows_rejected == 1
+    labels = pd.DataFrame(
+        {"transaction_id": frame["transaction_id"], "is_fraud": 0, "known_at": "2018-04-08T10:00Z"}
+    )
+    files = [("landing/labels/2018-04-08/l.csv", labels.to_csv(index=False).encode())]
+    known = known_transaction_ids(local_store, "2018-04-08", lookback_days=7)
+    outcome = ingest_labels_day(local_store, "2018-04-08", files, known)
+    assert outcome.status == "valid" and outcome.rows == 59
+    assert outcome.files[0]["rejected_by_reason"] == {
+        "its transaction was rejected at ingestion": 1
+    }
+    # a corrected re-delivery of the hour makes the id a transaction again
+    ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    assert id_index.rejected_transactions(local_store, frame["transaction_id"]) == set()

@@ -38,6 +38,7 @@ INDEX_PREFIX = "index/transaction_ids/"
 HASH_KEY = "fraudloop-ids-v1"  # 16 bytes: the siphash key of pandas' hash_array
 _SCHEMA = pa.schema([("hash", pa.uint64()), ("tx_ns", pa.int64()), ("hour", pa.int32())])
 _HOUR = pd.Timedelta(hours=1)
+REJECTED = -1  # tx_ns of an id whose row was rejected at ingestion
 
 
 def hour_number(partition_key: str) -> int:
@@ -84,19 +85,33 @@ def load(store: ObjectStore, *, max_workers: int = 16) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def replace_hour(store: ObjectStore, hour: str, frame: pd.DataFrame | None) -> None:
-    """Make ``frame`` (transaction_id, tx_datetime) the indexed ids of ``hour``; None forgets
-    the hour (it was quarantined). Compare-and-swap on the day's object."""
+def replace_hour(
+    store: ObjectStore,
+    hour: str,
+    frame: pd.DataFrame | None,
+    rejected_ids: pd.Series | None = None,
+) -> None:
+    """Make ``frame`` (transaction_id, tx_datetime) the indexed ids of ``hour``, and
+    ``rejected_ids`` the ids of its rows rejected one by one (marked ``tx_ns = REJECTED``: not
+    duplicates of anything, but a label for one is not a label of an unknown transaction);
+    None forgets the hour (it was quarantined). Compare-and-swap on the day's object."""
     key, number = _segment_key(hour), hour_number(hour)
-    new = _empty()
+    parts = []
     if frame is not None and len(frame):
-        new = pd.DataFrame(
-            {
-                "hash": id_hashes(frame["transaction_id"]),
-                "tx_ns": frame["tx_datetime"].astype("datetime64[ns, UTC]").astype("int64"),
-                "hour": np.int32(number),
-            }
+        parts.append(
+            pd.DataFrame(
+                {
+                    "hash": id_hashes(frame["transaction_id"]),
+                    "tx_ns": frame["tx_datetime"].astype("datetime64[ns, UTC]").astype("int64"),
+                }
+            )
         )
+    if frame is not None and rejected_ids is not None:
+        ids = rejected_ids.astype("string").dropna().drop_duplicates()
+        parts.append(pd.DataFrame({"hash": id_hashes(ids), "tx_ns": REJECTED}))
+    new = _empty()
+    if parts:
+        new = pd.concat(parts, ignore_index=True).assign(hour=np.int32(number))
 
     def build(data: bytes | None) -> bytes | None:
         current = _from_bytes(data) if data else _empty()
@@ -127,7 +142,7 @@ def ingested_elsewhere(
         return pd.Series(dtype="string")
     hashes = id_hashes(ids)
     found = _matching(index, hashes)
-    found = found[found["hour"] != hour_number(hour)]
+    found = found[(found["hour"] != hour_number(hour)) & (found["tx_ns"] != REJECTED)]
     if found.empty:
         return pd.Series(dtype="string")
     candidates = ids[np.isin(hashes, found["hash"].to_numpy())]
@@ -149,9 +164,26 @@ def transaction_times(store: ObjectStore, ids: pd.Series) -> pd.Series:
     if index.empty or ids.empty:
         return pd.Series(dtype="datetime64[ns, UTC]")
     hashes = id_hashes(ids)
-    by_hash = _matching(index, hashes).drop_duplicates("hash").set_index("hash")["tx_ns"]
+    found = _matching(index, hashes)
+    found = found[found["tx_ns"] != REJECTED]
+    by_hash = found.drop_duplicates("hash").set_index("hash")["tx_ns"]
     tx_ns = pd.Series(hashes, index=ids.to_numpy()).map(by_hash).dropna()
     return pd.to_datetime(tx_ns.astype("int64"), unit="ns", utc=True)
+
+
+def rejected_transactions(store: ObjectStore, ids: pd.Series) -> set[str]:
+    """The ids among ``ids`` whose transaction row was rejected at ingestion (and not accepted
+    in any hour since)."""
+    index = load(store)
+    ids = ids.astype("string").dropna().drop_duplicates()
+    if index.empty or ids.empty:
+        return set()
+    hashes = id_hashes(ids)
+    found = _matching(index, hashes)
+    rejected = found.loc[found["tx_ns"] == REJECTED, "hash"].to_numpy()
+    accepted = found.loc[found["tx_ns"] != REJECTED, "hash"].to_numpy()
+    mask = np.isin(hashes, rejected) & ~np.isin(hashes, accepted)
+    return set(ids[mask])
 
 
 def describe(store: ObjectStore) -> dict:

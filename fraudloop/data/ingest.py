@@ -215,11 +215,12 @@ def _judge_rows(
     deliveries: list[_Delivery],
     row_check,
     limits: IngestPolicy,
-) -> tuple[pd.DataFrame, list[Problem], list[dict[str, Any]]]:
+) -> tuple[pd.DataFrame, pd.Series, list[Problem], list[dict[str, Any]]]:
     """Row checks over every file of the partition at once (ids must be unique across files).
 
-    Returns the accepted rows, the file-level problems (a file whose rejected share passes
-    ``limits.max_rejected_share``) and, per file, what happened to its rows.
+    Returns the accepted rows, the ids of the rejected ones, the file-level problems (a file
+    whose rejected share passes ``limits.max_rejected_share``) and, per file, what happened to
+    its rows.
     """
     frames = [d.frame for d in deliveries]
     combined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -273,7 +274,7 @@ def _judge_rows(
         files.append(result)
         offset += n
     accepted = combined[~rejected].reset_index(drop=True)
-    return accepted, problems, files
+    return accepted, combined.loc[rejected, "transaction_id"], problems, files
 
 
 def _ingest(
@@ -303,7 +304,7 @@ def _ingest(
     canonical = None
     if not problems:
         t = time.perf_counter()
-        accepted, problems, outcome.files = _judge_rows(
+        accepted, rejected_ids, problems, outcome.files = _judge_rows(
             table, partition_key, deliveries, row_check, limits
         )
         timings["rows_s"] = time.perf_counter() - t
@@ -321,7 +322,7 @@ def _ingest(
 
     t = time.perf_counter()
     if not problems and canonical is not None:
-        _accept(store, outcome, deliveries, canonical)
+        _accept(store, outcome, deliveries, canonical, rejected_ids)
     else:
         _quarantine_partition(store, outcome, files, problems, frames)
     timings["write_s"] = time.perf_counter() - t
@@ -330,7 +331,9 @@ def _ingest(
     return outcome
 
 
-def _accept(store, outcome: IngestOutcome, deliveries, canonical: pd.DataFrame) -> None:
+def _accept(
+    store, outcome: IngestOutcome, deliveries, canonical: pd.DataFrame, rejected_ids: pd.Series
+) -> None:
     """Write the accepted rows as the partition's version; quarantine the rejected rows of each
     file beside the file's bytes."""
     table, partition_key = outcome.table, outcome.partition_key
@@ -348,7 +351,7 @@ def _accept(store, outcome: IngestOutcome, deliveries, canonical: pd.DataFrame) 
     outcome.min_timestamp = version.pointer.get("min_timestamp")
     outcome.max_timestamp = version.pointer.get("max_timestamp")
     if table == "transactions":
-        id_index.replace_hour(store, partition_key, canonical)
+        id_index.replace_hour(store, partition_key, canonical, rejected_ids)
     by_key = {d.key: d for d in deliveries}
     for result in outcome.files:
         if result["status"] != "rows_rejected":
@@ -542,6 +545,7 @@ def ingest_labels_day(
             day_start=params.day_start,
             id_pattern=limits.id_pattern,
             transaction_times=id_index.transaction_times(store, frame["transaction_id"]),
+            rejected_transactions=id_index.rejected_transactions(store, frame["transaction_id"]),
         )
 
     return _ingest(

@@ -136,11 +136,14 @@ def label_verdict(
     day_start: pd.Timestamp,
     id_pattern: str,
     transaction_times: pd.Series | None = None,
+    rejected_transactions: set[str] | None = None,
 ) -> RowVerdict:
     """The rejected rows of a day of canonical labels.
 
     ``transaction_times`` maps a transaction id to its ``tx_datetime``: a label cannot be known
     before its transaction happened (``known_at < tx_datetime`` is rejected, whatever the day).
+    A label of a transaction whose row was rejected (``rejected_transactions``) is rejected with
+    it: it cannot be used, and the label day must not fail for the transactions' fault.
     """
     verdict = RowVerdict(len(frame))
     check_ids(frame, verdict, ("transaction_id",), id_pattern)
@@ -153,4 +156,7 @@ def label_verdict(
         tx_time = frame["transaction_id"].astype("string").map(transaction_times)
         early = _mask(tx_time.notna() & (frame["known_at"] < tx_time))
         verdict.reject(early, "known_at is before the transaction's tx_datetime")
+    if rejected_transactions:
+        orphan = _mask(frame["transaction_id"].astype("string").isin(rejected_transactions))
+        verdict.reject(orphan, "its transaction was rejected at ingestion")
     return verdict
