@@ -64,16 +64,22 @@ def check_partitions(
     table: str,
     validate: Callable[[Any, dict[str, dict]], list[str]] | None = None,
     fail_on_blocked: bool = True,
+    quarantine_warns: bool = False,
 ) -> dg.AssetCheckResult:
     """Pass only if every partition of the run holds a valid version and, with `validate`,
     those versions pass it (`validate(store, {key: pointer})` returns failure sentences).
 
     `fail_on_blocked=False` is for derived tables: a partition blocked because its input was
     quarantined is listed but does not fail this check (the input's own check already failed).
+    `quarantine_warns=True` is for the raw tables: a quarantined partition was handled (bytes
+    kept, reason written, alert sent, readers refuse it), so the check reports it with severity
+    WARN, which neither fails the run nor stops downstream steps (they refuse the partition
+    themselves); a partition with nothing written, or an unknown status, still fails it.
     """
     s = store.open()
     failed: dict[str, str] = {}
     blocked: dict[str, str] = {}
+    quarantined: dict[str, str] = {}
     valid: dict[str, dict] = {}
     for key in run_partition_keys(context):
         pointer = tables.read_pointer(s, table, key)
@@ -81,12 +87,21 @@ def check_partitions(
             valid[key] = pointer
             continue
         reason = (pointer or {}).get("reason", "nothing was written for this partition")
+        if quarantine_warns and pointer is not None and pointer.get("status") == "quarantined":
+            quarantined[key] = reason
+            continue
         (failed if fail_on_blocked else blocked)[key] = reason
     problems = validate(s, valid) if validate is not None and valid else []
     metadata: dict[str, Any] = {
-        "partitions_checked": len(valid) + len(failed) + len(blocked),
+        "partitions_checked": len(valid) + len(failed) + len(blocked) + len(quarantined),
         "partitions_failed": len(failed),
     }
+    if quarantine_warns:
+        metadata["partitions_quarantined"] = len(quarantined)
+    if quarantined:
+        metadata["quarantined"] = dg.MetadataValue.md(
+            "\n".join(f"- `{k}`: {reason}" for k, reason in sorted(quarantined.items()))
+        )
     evaluated = sum(int(p.get("expectations_evaluated", 0)) for p in valid.values())
     if evaluated:
         metadata["expectations_evaluated"] = evaluated
@@ -100,16 +115,22 @@ def check_partitions(
         )
     if problems:
         metadata["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))
-    passed = not failed and not problems
+    passed = not failed and not problems and not quarantined
     if passed:
         description = "every partition of the run passed"
     elif failed:
         description = f"{len(failed)} partition(s) failed: " + ", ".join(sorted(failed)[:5])
-    else:
+    elif problems:
         description = "; ".join(problems)[:500]
+    else:
+        description = (
+            f"{len(quarantined)} partition(s) quarantined (handled: bytes kept with a reason, "
+            "alert sent, readers refuse them): " + ", ".join(sorted(quarantined)[:5])
+        )
+    handled = quarantined and not failed and not problems
     return dg.AssetCheckResult(
         passed=passed,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.WARN if handled else dg.AssetCheckSeverity.ERROR,
         metadata=metadata,
         description=description,
     )

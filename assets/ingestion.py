@@ -4,10 +4,12 @@ Thin on purpose: the work (reading, Great Expectations validation, quarantine, v
 writes) lives in `fraudloop.data.ingest`; these assets loop over the partitions of the run, call it,
 and put what an on-call engineer needs into the Dagster UI.
 
-Validation happens *before* the canonical copy is written (a failing hour is quarantined, not
-written), and the blocking checks then report that verdict per run, so a bad hour stops
-downstream steps in the same run, while the `_current.json` pointer makes every later reader
-refuse it too.
+Validation happens *before* the canonical copy is written: invalid rows are rejected one by
+one, a file past the rejected-share backstop or structurally broken is quarantined with its
+hour, never written. The blocking checks then report the verdict per run: a quarantined
+partition is a handled outcome (severity WARN: the run succeeds, there is one alert per file,
+and downstream steps refuse that partition through its `_current.json` pointer), while a
+partition with nothing written fails the check (ERROR) and stops downstream steps.
 """
 
 import dagster as dg
@@ -32,14 +34,22 @@ class LabelIngestConfig(dg.Config):
 
 def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
     """What the UI shows for one partition: enough to act on without opening a file."""
+    valid = outcome.status == "valid"
     meta = {
         "status": outcome.status,
         # False for a re-ingest of identical content: derived stages have nothing to redo
-        "changed": outcome.status != "valid" or outcome.created,
+        "changed": not valid or outcome.created,
         "dagster/row_count": outcome.rows,
+        # rows kept vs lost: a quarantined partition loses every row it delivered
+        "rows_accepted": outcome.rows if valid else 0,
+        "rows_rejected": outcome.rows_rejected if valid else outcome.rows,
         "sources": dg.MetadataValue.json(outcome.sources),
         "compute_seconds": round(outcome.seconds, 3),
     }
+    if outcome.files:
+        meta["files"] = dg.MetadataValue.json(
+            [{k: v for k, v in f.items() if k != "rejected"} for f in outcome.files]
+        )
     if outcome.sha256:
         meta["sha256"] = outcome.sha256
         meta["raw_uri"] = dg.MetadataValue.url(store.uri(outcome.key))
@@ -55,33 +65,58 @@ def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
     if outcome.min_timestamp:
         meta["min_timestamp"] = outcome.min_timestamp
         meta["max_timestamp"] = outcome.max_timestamp
-    if outcome.status != "valid":
+    if not valid or outcome.rows_rejected:
         meta["reason"] = dg.MetadataValue.md(ingest.reason_markdown(outcome))
         meta["quarantine"] = dg.MetadataValue.json(outcome.quarantine_keys)
     return meta
 
 
 def _alert_quarantine(alerts: AlertsResource, table: str, key: str, outcome, open_incidents):
-    """One incident per partition: opened when it is quarantined, resolved when a later
-    delivery of the same partition is ingested. A *missing* partition (nothing landed) is not
-    an incident of its own: a silent feed is one freshness incident (assets/freshness.py), not
-    one alert per scheduled hour."""
-    incident = f"ingest/{table}/{key}"
-    if outcome.status == "valid":
-        if incident in open_incidents:
-            alerts.resolve(incident, f"{table} partition {key} ingested", partition=key)
-        return
+    """One incident per file that was quarantined (warning: the hour is not used until it is
+    re-delivered) or lost rows (info: recorded, nothing to do usually), one for the partition
+    when no file is to blame (a partition-level check); each resolved when a later delivery of
+    the partition is ingested without it. A *missing* partition (nothing landed) is not an
+    incident of its own: a silent feed is one freshness incident (assets/freshness.py), not one
+    alert per scheduled hour."""
     if outcome.status == "missing":
         return
-    alerts.send(
-        title=f"{table} partition {key} quarantined",
-        summary=outcome.reason,
-        dedup_key=incident,
-        severity="warning",
-        table=table,
-        partition=key,
-        quarantine=outcome.quarantine_keys,
-    )
+    prefix = f"ingest/{table}/{key}"
+    current = set()
+    for file in outcome.files:
+        if file.get("status") not in ("quarantined", "rows_rejected"):
+            continue
+        name = file["key"].rsplit("/", 1)[-1]
+        whole = file["status"] == "quarantined"
+        incident = f"{prefix}/{name}" if whole else f"{prefix}/{name}/rows"
+        current.add(incident)
+        alerts.send(
+            title=(
+                f"{table} partition {key} quarantined: {name}"
+                if whole
+                else f"{table} partition {key}: {file['rows_rejected']:,} row(s) of {name} rejected"
+            ),
+            summary=outcome.reason if whole else file["summary"],
+            dedup_key=incident,
+            severity="warning" if whole else "info",
+            table=table,
+            partition=key,
+            file=file["key"],
+            quarantine=[file["quarantine_key"]] if file.get("quarantine_key") else [],
+        )
+    if not current and outcome.status != "valid":
+        current.add(prefix)
+        alerts.send(
+            title=f"{table} partition {key} {outcome.status}",
+            summary=outcome.reason,
+            dedup_key=prefix,
+            severity="warning",
+            table=table,
+            partition=key,
+            quarantine=outcome.quarantine_keys,
+        )
+    for incident in open_incidents:
+        if (incident == prefix or incident.startswith(prefix + "/")) and incident not in current:
+            alerts.resolve(incident, f"{table} partition {key} ingested", partition=key)
 
 
 def _ingest_partitions(context, s, alerts: AlertsResource, table: str, ingest_one):
@@ -92,8 +127,8 @@ def _ingest_partitions(context, s, alerts: AlertsResource, table: str, ingest_on
         outcome = ingest_one(key, ingest.landed_files(s, table, key))
         outcomes[key] = outcome
         context.add_asset_metadata(_partition_metadata(outcome, s), partition_key=key)
-        if outcome.status != "valid":
-            context.log.warning(f"{key}: {outcome.status}: {outcome.reason}")
+        if outcome.status != "valid" or outcome.rows_rejected:
+            context.log.warning(f"{key}: {outcome.status}: {outcome.reason or ''}")
         _alert_quarantine(alerts, table, key, outcome, open_incidents)
     return dg.MaterializeResult(
         metadata=run_summary(outcomes), data_version=range_data_version(outcomes)
@@ -173,15 +208,17 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
         blocking=True,
         partitions_def=partitions.hourly,
         description=(
-            "Great Expectations suite `transactions` passed for the hour: required columns and "
-            "types, no null keys, unique transaction_id, 0 < amount <= cap, timestamps inside the "
-            "hour, row count within bounds of the same hour on previous days."
+            "Great Expectations suite `transactions` passed for the hour's accepted rows: "
+            "required columns and types, no null keys, unique transaction_id, 0 <= amount <= "
+            "cap, timestamps inside the hour, row count within bounds of the same hour on "
+            "previous days. A quarantined hour is reported with severity WARN (handled: the run "
+            "succeeds); an hour with nothing written fails."
         ),
     )
     def transactions_pass_expectations(
         context: dg.AssetCheckExecutionContext, store: ObjectStoreResource
     ) -> dg.AssetCheckResult:
-        return check_partitions(context, store, "transactions")
+        return check_partitions(context, store, "transactions", quarantine_warns=True)
 
     @dg.asset_check(
         asset=raw_labels,
@@ -190,12 +227,13 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
         description=(
             "Great Expectations suite `labels` passed for the day: required columns, no null "
             "keys, unique transaction_id, is_fraud in {0, 1}, known_at inside the day, and every "
-            "label refers to an ingested transaction."
+            "label refers to an ingested transaction. A quarantined day is reported with "
+            "severity WARN."
         ),
     )
     def labels_pass_expectations(
         context: dg.AssetCheckExecutionContext, store: ObjectStoreResource
     ) -> dg.AssetCheckResult:
-        return check_partitions(context, store, "labels")
+        return check_partitions(context, store, "labels", quarantine_warns=True)
 
     return [raw_transactions, raw_labels, transactions_pass_expectations, labels_pass_expectations]

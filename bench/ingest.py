@@ -8,12 +8,19 @@
 3. A single-run backfill of 30 days of hourly partitions at handbook scale (~10,000 tx/day),
    against a run per partition (the same command for one of those hours, times the number of
    partitions).
+4. The row-level policy (``--policy`` runs only this part and prints its tables; the default
+   run keeps them in the JSON's details): rows kept vs lost for one hour with 0.1 %, 1 % and
+   10 % bad rows, whole-file quarantine (before) against row-level rejection with the 5 %
+   backstop (after); and what the cross-hour id index costs per hour (check + update) as the
+   history grows from 7 to 183 days at handbook scale.
 
     .venv/bin/python bench/ingest.py [--days 30] [--quick] [--json PATH]
+    .venv/bin/python bench/ingest.py --policy [--quick]
 """
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -24,12 +31,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
+import pandas as pd
+
 from bench.report import REPO, Report, arguments
-from fraudloop.core.hours import hour_key
+from fraudloop.core.hours import hour_key, hour_start
 from fraudloop.core.keyspace import hour_landing_prefix
 from fraudloop.core.store import LocalObjectStore
+from fraudloop.data import id_index
 from fraudloop.data.ingest import ingest_transactions_hour, landed_files
 from fraudloop.data.policy import IngestPolicy
+from fraudloop.feeds.corruption import sample_transactions_csv
 from fraudloop.feeds.files import simulate
 from fraudloop.feeds.population import make_population
 from fraudloop.feeds.scenarios import generate_day
@@ -83,10 +95,127 @@ def backfill(tmp: Path, name: str, first: str, last: str) -> float:
     return seconds
 
 
+def _hour_with_bad_rows(key: str, rows: int, share: float) -> bytes:
+    """A valid hour in which ``share`` of the rows (spread evenly) have a negative amount."""
+    frame = pd.read_csv(
+        io.BytesIO(sample_transactions_csv(hour_start(key), rows=rows, seed=5)), dtype=str
+    )
+    bad = round(rows * share)
+    if bad:
+        frame.loc[np.linspace(0, rows - 1, bad).astype(int), "amount"] = "-1.00"
+    return frame.to_csv(index=False, lineterminator="\n").encode()
+
+
+def rows_kept(tmp: Path, rows: int) -> list[dict]:
+    """Rows kept of one hour with 0.1 %, 1 %, 10 % bad rows: before (one bad row quarantined
+    the whole file) and after (row-level rejection, file-level backstop)."""
+    key = "2018-04-01-05:00"
+    out = []
+    for share in (0.001, 0.01, 0.10):
+        data = _hour_with_bad_rows(key, rows, share)
+        store = LocalObjectStore(tmp / f"policy-{share}")
+        files = [(hour_landing_prefix(key) + "part-0000.csv", data)]
+        started = time.perf_counter()
+        outcome = ingest_transactions_hour(store, key, files, [], IngestPolicy())
+        seconds = time.perf_counter() - started
+        bad = round(rows * share)
+        kept = outcome.rows if outcome.status == "valid" else 0
+        out.append(
+            {
+                "bad_share": share,
+                "rows": rows,
+                "bad_rows": bad,
+                "kept_before": 0 if bad else rows,
+                "kept_after": kept,
+                "lost_after": rows - kept,
+                "status_after": outcome.status,
+                "seconds": round(seconds, 3),
+            }
+        )
+    return out
+
+
+def index_cost(tmp: Path, days_checked: tuple[int, ...], per_day: int) -> list[dict]:
+    """Check + update of the cross-hour id index for one new hour, as history grows (hours of
+    ``per_day / 24`` ids each, indexed hour by hour as ingestion does)."""
+    store = LocalObjectStore(tmp / "index")
+    per_hour = max(per_day // 24, 1)
+    numbers = pd.Series(np.arange(per_hour)).map("{:06d}".format)
+    out, indexed = [], 0
+    for day_n in range(max(days_checked) + 1):
+        day = FIRST + timedelta(days=day_n)
+        for h in range(24):
+            key = f"{day}-{h:02d}:00"
+            frame = pd.DataFrame(
+                {
+                    "transaction_id": f"{day:%Y%m%d}{h:02d}-" + numbers,
+                    "tx_datetime": hour_start(key) + pd.to_timedelta(np.arange(per_hour), "ms"),
+                }
+            )
+            measure = day_n in days_checked and h == 12
+            started = time.perf_counter()
+            if measure:
+                index = id_index.load(store)
+                loaded = time.perf_counter() - started
+                id_index.ingested_elsewhere(store, key, frame["transaction_id"], index)
+            id_index.replace_hour(store, key, frame)
+            if measure:
+                size = id_index.describe(store)
+                out.append(
+                    {
+                        "history_days": day_n,
+                        "history_ids": indexed,
+                        "index_mb": round(size["bytes"] / 1e6, 2),
+                        "load_s": round(loaded, 4),
+                        "hour_s": round(time.perf_counter() - started, 4),
+                    }
+                )
+            indexed += per_hour
+    return out
+
+
+def policy_markdown(kept: list[dict], index: list[dict]) -> str:
+    lines = [
+        "| bad rows in the hour | rows kept before (whole file lost) | rows kept after | "
+        "after: the hour is |",
+        "|---|---|---|---|",
+    ]
+    for r in kept:
+        lines.append(
+            f"| {r['bad_share']:.1%} ({r['bad_rows']:,} of {r['rows']:,}) | {r['kept_before']:,} "
+            f"| {r['kept_after']:,} | {r['status_after']} |"
+        )
+    lines += [
+        "",
+        "| history | ids indexed | index size | load | check + update, one hour |",
+        "|---|---|---|---|---|",
+    ]
+    for r in index:
+        lines.append(
+            f"| {r['history_days']} day(s) | {r['history_ids']:,} | {r['index_mb']:.2f} MB "
+            f"| {r['load_s'] * 1000:.0f} ms | {r['hour_s'] * 1000:.0f} ms |"
+        )
+    return "\n".join(lines)
+
+
+def policy(tmp: Path, quick: bool) -> dict:
+    kept = rows_kept(tmp, 2_000 if quick else 42_000)
+    index = index_cost(tmp, (1, 3) if quick else (7, 30, 90, 183), 10_000)
+    print(policy_markdown(kept, index))
+    return {"rows_kept": kept, "index_cost": index}
+
+
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--days", type=int, help="days of the backfill (30; quick: 1)")
+    parser.add_argument(
+        "--policy", action="store_true", help="only the row-policy and id-index tables"
+    )
     args = parser.parse_args()
+    if args.policy:
+        with tempfile.TemporaryDirectory(prefix="fraudloop-bench-policy-") as tmp:
+            policy(Path(tmp), args.quick)
+        return
     scale, rows_wanted, repeats, backfill_scale = QUICK if args.quick else FULL
     days = args.days or (1 if args.quick else 30)
     report = Report("ingest", args)
@@ -129,6 +258,7 @@ def main() -> None:
         partitions = sum(
             1 for i in month.list("raw/transactions/") if i.key.endswith("_current.json")
         )
+        row_policy = policy(tmp, args.quick)
 
     report.figure(
         "hour_compute_s",
@@ -173,6 +303,7 @@ def main() -> None:
         "one_hour_run_s": round(one_s, 2),
         "backfill_transactions": sim.transactions,
         "backfill_partitions": partitions,
+        **row_policy,
     }
     report.finish()
 

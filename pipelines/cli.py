@@ -88,6 +88,8 @@ def cmd_simulate(args) -> int:
 def cmd_import(args) -> int:
     from fraudloop.feeds.importer import import_history, parse_mapping
 
+    if args.first_day and args.last_day and args.first_day > args.last_day:
+        raise ConfigError(f"--from {args.first_day} is after --to {args.last_day}")
     summary = import_history(
         _settings().open_store(),
         args.transactions,
@@ -95,10 +97,13 @@ def cmd_import(args) -> int:
         mapping=parse_mapping(args.map),
         fmt=args.format,
         label_delay=args.label_delay,
+        first_day=args.first_day,
+        last_day=args.last_day,
     )
     print(
         f"imported {summary.transaction_rows:,} transactions into {summary.transaction_files:,} "
         f"hourly files and {summary.label_rows:,} labels into {summary.label_files:,} daily files"
+        + (f"; superseded {summary.superseded:,} earlier file(s)" if summary.superseded else "")
     )
     for note in summary.notes:
         print(f"note: {note}")
@@ -700,6 +705,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration,
         default=timedelta(days=7),
         help="when a day's labels land after it: 7d, 36h, 90m",
+    )
+    imp.add_argument(
+        "--from",
+        dest="first_day",
+        type=_date,
+        default=None,
+        help="first UTC day to import, YYYY-MM-DD (default: the export's first day)",
+    )
+    imp.add_argument(
+        "--to",
+        dest="last_day",
+        type=_date,
+        default=None,
+        help="last UTC day to import, inclusive (default: the export's last day); a re-import "
+        "supersedes earlier imported files of these days",
     )
     imp.set_defaults(func=cmd_import)
 

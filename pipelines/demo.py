@@ -2,7 +2,8 @@
 
 1. simulate up to 40 days of card transactions into a *feed* outside the system
    (`.fraudloop-feed/`), with a new fraud pattern (card testing: bursts of small amounts on
-   stolen cards) from day `drift_day`; two broken files in the history;
+   stolen cards) from day `drift_day`; two broken files in the history (one unreadable: its
+   hour is quarantined; one with a bad row: that row is rejected);
 2. land the history; the daemon's sensors ingest it, build labels and features (range runs);
 3. train v1 (`training_job`, launched into the daemon's queue): gate, package, staging test in a
    real service process, release to production;
@@ -37,6 +38,10 @@ BIN = Path(sys.executable).parent
 START = date(2018, 4, 1)
 
 
+#: corruption kinds that cost a row, not the file (fraudloop.data's row-level policy)
+ROW_DEFECTS = frozenset({"negative_amount", "nan_amount", "inf_amount", "null_ids"})
+
+
 @dataclass
 class DemoPlan:
     days: int = 40  # simulated (the replay stops once the retrained model serves 100 %)
@@ -44,10 +49,11 @@ class DemoPlan:
     drift_day: int = 13  # first day of the new fraud pattern (0-based from START)
     train_window_days: int = 6
     holdout_days: int = 2
-    #: broken files in the history: (corruption kind, day, hour)
+    #: broken files in the history: (corruption kind, day, hour). A file that cannot be read as
+    #: the table is quarantined with its hour; one with a bad row loses that row only
     corruptions: tuple[tuple[str, int, int], ...] = (
-        ("negative_amount", 3, 14),
-        ("nan_amount", 7, 9),
+        ("wrong_delimiter", 3, 14),
+        ("negative_amount", 7, 9),
     )
     chunk_days: int = 2  # days replayed, then landed, at a time
     scale: float = 0.2
@@ -63,6 +69,11 @@ class DemoPlan:
 
     def broken_hour(self, day: int, hour: int) -> str:
         return f"{self.day(day):%Y-%m-%d}-{hour:02d}:00"
+
+    @property
+    def quarantined_hours(self) -> list[str]:
+        """The hours the corruptions quarantine whole (the row-level ones keep their hour)."""
+        return [self.broken_hour(d, h) for k, d, h in self.corruptions if k not in ROW_DEFECTS]
 
     def env(self) -> dict[str, str]:
         """The demo's settings: one-day label delay (the loop has to close within the

@@ -16,6 +16,7 @@ from fraudloop.core.hours import hour_start
 from fraudloop.core.keyspace import hour_landing_prefix
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 from fraudloop.core.tables import known_transaction_ids, read_partition, read_pointer
+from fraudloop.data import id_index
 from fraudloop.data.expectations import warm_up
 from fraudloop.data.ingest import (
     ingest_labels_day,
@@ -238,7 +239,7 @@ def test_normalise_labels_accepts_flags():
     bad, problems = normalise_labels(raw.assign(is_fraud=["yes", "1", "0.5", "0"]), "2018-04-08")
     assert bad is None
     assert problems[0].check == "is_fraud_type"
-    assert problems[0].examples == ["yes"]
+    assert problems[0].examples == ["yes", "0.5"]  # every value that is not a flag
 
 
 # --- ingest end to end -----------------------------------------------------------------------
@@ -431,3 +432,120 @@ def test_labels_against_ids_from_raw(store):
     assert strict.status == "quarantined"
     lenient = ingest_labels_day(store, "2018-04-08", files, known, mostly=0.9)
     assert lenient.status == "valid"
+
+
+# --- ids unique across hours; labels not known before their transaction ----------------------
+
+H6 = "2018-04-01-06:00"
+
+
+def _hour_csv(key: str, rows: int, seed: int, reuse: list[str] | None = None) -> bytes:
+    """A valid hour whose first ids are replaced by ``reuse`` (ids of another hour)."""
+    frame = pd.read_csv(io.BytesIO(sample_transactions_csv(hour_start(key), rows, seed)), dtype=str)
+    for i, tx in enumerate(reuse or []):
+        frame.loc[i, "transaction_id"] = tx
+    return frame.to_csv(index=False, lineterminator="\n").encode()
+
+
+def test_an_id_already_ingested_in_another_hour_is_rejected(store):
+    first = ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    ids = read_partition(store, "transactions", KEY)["transaction_id"].tolist()
+    data = _hour_csv(H6, rows=60, seed=4, reuse=ids[:2])
+    later = ingest_transactions_hour(store, H6, [(hour_landing_prefix(H6) + "b.csv", data)], [])
+    assert later.status == "valid" and later.rows == 58 and later.rows_rejected == 2
+    reason = f"transaction_id already ingested in hour {KEY}"
+    assert later.files[0]["rejected_by_reason"] == {reason: 2}
+    # re-ingesting an hour is not a duplicate of itself
+    again = ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    assert again.status == "valid" and again.rows_rejected == 0
+    assert again.sha256 == first.sha256
+    # a whole hour delivered again under another hour is a wrong file: quarantined
+    replay = _hour_csv(H6, rows=60, seed=4, reuse=ids)
+    wrong = ingest_transactions_hour(store, H6, [(hour_landing_prefix(H6) + "b.csv", replay)], [])
+    assert wrong.status == "quarantined" and reason in wrong.reason_summary
+    # ... and its ids left the index with it: the earlier hour is still unique
+    assert id_index.ingested_elsewhere(store, KEY, pd.Series(ids)).empty
+
+
+def test_a_hash_match_is_confirmed_against_the_raw_ids_before_rejecting(local_store):
+    """The index stores 64-bit hashes; a match whose hour does not hold the id (what a hash
+    collision looks like) rejects nothing."""
+    tx = pd.read_csv(io.BytesIO(GOOD), dtype=str).head(3)
+    tx["tx_datetime"] = pd.to_datetime(tx["tx_datetime"], utc=True)
+    id_index.replace_hour(local_store, "2018-03-30-01:00", tx)  # no raw partition there
+    outcome = ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    assert outcome.status == "valid" and outcome.rows_rejected == 0
+
+
+def test_index_is_replaced_per_hour_and_forgotten_on_quarantine(local_store):
+    ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    data = _hour_csv(H6, rows=30, seed=2)
+    ingest_transactions_hour(local_store, H6, [(hour_landing_prefix(H6) + "b.csv", data)], [])
+    index = id_index.load(local_store)
+    counts = index["hour"].map(id_index.partition_of).value_counts().to_dict()
+    assert counts == {KEY: 60, H6: 30}
+    ingest_transactions_hour(local_store, H6, [(hour_landing_prefix(H6) + "b.csv", b"")], [])
+    hours = id_index.load(local_store)["hour"].unique().tolist()
+    assert hours == [id_index.hour_number(KEY)]
+
+
+def test_a_label_known_before_its_transaction_is_rejected(local_store):
+    """Same day, known_at five minutes before tx_datetime: the day-range check cannot see it."""
+    ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    tx = read_partition(local_store, "transactions", KEY)
+    known_at = tx["tx_datetime"] + pd.Timedelta(minutes=1)
+    known_at.iloc[0] = tx["tx_datetime"].iloc[0] - pd.Timedelta(minutes=5)
+    labels = pd.DataFrame(
+        {
+            "transaction_id": tx["transaction_id"],
+            "is_fraud": 0,
+            "known_at": known_at.dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )
+    files = [("landing/labels/2018-04-01/l.csv", labels.to_csv(index=False).encode())]
+    outcome = ingest_labels_day(local_store, "2018-04-01", files, tx["transaction_id"])
+    assert outcome.status == "valid" and outcome.rows == 59 and outcome.rows_rejected == 1
+    assert outcome.files[0]["rejected_by_reason"] == {
+        "known_at is before the transaction's tx_datetime": 1
+    }
+
+
+def test_hours_of_one_day_indexed_concurrently_lose_nothing(store):
+    """Each day of the index is one object replaced with compare-and-swap: eight hours of the
+    same day written at once all end up in it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def index_hour(h: int) -> None:
+        key = f"2018-04-01-{h:02d}:00"
+        frame = pd.read_csv(io.BytesIO(sample_transactions_csv(hour_start(key), 20, h)), dtype=str)
+        frame["tx_datetime"] = pd.to_datetime(frame["tx_datetime"], utc=True)
+        id_index.replace_hour(store, key, frame)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(index_hour, range(8)))
+    counts = id_index.load(store)["hour"].value_counts()
+    assert len(counts) == 8 and set(counts) == {20}
+
+
+def test_a_label_of_a_rejected_transaction_is_rejected_not_the_label_day(local_store):
+    """The demo's case: one transaction row is rejected, its label arrives a week later; the
+    label day must not fail for that ("refers to a transaction never ingested"), and the label
+    cannot be used: it is rejected with its reason."""
+    frame = pd.read_csv(io.BytesIO(GOOD), dtype=str)
+    frame.loc[4, "amount"] = "-3.00"
+    data = frame.to_csv(index=False, lineterminator="\n").encode()
+    tx = ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", data)], [])
+    assert tx.rows_rejected == 1
+    labels = pd.DataFrame(
+        {"transaction_id": frame["transaction_id"], "is_fraud": 0, "known_at": "2018-04-08T10:00Z"}
+    )
+    files = [("landing/labels/2018-04-08/l.csv", labels.to_csv(index=False).encode())]
+    known = known_transaction_ids(local_store, "2018-04-08", lookback_days=7)
+    outcome = ingest_labels_day(local_store, "2018-04-08", files, known)
+    assert outcome.status == "valid" and outcome.rows == 59
+    assert outcome.files[0]["rejected_by_reason"] == {
+        "its transaction was rejected at ingestion": 1
+    }
+    # a corrected re-delivery of the hour makes the id a transaction again
+    ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    assert id_index.rejected_transactions(local_store, frame["transaction_id"]) == set()

@@ -23,8 +23,9 @@ from tests.factories import csv_bytes, hour_frame, land_hour, land_labels
 H5 = "2018-04-01-05:00"
 
 
-def consumer(env) -> dg.AssetsDefinition:
-    """A stand-in for the feature stage: reads raw partitions the way every reader must."""
+def consumer(env, tolerant: bool = False) -> dg.AssetsDefinition:
+    """A stand-in for the feature stage: reads raw partitions the way every reader must.
+    ``tolerant`` skips a quarantined hour as the feature stage does (it marks it blocked)."""
 
     @dg.asset(
         partitions_def=env.partitions.hourly,
@@ -34,11 +35,15 @@ def consumer(env) -> dg.AssetsDefinition:
     def consumer(
         context: dg.AssetExecutionContext, store: ObjectStoreResource
     ) -> dg.MaterializeResult:
-        rows = sum(
-            len(tables.read_partition(store.open(), "transactions", key))
-            for key in context.partition_keys
-        )
-        return dg.MaterializeResult(metadata={"rows": rows})
+        rows, blocked = 0, []
+        for key in context.partition_keys:
+            try:
+                rows += len(tables.read_partition(store.open(), "transactions", key))
+            except tables.PartitionQuarantined:
+                if not tolerant:
+                    raise
+                blocked.append(key)
+        return dg.MaterializeResult(metadata={"rows": rows, "blocked": ",".join(blocked)})
 
     return consumer
 
@@ -115,36 +120,89 @@ def test_same_input_same_version_and_corrected_redelivery_new_version(env):
     assert tables.read_partition(env.store, "transactions", H5)["amount"].eq(12.34).all()
 
 
-def test_bad_hour_is_quarantined_blocks_downstream_and_later_reads_refuse_it(env, tmp_path):
+def test_quarantined_hour_is_a_successful_run_with_a_warning_and_later_reads_refuse_it(env):
+    """A correctly quarantined file is a handled outcome: the run succeeds, the blocking check
+    reports the quarantine with severity WARN (so it neither fails the run nor stops the
+    downstream step), one alert names the file, and readers refuse the hour."""
     _, frame = land_hour(env.store, H5, rows=30)
-    broken = csv_bytes(frame.assign(amount=["-5.00", *list(frame["amount"][1:])]))
+    broken = csv_bytes(frame.assign(amount="-5.00"))  # every row: over the backstop
     bad_key = "landing/transactions/2018-04-01/05/part-0000.csv"
     env.store.put_bytes(bad_key, broken)
 
-    result = run(env, [*INGEST, consumer(env)], partition_key=H5)
-    assert not result.success
+    result = run(env, [*INGEST, consumer(env, tolerant=True)], partition_key=H5)
+    assert result.success
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed
-    assert "2018-04-01-05:00" in evaluation.metadata["failures"].value
-    # the blocking check stopped the downstream step inside the run
-    assert latest(env, "consumer", H5) is None
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["partitions_quarantined"].value == 1
+    assert "2018-04-01-05:00" in evaluation.metadata["quarantined"].value
+    assert evaluation.metadata["partitions_failed"].value == 0
+    # WARN does not block: the downstream step ran in the same run and skipped the hour itself
+    assert latest(env, "consumer", H5).metadata["blocked"].value == H5
     # the canonical copy was never written; the bytes wait in quarantine, untouched
     assert tables.read_pointer(env.store, "transactions", H5)["status"] == "quarantined"
     names = [i.key.rsplit("/", 1)[1] for i in env.store.list("raw/transactions/")]
     assert not [n for n in names if n.endswith(".parquet") and not n.startswith("_")]
     (record,) = list_quarantine(env.store, table="transactions")
     assert record["source_key"] == bad_key
-    quarantined = [i.key for i in env.store.list("quarantine/") if not i.key.endswith(".json")]
-    assert env.store.get_bytes(quarantined[0]) == broken
-    assert "amount" in record["summary"]
-    # on-call was told
+    assert env.store.get_bytes(record["quarantine_key"]) == broken
+    assert "amount is negative: 30" in record["summary"]
+    materialization = latest(env, "raw_transactions", H5)
+    assert materialization.metadata["rows_accepted"].value == 0
+    assert materialization.metadata["rows_rejected"].value == 30
+    # on-call was told once, about the file: no run-failure alert on top
     (alert,) = read_events(env.store)
-    assert alert["details"]["partition"] == H5 and alert["dedup_key"] == f"ingest/transactions/{H5}"
-    # a later run of the downstream asset alone refuses the quarantined hour
+    assert alert["title"] == f"transactions partition {H5} quarantined: part-0000.csv"
+    assert alert["dedup_key"] == f"ingest/transactions/{H5}/part-0000.csv"
+    assert alert["details"]["partition"] == H5 and alert["severity"] == "warning"
+    # a later run of a strict downstream asset alone refuses the quarantined hour
     later = run(env, [consumer(env)], partition_key=H5)
     assert not later.success
     failure = next(e for e in later.all_events if e.event_type_value == "STEP_FAILURE")
     assert "quarantined" in str(failure.event_specific_data.error)
+
+
+def test_rejected_rows_keep_the_hour_with_counts_and_one_alert_per_file(env):
+    _, frame = land_hour(env.store, H5, rows=40)
+    other = hour_frame(H5, rows=30, seed=5)
+    env.store.put_bytes(
+        "landing/transactions/2018-04-01/05/part-0000.csv",
+        csv_bytes(frame.assign(amount=["0.00", "-3.00", *frame["amount"][2:]])),
+    )
+    env.store.put_bytes(
+        "landing/transactions/2018-04-01/05/part-0001.csv",
+        csv_bytes(other.assign(amount=["inf", *other["amount"][1:]])),
+    )
+    result = run(env, INGEST, partition_key=H5)
+    assert result.success
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed
+    materialization = latest(env, "raw_transactions", H5)
+    assert materialization.metadata["rows_accepted"].value == 68  # the $0.00 row is kept
+    assert materialization.metadata["rows_rejected"].value == 2
+    files = materialization.metadata["files"].value
+    assert [f["rows_rejected"] for f in files] == [1, 1]
+    alerts = read_events(env.store)
+    assert sorted(a["title"] for a in alerts) == [
+        f"transactions partition {H5}: 1 row(s) of part-0000.csv rejected",
+        f"transactions partition {H5}: 1 row(s) of part-0001.csv rejected",
+    ]
+    assert all(a["severity"] == "info" for a in alerts)  # recorded; nothing for anyone to do
+    assert {a["dedup_key"] for a in alerts} == {
+        f"ingest/transactions/{H5}/part-0000.csv/rows",
+        f"ingest/transactions/{H5}/part-0001.csv/rows",
+    }
+    assert "amount is negative: 1" in alerts[0]["summary"] + alerts[1]["summary"]
+
+
+def test_an_hour_with_nothing_written_still_fails_the_run(env):
+    """Something actually broken is not a handled quarantine: the check fails with ERROR."""
+    result = run(env, INGEST, partition_key=H5)  # nothing landed: no pointer is written
+    assert not result.success
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert "nothing was written" in evaluation.metadata["failures"].value
 
 
 @pytest.mark.slow
@@ -177,7 +235,9 @@ def test_labels_are_checked_against_ingested_transactions(env):
     stranger = hour_frame("2018-04-01-06:00", rows=5, seed=9)  # never ingested
     land_labels(env.store, "2018-04-09", stranger)
     result = run(env, ["raw_labels", "labels_pass_expectations"], partition_key="2018-04-09")
-    assert not result.success
+    assert result.success  # a handled quarantine
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     pointer = tables.read_pointer(env.store, "labels", "2018-04-09")
     assert pointer["status"] == "quarantined"
     assert "transaction" in pointer["reason"].lower()
@@ -307,10 +367,12 @@ def test_labels_of_a_quarantined_hour_are_not_rejected_for_the_transactions_faul
 @pytest.mark.slow
 def test_every_broken_delivery_goes_through_sensor_and_run_without_a_crash(env):
     """All corruption kinds land on one day (after a week of history for the row-count bound);
-    the sensor and the runs handle every one: quarantined with the bytes intact, or accepted
-    for the two kinds that are valid by the documented rules."""
+    the sensor and the runs handle every one, and every run succeeds: quarantined with the bytes
+    intact, the bad rows alone rejected (the rest of the hour ingested), or accepted for the
+    kinds that are valid by the documented rules."""
     from fraudloop.core.hours import hour_start
-    from fraudloop.feeds.corruption import CORRUPTION_KINDS, VALID_KINDS, corrupt_file
+    from fraudloop.feeds.corruption import CORRUPTION_KINDS, corrupt_file
+    from tests.test_bad_inputs import ACCEPTED, ROW_LEVEL
 
     kinds = sorted(CORRUPTION_KINDS)
     for day in range(1, 8):
@@ -330,18 +392,49 @@ def test_every_broken_delivery_goes_through_sensor_and_run_without_a_crash(env):
     assert len(requests) == 8  # one range run per day (the hours of a day are contiguous)
     for request in requests:
         outcome = execute(env, request)
-        step_failures = [e for e in outcome.all_events if e.event_type_value == "STEP_FAILURE"]
-        # the only step allowed to fail is the blocking check, never the ingestion itself
-        assert all("pass_expectations" in e.step_key for e in step_failures)
+        # a quarantine is handled: every run succeeds
+        assert outcome.success
 
     records = {r["partition"]: r for r in list_quarantine(env.store, table="transactions")}
     for key, (kind, landing_key, data) in delivered.items():
         pointer = tables.read_pointer(env.store, "transactions", key)
-        if kind in VALID_KINDS:
+        if kind in ACCEPTED:
             assert pointer["status"] == "valid", kind
+            continue
+        if kind in ROW_LEVEL:
+            assert pointer["status"] == "valid", kind
+            assert pointer["rows"] == 50 - ROW_LEVEL[kind][1], kind
+            assert records[key]["rows_rejected"] == ROW_LEVEL[kind][1], kind
+            assert env.store.get_bytes(records[key]["quarantine_key"]) == data, kind
             continue
         assert pointer["status"] == "quarantined", kind
         record = records[key]
         assert record["source_key"] == landing_key
         assert env.store.get_bytes(record["quarantine_key"]) == data, kind
         assert record["summary"], kind
+
+
+def test_a_corrected_reimport_reaches_the_sensor_and_replaces_the_quarantined_hour(env, tmp_path):
+    """The user's case: a broken export is imported and its hour quarantined; the corrected
+    export is imported beside it; the sensor re-ingests and the hour is valid, each id once."""
+    from fraudloop.feeds.importer import import_history
+
+    frame = hour_frame(H5, rows=40, seed=3)
+    broken, fixed = tmp_path / "v1.csv", tmp_path / "v2.csv"
+    frame.assign(amount="-1.00").to_csv(broken, index=False)
+    frame.to_csv(fixed, index=False)
+
+    import_history(env.store, broken, fmt="csv")
+    result, cursor = tick(env)
+    (request,) = result.run_requests
+    assert run(env, INGEST, partition_key=request.partition_key).success  # handled: WARN
+    assert tables.read_pointer(env.store, "transactions", H5)["status"] == "quarantined"
+
+    import_history(env.store, fixed, fmt="csv")
+    result, cursor = tick(env, cursor)
+    (request,) = result.run_requests
+    assert request.partition_key == H5
+    assert run(env, INGEST, partition_key=request.partition_key).success
+    pointer = tables.read_pointer(env.store, "transactions", H5)
+    assert pointer["status"] == "valid" and pointer["rows"] == 40
+    assert len(tables.read_partition(env.store, "transactions", H5)) == 40

@@ -104,7 +104,7 @@ def test_each_transaction_expectation_reports_examples():
     assert amount.unexpected_count == 3
     assert amount.examples == [-5.0, "inf", 250000.0]
     assert amount.message == (
-        "column 'amount' is outside (0, 100000] in 3 of 40 rows, e.g. -5, inf, 250000"
+        "column 'amount' is outside [0, 100000] in 3 of 40 rows, e.g. -5, inf, 250000"
     )
     assert amount.stage == "expectations"
     late = problems[("expect_column_values_to_be_between", "tx_datetime")]
@@ -114,6 +114,13 @@ def test_each_transaction_expectation_reports_examples():
     # everything is JSON-clean (no Timestamp, no NaN/inf floats)
     json.dumps([p.to_dict() for p in outcome.problems], allow_nan=False)
     json.dumps(outcome.to_dict(), allow_nan=False)
+
+
+def test_zero_amount_is_valid():
+    """Account verifications are $0.00: a genuine amount, not a defect."""
+    frame = tx_frame()
+    frame.loc[1, "amount"] = 0.0
+    assert validate_transactions(frame, KEY).passed
 
 
 def test_amount_cap_is_configurable():

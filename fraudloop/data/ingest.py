@@ -3,36 +3,54 @@
 Steps for one partition (an hour of transactions, a day of labels):
 
 1. every landed file is read (:mod:`fraudloop.data.read`) and normalised
-   (:mod:`fraudloop.data.normalise`);
-2. the Great Expectations suite of :mod:`fraudloop.data.validation` runs on the concatenation;
-3. a clean partition is written by :func:`fraudloop.core.tables.write_partition`; otherwise every
-   file of the partition is copied to quarantine with a reason and the partition pointer says
-   "quarantined", so no reader can use it.
+   (:mod:`fraudloop.data.normalise`); a file that cannot be read as a table with the required
+   columns is structurally broken and holds back the whole partition;
+2. row checks (:mod:`fraudloop.data.rows`) run over all files together: an invalid row is
+   rejected on its own, unless its file's rejected share passes the policy's
+   ``max_rejected_share`` (then the file is wrong, not a few rows, and the partition is held);
+3. the Great Expectations suite of :mod:`fraudloop.data.validation` runs on the accepted rows
+   (partition-level checks such as the row-count history, and the evidence in the pointer);
+4. a clean partition is written by :func:`fraudloop.core.tables.write_partition`, the rejected
+   rows of each file are quarantined beside the file's bytes, and the hour's ids go to the
+   cross-hour index (:mod:`fraudloop.data.id_index`). Otherwise every file of the partition
+   is copied to quarantine with a reason and the partition pointer says "quarantined", so no
+   reader can use it.
+
+A partition is held back as a whole when one of its files is: a partial hour would silently
+give wrong velocity and terminal features, a missing one is visibly blocked.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fraudloop.core import tables
 from fraudloop.core.hours import day_start, hour_start
-from fraudloop.core.keyspace import day_landing_prefix, hour_landing_prefix
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 from fraudloop.core.store import ObjectStore, sha256_hex
 from fraudloop.core.tables import canonical_order, mark_quarantined, write_partition
+from fraudloop.data import id_index
 from fraudloop.data.expectations import Problem, ValidationOutcome, jsonable
 from fraudloop.data.normalise import normalise_labels, normalise_transactions
 from fraudloop.data.policy import IngestPolicy
-from fraudloop.data.quarantine import quarantine_files, summarise
-from fraudloop.data.read import read_landed_file
+from fraudloop.data.quarantine import (
+    quarantine_files,
+    quarantine_rows,
+    summarise,
+    write_rejected_rows,
+)
+from fraudloop.data.read import csv_records, read_landed_file
+from fraudloop.data.rows import RowVerdict, label_verdict, transaction_verdict
 from fraudloop.data.validation import (
     LabelSuiteParams,
     TransactionSuiteParams,
@@ -41,6 +59,7 @@ from fraudloop.data.validation import (
     validate_labels,
     validate_transactions,
 )
+from fraudloop.feeds.deliveries import landing_prefix, superseded
 
 # --------------------------------------------------------------------------------------------
 # One partition, end to end
@@ -64,6 +83,10 @@ class IngestOutcome:
     reason_summary: str | None = None
     quarantine_keys: list[str] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
+    # per landed file: key, rows, rows_accepted, rows_rejected, rejected_by_reason, status
+    # ("ingested" | "rows_rejected" | "quarantined" | "held_back"), quarantine_key, summary
+    files: list[dict[str, Any]] = field(default_factory=list)
+    rows_rejected: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     validation: ValidationOutcome | None = None
 
@@ -96,6 +119,8 @@ class IngestOutcome:
             "notes": list(self.notes),
             "reason_summary": self.reason_summary,
             "quarantine_keys": list(self.quarantine_keys),
+            "files": jsonable(self.files),
+            "rows_rejected": self.rows_rejected,
             "sources": jsonable(self.sources),
             "timings": dict(self.timings),
             "validation": self.validation.to_dict() if self.validation else None,
@@ -103,24 +128,153 @@ class IngestOutcome:
 
 
 def landed_files(store: ObjectStore, table: str, partition_key: str) -> list[tuple[str, bytes]]:
-    """The feed files of one partition, sorted by key.
+    """The current feed files of one partition, sorted by key.
 
-    Only direct children of the landing folder; hidden (``.x``), marker (``_SUCCESS``) and
-    ``*.reason.json`` files are skipped.
+    Only direct children of the landing folder; hidden (``.x``), marker and ledger (``_x``)
+    and ``*.reason.json`` files are skipped, and so are files a corrected delivery superseded
+    (:mod:`fraudloop.feeds.deliveries`).
     """
-    if table == "transactions":
-        prefix = hour_landing_prefix(partition_key)
-    elif table == "labels":
-        prefix = day_landing_prefix(partition_key)
-    else:
-        raise ValueError(f"unknown table {table!r}")
+    prefix = landing_prefix(table, partition_key)
+    replaced = superseded(store, table, partition_key)
     out = []
     for info in store.list(prefix):
         rest = info.key[len(prefix) :]
         if "/" in rest or rest.startswith((".", "_")) or rest.endswith(".reason.json"):
             continue
+        if info.key in replaced:
+            continue
         out.append((info.key, store.get_bytes(info.key)))
     return out
+
+
+LISTED_WHEN_WHOLE = 1_000  # rejected rows listed for a file quarantined whole (all: otherwise)
+
+
+@dataclass
+class _Delivery:
+    """One landed file on its way through ingestion."""
+
+    key: str
+    data: bytes
+    source: dict[str, Any]
+    format: str | None = None
+    frame: pd.DataFrame | None = None  # normalised, rows in file order
+    value_problems: list[Problem] = field(default_factory=list)
+
+
+def _read_all(files, table, partition_key, normalise, limits, timings, notes):
+    """Read and normalise every file; structural problems (a file that cannot be read as a
+    table of the right columns) are returned, a value that does not parse is left to the row
+    checks."""
+    deliveries, problems = [], []
+    for key, data in files:
+        delivery = _Delivery(key, data, {"key": key, "sha256": sha256_hex(data), "size": len(data)})
+        t = time.perf_counter()
+        read = read_landed_file(key, data, limits)
+        timings["read_s"] += time.perf_counter() - t
+        delivery.format = delivery.source["format"] = read.format
+        problems += read.problems
+        if read.frame is not None:
+            t = time.perf_counter()
+            frame, found = normalise(
+                read.frame, partition_key, source=key, notes=notes, lenient=True
+            )
+            timings["normalise_s"] += time.perf_counter() - t
+            if frame is None:
+                problems += found
+            else:
+                delivery.frame, delivery.value_problems = frame, found
+                delivery.source["rows"] = len(frame)
+        deliveries.append(delivery)
+    return deliveries, problems
+
+
+def _rejected_rows(delivery: _Delivery, positions: np.ndarray, verdict, offset: int) -> list:
+    """The rejected rows of one file as the quarantine lists them: row number, line number
+    (CSV), reasons, and the row as delivered."""
+    records = csv_records(delivery.data) if delivery.format == "csv" else None
+    frame = delivery.frame
+    rows = []
+    for position in positions:
+        position = int(position)
+        row: dict[str, Any] = {
+            "row": position + 1,
+            "reasons": verdict.reasons_of(offset + position),
+        }
+        if records is not None and position < len(records):
+            row["line"], row["raw"] = records[position]
+        else:
+            row["raw"] = json.dumps(jsonable(frame.iloc[position].to_dict()), allow_nan=False)
+        rows.append(row)
+    return rows
+
+
+def _judge_rows(
+    table: str,
+    partition_key: str,
+    deliveries: list[_Delivery],
+    row_check,
+    limits: IngestPolicy,
+) -> tuple[pd.DataFrame, pd.Series, list[Problem], list[dict[str, Any]]]:
+    """Row checks over every file of the partition at once (ids must be unique across files).
+
+    Returns the accepted rows, the ids of the rejected ones, the file-level problems (a file
+    whose rejected share passes ``limits.max_rejected_share``) and, per file, what happened to
+    its rows.
+    """
+    frames = [d.frame for d in deliveries]
+    combined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    verdict = row_check(combined)
+    rejected = verdict.rejected
+    problems, files = [], []
+    offset = 0
+    for delivery in deliveries:
+        n = len(delivery.frame)
+        own = np.zeros(len(combined), dtype=bool)
+        own[offset : offset + n] = True
+        positions = np.flatnonzero(rejected[offset : offset + n])
+        counts = verdict.counts(own)
+        share = len(positions) / n if n else 0.0
+        name = posixpath.basename(delivery.key)
+        result = {
+            "key": delivery.key,
+            "rows": n,
+            "rows_rejected": len(positions),
+            "rows_accepted": int(n - len(positions)),
+            "rejected_by_reason": counts,
+            "status": "ingested",
+        }
+        if len(positions):
+            whole = share > limits.max_rejected_share
+            # a file quarantined whole keeps its bytes: its first rows are listed as examples
+            listed = positions[:LISTED_WHEN_WHOLE] if whole else positions
+            result["rejected"] = _rejected_rows(delivery, listed, verdict, offset)
+            top = ", ".join(f"{reason}: {count:,}" for reason, count in counts.items())
+            if whole:
+                problems.append(
+                    Problem(
+                        "rows",
+                        "rejected_share",
+                        f"{len(positions):,} of {n:,} rows ({share:.1%}) are invalid, over the "
+                        f"limit of {limits.max_rejected_share:.1%} for rejecting rows one by "
+                        f"one ({top})",
+                        unexpected_count=len(positions),
+                        examples=[row.get("raw") for row in result["rejected"][:5]],
+                        source=delivery.key,
+                    )
+                )
+                problems += delivery.value_problems
+                result["status"] = "quarantined"
+            else:
+                result["status"] = "rows_rejected"
+                result["summary"] = (
+                    f"{table} {partition_key}: {len(positions):,} of {n:,} rows of {name} "
+                    f"rejected ({top}); {n - len(positions):,} ingested"
+                )
+        files.append(result)
+        offset += n
+    accepted = combined[~rejected].reset_index(drop=True)
+    return accepted, combined.loc[rejected, "transaction_id"], problems, files
 
 
 def _ingest(
@@ -129,40 +283,37 @@ def _ingest(
     partition_key: str,
     files: Sequence[tuple[str, bytes]],
     normalise,
+    row_check,
     validate,
     limits: IngestPolicy,
 ) -> IngestOutcome:
     started = time.perf_counter()
-    timings = {"read_s": 0.0, "normalise_s": 0.0, "validate_s": 0.0, "write_s": 0.0}
+    timings = {"read_s": 0.0, "normalise_s": 0.0, "rows_s": 0.0, "validate_s": 0.0}
+    timings["write_s"] = 0.0
     files = sorted(files, key=lambda f: f[0])
     outcome = IngestOutcome(table, partition_key, "missing")
     if not files:
         outcome.reason_summary = f"no files landed for {table} {partition_key}"
         outcome.timings = {**timings, "total_s": round(time.perf_counter() - started, 4)}
         return outcome
-    frames, problems, notes, sources = [], [], [], []
-    for key, data in files:
-        source = {"key": key, "sha256": sha256_hex(data), "size": len(data)}
-        t = time.perf_counter()
-        read = read_landed_file(key, data, limits)
-        timings["read_s"] += time.perf_counter() - t
-        source["format"] = read.format
-        problems += read.problems
-        if read.frame is not None:
-            t = time.perf_counter()
-            frame, found = normalise(read.frame, partition_key, source=key, notes=notes)
-            timings["normalise_s"] += time.perf_counter() - t
-            problems += found
-            if frame is not None:
-                source["rows"] = len(frame)
-                frames.append(frame)
-        sources.append(source)
-    outcome.sources, outcome.notes = sources, notes
+    notes: list[str] = []
+    deliveries, problems = _read_all(files, table, partition_key, normalise, limits, timings, notes)
+    outcome.sources, outcome.notes = [d.source for d in deliveries], notes
+    frames = [d.frame for d in deliveries if d.frame is not None]
 
     canonical = None
     if not problems:
         t = time.perf_counter()
-        canonical = frames[0] if len(frames) == 1 else _concat(table, frames)
+        accepted, rejected_ids, problems, outcome.files = _judge_rows(
+            table, partition_key, deliveries, row_check, limits
+        )
+        timings["rows_s"] = time.perf_counter() - t
+        outcome.rows_rejected = sum(f["rows_rejected"] for f in outcome.files)
+        if not problems and accepted.empty:
+            problems.append(Problem("rows", "no_valid_rows", "no row of the partition is valid"))
+    if not problems:
+        t = time.perf_counter()
+        canonical = _concat(table, [accepted])
         timings["normalise_s"] += time.perf_counter() - t
         t = time.perf_counter()
         outcome.validation = validate(canonical)
@@ -171,40 +322,91 @@ def _ingest(
 
     t = time.perf_counter()
     if not problems and canonical is not None:
-        version = write_partition(
-            store,
-            table,
-            partition_key,
-            canonical,
-            sources,
-            validation=outcome.validation.statistics if outcome.validation else None,
-        )
-        outcome.status = "valid"
-        outcome.rows, outcome.sha256, outcome.key = version.rows, version.sha256, version.key
-        outcome.created, outcome.bytes = version.created, version.bytes
-        outcome.min_timestamp = version.pointer.get("min_timestamp")
-        outcome.max_timestamp = version.pointer.get("max_timestamp")
+        _accept(store, outcome, deliveries, canonical, rejected_ids)
     else:
-        outcome.status = "quarantined"
-        outcome.problems = problems
-        outcome.reason_summary = summarise(table, partition_key, problems)
-        outcome.quarantine_keys = quarantine_files(
-            store, table, partition_key, files, problems, reason_summary=outcome.reason_summary
-        )
-        ids_key = _keep_delivered_ids(store, table, partition_key, frames)
-        mark_quarantined(
-            store,
-            table,
-            partition_key,
-            outcome.reason_summary,
-            outcome.quarantine_keys,
-            delivered_ids_key=ids_key,
-        )
-        outcome.rows = sum(len(f) for f in frames)
+        _quarantine_partition(store, outcome, files, problems, frames)
     timings["write_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     outcome.timings = {k: round(v, 4) for k, v in timings.items()}
     return outcome
+
+
+def _accept(
+    store, outcome: IngestOutcome, deliveries, canonical: pd.DataFrame, rejected_ids: pd.Series
+) -> None:
+    """Write the accepted rows as the partition's version; quarantine the rejected rows of each
+    file beside the file's bytes."""
+    table, partition_key = outcome.table, outcome.partition_key
+    version = write_partition(
+        store,
+        table,
+        partition_key,
+        canonical,
+        outcome.sources,
+        validation=outcome.validation.statistics if outcome.validation else None,
+    )
+    outcome.status = "valid"
+    outcome.rows, outcome.sha256, outcome.key = version.rows, version.sha256, version.key
+    outcome.created, outcome.bytes = version.created, version.bytes
+    outcome.min_timestamp = version.pointer.get("min_timestamp")
+    outcome.max_timestamp = version.pointer.get("max_timestamp")
+    if table == "transactions":
+        id_index.replace_hour(store, partition_key, canonical, rejected_ids)
+    by_key = {d.key: d for d in deliveries}
+    for result in outcome.files:
+        if result["status"] != "rows_rejected":
+            continue
+        delivery = by_key[result["key"]]
+        result["quarantine_key"] = quarantine_rows(
+            store,
+            table,
+            partition_key,
+            delivery.key,
+            delivery.data,
+            result.pop("rejected"),
+            rows_total=result["rows"],
+            rejected_by_reason=result["rejected_by_reason"],
+            summary=result["summary"],
+            value_problems=delivery.value_problems,
+        )
+        outcome.quarantine_keys.append(result["quarantine_key"])
+
+
+def _quarantine_partition(store, outcome: IngestOutcome, files, problems, frames) -> None:
+    """The whole partition is held back: every file to quarantine with the reasons, the
+    pointer says quarantined, the hour's ids leave the index."""
+    table, partition_key = outcome.table, outcome.partition_key
+    outcome.status = "quarantined"
+    outcome.problems = problems
+    outcome.reason_summary = summarise(table, partition_key, problems)
+    outcome.quarantine_keys = quarantine_files(
+        store, table, partition_key, files, problems, reason_summary=outcome.reason_summary
+    )
+    by_source = dict(zip([k for k, _ in files], outcome.quarantine_keys, strict=True))
+    if not outcome.files:  # stopped before the row checks: a file could not be read as a table
+        broken = {p.source for p in problems}
+        outcome.files = [
+            {"key": key, "status": "quarantined" if key in broken else "held_back"}
+            for key, _ in files
+        ]
+    for result in outcome.files:
+        result["quarantine_key"] = by_source[result["key"]]
+        if result.get("rejected"):
+            write_rejected_rows(store, result["quarantine_key"], result.pop("rejected"))
+        if result["status"] != "quarantined":
+            result["status"] = "held_back"
+    if table == "transactions":
+        id_index.replace_hour(store, partition_key, None)
+    ids_key = _keep_delivered_ids(store, table, partition_key, frames)
+    mark_quarantined(
+        store,
+        table,
+        partition_key,
+        outcome.reason_summary,
+        outcome.quarantine_keys,
+        delivered_ids_key=ids_key,
+    )
+    outcome.rows = sum(len(f) for f in frames)
 
 
 def _keep_delivered_ids(
@@ -233,7 +435,11 @@ def reason_markdown(outcome: IngestOutcome) -> str:
     """Why a partition was not ingested, as Markdown for the Dagster UI and alerts."""
     title = f"**{outcome.table} `{outcome.partition_key}`: {outcome.status}**"
     if outcome.status == "valid":
-        return f"{title}: {outcome.rows:,} rows, sha256 `{outcome.sha256}`"
+        lines = [f"{title}: {outcome.rows:,} rows, sha256 `{outcome.sha256}`"]
+        for file in outcome.files:
+            if file.get("status") == "rows_rejected":
+                lines.append(f"- {file['summary']} (quarantine: `{file['quarantine_key']}`)")
+        return "\n".join(lines)
     lines = [title, "", outcome.reason_summary or ""]
     if outcome.problems:
         lines += ["", "Problems:"]
@@ -290,12 +496,25 @@ def ingest_transactions_hour(
         ),
         row_bounds_basis=history_basis(history_counts),
     )
+
+    def row_check(frame: pd.DataFrame) -> RowVerdict:
+        return transaction_verdict(
+            frame,
+            hour_start=params.hour_start,
+            amount_max=params.amount_max,
+            id_pattern=limits.id_pattern,
+            ingested_elsewhere=id_index.ingested_elsewhere(
+                store, partition_key, frame["transaction_id"]
+            ),
+        )
+
     return _ingest(
         store,
         "transactions",
         partition_key,
         files,
         normalise_transactions,
+        row_check,
         lambda frame: validate_transactions(frame, params=params),
         limits,
     )
@@ -319,12 +538,23 @@ def ingest_labels_day(
         check_known_ids=known_transaction_ids is not None,
         known_ids_mostly=float(limits.known_ids_mostly if mostly is None else mostly),
     )
+
+    def row_check(frame: pd.DataFrame) -> RowVerdict:
+        return label_verdict(
+            frame,
+            day_start=params.day_start,
+            id_pattern=limits.id_pattern,
+            transaction_times=id_index.transaction_times(store, frame["transaction_id"]),
+            rejected_transactions=id_index.rejected_transactions(store, frame["transaction_id"]),
+        )
+
     return _ingest(
         store,
         "labels",
         day_key,
         files,
         normalise_labels,
+        row_check,
         lambda frame: validate_labels(
             frame, known_transaction_ids=known_transaction_ids, params=params
         ),

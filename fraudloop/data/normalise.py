@@ -6,7 +6,8 @@ Values
 ------
 - Missing values in CSV: an empty field and the tokens ``NULL``, ``null``, ``NaN``, ``nan``,
   ``None`` are missing (and then rejected by the not-null expectations). Nothing else is.
-- Identifiers are strings with surrounding whitespace removed; integer ids from Parquet are
+- Identifiers are strings with surrounding spaces removed (not line breaks or tabs: a control
+  character in an id is rejected by the row checks); integer ids from Parquet are
   written as decimal strings (``123``, never ``123.0``).
 - ``amount`` is a decimal number (``12.5``, ``1e3``); ``inf`` parses but fails the range check.
 - ``is_fraud`` accepts 0, 1, true, false (any case); other integers parse and then fail the
@@ -106,7 +107,8 @@ def _to_string(col: pd.Series) -> pd.Series:
             out = col.astype("string")
     else:
         out = col.astype("string")
-    out = out.str.strip()
+    # spaces only: a line break or tab inside a quoted id is a defect the row checks must see
+    out = out.str.strip(" ")
     return out.mask(out == "")
 
 
@@ -187,6 +189,7 @@ def _to_flag(col: pd.Series, column: str, source: str | None) -> tuple[pd.Series
         return col.astype("Int8"), []
     if pd.api.types.is_numeric_dtype(col):
         numbers = col.astype("float64")
+        unparsed = pd.Series(False, index=col.index)
     else:
         text = col.astype("string").str.strip().str.lower()
         text = text.mask(text == "")
@@ -195,15 +198,12 @@ def _to_flag(col: pd.Series, column: str, source: str | None) -> tuple[pd.Series
             text.astype(object).where(text.notna(), None), errors="coerce"
         ).astype("float64")
         unparsed = (text.notna() & numbers.isna()).fillna(False).astype(bool)
-        if unparsed.any():
-            return pd.Series(pd.NA, index=col.index, dtype="Int8"), [
-                _coercion_problem(column, col, unparsed, "0, 1, true or false", source)
-            ]
     finite = numbers.notna()
     integral = numbers.where(finite, 0)
-    bad = finite & ((integral != np.floor(integral)) | (integral.abs() > 127))
+    bad = unparsed | (finite & ((integral != np.floor(integral)) | (integral.abs() > 127)))
     if bad.any():
-        return pd.Series(pd.NA, index=col.index, dtype="Int8"), [
+        # the values that did parse are kept: a row-level caller rejects only the others
+        return numbers.mask(bad).astype("Int8"), [
             _coercion_problem(column, col, bad, "0, 1, true or false", source)
         ]
     return numbers.astype("Int8"), []
@@ -216,6 +216,7 @@ def _finish(
     extras: list[Any],
     notes: list[str] | None,
     source: str | None,
+    keep_order: bool = False,
 ) -> pd.DataFrame:
     result = pd.DataFrame(out, index=frame.index)
     if extras:
@@ -228,6 +229,9 @@ def _finish(
                 f"{where}kept {len(extras)} extra column(s) after the canonical ones: "
                 + ", ".join(str(c).strip() for c in extras)
             )
+    if keep_order:  # rows stay in file order: row i is the file's i-th record
+        columns = list(TRANSACTION_COLUMNS if table == "transactions" else LABEL_COLUMNS)
+        return result[columns + sorted(c for c in result.columns if c not in columns)]
     return canonical_order(table, result)
 
 
@@ -237,6 +241,7 @@ def normalise_transactions(
     *,
     source: str | None = None,
     notes: list[str] | None = None,
+    lenient: bool = False,
 ) -> tuple[pd.DataFrame | None, list[Problem]]:
     """A frame as read from a feed -> canonical transactions (dtypes of schema.TRANSACTION_COLUMNS,
     sorted by (tx_datetime, transaction_id)), or None and the problems.
@@ -244,6 +249,9 @@ def normalise_transactions(
     Range checks (amount > 0, inside the hour, unique ids, no nulls) are the validation suite's
     job, not this function's; ``partition_key`` is accepted for symmetry and messages only.
     Notes about accepted oddities (extra columns) are appended to ``notes`` when given.
+    ``lenient`` is the row-level mode of ingestion: a value that does not parse becomes null
+    (its problem is still returned, and the row checks reject that row alone) and rows keep
+    their file order, so row ``i`` is the file's ``i``-th record.
     """
     try:
         mapping, extras, problems = _map_columns(frame, list(TRANSACTION_COLUMNS), source)
@@ -258,9 +266,9 @@ def normalise_transactions(
             out[column] = _to_string(frame[mapping[column]])
         out["amount"], found = _to_float(frame[mapping["amount"]], "amount", source)
         problems += found
-        if problems:
+        if problems and not lenient:
             return None, problems
-        return _finish("transactions", out, frame, extras, notes, source), []
+        return _finish("transactions", out, frame, extras, notes, source, lenient), problems
     except Exception as exc:  # a bug or a pathological frame must not crash ingestion
         return None, [
             Problem("normalise", "unexpected_error", f"{type(exc).__name__}: {exc}", source=source)
@@ -273,6 +281,7 @@ def normalise_labels(
     *,
     source: str | None = None,
     notes: list[str] | None = None,
+    lenient: bool = False,
 ) -> tuple[pd.DataFrame | None, list[Problem]]:
     """A labels frame -> canonical labels (transaction_id, is_fraud, known_at UTC), sorted by
     (known_at, transaction_id). ``is_fraud`` is int8, or nullable Int8 when some are missing
@@ -286,11 +295,11 @@ def normalise_labels(
         problems += found
         out["known_at"], found = _to_utc(frame[mapping["known_at"]], "known_at", source)
         problems += found
-        if problems:
+        if problems and not lenient:
             return None, problems
         if out["is_fraud"].notna().all():
             out["is_fraud"] = out["is_fraud"].astype("int8")
-        return _finish("labels", out, frame, extras, notes, source), []
+        return _finish("labels", out, frame, extras, notes, source, lenient), problems
     except Exception as exc:
         return None, [
             Problem("normalise", "unexpected_error", f"{type(exc).__name__}: {exc}", source=source)

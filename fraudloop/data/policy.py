@@ -36,6 +36,17 @@ class IngestPolicy:
         "FRAUDLOOP_LABEL_LOOKBACK_DAYS", 45, "how old a labelled transaction may be"
     )
     known_ids_mostly: float = 1.0  # share of a day's labels that must refer to ingested ids
+    max_rejected_share: float = setting(
+        "FRAUDLOOP_MAX_REJECTED_SHARE",
+        0.05,
+        "share of a file's rows that may be rejected one by one; above it the whole file "
+        "(and its hour) is quarantined",
+    )
+    id_pattern: str = setting(
+        "FRAUDLOOP_ID_PATTERN",
+        r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}",
+        "regular expression every transaction, customer and terminal id must match in full",
+    )
 
     @property
     def max_file_bytes(self) -> int:

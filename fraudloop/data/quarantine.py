@@ -5,6 +5,11 @@ Layout::
     quarantine/<table>/<partition>/<file name>               the original bytes, unchanged
     quarantine/<table>/<partition>/<file name>.reason.json   why, and what to do about it
 
+A file whose hour was accepted but some of its rows were not is quarantined the same way (bytes
+kept whole), with ``<file name>.rejected.jsonl``: one line per rejected row (row number, line
+number in the file, reasons, the row's original text); its ``.reason.json`` has the counts by
+reason. A file over the rejected-share backstop gets the same ``.rejected.jsonl``.
+
 A quarantined file is never overwritten with different bytes: if the key already holds other
 content (an earlier bad delivery of the same file name), the new copy is stored as
 ``<stem>.<sha256[:12]><suffix>`` instead. Re-quarantining the same bytes reuses the key and
@@ -22,6 +27,8 @@ from typing import Any
 from fraudloop.core.store import ObjectStore, sha256_hex
 
 REASON_SUFFIX = ".reason.json"
+REJECTED_SUFFIX = ".rejected.jsonl"
+EXAMPLE_ROWS = 10
 
 
 def quarantine_prefix(table: str | None = None, partition_key: str | None = None) -> str:
@@ -68,6 +75,20 @@ def _store_copy(store: ObjectStore, key: str, data: bytes, sha: str) -> str:
     raise RuntimeError(f"{key}: both the name and its sha-suffixed name hold other bytes")
 
 
+def _identity(
+    table: str, partition_key: str, source: str, key: str, sha: str, size: int
+) -> dict[str, Any]:
+    """What every quarantine record starts with: which file, where its bytes are now."""
+    return {
+        "table": table,
+        "partition": partition_key,
+        "source_key": source,
+        "quarantine_key": key,
+        "sha256": sha,
+        "size": size,
+    }
+
+
 def quarantine_files(
     store: ObjectStore,
     table: str,
@@ -83,7 +104,7 @@ def quarantine_files(
     All files are quarantined together because the partition is rejected as a whole; a problem
     that belongs to one file names it in ``source``. Returns the quarantine keys of the copies.
     """
-    detected_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    detected_at = _now()
     problem_dicts = [_problem_dict(p) for p in problems]
     prefix = quarantine_prefix(table, partition_key)
     placed: list[tuple[str, str, str, int]] = []
@@ -95,12 +116,7 @@ def quarantine_files(
     for source, key, sha, size in placed:
         own = [p for p in problem_dicts if p.get("source") == source]
         reason = {
-            "table": table,
-            "partition": partition_key,
-            "source_key": source,
-            "quarantine_key": key,
-            "sha256": sha,
-            "size": size,
+            **_identity(table, partition_key, source, key, sha, size),
             "detected_at": detected_at,
             "summary": reason_summary,
             "problem_scope": (
@@ -122,6 +138,66 @@ def quarantine_files(
         body = json.dumps(reason, indent=2, sort_keys=False, allow_nan=False).encode()
         store.put_bytes(key + REASON_SUFFIX, body)
     return keys
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_rejected_rows(store: ObjectStore, quarantine_key: str, rows: Sequence[dict]) -> str:
+    """Every rejected row of a file, one JSON object a line (row number, line number, reasons,
+    the original text), beside the file's quarantined bytes."""
+    key = quarantine_key + REJECTED_SUFFIX
+    body = "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)
+    store.put_bytes(key, body.encode())
+    return key
+
+
+def quarantine_rows(
+    store: ObjectStore,
+    table: str,
+    partition_key: str,
+    source: str,
+    data: bytes,
+    rows: Sequence[dict],
+    *,
+    rows_total: int,
+    rejected_by_reason: dict[str, int],
+    summary: str,
+    value_problems: Sequence[Any] = (),
+) -> str:
+    """Quarantine the rejected rows of a file whose other rows were ingested.
+
+    The file's bytes are kept whole (the evidence, and what a re-delivery replaces), with
+    ``.rejected.jsonl`` listing every rejected row and ``.reason.json`` the counts by reason and
+    the first rows. Returns the quarantine key of the file's copy.
+    """
+    sha = sha256_hex(data)
+    key = _store_copy(
+        store, quarantine_prefix(table, partition_key) + posixpath.basename(source), data, sha
+    )
+    rejected_key = write_rejected_rows(store, key, rows)
+    reason = {
+        **_identity(table, partition_key, source, key, sha, len(data)),
+        "detected_at": _now(),
+        "summary": summary,
+        "problem_scope": "some rows of this file; its other rows were ingested",
+        "rows_total": rows_total,
+        "rows_rejected": len(rows),
+        "rows_accepted": rows_total - len(rows),
+        "rejected_by_reason": rejected_by_reason,
+        "rejected_rows_key": rejected_key,
+        "first_rejected_rows": list(rows[:EXAMPLE_ROWS]),
+        "value_problems": [_problem_dict(p) for p in value_problems],
+        "what_to_do": (
+            "Nothing is blocked: the hour holds the file's valid rows. If the rejected rows "
+            "matter, ask the feed to re-deliver the file corrected and re-run the ingestion of "
+            "this partition."
+        ),
+    }
+    body = json.dumps(reason, indent=2, allow_nan=False).encode()
+    store.put_bytes(key + REASON_SUFFIX, body)
+    return key
 
 
 def list_quarantine(store: ObjectStore, table: str | None = None) -> list[dict[str, Any]]:

@@ -221,3 +221,23 @@ def _read_parquet(name: str, data: bytes) -> ReadResult:
             "parquet",
         )
     return ReadResult(frame, [], "parquet")
+
+
+def csv_records(data: bytes) -> list[tuple[int, str]]:
+    """``(first line number, original text)`` of every data record of a CSV file, in the order
+    pandas reads them (the header and blank lines skipped), so a rejected row can be shown as
+    it was delivered; a record with a quoted line break spans several lines."""
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    lines: list[str] = []
+
+    def feed():
+        for line in io.StringIO(data[bom:].decode("utf-8"), newline=""):
+            lines.append(line)
+            yield line
+
+    records, consumed = [], 0
+    for record in csv.reader(feed()):
+        start, consumed = consumed, len(lines)
+        if record:
+            records.append((start + 1, "".join(lines[start:consumed])))
+    return records[1:]

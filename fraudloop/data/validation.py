@@ -4,9 +4,12 @@ One suite per table:
 
 - ``transactions`` (one hourly partition): the required columns exist; no required column has a
   null (this also catches NaN amounts); ``transaction_id`` is unique; ``amount`` is in
-  ``(0, amount_max]`` (this also catches +/-inf); ``tx_datetime`` is in ``[hour start, hour start +
-  1 h)``; and, when earlier valid partitions of the same hour of day exist, the row count is within
-  bounds derived from them (:func:`row_count_bounds`), which catches a duplicated or truncated feed.
+  ``[0, amount_max]`` (zero is an account verification; this also catches +/-inf);
+  ``tx_datetime`` is in ``[hour start, hour start + 1 h)``; and, when earlier valid partitions
+  of the same hour of day exist, the row count is within bounds derived from them
+  (:func:`row_count_bounds`), which catches a duplicated or truncated feed. Ingestion runs the
+  suite on the rows that passed the row checks (:mod:`fraudloop.data.rows`): it is the
+  partition's verdict and evidence, the row checks decide which rows are kept.
 - ``labels`` (one daily partition): the required columns exist; no nulls; ``transaction_id`` is
   unique; ``is_fraud`` is in {0, 1}; ``known_at`` is in ``[day start, day start + 1 day)``; and,
   when the caller passes the set of transaction ids ingested so far, every label refers to one of
@@ -123,7 +126,7 @@ def transactions_suite(params: TransactionSuiteParams):
     suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="transaction_id"))
     suite.add_expectation(
         gxe.ExpectColumnValuesToBeBetween(
-            column="amount", min_value=0.0, max_value=float(params.amount_max), strict_min=True
+            column="amount", min_value=0.0, max_value=float(params.amount_max)
         )
     )
     suite.add_expectation(

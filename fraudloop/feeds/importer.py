@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
 from fraudloop.core.hours import hour_key
-from fraudloop.core.keyspace import day_landing_prefix, hour_landing_prefix
+from fraudloop.core.keyspace import (
+    day_landing_prefix,
+    hour_landing_prefix,
+    partition_from_landing_key,
+)
 from fraudloop.core.store import ObjectStore, sha256_hex
+from fraudloop.feeds import deliveries
+
+IMPORT_STREAM = "import-"  # the importer's files in a partition: the newest export is current
 
 
 @dataclass
@@ -29,6 +37,7 @@ class ImportSummary:
     label_rows: int = 0
     label_files: int = 0
     unplaced_rows: int = 0
+    superseded: int = 0  # earlier imported files a corrected export replaced
     notes: list[str] = field(default_factory=list)
 
 
@@ -82,6 +91,53 @@ def _quarantine_unplaced(store: ObjectStore, name: str, frame: pd.DataFrame, rea
     store.put_bytes(key + ".reason.json", json.dumps(record, indent=2).encode())
 
 
+def _days(first: date, last: date) -> list[str]:
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def _supersede_stream(
+    store: ObjectStore,
+    table: str,
+    written: dict[str, str],
+    days: list[str],
+    source: str,
+) -> int:
+    """Every partition of ``days`` gets ``written[partition]`` as its one importer delivery;
+    a partition of those days that the export has no rows for keeps none. Returns how many
+    earlier deliveries were superseded (recorded in each partition's ledger, bytes kept)."""
+    partitions = set(written)
+    for day in days:
+        prefix = f"{day_landing_prefix(day)}" if table == "labels" else f"landing/{table}/{day}/"
+        for info in store.list(prefix):
+            if posixpath.basename(info.key).startswith(IMPORT_STREAM):
+                found = partition_from_landing_key(info.key)
+                if found and found[0] == table:
+                    partitions.add(found[1])
+    count = 0
+    for partition in sorted(partitions):
+        before = deliveries.superseded(store, table, partition)
+        after = deliveries.make_current(
+            store,
+            table,
+            partition,
+            written.get(partition),
+            IMPORT_STREAM,
+            reason=f"re-import of {source}",
+            by="fraudloop import",
+        )
+        count += len(set(after) - before)
+    return count
+
+
+def _in_range(days: pd.Series, first: date | None, last: date | None) -> pd.Series:
+    keep = pd.Series(True, index=days.index)
+    if first is not None:
+        keep &= days >= first.isoformat()
+    if last is not None:
+        keep &= days <= last.isoformat()
+    return keep
+
+
 def import_history(
     store: ObjectStore,
     transactions_path: str | Path,
@@ -89,15 +145,23 @@ def import_history(
     mapping: dict[str, str] | None = None,
     fmt: str = "parquet",
     label_delay: timedelta = timedelta(days=7),
+    first_day: date | None = None,
+    last_day: date | None = None,
 ) -> ImportSummary:
     """Write ``landing/transactions/<day>/<hour>/import-<src>.<fmt>`` and daily label files.
 
     File names derive from the source file's hash, so importing the same export twice
-    rewrites the same files (idempotent) and two different exports never collide. Labels
-    without a ``known_at`` column get ``tx_datetime + label_delay`` (said in the summary notes).
+    rewrites the same files (idempotent) and two different exports never collide. A new
+    export supersedes the earlier import of every partition it covers (a corrected export
+    replaces a broken one, recorded in the partition's ledger, old bytes kept; importing the
+    old export again makes it current again). ``first_day``/``last_day`` (inclusive, UTC)
+    import only those days and supersede only there. Labels without a ``known_at`` column get
+    ``tx_datetime + label_delay`` (said in the summary notes).
     """
     if fmt not in ("csv", "parquet"):
         raise ValueError("format must be csv or parquet")
+    if first_day and last_day and first_day > last_day:
+        raise ValueError(f"--from {first_day} is after --to {last_day}")
     mapping = mapping or {}
     summary = ImportSummary()
     tx_path = Path(transactions_path)
@@ -119,13 +183,18 @@ def import_history(
             f"{len(unplaced)} row(s) have no parseable tx_datetime, so their hour is unknown",
         )
         summary.notes.append(f"{len(unplaced)} transaction rows quarantined (no timestamp)")
-    placed = transactions[when.notna()]
-    hours = when[when.notna()].dt.floor("h")
-    for hour, rows in placed.groupby(hours, sort=True):
-        key = f"{hour_landing_prefix(hour_key(hour))}import-{tag}.{fmt}"
+    placed_when = when[when.notna()]
+    in_range = _in_range(placed_when.dt.strftime("%Y-%m-%d"), first_day, last_day)
+    placed, placed_when = transactions[when.notna()][in_range], placed_when[in_range]
+    written: dict[str, str] = {}
+    for hour, rows in placed.groupby(placed_when.dt.floor("h"), sort=True):
+        key = f"{hour_landing_prefix(hour_key(hour))}{IMPORT_STREAM}{tag}.{fmt}"
         _write(store, key, rows, fmt)
+        written[hour_key(hour)] = key
         summary.transaction_files += 1
     summary.transaction_rows = len(placed)
+    days = _covered_days(placed_when, first_day, last_day)
+    summary.superseded += _supersede_stream(store, "transactions", written, days, tx_path.name)
 
     if labels_path is not None:
         labels = read_table(labels_path).rename(columns=mapping)
@@ -146,10 +215,32 @@ def import_history(
                 bad,
                 f"{len(bad)} label row(s) have no known_at (nor a matching transaction)",
             )
-        good = labels[known_at.notna()]
         days = known_at[known_at.notna()].dt.strftime("%Y-%m-%d")
+        in_range = _in_range(days, first_day, last_day)
+        good, days = labels[known_at.notna()][in_range], days[in_range]
+        written = {}
         for day, rows in good.groupby(days, sort=True):
-            _write(store, f"{day_landing_prefix(day)}import-{lab_tag}.{fmt}", rows, fmt)
+            key = f"{day_landing_prefix(day)}{IMPORT_STREAM}{lab_tag}.{fmt}"
+            _write(store, key, rows, fmt)
+            written[day] = key
             summary.label_files += 1
         summary.label_rows = len(good)
+        covered = _covered_days(known_at[known_at.notna()][in_range], first_day, last_day)
+        summary.superseded += _supersede_stream(
+            store, "labels", written, covered, Path(labels_path).name
+        )
+    if summary.superseded:
+        summary.notes.append(
+            f"{summary.superseded} earlier imported file(s) superseded (kept in landing; "
+            "see each partition's _deliveries.json)"
+        )
     return summary
+
+
+def _covered_days(times: pd.Series, first: date | None, last: date | None) -> list[str]:
+    """The days an import speaks for: the range asked for, else the days its rows span."""
+    if times.empty and (first is None or last is None):
+        return []
+    start = first or times.min().date()
+    end = last or times.max().date()
+    return _days(start, end)
