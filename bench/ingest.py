@@ -71,8 +71,8 @@ def land_hour(store: LocalObjectStore, scale: float, rows_wanted: int) -> tuple[
 
 
 def backfill(tmp: Path, name: str, first: str, last: str) -> float:
-    """`fraudloop backfill transactions` on the store `tmp/name` with its own Dagster instance,
-    process start to exit; fails unless the last partition was ingested."""
+    """`fraudloop backfill transactions --in-process` on the store `tmp/name` with its own
+    Dagster instance, process start to exit; fails unless the last partition was ingested."""
     env = {
         **os.environ,
         "DAGSTER_HOME": str(tmp / f"dagster-{name}"),
@@ -81,7 +81,7 @@ def backfill(tmp: Path, name: str, first: str, last: str) -> float:
     cli = Path(sys.executable).parent / "fraudloop"
     started = time.perf_counter()
     done = subprocess.run(
-        [str(cli), "backfill", "transactions", "--from", first, "--to", last],
+        [str(cli), "backfill", "transactions", "--from", first, "--to", last, "--in-process"],
         env=env,
         cwd=REPO,
         capture_output=True,
