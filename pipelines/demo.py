@@ -2,8 +2,8 @@
 
 1. simulate up to 40 days of card transactions into a *feed* outside the system
    (`.fraudloop-feed/`), with a new fraud pattern (card testing: bursts of small amounts on
-   stolen cards) from day `drift_day`; two broken files in the history (one without its
-   amount column: its hour is quarantined; one with a bad row: that row is rejected);
+   stolen cards) from day `drift_day`; two broken files in the history (a bad row each:
+   the row is rejected, the rest of the hour ingested);
 2. land the history; the daemon's sensors ingest it, build labels and features (range runs);
 3. train v1 (`training_job`, launched into the daemon's queue): gate, package, staging test in a
    real service process, release to production;
@@ -49,13 +49,12 @@ class DemoPlan:
     drift_day: int = 13  # first day of the new fraud pattern (0-based from START)
     train_window_days: int = 6
     holdout_days: int = 2
-    #: broken files in the history: (corruption kind, day, hour). A file without a required
-    #: column is quarantined with its hour (its transaction ids are still read, so the next
-    #: day's labels for them are not held against the label feed); one with a bad row loses
-    #: that row only
+    #: broken files in the history: (corruption kind, day, hour). Each loses its bad row only
+    #: (row-level policy); a whole-file quarantine in the history would also quarantine the next
+    #: day's labels for its transactions (see the README's known limits)
     corruptions: tuple[tuple[str, int, int], ...] = (
-        ("missing_column", 3, 14),
-        ("negative_amount", 7, 9),
+        ("negative_amount", 3, 14),
+        ("nan_amount", 7, 9),
     )
     chunk_days: int = 2  # days replayed, then landed, at a time
     scale: float = 0.2
