@@ -293,6 +293,45 @@ def test_features_are_current_only_once_computed_after_every_label_day(local_sto
     assert features_current(local_store, hour, [day])
 
 
+def test_a_recompute_from_new_inputs_with_the_same_bytes_records_its_inputs(local_store):
+    """New labels that do not move an hour's features still make them computed after those
+    labels: the pointer keeps the content and records the new sources and time (the closed
+    loop waited forever on features whose recompute was identical)."""
+    from fraudloop.features.pipeline import features_current
+
+    hour, day = "2018-04-02-23:00", "2018-04-02"
+    features = pd.DataFrame(
+        {
+            "transaction_id": pd.array(["b"], dtype="string"),
+            "tx_datetime": pd.to_datetime(["2018-04-02 23:10"], utc=True),
+            "customer_id": pd.array(["c"], dtype="string"),
+            "terminal_id": pd.array(["t"], dtype="string"),
+            "amount": [1.0],
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            "transaction_id": pd.array(["a"], dtype="string"),
+            "is_fraud": np.array([1], dtype="int8"),
+            "known_at": pd.to_datetime(["2018-04-02 10:00"], utc=True),
+            "tx_datetime": pd.to_datetime(["2018-04-01 10:00"], utc=True),
+            "customer_id": pd.array(["c"], dtype="string"),
+            "terminal_id": pd.array(["t"], dtype="string"),
+        }
+    )
+    first = write_partition(local_store, "transaction_features", hour, features, [])
+    label_version = write_partition(local_store, "fraud_labels", day, labels, [])
+    assert not features_current(local_store, hour, [day])
+    source = {"key": label_version.key, "sha256": label_version.sha256}
+    again = write_partition(local_store, "transaction_features", hour, features, [source])
+    assert not again.created and again.sha256 == first.sha256
+    assert again.pointer["previous"] == first.pointer["previous"]
+    assert again.pointer["sources"][0]["key"] == label_version.key
+    assert features_current(local_store, hour, [day])
+    repeat = write_partition(local_store, "transaction_features", hour, features, [source])
+    assert repeat.pointer["written_at"] == again.pointer["written_at"]  # a true no-op
+
+
 def test_write_sweeps_temp_files_a_killed_writer_left_in_the_partition(tmp_path):
     store = LocalObjectStore(tmp_path, temp_max_age_seconds=60)
     directory = tmp_path / f"raw/transactions/{KEY}"

@@ -330,7 +330,8 @@ def write_partition(
 
     The Parquet object is created only if absent (its key is its content hash, so an existing
     object is this very content). The pointer is then moved to it; when it already points at the
-    same sha256 nothing is rewritten (``created=False``).
+    same sha256 from the same sources nothing is rewritten (``created=False``); the same sha256
+    from other sources rewrites the pointer's sources and time only (still ``created=False``).
 
     For a raw table the pointer records when the version's newest landed file arrived
     (:func:`delivered_at`) and never moves back to an older delivery: if the current pointer
@@ -372,12 +373,20 @@ def write_partition(
 
     def build(current):
         nonlocal created, superseded
-        if current and current.get("status") == "valid" and current.get("sha256") == sha:
+        same_content = bool(current) and current.get("status") == "valid"
+        same_content = same_content and current.get("sha256") == sha
+        if same_content and current.get("sources") == pointer["sources"]:
             created = False
             return None
         if _is_older_delivery(current, pointer.get("delivered_at")):
             created, superseded = False, True
             return None
+        if same_content:
+            # the same bytes from other inputs (a recompute after new labels that did not move
+            # this hour's features): the content stands, the pointer records what it was
+            # computed from and when, so "computed after those labels" stays answerable
+            created = False
+            return {**pointer, "previous": current.get("previous")}
         previous = None
         if current:
             previous = (
