@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from fraudloop.core.alert_channels import PagerDutyChannel, SlackChannel, WebhookChannel
-from fraudloop.core.alerts import Alert, Alerter, DeliveryError, read_events
+from fraudloop.core.alerts import Alert, Alerter, ChannelError, read_events
 from fraudloop.core.store import LocalObjectStore
 from tests.alert_receivers import receiver
 from tests.conftest import free_port
@@ -136,7 +136,7 @@ def test_transient_failures_are_retried(store, kind):
 def test_a_refused_payload_is_final_and_on_record(store, kind):
     with receiver(kind) as rx:
         rx.fail_next, rx.fail_status = 1, 400
-        with pytest.raises(DeliveryError) as refused:
+        with pytest.raises(ChannelError) as refused:
             channel(kind, rx.url, rx.tls).deliver(alert())
         assert refused.value.final and rx.attempts == 1  # a 4xx is not retried
 
@@ -148,14 +148,14 @@ def test_a_refused_payload_is_final_and_on_record(store, kind):
 
 
 def test_pagerduty_contract_is_enforced_on_our_payloads(store):
-    with receiver("pagerduty") as pd, pytest.raises(DeliveryError, match="routing_key") as refused:
+    with receiver("pagerduty") as pd, pytest.raises(ChannelError, match="routing_key") as refused:
         channel("pagerduty", pd.url, pd.tls, routing_key="short").deliver(alert())
     assert refused.value.final
 
 
 def test_a_receiver_whose_certificate_is_not_trusted_is_not_sent_the_alert(store):
     with receiver("pagerduty") as pd:
-        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+        with pytest.raises(ChannelError, match="CERTIFICATE_VERIFY_FAILED"):
             channel("pagerduty", pd.url, retries=0).deliver(alert())  # the system trust only
         assert pd.received == []
 

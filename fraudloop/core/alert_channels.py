@@ -28,7 +28,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.webhook import WebhookClient
 
-from fraudloop.core.alerts import Alert, DeliveryError
+from fraudloop.core.alerts import Alert, ChannelError
 
 TRANSIENT = (429, 500, 502, 503, 504)
 SLACK_ICON = {
@@ -100,9 +100,9 @@ class SlackChannel:
         try:
             response = self.client.send(**self.message(alert))
         except Exception as error:  # the client raises its transport's errors after retrying
-            raise DeliveryError(f"{type(error).__name__}: {error}") from error
+            raise ChannelError(f"{type(error).__name__}: {error}") from error
         if response.status_code >= 300:
-            raise DeliveryError(
+            raise ChannelError(
                 f"HTTP {response.status_code}: {response.body[:200]}",
                 final=_is_final(response.status_code),
             )
@@ -151,7 +151,7 @@ class PagerDutyChannel:
         except pagerduty.Error as error:
             status = getattr(getattr(error, "response", None), "status_code", 0) or 0
             cause = f" ({error.__cause__})" if error.__cause__ else ""  # the network's reason
-            raise DeliveryError(f"{error}{cause}"[:400], final=_is_final(status)) from error
+            raise ChannelError(f"{error}{cause}"[:400], final=_is_final(status)) from error
 
 
 class WebhookChannel:
@@ -190,9 +190,9 @@ class WebhookChannel:
                     return
                 last_error = f"HTTP {response.status_code}"
                 if _is_final(response.status_code):
-                    raise DeliveryError(last_error, final=True)
+                    raise ChannelError(last_error, final=True)
             except httpx.HTTPError as error:
                 last_error = f"{type(error).__name__}: {error}"
             if attempt < self.retries:
                 time.sleep(self.backoff_seconds * 2**attempt)
-        raise DeliveryError(f"{last_error} after {self.retries + 1} attempts")
+        raise ChannelError(f"{last_error} after {self.retries + 1} attempts")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -65,7 +65,7 @@ class Alert:
         return json.dumps(self.to_dict(), sort_keys=True, default=str)
 
 
-class DeliveryError(Exception):
+class ChannelError(Exception):
     """A channel could not deliver; `final` when retrying cannot help (the receiver refused
     the payload: a 4xx other than 429)."""
 
@@ -81,7 +81,7 @@ class Channel(Protocol):
     min_severity: str
 
     def deliver(self, alert: Alert) -> None:
-        """Deliver or raise DeliveryError (after the channel's own retries)."""
+        """Deliver or raise ChannelError (after the channel's own retries)."""
 
 
 def _incident_key(dedup_key: str) -> str:
@@ -212,7 +212,7 @@ class Alerter:
             try:
                 channel.deliver(alert)
                 deliveries[channel.name] = "delivered"
-            except DeliveryError as error:
+            except ChannelError as error:
                 deliveries[channel.name] = f"failed: {error}"
         record = {**alert.to_dict(), "deliveries": deliveries}
         key = f"{EVENTS_PREFIX}{alert.raised_at[:10]}/{alert.alert_id}.json"
@@ -227,7 +227,3 @@ def read_events(store: ObjectStore) -> list[dict[str, Any]]:
         if info.key.endswith(".json")
     ]
     return sorted(events, key=lambda a: (a["raised_at"], a["alert_id"]))
-
-
-def with_details(alert: Alert, **details) -> Alert:
-    return replace(alert, details={**alert.details, **details})
