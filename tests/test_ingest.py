@@ -268,7 +268,20 @@ def test_same_content_in_any_file_order_gives_the_same_version(store):
     )
     assert again.sha256 == first.sha256 and again.key == first.key
     assert not again.created
-    assert read_pointer(store, "transactions", KEY) == pointer  # a no-op: pointer untouched
+    moved = read_pointer(store, "transactions", KEY)
+    # the version stands (same object, same history); the pointer names what it was rebuilt from
+    unchanged = ("key", "sha256", "previous", "rows", "delivered_at", "status")
+    assert {k: moved[k] for k in unchanged} == {k: pointer[k] for k in unchanged}
+    assert [s["key"] for s in moved["sources"]] == [PREFIX + "y.csv", PREFIX + "z.csv"]
+
+    repeat = ingest_transactions_hour(
+        store,
+        KEY,
+        [(PREFIX + "z.csv", c + b"".join(b.split(b"\n", 1)[1:])), (PREFIX + "y.csv", a)],
+        [],
+    )
+    assert not repeat.created
+    assert read_pointer(store, "transactions", KEY) == moved  # a true repeat is a no-op
 
     whole = ingest_transactions_hour(store, KEY, [(PREFIX + "all.csv", GOOD)], [])
     assert whole.sha256 == first.sha256
