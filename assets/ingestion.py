@@ -22,6 +22,7 @@ from fraudloop.data import ingest
 from pipelines.partitions import Partitions
 from resources.alerts import AlertsResource
 from resources.ingestion import IngestionResource
+from resources.reports import ReportsResource
 from resources.store import ObjectStoreResource
 
 
@@ -32,7 +33,7 @@ class LabelIngestConfig(dg.Config):
     known_ids_mostly: float | None = None
 
 
-def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
+def _partition_metadata(outcome: ingest.IngestOutcome, store, reports: ReportsResource) -> dict:
     """What the UI shows for one partition: enough to act on without opening a file."""
     valid = outcome.status == "valid"
     meta = {
@@ -65,6 +66,8 @@ def _partition_metadata(outcome: ingest.IngestOutcome, store) -> dict:
     if outcome.min_timestamp:
         meta["min_timestamp"] = outcome.min_timestamp
         meta["max_timestamp"] = outcome.max_timestamp
+    if outcome.data_docs_key:
+        meta["data_docs"] = dg.MetadataValue.url(reports.link(outcome.data_docs_key))
     if not valid or outcome.rows_rejected:
         meta["reason"] = dg.MetadataValue.md(ingest.reason_markdown(outcome))
         meta["quarantine"] = dg.MetadataValue.json(outcome.quarantine_keys)
@@ -119,14 +122,16 @@ def _alert_quarantine(alerts: AlertsResource, table: str, key: str, outcome, ope
             alerts.resolve(incident, f"{table} partition {key} ingested", partition=key)
 
 
-def _ingest_partitions(context, s, alerts: AlertsResource, table: str, ingest_one):
+def _ingest_partitions(
+    context, s, alerts: AlertsResource, reports: ReportsResource, table: str, ingest_one
+):
     """Ingest every partition of the run; report each one to the UI and alert on the bad ones."""
     outcomes: dict[str, ingest.IngestOutcome] = {}
     open_incidents = alerts.open_incidents(f"ingest/{table}/")  # one listing for the run
     for key in context.partition_keys:
         outcome = ingest_one(key, ingest.landed_files(s, table, key))
         outcomes[key] = outcome
-        context.add_asset_metadata(_partition_metadata(outcome, s), partition_key=key)
+        context.add_asset_metadata(_partition_metadata(outcome, s, reports), partition_key=key)
         if outcome.status != "valid" or outcome.rows_rejected:
             context.log.warning(f"{key}: {outcome.status}: {outcome.reason or ''}")
         _alert_quarantine(alerts, table, key, outcome, open_incidents)
@@ -152,7 +157,7 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
             "`landing/transactions/<day>/<hour>/`, normalised to the canonical schema, validated "
             "with Great Expectations and stored as immutable Parquet keyed by its sha256 (the "
             "data version). A failing hour is quarantined with its bytes and a reason, never "
-            "written."
+            "written. Each partition links its Great Expectations Data Docs page (`data_docs`)."
         ),
     )
     def raw_transactions(
@@ -160,13 +165,14 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
         store: ObjectStoreResource,
         ingestion: IngestionResource,
         alerts: AlertsResource,
+        reports: ReportsResource,
     ) -> dg.MaterializeResult:
         s, limits = store.open(), ingestion.policy()
 
         def ingest_hour(key: str, files) -> ingest.IngestOutcome:
             return ingest.ingest_transactions_hour(s, key, files, limits=limits)
 
-        return _ingest_partitions(context, s, alerts, "transactions", ingest_hour)
+        return _ingest_partitions(context, s, alerts, reports, "transactions", ingest_hour)
 
     @dg.asset(
         key=keys.RAW_LABELS,
@@ -189,6 +195,7 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
         store: ObjectStoreResource,
         ingestion: IngestionResource,
         alerts: AlertsResource,
+        reports: ReportsResource,
     ) -> dg.MaterializeResult:
         s, limits = store.open(), ingestion.policy()
         ids_by_hour: dict = {}
@@ -201,7 +208,7 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
                 s, key, files, known, limits, mostly=config.known_ids_mostly
             )
 
-        return _ingest_partitions(context, s, alerts, "labels", ingest_day)
+        return _ingest_partitions(context, s, alerts, reports, "labels", ingest_day)
 
     @dg.asset_check(
         asset=raw_transactions,

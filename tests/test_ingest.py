@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import sys
 import time
 
@@ -348,6 +349,38 @@ def test_history_is_read_from_raw_when_not_given(local_store):
     assert outcome.status == "quarantined"
     assert outcome.problems[0].check == "expect_table_row_count_to_be_between"
     assert "over 7 earlier partition(s)" in outcome.problems[0].message
+
+
+def test_every_validation_publishes_its_data_docs_page(store):
+    """Great Expectations' own Data Docs page of each validated partition, passed or failed,
+    named by the inputs it validated: the same delivery rewrites its page, another one adds its
+    own (an older materialization's link keeps showing what was validated then)."""
+    good = ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    assert good.status == "valid" and good.data_docs_key
+    assert good.data_docs_key.startswith(f"reports/validations/transactions/{KEY}/")
+    page = store.get_bytes(good.data_docs_key).decode()
+    assert "Data documentation compiled by Great Expectations" in page
+    assert "transaction_id" in page and "amount" in page  # the expectations, per column
+    again = ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    assert again.data_docs_key == good.data_docs_key
+    page = store.get_bytes(good.data_docs_key).decode()
+
+    # failed at the expectations stage (row count far past the history's bounds): the page
+    # shows the failed expectation and its observed value
+    big = sample_transactions_csv(START, rows=400, seed=8)
+    bad = ingest_transactions_hour(store, KEY, [(PREFIX + "b.csv", big)], [30] * 7)
+    assert bad.status == "quarantined" and bad.data_docs_key not in (None, good.data_docs_key)
+    failed = store.get_bytes(bad.data_docs_key).decode()
+    text = " ".join(re.sub(r"<[^>]+>", " ", failed).split())  # what a reader sees
+    assert "Status: Failed" in text and "Unsuccessful Expectations 1" in text
+    assert "less than or equal to 140 rows. 400" in text  # the bound, then the observed value
+    assert store.get_bytes(good.data_docs_key).decode() == page  # the older page stands
+
+
+def test_a_partition_not_read_as_a_table_has_no_data_docs(store):
+    outcome = ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", b"\x00\x01garbage")], [])
+    assert outcome.status == "quarantined" and outcome.data_docs_key is None
+    assert store.list("reports/") == []
 
 
 def test_landed_files_lists_only_feed_files(store):

@@ -1,9 +1,11 @@
 """Ingestion through real Dagster runs on a temporary instance: versions, checks, quarantine,
 range backfills, the new-data sensor and the hourly schedule."""
 
+import urllib.request
 from datetime import UTC, datetime
 
 import dagster as dg
+import httpx
 import pytest
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -104,6 +106,10 @@ def test_valid_hour_is_versioned_by_content_hash(env):
     ]
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.passed
+    # the partition's Great Expectations Data Docs, one click away (a file link locally)
+    docs = materialization.metadata["data_docs"].value
+    page = urllib.request.urlopen(docs).read().decode()
+    assert "Data documentation compiled by Great Expectations" in page
 
 
 def test_same_input_same_version_and_corrected_redelivery_new_version(env):
@@ -258,6 +264,11 @@ def test_s3_backend_end_to_end(env, s3_endpoint, s3_bucket):
     pointer = tables.read_pointer(s3, "transactions", H5)
     assert pointer["status"] == "valid"
     assert s3.uri(pointer["key"]).startswith(f"s3://{s3_bucket}/e2e/raw/transactions/")
+    # on S3 the Data Docs link is a presigned HTTPS GET a browser opens without credentials
+    docs = latest(env, "raw_transactions", H5).metadata["data_docs"].value
+    answer = httpx.get(docs)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "text/html"
+    assert b"Great Expectations" in answer.content
 
 
 # --- the new-data sensor -----------------------------------------------------------------

@@ -70,3 +70,4 @@ def test_on_s3_the_link_is_presigned_and_opens_without_credentials(s3_store):
     assert "Signature=" in link and link.startswith(s3_store.endpoint_url)
     answer = httpx.get(link)  # a browser: no AWS credentials, only the URL
     assert answer.status_code == 200 and answer.content == PAGE
+    assert answer.headers["content-type"] == "text/html"  # shown, not downloaded

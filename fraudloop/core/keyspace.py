@@ -17,11 +17,17 @@ FEATURES = "features"  # derived tables and feature-state checkpoints
 FEATURE_STORE = "featurestore"  # the published online feature state
 DATASETS = "datasets"  # training-set manifests
 MODELS = "models"  # registry versions, aliases, audit log, packages, rollout state
-REPORTS = "reports"  # evaluation reports
+REPORTS = "reports"  # evaluation reports; Great Expectations Data Docs of each validation
 PREDICTIONS = "predictions"  # the scoring services' prediction log
 MONITORING = "monitoring"  # health, drift and accuracy records; drift HTML reports
 ALERTS = "alerts"  # the durable alert log
 ASSET_VALUES = "asset-values"  # small values passed between Dagster steps (JSON)
+
+
+def data_docs_key(table: str, partition_key: str, inputs_digest: str) -> str:
+    """The Data Docs page of one validation of a partition, named by what was validated (a
+    re-delivery is a new page; the link on an older materialization keeps showing its own)."""
+    return f"{REPORTS}/validations/{table}/{partition_key}/{inputs_digest}.html"
 
 
 def hour_landing_prefix(key: str) -> str:

@@ -149,6 +149,8 @@ class ValidationOutcome:
     statistics: dict[str, Any]
     expectations: list[dict[str, Any]]
     seconds: float = 0.0
+    # Great Expectations' own Data Docs page of this validation (None if it could not render)
+    data_docs: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -240,6 +242,29 @@ def _exception_message(info: Any) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1)
+def _data_docs_views():
+    """GE's validation page renderer and Jinja view, built once: building them costs ~60 ms (the
+    template environment), rendering a page with them ~3 ms."""
+    from great_expectations.render.renderer.page_renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view.view import DefaultJinjaPageView
+
+    return ValidationResultsPageRenderer(), DefaultJinjaPageView()
+
+
+def render_data_docs(result) -> str | None:
+    """The Data Docs HTML page of one GE validation result, as GE's own site renders it.
+
+    A page that fails to render is a missing view, not a verdict on the data: it returns None
+    (the problems and statistics stand) rather than fail the ingestion of a good partition."""
+    try:
+        with _LOCK:
+            renderer, view = _data_docs_views()
+            return view.render(renderer.render(result))
+    except Exception:  # GE's renderers may raise anything; the verdict must not
+        return None
+
+
 def run_suite(
     table: str, frame: pd.DataFrame, suite, basis_note: str | None = None
 ) -> ValidationOutcome:
@@ -252,6 +277,7 @@ def run_suite(
             suite,
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
         )
+    data_docs = render_data_docs(result)
     rows = len(frame)
     problems: list[Problem] = []
     expectations: list[dict[str, Any]] = []
@@ -307,4 +333,5 @@ def run_suite(
         statistics=jsonable(dict(result.statistics)),
         expectations=expectations,
         seconds=round(time.perf_counter() - started, 4),
+        data_docs=data_docs,
     )

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fraudloop.core import tables
+from fraudloop.core import keyspace, tables
 from fraudloop.core.hours import day_start, hour_start
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 from fraudloop.core.store import ObjectStore, sha256_hex
@@ -89,6 +89,7 @@ class IngestOutcome:
     rows_rejected: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     validation: ValidationOutcome | None = None
+    data_docs_key: str | None = None  # the Great Expectations Data Docs page of the validation
 
     @property
     def ok(self) -> bool:
@@ -124,6 +125,7 @@ class IngestOutcome:
             "sources": jsonable(self.sources),
             "timings": dict(self.timings),
             "validation": self.validation.to_dict() if self.validation else None,
+            "data_docs_key": self.data_docs_key,
         }
 
 
@@ -319,6 +321,7 @@ def _ingest(
         outcome.validation = validate(canonical)
         timings["validate_s"] = time.perf_counter() - t
         problems += outcome.validation.problems
+        outcome.data_docs_key = _write_data_docs(store, outcome)
 
     t = time.perf_counter()
     if not problems and canonical is not None:
@@ -329,6 +332,17 @@ def _ingest(
     timings["total_s"] = time.perf_counter() - started
     outcome.timings = {k: round(v, 4) for k, v in timings.items()}
     return outcome
+
+
+def _write_data_docs(store: ObjectStore, outcome: IngestOutcome) -> str | None:
+    """Publish the validation's Data Docs page beside the reports, named by the validated inputs
+    (so a re-run of the same delivery rewrites the same page)."""
+    if outcome.validation is None or outcome.validation.data_docs is None:
+        return None
+    digest = sha256_hex("\n".join(sorted(s["sha256"] for s in outcome.sources)).encode())
+    key = keyspace.data_docs_key(outcome.table, outcome.partition_key, digest[:16])
+    store.put_bytes(key, outcome.validation.data_docs.encode())
+    return key
 
 
 def _accept(
