@@ -456,8 +456,24 @@ def _summarize(plan, store, instance, timeline, first_version, promoted, sent) -
                 "start-up)"
             )
         _print_ap(plan, store, registry, first_version, production)
+    _print_alerts(store)
     print(f"done in {timeline.now():.0f} s; `make ui` shows every run, check and plot")
     return 0 if promoted else 1
+
+
+def _print_alerts(store) -> None:
+    """How loud the demo was: notifications per incident, repeats held back, pages."""
+    from fraudloop.core.alerts import tally
+
+    counts = tally(store)
+    severities = ", ".join(f"{n} {s}" for s, n in counts["by_severity"].items() if n)
+    print(
+        f"    alerts: {counts['notifications']} notification(s) for {counts['openings']} "
+        f"incident opening(s) ({severities or 'none'}; at most "
+        f"{counts['most_notifications_per_key']} per incident key), "
+        f"{counts['repeats_suppressed']} repeat(s) counted, not sent; "
+        f"pages: {len(counts['pages'])}{' ' + str(counts['pages']) if counts['pages'] else ''}"
+    )
 
 
 def _run_overheads(instance, RunsFilter, since: float, until: float) -> tuple[float, float]:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from fraudloop.core.alert_channels import PagerDutyChannel, SlackChannel, WebhookChannel
-from fraudloop.core.alerts import Alert, Alerter, ChannelError, read_events
+from fraudloop.core.alerts import Alert, Alerter, ChannelError, read_events, tally
 from fraudloop.core.store import LocalObjectStore
 from tests.alert_receivers import receiver
 from tests.conftest import free_port
@@ -64,6 +64,17 @@ def test_one_incident_is_one_notification_and_one_resolve(store):
     events = read_events(store)  # the durable record holds every event, with its delivery
     assert [e["action"] for e in events] == ["trigger", "resolve", "trigger"]
     assert all(e["deliveries"] == {"webhook": "delivered"} for e in events)
+
+    alerter.trigger(alert())  # a repeat of the reopened incident
+    alerter.trigger(alert("run/training_job", severity="critical"))
+    counts = tally(store)
+    assert counts["incidents"] == 2 and counts["openings"] == 3
+    assert counts["notifications"] == 3 and counts["most_notifications_per_key"] == 2
+    assert counts["repeats_suppressed"] == 3  # two before the resolve, one after the reopening
+    assert counts["by_severity"] == {"info": 0, "warning": 2, "critical": 1}
+    assert counts["pages"] == ["run/training_job"]
+    assert counts["open"] == ["ingest/transactions/2018-04-02-13:00", "run/training_job"]
+    assert tally(store, page_severity="warning")["pages"][0] == alert().dedup_key
 
 
 def test_an_older_partition_does_not_resolve_a_newer_incident(store):

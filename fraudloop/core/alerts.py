@@ -227,3 +227,37 @@ def read_events(store: ObjectStore) -> list[dict[str, Any]]:
         if info.key.endswith(".json")
     ]
     return sorted(events, key=lambda a: (a["raised_at"], a["alert_id"]))
+
+
+def tally(store: ObjectStore, page_severity: str = "critical") -> dict[str, Any]:
+    """How loud the record is, per incident: what the demo prints and the on-call figures
+    measure (one notification per incident opening, repeats counted not sent, pages only for
+    `page_severity` and above)."""
+    incidents = [
+        json.loads(store.get_bytes(info.key))
+        for info in store.list(INCIDENTS_PREFIX)
+        if info.key.endswith(".json")
+    ]
+    events = read_events(store)
+    triggers = [e for e in events if e["action"] == "trigger"]
+    # repeats of closed openings are on their resolve events, of open ones on the ledger
+    repeats = sum(int(e["details"].get("repeats", 0)) for e in events if e["action"] == "resolve")
+    repeats += sum(int(doc["count"]) - 1 for doc in incidents if doc.get("status") == "open")
+    by_key: dict[str, int] = {}
+    for event in triggers:
+        by_key[event["dedup_key"]] = by_key.get(event["dedup_key"], 0) + 1
+    by_severity = {s: sum(1 for e in triggers if e["severity"] == s) for s in SEVERITIES}
+    return {
+        "incidents": len(incidents),
+        "openings": sum(1 + int(doc.get("history", 0)) for doc in incidents),
+        "notifications": len(triggers),
+        "most_notifications_per_key": max(by_key.values(), default=0),
+        "repeats_suppressed": repeats,
+        "by_severity": by_severity,
+        "pages": [
+            e["dedup_key"]
+            for e in triggers
+            if severity_rank(e["severity"]) >= severity_rank(page_severity)
+        ],
+        "open": sorted(doc["dedup_key"] for doc in incidents if doc.get("status") == "open"),
+    }
