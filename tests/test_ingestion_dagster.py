@@ -352,13 +352,23 @@ def test_sensor_turns_a_landed_history_into_one_range_run(env):
     assert request.tags["fraudloop/files"] == str(len(keys))
 
 
-def test_hourly_schedule_targets_the_hour_that_just_ended(env):
+def test_hourly_schedule_targets_the_hour_that_just_ended_once_it_landed(env):
     schedule = env.defs.resolve_schedule_def("hourly_refresh_schedule")
-    context = dg.build_schedule_context(
-        scheduled_execution_time=datetime(2018, 4, 2, 6, 10, tzinfo=UTC),
-        repository_def=env.defs.get_repository_def(),
-    )
-    (request,) = schedule.evaluate_tick(context).run_requests
+
+    def tick_at_six_ten():
+        with dg.build_schedule_context(
+            scheduled_execution_time=datetime(2018, 4, 2, 6, 10, tzinfo=UTC),
+            repository_def=env.defs.get_repository_def(),
+            resources=env.resources,
+        ) as context:
+            return schedule.evaluate_tick(context)
+
+    # a silent feed: no run to fail and page every hour (freshness owns silence)
+    silent = tick_at_six_ten()
+    assert not silent.run_requests
+    assert "nothing landed for 2018-04-02-05:00" in silent.skip_message
+    land_hour(env.store, "2018-04-02-05:00", rows=10)
+    (request,) = tick_at_six_ten().run_requests
     assert request.partition_key == "2018-04-02-05:00"
 
 

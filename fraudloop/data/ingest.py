@@ -129,8 +129,8 @@ class IngestOutcome:
         }
 
 
-def landed_files(store: ObjectStore, table: str, partition_key: str) -> list[tuple[str, bytes]]:
-    """The current feed files of one partition, sorted by key.
+def landed_keys(store: ObjectStore, table: str, partition_key: str) -> list[str]:
+    """The keys of the current feed files of one partition, sorted.
 
     Only direct children of the landing folder; hidden (``.x``), marker and ledger (``_x``)
     and ``*.reason.json`` files are skipped, and so are files a corrected delivery superseded
@@ -143,10 +143,14 @@ def landed_files(store: ObjectStore, table: str, partition_key: str) -> list[tup
         rest = info.key[len(prefix) :]
         if "/" in rest or rest.startswith((".", "_")) or rest.endswith(".reason.json"):
             continue
-        if info.key in replaced:
-            continue
-        out.append((info.key, store.get_bytes(info.key)))
+        if info.key not in replaced:
+            out.append(info.key)
     return out
+
+
+def landed_files(store: ObjectStore, table: str, partition_key: str) -> list[tuple[str, bytes]]:
+    """The current feed files of one partition (:func:`landed_keys`) with their bytes."""
+    return [(key, store.get_bytes(key)) for key in landed_keys(store, table, partition_key)]
 
 
 LISTED_WHEN_WHOLE = 1_000  # rejected rows listed for a file quarantined whole (all: otherwise)
