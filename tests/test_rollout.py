@@ -196,6 +196,80 @@ def test_an_operator_rollback_during_a_rollout_aborts_it(world):
     assert "canary" not in registry.aliases() and registry.aliases()["production"] == 1
 
 
+class Killed(BaseException):
+    """A controller process dying at this point (not an Exception: nothing may catch it)."""
+
+
+def _die_at_document_write(monkeypatch):
+    """The next rollout-document write kills the 'process' (the registry write before it
+    happened): the crash window between the two writes of start/apply."""
+
+    def die(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(rollout, "_write_state", die)
+
+
+@pytest.mark.parametrize("decision", ["promote", "rollback"])
+def test_a_controller_killed_after_the_registry_write_is_finished_not_aborted(
+    world, monkeypatch, decision
+):
+    store, _ = world
+    registry = ModelRegistry(store)
+    registry.promote(1, to="production", actor="t", reason="r")
+    started = rollout.start(store, registry, 3, actor="t", reason="r", policy=POLICY)
+    doc, etag = rollout.read_state(store, "fraud")
+    analysis = analyze(log_frame(0), doc, POLICY)
+    with monkeypatch.context() as m:
+        _die_at_document_write(m)
+        with pytest.raises(Killed):
+            rollout.apply(
+                store,
+                registry,
+                doc,
+                etag,
+                rollout.Decision(decision, "passed"),
+                analysis,
+                actor="rollout-controller",
+            )
+    assert rollout.read_state(store, "fraud")[0]["status"] == "running"  # the window
+    after = rollout.tick(store, registry)  # the restarted controller
+    expected = {"promote": "promoted", "rollback": "rolled_back"}[decision]
+    assert after.doc["status"] == expected and after.decision.action == decision
+    assert "already recorded" in after.decision.reason
+    aliases = registry.aliases()
+    assert "canary" not in aliases
+    assert aliases["production"] == (3 if decision == "promote" else 1)
+    assert after.doc["rollout_id"] == started["rollout_id"]
+    assert rollout.tick(store, registry).decision is None  # settled: nothing more to do
+
+
+def test_a_start_killed_before_its_canary_alias_is_finished_by_the_controller(world, monkeypatch):
+    store, _ = world
+    registry = ModelRegistry(store)
+    registry.promote(1, to="production", actor="t", reason="r")
+    with monkeypatch.context() as m:
+        m.setattr(registry, "set_alias", lambda *a, **k: (_ for _ in ()).throw(Killed()))
+        with pytest.raises(Killed):
+            rollout.start(store, registry, 3, actor="t", reason="r", policy=POLICY)
+    assert "canary" not in registry.aliases()
+    after = rollout.tick(store, registry)
+    assert after.doc["status"] == "running" and after.decision.action == "wait"
+    assert registry.aliases()["canary"] == 3
+    assert "start was interrupted" in registry.history("canary")[-1]["reason"]
+
+
+def test_an_operator_removing_the_canary_still_aborts_the_rollout(world):
+    """Recovery reads the audit log: an operator's removal is not one of the controller's."""
+    store, _ = world
+    registry = ModelRegistry(store)
+    registry.promote(1, to="production", actor="t", reason="r")
+    rollout.start(store, registry, 3, actor="t", reason="r", policy=POLICY)
+    registry.remove_alias("canary", actor="ops", reason="not now")
+    after = rollout.tick(store, registry)
+    assert after.decision.action == "abort" and after.doc["status"] == "aborted"
+
+
 def drive(store, traffic, resources, instance, *, rounds: int = 40) -> list:
     """Send traffic through a real service while evaluating rollout_sensor, as the daemon would,
     until the rollout ends; returns the sensor's materialization events."""

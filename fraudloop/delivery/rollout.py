@@ -453,6 +453,34 @@ def abort(store: ObjectStore, registry, *, actor: str, reason: str) -> dict[str,
     return _record(store, registry.name, new, etag, "abort", actor, reason, {})
 
 
+def _interrupted_change(registry, doc: dict[str, Any], aliases: dict[str, int]):
+    """An alias change of this rollout that its document does not show yet: a controller (or
+    `start`) killed between the registry write and the rollout document's write.
+
+    The audit log decides it, so an operator's change is never mistaken for one of ours:
+    - no canary change of this rollout at all, canary unset and production still the baseline:
+      `start` wrote the document and stopped before the alias -> "start" (finish it);
+    - the last canary change of this rollout is the controller's promote or rollback (theirs
+      carry the analysis as evidence): that audit entry (record it, do not abort).
+    Otherwise None: nothing of ours is pending.
+    """
+    ours = [
+        entry
+        for entry in registry.history("canary")
+        if (entry.get("evidence") or {}).get("rollout_id") == doc["rollout_id"]
+    ]
+    if not ours:
+        untouched = aliases.get("production") == doc["baseline_version"]
+        return "start" if untouched and aliases.get("canary") is None else None
+    last = ours[-1]
+    by_controller = "analysis" in (last.get("evidence") or {})
+    if by_controller and last["action"] == "promote":
+        return last if aliases.get("production") == doc["canary_version"] else None
+    if by_controller and last["action"] == "remove_alias":
+        return last if aliases.get("canary") is None else None
+    return None
+
+
 @dataclass(frozen=True)
 class Tick:
     """What one controller evaluation saw and did."""
@@ -467,13 +495,43 @@ def tick(store: ObjectStore, registry, now: float | None = None) -> Tick:
 
     If the aliases were moved outside the rollout (an operator rolled production back, or removed
     the canary), the rollout is aborted rather than continued on a baseline it was not started
-    from.
+    from. A move of its own that the document does not show yet (a controller killed between
+    the registry write and the document write, see :func:`_interrupted_change`) is finished
+    instead: the start gets its canary alias, a promote or rollback is recorded as what it was.
     """
 
     doc, etag = read_state(store, registry.name)
     if not doc or doc.get("status") != RUNNING:
         return Tick(doc)
     aliases = registry.aliases()
+    moved = (
+        aliases.get("canary") != doc["canary_version"]
+        or aliases.get("production") != doc["baseline_version"]
+    )
+    interrupted = _interrupted_change(registry, doc, aliases) if moved else None
+    if interrupted == "start":
+        registry.set_alias(
+            "canary",
+            doc["canary_version"],
+            actor="rollout-controller",
+            reason=f"rollout {doc['rollout_id']}: its start was interrupted; canary alias set",
+            evidence={"rollout_id": doc["rollout_id"], "share": doc["share"]},
+            expect={"canary": None, "production": doc["baseline_version"]},
+        )
+        aliases = registry.aliases()
+    elif interrupted is not None:
+        entry = interrupted
+        status = PROMOTED if entry["action"] == "promote" else ROLLED_BACK
+        action = "promote" if status == PROMOTED else "rollback"
+        reason = (
+            f"the registry already recorded the {action} (audit revision {entry['revision']}); "
+            "the controller that made it stopped before recording it here"
+        )
+        new = {**doc, "status": status, "share": 0.0}
+        return Tick(
+            _record(store, registry.name, new, etag, action, "rollout-controller", reason, {}),
+            decision=Decision(action, reason),
+        )
     if (
         aliases.get("canary") != doc["canary_version"]
         or aliases.get("production") != doc["baseline_version"]

@@ -1,5 +1,6 @@
-"""Writers killed with SIGKILL at seeded points during raw ingestion, registration and
-packaging; after every kill the store is checked as a reader sees it, and a rerun must converge.
+"""Writers killed with SIGKILL at seeded points during raw ingestion, registration, packaging
+and the rollout controller (start, its tick, a promote); after every kill the store is checked
+as a reader sees it, and a rerun must converge.
 
 The schedule comes from ``FRAUDLOOP_CHAOS_SEED`` (default 13) and runs
 ``FRAUDLOOP_CHAOS_KILLS`` kills (default 24, about a minute here; ``make chaos`` runs 300).
@@ -105,9 +106,11 @@ def test_killed_writers_leave_nothing_a_reader_can_trip_over(tmp_path, monkeypat
     tried = landed = trials = temp_left = temp_bytes = reader_checks = 0
     problems: list[str] = []
     per_op: dict[str, int] = {}
+    order = sorted(workload.OPERATIONS)
+    rng.shuffle(order)
     while tried < KILLS:
         trials += 1
-        op = rng.choice(sorted(workload.OPERATIONS))
+        op = order[(trials - 1) % len(order)]  # every operation gets its share of kills
         per_op[op] = per_op.get(op, 0)
         root = tmp_path / f"trial-{trials}"
         root.mkdir()

@@ -22,7 +22,9 @@ import pandas as pd
 from fraudloop.core import tables
 from fraudloop.core.hours import HOUR_KEY_FORMAT, hour_start
 from fraudloop.core.store import LocalObjectStore, sha256_hex
-from fraudloop.delivery.package import build_package, load_package
+from fraudloop.delivery import rollout
+from fraudloop.delivery.package import build_package, load_package, record_staging
+from fraudloop.delivery.policy import RolloutPolicy
 from fraudloop.model.registry import ModelRegistry
 
 KILL_AT = "FRAUDLOOP_CHAOS_KILL_AT"
@@ -104,7 +106,47 @@ def package(store: LocalObjectStore) -> None:
     build_package(store, registry, versions[0], decision_threshold=0.5)
 
 
-OPERATIONS = {"ingest": ingest, "register": register, "package": package}
+LOG_COLUMNS = [
+    "request_id", "transaction_id", "customer_id", "served_at", "role", "model_version",
+    "score", "decision", "latency_ms", "status",
+]  # fmt: skip
+
+
+def _staged_version(store: LocalObjectStore, registry: ModelRegistry, tag: str) -> int:
+    """The version registered under `tag` (once), packaged and recorded as staging-tested."""
+    versions = [v.version for v in registry.list_versions() if v.metadata.get("tag") == tag]
+    if not versions:
+        files = {
+            "model.txt": Path(os.environ[MODEL_TEXT]).read_bytes(),
+            "lineage.json": json.dumps({"seed": 1, "tag": tag, "dataset": {"spec": {}}}).encode(),
+        }
+        versions = [registry.register(files, {"tag": tag}, "chaos", f"{tag}").version]
+    built = build_package(store, registry, versions[0], decision_threshold=0.5)
+    record_staging(store, built, {"passed": True, "checks": []})
+    return versions[0]
+
+
+def roll_out(store: LocalObjectStore) -> None:
+    """The rollout controller's writes: v"base" in production, v"canary" started as a canary
+    and promoted by the controller (a promote decision applied as the controller applies it),
+    with the controller's own tick in between, which must finish what a killed run began."""
+    registry = ModelRegistry(store)
+    base = _staged_version(store, registry, "base")
+    canary = _staged_version(store, registry, "canary")
+    if "production" not in registry.aliases():
+        registry.promote(base, actor="chaos", reason="first production")
+    doc, _ = rollout.read_state(store, registry.name)
+    if doc is None:
+        rollout.start(store, registry, canary, policy=RolloutPolicy(), actor="chaos", reason="go")
+    rollout.tick(store, registry)  # a restarted controller: recovery, else waits for traffic
+    doc, etag = rollout.read_state(store, registry.name)
+    if doc["status"] == rollout.RUNNING:
+        analysis = rollout.analyze(pd.DataFrame(columns=LOG_COLUMNS), doc, RolloutPolicy())
+        decision = rollout.Decision("promote", "chaos: every step passed")
+        rollout.apply(store, registry, doc, etag, decision, analysis, actor="rollout-controller")
+
+
+OPERATIONS = {"ingest": ingest, "register": register, "package": package, "rollout": roll_out}
 
 
 def _package_files(store: LocalObjectStore) -> dict[int, dict[str, str]]:
@@ -130,8 +172,23 @@ def expected_package(scratch: Path, version: int) -> dict:
     return _package_files(clean)
 
 
+def _rollout_outcome(store: LocalObjectStore) -> dict:
+    """Where the rollout ended, by tags (killed registrations leave version numbers unused)."""
+    registry = ModelRegistry(store)
+    tags = {v.version: v.metadata.get("tag") for v in registry.list_versions()}
+    doc, _ = rollout.read_state(store, registry.name)
+    return {
+        "aliases": {alias: tags.get(v) for alias, v in registry.aliases().items()},
+        "status": (doc or {}).get("status"),
+        "actions": [d["action"] for d in (doc or {}).get("decisions", [])],
+    }
+
+
 def expected_hashes(op: str, scratch: Path) -> dict:
     """What a clean run leaves: the content hashes the rerun must converge to."""
+    if op == "rollout":
+        roll_out(LocalObjectStore(scratch))
+        return _rollout_outcome(LocalObjectStore(scratch))
     if op == "package":
         return expected_package(scratch, 1)
     if op == "ingest":
@@ -147,6 +204,8 @@ def expected_hashes(op: str, scratch: Path) -> dict:
 
 def converged(store: LocalObjectStore, op: str) -> dict:
     """The content hashes the store holds now, in the shape of :func:`expected_hashes`."""
+    if op == "rollout":
+        return _rollout_outcome(store)
     if op == "package":
         return _package_files(store)
     if op == "ingest":
@@ -191,6 +250,13 @@ def violations(store: LocalObjectStore) -> list[str]:
             if version not in committed:
                 found.append(f"alias {alias} -> v{version}, which is not committed")
         _package_files(store)  # every committed package verifies
+        doc, _ = rollout.read_state(store, registry.name)  # parses, names committed versions
+        if doc is not None:
+            for field in ("canary_version", "baseline_version"):
+                if doc[field] not in committed:
+                    found.append(f"rollout {field} v{doc[field]} is not committed")
+            if doc["status"] == rollout.ABORTED:  # nobody aborts in this workload
+                found.append(f"rollout aborted: {doc['decisions'][-1]['reason']}")
         revisions = [e["revision"] for e in registry.history() if "revision" in e]
         if revisions != list(range(1, len(revisions) + 1)):
             found.append(f"audit revisions not contiguous: {revisions}")
@@ -228,7 +294,7 @@ def _arm_kill(spec: str) -> None:
 def main(argv: list[str]) -> None:
     op, root = argv
     store = LocalObjectStore(root, temp_max_age_seconds=float(os.environ.get("TEMP_AGE", 600)))
-    if op == "package":
+    if op in ("package", "rollout"):
         import lightgbm  # noqa: F401  (imported before "ready": delays measure the writing)
     if os.environ.get(KILL_AT):
         _arm_kill(os.environ[KILL_AT])
