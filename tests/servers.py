@@ -108,15 +108,16 @@ def service_process(store, *args: str, env: dict | None = None):
 
 
 @contextmanager
-def redis_server(directory):
-    """Debian's redis-server on 127.0.0.1 at a free port, no persistence; yields its URL and
-    the Popen (a test may kill it). Stopped on exit."""
+def redis_server(directory, port: int | None = None):
+    """Debian's redis-server on 127.0.0.1 at a free port (or ``port``), no persistence; yields
+    its URL and the Popen (a test may kill it). Stopped on exit."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise AssertionError(
             "redis-server not found: install it with `bash infra/system-deps.sh` as root"
         )
-    port = free_port()
+    port = port or free_port()
+    os.makedirs(directory, exist_ok=True)
     proc = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
          "--dir", str(directory), "--protected-mode", "yes", "--loglevel", "warning"],
