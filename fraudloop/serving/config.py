@@ -39,7 +39,8 @@ class ServeConfig:
     redis_url: str = setting(
         "FRAUDLOOP_REDIS_URL",
         "redis://127.0.0.1:6379/0",
-        "the Redis of FRAUDLOOP_ONLINE_STORE=redis (redis:// or rediss://, password in the URL)",
+        "the Redis of FRAUDLOOP_ONLINE_STORE=redis (default redis://127.0.0.1:6379/0; rediss:// "
+        "for TLS; a password goes in the URL, hence secret)",
         secret=True,
     )
     redis_timeout_seconds: float = setting(
