@@ -7,9 +7,11 @@ same aggregates, so any replica computes the same features for a card.
 
 ``refresh`` (the follower's poll) reads the served version from Redis, and when the published
 state is not the one Redis serves, loads it (one replica at a time; the others keep serving the
-old version until the switch). Redis calls have short timeouts and at most one immediate retry;
-a replica whose last Redis call failed is not ready (``/readyz`` 503, so a balancer takes it out)
-and scoring answers 503 until a later call succeeds.
+old version until the switch). Redis calls have short timeouts (a broken connection is retried once,
+a timeout never); a replica whose last Redis call failed is not ready (``/readyz`` 503, so a
+balancer takes it out) and scoring answers 503 at once, without calling Redis, until the next
+poll reaches it again: a single request is scored on the event loop, so a hung Redis costs the
+loop one timeout per poll period, not one per request.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ class OnlineStoreUnavailable(RuntimeError):
 
 
 def redis_client(url: str, timeout: float):
-    """A client with ``timeout`` s connect/read timeouts and one immediate retry (a pooled
-    connection broken by a Redis restart is replaced once, then the error surfaces)."""
+    """A client with ``timeout`` s connect/read timeouts and one immediate retry on a broken
+    connection only (a pooled connection a Redis restart closed is replaced once); a timeout is
+    not retried: it would double the wait, and a script that did run would run twice."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -42,7 +45,7 @@ def redis_client(url: str, timeout: float):
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         health_check_interval=0,
     )
 
@@ -126,6 +129,9 @@ class RedisFeatures:
         return self.features_and_observe_many([tx])[0]
 
     def features_and_observe_many(self, txs: list[dict[str, Any]]) -> list[dict[str, float]]:
+        if not self.healthy:  # fail fast: the single path runs on the event loop, and one
+            # timeout per poll period (the next refresh) is all a hung Redis may cost it
+            raise OnlineStoreUnavailable("Redis did not answer; retried by the next poll")
         try:
             return self.shared.features_and_observe(txs)
         except self._errors as error:
