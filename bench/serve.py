@@ -1002,7 +1002,8 @@ def main() -> None:
 
 
 def online_store_figures(bench: Report, stores: dict) -> None:
-    """Redis-backed replicas against the in-process store, same rate, same run."""
+    """Redis-backed replicas against the in-process store, same rate, same run (the figures of
+    ``--only-online-stores``; a full run keeps them in its details, beside its own figures)."""
     calls = stores["call_us"]
     bench.figure(
         "redis_features_p99_us",
@@ -1141,7 +1142,6 @@ def figures(bench: Report, out: dict) -> None:
         ratio_means="rows / decisions",
         target="equal",
     )
-    online_store_figures(bench, out["online_stores"])
 
 
 def details(bench: Report, out: dict) -> None:
