@@ -9,7 +9,9 @@ open-loop latency at a steady rate (no coordinated omission), closed-loop peak r
 rows/s (with a per-row profile of where the batch time goes), a load run across hot swaps of the
 production alias, a SIGTERM whose prediction log must hold every decision answered, then (issue
 12) the latency of the prediction-log spool in its three modes, decisions lost to a `kill -9`,
-single requests beside 200 half-sent request heads and beside a large batch. Targets
+single requests beside 200 half-sent request heads and beside a large batch, and the same open-loop
+latency with the online features in Redis (one and two replicas sharing it) beside the in-process
+store (`--only-online-stores` runs just that phase). Targets
 (from the serving issue): p99 <= 10 ms at 200 requests/s, >= 1,000 requests/s, >= 200,000 batch
 rows/s, no failed request across hot swaps. The hot swaps run before the batch phase so that
 their figures are the swaps' own.
@@ -33,7 +35,8 @@ against the in-process scoring path, that path against LightGBM alone, peak requ
 the in-process path's rate on one core, batch rows/s against single-request rows/s, failed
 requests against those sent across the hot swaps, log rows against decisions answered.
 
-Usage: .venv/bin/python bench/serve.py [--quick] [--json PATH]   (--quick: short phases)
+Usage: .venv/bin/python bench/serve.py [--quick] [--json PATH] [--only-online-stores]
+(--quick: short phases)
 """
 
 from __future__ import annotations
@@ -655,6 +658,138 @@ def slow_clients_and_batches(store, workdir: Path, bodies: list[dict], plan: Pla
     return out
 
 
+@contextlib.contextmanager
+def redis_server(workdir: Path):
+    """Debian's redis-server on a free loopback port, no persistence (the online store phase)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", HOST, "--port", str(port), "--save", "", "--appendonly",
+         "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://{HOST}:{port}/0"
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield url, client, proc
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def split_load(ports: list[int], single: list[bytes], rate: float, seconds: float) -> list:
+    """``rate`` req/s in all, split evenly over the replicas at ``ports``, all at once; each
+    replica gets its own share of the traffic (the cards overlap: that is what is shared)."""
+    results: list = [None] * len(ports)
+
+    def load(k: int) -> None:
+        part = single[k :: len(ports)]
+        results[k] = run_constant_rate(
+            HOST, ports[k], "/v1/score", part, rate / len(ports), seconds
+        )
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(len(ports))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def feature_calls(store, url: str, single: list[bytes], calls: int) -> dict:
+    """One transaction's features + observation, without HTTP: the in-process store against
+    the Redis store (one script call, one round trip on loopback), same transactions."""
+    from fraudloop.serving.live import LiveFeatures
+    from fraudloop.serving.shared_features import RedisFeatures
+
+    records = []
+    for body in single[: max(calls, 1)]:
+        tx = Transaction.model_validate_json(body)
+        records.append(
+            {
+                "transaction_id": f"call-{len(records)}-{tx.transaction_id}",
+                "tx_datetime": tx.tx_datetime,
+                "customer_id": tx.customer_id,
+                "terminal_id": tx.terminal_id,
+                "amount": tx.amount,
+            }
+        )
+    memory = LiveFeatures(store, "featurestore/online")
+    shared = RedisFeatures(store, "featurestore/online", url, timeout=1.0)
+    memory.refresh()
+    shared.refresh()
+    out = {}
+    for name, features in (("memory", memory), ("redis", shared)):
+        took = []
+        for rec in records:
+            t0 = time.perf_counter()
+            features.features_and_observe(rec)
+            took.append(time.perf_counter() - t0)
+        out[name] = {"p50": round(us(pct(took, 50)), 1), "p99": round(us(pct(took, 99)), 1)}
+    shared.close()
+    return out
+
+
+def online_stores(store, workdir: Path, single: list[bytes], plan: Plan) -> dict:
+    """Open-loop single-transaction latency with the in-process online store (one replica) and
+    with the shared Redis store (one replica; two replicas, the rate split between them: no
+    balancer here, each replica gets half). Same rate, same traffic, one after the other."""
+    out: dict = {}
+    with redis_server(workdir) as (url, client, proc):
+        out["call_us"] = feature_calls(store, url, single, plan.floor_calls)
+        client.flushall()
+        redis_env = {"FRAUDLOOP_ONLINE_STORE": "redis", "FRAUDLOOP_REDIS_URL": url}
+        modes = {"memory, 1 replica": ({}, 1), "redis, 1 replica": (redis_env, 1)}
+        modes["redis, 2 replicas"] = (redis_env, 2)
+        for i, (mode, (env, replicas)) in enumerate(modes.items()):
+            client.flushall()  # each mode loads the state afresh
+            services = [
+                Service(store, workdir, env, name=f"online-{i}-{k}") for k in range(replicas)
+            ]
+            try:
+                for service in services:
+                    service.wait_ready()
+                for service in services:  # warm-up
+                    run_constant_rate(HOST, service.port, "/v1/score", single, 100, 0.5)
+                cpu0 = [service.cpu() for service in services]
+                redis_cpu0 = cpu_seconds(proc.pid)
+
+                ports = [service.port for service in services]
+                results = split_load(ports, single, plan.latency_rate, plan.latency_s)
+                latencies = np.concatenate([r.latencies_ms for r in results])
+                out[mode] = {
+                    "replicas": replicas,
+                    "rate": plan.latency_rate,
+                    "sent": sum(r.sent for r in results),
+                    "ok": sum(r.ok for r in results),
+                    "failed": sum(r.failed for r in results),
+                    "p50": round(float(np.percentile(latencies, 50)), 3),
+                    "p99": round(float(np.percentile(latencies, 99)), 3),
+                    "service_cpu_s": round(
+                        sum(s.cpu() - c for s, c in zip(services, cpu0, strict=True)), 2
+                    ),
+                    "redis_cpu_s": round(cpu_seconds(proc.pid) - redis_cpu0, 2),
+                }
+                for service in services:
+                    service.terminate()
+            finally:
+                for service in services:
+                    service.close()
+    return out
+
+
 def build_world(workdir: Path) -> tuple[LocalObjectStore, list[dict], dict]:
     """The deployable world under ``workdir/home``, built by a child process (see the module
     docstring); returns (store, traffic bodies in time order, facts about the world)."""
@@ -696,12 +831,27 @@ def main() -> None:
         "--seed", type=int, default=0, help="picks the floor's rows and the swaps' timing"
     )
     parser.add_argument("--build-world", type=Path, help=argparse.SUPPRESS)  # the child's job
+    parser.add_argument(
+        "--only-online-stores",
+        action="store_true",
+        help="only the online store phase: in-process vs Redis (1 and 2 replicas)",
+    )
     args = parser.parse_args()
     if args.build_world is not None:
         _build_world_child(args.build_world)
         return
     plan = QUICK if args.quick else Plan()
     bench = Report("serve", args)
+    if args.only_online_stores:
+        with tempfile.TemporaryDirectory(prefix="fraudloop-bench-serve-") as tmp:
+            store, bodies, _ = build_world(Path(tmp))
+            ModelRegistry(store).promote(1, to="production", actor="bench", reason="bench")
+            out = {"online_stores": online_stores(store, Path(tmp), bodies_bytes(bodies), plan)}
+        out["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+        online_store_figures(bench, out["online_stores"])
+        bench.details = out
+        bench.finish()
+        return
     rng = np.random.default_rng(args.seed)
     t_all = time.perf_counter()
     out: dict = {
@@ -831,6 +981,7 @@ def main() -> None:
         out["spool_modes"] = spool_modes(store, workdir, single, plan)
         out["kill_9"] = kill_9(store, workdir, single, plan)
         out["guards"] = slow_clients_and_batches(store, workdir, bodies, plan)
+        out["online_stores"] = online_stores(store, workdir, single, plan)
 
         log = read_predictions(store, dedupe=False)  # the traffic's ids repeat across phases
         mine = log[log["instance"] == instance]
@@ -848,6 +999,44 @@ def main() -> None:
     details(bench, out)
     bench.details = out
     bench.finish()
+
+
+def online_store_figures(bench: Report, stores: dict) -> None:
+    """Redis-backed replicas against the in-process store, same rate, same run (the figures of
+    ``--only-online-stores``; a full run keeps them in its details, beside its own figures)."""
+    calls = stores["call_us"]
+    bench.figure(
+        "redis_features_p99_us",
+        "one transaction's online features + observation in process, Redis store (one script "
+        "call on loopback)",
+        calls["redis"]["p99"],
+        "us",
+        text=f"p50 {calls['redis']['p50']:.0f} us, p99 {calls['redis']['p99']:.0f} us",
+        versus="the in-process store, same transactions",
+        versus_value=calls["memory"]["p99"],
+        versus_text=f"p50 {calls['memory']['p50']:.0f} us, p99 {calls['memory']['p99']:.0f} us",
+        ratio_means="Redis p99 / in-process p99",
+    )
+    memory = stores["memory, 1 replica"]
+    for key, mode in (
+        ("redis_p99_ms", "redis, 1 replica"),
+        ("redis_2x_p99_ms", "redis, 2 replicas"),
+    ):
+        r = stores[mode]
+        bench.figure(
+            key,
+            f"single transaction, online features in Redis ({mode}), open loop at "
+            f"{r['rate']:.0f} req/s in all",
+            r["p99"],
+            "ms",
+            text=f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms; failed {r['failed']} of "
+            f"{r['sent']:,}",
+            versus="the in-process online store, 1 replica, same rate",
+            versus_value=memory["p99"],
+            versus_text=f"p50 {memory['p50']:.2f} ms, p99 {memory['p99']:.2f} ms",
+            ratio_means="Redis p99 / in-process p99",
+            target="p99 <= 10 ms",
+        )
 
 
 def figures(bench: Report, out: dict) -> None:

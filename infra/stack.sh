@@ -16,7 +16,7 @@
 #   FRAUDLOOP_STACK_PROJECT    fraudloop-stack           compose project (containers, volumes)
 #   FRAUDLOOP_STACK_PG_PORT    15432   FRAUDLOOP_STACK_S3_PORT      19000
 #   FRAUDLOOP_STACK_GRPC_PORT  14000   FRAUDLOOP_STACK_WEB_PORT     13000
-#   FRAUDLOOP_STACK_SCORING_PORT 18000
+#   FRAUDLOOP_STACK_SCORING_PORT 18000 FRAUDLOOP_STACK_REDIS_PORT  16379
 #   FRAUDLOOP_STACK_SETTINGS   (none)                    extra FRAUDLOOP_* settings, env-file format
 #   FRAUDLOOP_STACK_NO_BUILD   unset                     1: use the images as they are
 #   FRAUDLOOP_AUTOMATION       on                        off: leave sensors/schedules stopped
@@ -49,6 +49,8 @@ write_env() {
       echo "FRAUDLOOP_ADMIN_TOKEN=$(secret)"
     } >"$secrets"
   fi
+  # added after the first stacks were made: give an older secrets file its own
+  grep -q '^FRAUDLOOP_REDIS_PASSWORD=' "$secrets" || echo "FRAUDLOOP_REDIS_PASSWORD=$(secret)" >>"$secrets"
   local s3=${FRAUDLOOP_STACK_S3_PORT:-19000} grpc=${FRAUDLOOP_STACK_GRPC_PORT:-14000}
   umask 077
   {
@@ -65,6 +67,8 @@ write_env() {
     echo "DAGSTER_GRPC_PORT=$grpc"
     echo "DAGSTER_WEBSERVER_PORT=${FRAUDLOOP_STACK_WEB_PORT:-13000}"
     echo "FRAUDLOOP_SCORING_PORT=${FRAUDLOOP_STACK_SCORING_PORT:-18000}"
+    echo "FRAUDLOOP_REDIS_PORT=${FRAUDLOOP_STACK_REDIS_PORT:-16379}"
+    echo "FRAUDLOOP_REDIS_HOST=127.0.0.1"
     echo "FRAUDLOOP_STACK_S3_PORT=$s3"
     echo "FRAUDLOOP_S3_BUCKET=${FRAUDLOOP_S3_BUCKET:-fraudloop}"
     echo "FRAUDLOOP_S3_ENDPOINT_URL=http://127.0.0.1:$s3"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the test suite drives for real: headless Chromium (UI tests), a PostgreSQL
-# server (the production profile's instance storage), Prometheus (alert rules), and the Docker engine, docker-compose and
+# server (the production profile's instance storage), Prometheus (alert rules), redis-server (the
+# scoring replicas' shared online store), and the Docker engine, docker-compose and
 # debootstrap (the Docker stack's system test, `make stack`). Installed from Debian's packages
 # when missing; needs root (CI runs as root). Idempotent and quiet when all is there.
 set -euo pipefail
@@ -15,6 +16,8 @@ command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missin
 command -v bc >/dev/null 2>&1 || missing+=(bc)
 # Prometheus and promtool: the alert rules' unit tests and a real scrape of the service
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# Redis: the shared online feature store's tests start their own server on a free port
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -88,3 +88,23 @@ def world(deployable_world, tmp_path):
     root, traffic = deployable_world
     shutil.copytree(root, tmp_path / "home")
     return LocalObjectStore(tmp_path / "home"), traffic
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory):
+    """One real redis-server for the session (tests.servers.redis_server)."""
+    from tests.servers import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_server_url):
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushall()
+    client.close()
+    return redis_server_url

@@ -1,9 +1,11 @@
 """The scoring service on a real HTTP port for tests: in a thread (uvicorn.Server, so a test can
-reach into the app) or in its own process (for signals: a graceful SIGTERM)."""
+reach into the app) or in its own process (for signals: a graceful SIGTERM); and a real
+redis-server (Debian's package, installed by infra/system-deps.sh) for the shared online store."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,4 +104,49 @@ def service_process(store, *args: str, env: dict | None = None):
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        proc.stderr.close()
+
+
+@contextmanager
+def redis_server(directory, port: int | None = None):
+    """Debian's redis-server on 127.0.0.1 at a free port (or ``port``), no persistence; yields
+    its URL and the Popen (a test may kill it). Stopped on exit."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise AssertionError(
+            "redis-server not found: install it with `bash infra/system-deps.sh` as root"
+        )
+    port = port or free_port()
+    os.makedirs(directory, exist_ok=True)
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(directory), "--protected-mode", "yes", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode()[-2000:])
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_until(up, timeout=30, what="redis-server ready")
+        client.close()
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         proc.stderr.close()

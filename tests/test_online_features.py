@@ -1,8 +1,10 @@
-"""Online feature store: same features as the batch, one transaction at a time, in microseconds."""
+"""Online feature stores: same features as the batch, one transaction at a time. The behaviour
+tests run against both stores (in-process and a real Redis), which must agree bit for bit."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import timedelta
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from fraudloop.core.hours import HOUR_NS
 from fraudloop.features.compute import FEATURE_NAMES, advance_hour, build_features
 from fraudloop.features.online import OnlineFeatureStore
+from fraudloop.features.redis_store import RedisOnlineStore
 from fraudloop.features.state import (
     FeatureState,
     attach_transactions,
@@ -39,6 +42,40 @@ def batch(data):
     return build_features(tx, labels).set_index("transaction_id")
 
 
+class RedisBacked:
+    """The Redis store loaded from a state, with the in-process store's test surface."""
+
+    def __init__(self, url: str, state: FeatureState, label_delay=None):
+        import redis
+
+        online = OnlineFeatureStore.from_state(state, label_delay)
+        self.store = RedisOnlineStore(redis.Redis.from_url(url), "test:online")
+        pointer = {"sha256": uuid.uuid4().hex, "state_hour": state.hour_key or ""}
+        assert self.store.load(online, pointer) == "switched"
+
+    def features(self, tx):
+        return self.store.features(tx)
+
+    def vector(self, tx):
+        return list(self.features(tx).values())
+
+    def observe(self, tx):
+        self.store.observe(tx)
+
+    @property
+    def observed(self) -> int:
+        return self.store.observed()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def load(request):
+    """state -> an online store of the parametrised kind."""
+    if request.param == "memory":
+        return OnlineFeatureStore.from_state
+    url = request.getfixturevalue("redis_url")
+    return lambda state, label_delay=None: RedisBacked(url, state, label_delay)
+
+
 def _records(frame: pd.DataFrame) -> list[dict]:
     ordered = frame.sort_values(["tx_datetime", "transaction_id"])
     return ordered[
@@ -54,7 +91,7 @@ def _check(got: dict[str, float], want: pd.Series) -> None:
     )  # fmt: skip
 
 
-def test_online_equals_batch_over_a_day(data, batch):
+def test_online_equals_batch_over_a_day(data, batch, load):
     """Each hour: the state as of the hour start (transactions before it, labels known at its
     start), then every transaction scored and observed in time order."""
     tx, labels, hours = data
@@ -71,7 +108,7 @@ def test_online_equals_batch_over_a_day(data, batch):
     for hour in range(first, last + 1):
         newly = enriched[(known_hour > hour - 1) & (known_hour <= hour)]
         state = state.with_labels(newly)  # labels known at the hour start
-        store = OnlineFeatureStore.from_state(state, timedelta(days=7))
+        store = load(state, timedelta(days=7))
         for rec in _records(tx[hours == hour]):
             _check(store.features(rec), batch.loc[rec["transaction_id"]])
             store.observe(rec)
@@ -80,7 +117,7 @@ def test_online_equals_batch_over_a_day(data, batch):
     assert scored == int((hours >= first).sum()) > 200
 
 
-def test_one_store_serves_several_hours(data, batch):
+def test_one_store_serves_several_hours(data, batch, load):
     """Loaded once, observing as it goes: windows slide across hour boundaries. Labels that
     become known in those hours must be in the state already (the store filters on known_at)."""
     tx, labels, hours = data
@@ -90,7 +127,7 @@ def test_one_store_serves_several_hours(data, batch):
     state = FeatureState.from_history(
         tx[hours < first], labels[labels["known_at"] <= cutoff], hour_key_of(first - 1)
     )
-    store = OnlineFeatureStore.from_state(state)
+    store = load(state)
     window = tx[(hours >= first) & (hours < first + span)]
     for rec in _records(window):
         _check(store.features(rec), batch.loc[rec["transaction_id"]])
@@ -98,11 +135,11 @@ def test_one_store_serves_several_hours(data, batch):
     assert store.observed == len(window)
 
 
-def test_features_is_pure_and_accepts_usual_time_types(data):
+def test_features_is_pure_and_accepts_usual_time_types(data, load):
     tx, labels, hours = data
     last = int(hours.max())
     state = FeatureState.from_history(tx[hours < last], labels, hour_key_of(last - 1))
-    store = OnlineFeatureStore.from_state(state)
+    store = load(state)
     rec = _records(tx[hours == last])[0]
     first = store.features(rec)
     assert store.features(rec) == first and store.observed == 0
@@ -118,10 +155,10 @@ def test_features_is_pure_and_accepts_usual_time_types(data):
         store.features({**rec, "tx_datetime": ts - pd.Timedelta(hours=2)})
 
 
-def test_unknown_entities_get_the_degenerate_values(data):
+def test_unknown_entities_get_the_degenerate_values(data, load):
     tx, labels, hours = data
     state = FeatureState.from_history(tx, labels, hour_key_of(int(hours.max())))
-    store = OnlineFeatureStore.from_state(state)
+    store = load(state)
     when = pd.Timestamp((int(hours.max()) + 1) * HOUR_NS + 60 * 10**9, tz="UTC")
     f = store.features(
         {"transaction_id": "new", "tx_datetime": when, "customer_id": "nobody",

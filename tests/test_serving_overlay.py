@@ -11,6 +11,7 @@ from fraudloop.features.online import OnlineFeatureStore
 from fraudloop.serving.__main__ import open_store
 from fraudloop.serving.guards import bearer_token
 from fraudloop.serving.live import LiveFeatures
+from fraudloop.serving.shared_features import RedisFeatures
 
 T0 = 1_523_000_000 * 10**9 // HOUR_NS * HOUR_NS
 
@@ -25,36 +26,54 @@ def tx(i: int, amount: float = 20.0, card: str = "C1", tid: str | None = None) -
     }
 
 
-def live(max_observed: int = 1000) -> LiveFeatures:
-    features = LiveFeatures(store=None, prefix="unused", max_observed=max_observed)
-    features._online = OnlineFeatureStore(label_delay_hours=24, first_hour=None)  # empty state
-    return features
+@pytest.fixture(params=["memory", "redis"])
+def live(request):
+    """max_observed -> the service's online features of the parametrised kind, on an empty
+    state, with (observed in the overlay, peek at a probe's features) accessors."""
+
+    def make(max_observed: int = 1000):
+        if request.param == "memory":
+            features = LiveFeatures(store=None, prefix="unused", max_observed=max_observed)
+            features._online = OnlineFeatureStore(label_delay_hours=24, first_hour=None)
+            features.peek = features._online.features
+            features.in_overlay = lambda: features._online.observed
+            return features
+        url = request.getfixturevalue("redis_url")
+        features = RedisFeatures(None, f"unused{max_observed}", url, 1.0, max_observed)
+        empty = OnlineFeatureStore(label_delay_hours=24, first_hour=None)
+        assert features.shared.load(empty, {"sha256": "empty", "state_hour": ""}) == "switched"
+        features.current, features.healthy = features.shared.current(), True
+        features.peek = features.shared.features
+        features.in_overlay = features.shared.observed
+        request.addfinalizer(features.close)
+        return features
+
+    return make
 
 
-def test_a_retry_counts_once_and_a_known_id_cannot_block_the_real_transaction():
+def test_a_retry_counts_once_and_a_known_id_cannot_block_the_real_transaction(live):
     features = live()
     features.features_and_observe(tx(1))
     features.features_and_observe(tx(1))  # a client retry: same id, same content
-    assert features.observed == 1
+    assert features.in_overlay() == 1
     # someone sends T2's id first with other content: the real T2 is still observed
     features.features_and_observe(tx(2, amount=1.0))
     features.features_and_observe(tx(2, amount=55.0))
-    assert features.observed == 3
+    assert features.in_overlay() == 3
     nxt = features.features_and_observe(tx(3))
     assert nxt["customer_nb_tx_1d"] == 4.0  # T1, both T2 contents, and itself
 
 
-def test_the_overlay_is_bounded_and_forgets_the_oldest():
+def test_the_overlay_is_bounded_and_forgets_the_oldest(live):
     bounded = live(max_observed=3)
     for i in range(10):
         bounded.features_and_observe(tx(i))
-    assert bounded.observed == 3 and bounded.forgotten == 7
+    assert bounded.in_overlay() == 3
     reference = live()
     for i in range(7, 10):
         reference.features_and_observe(tx(i))
     probe = tx(11)
-    assert bounded._online.features(probe) == reference._online.features(probe)
-    assert bounded._online.observed == 3
+    assert bounded.peek(probe) == reference.peek(probe)
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,10 @@ to match the batch definition.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,6 +56,23 @@ def tx_time_ns(value: Any) -> int:
     if isinstance(value, datetime | np.datetime64 | str):
         return int(pd.Timestamp(value).value)
     raise TypeError(f"unsupported tx_datetime {value!r}")
+
+
+class TooOld(ValueError):
+    """The transaction is older than the state the store serves."""
+
+
+class NotLoaded(RuntimeError):
+    """No feature state is loaded (yet): the service is not ready."""
+
+
+def identity(tx: dict[str, Any]) -> str:
+    """Transaction id + digest of its content: what makes two requests the same transaction (a
+    retry, counted once) rather than a reuse of the id with other content (both are recorded)."""
+    content = f"{tx_time_ns(tx['tx_datetime'])}|{tx['customer_id']}|{tx['terminal_id']}|"
+    content += repr(float(tx["amount"]))
+    digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
+    return f"{tx['transaction_id']}#{digest}"
 
 
 def _sorted_table(state: FeatureState, name: str, code: str) -> dict[str, np.ndarray]:
@@ -98,7 +117,7 @@ class OnlineFeatureStore:
         self._obs_c: dict[str, list[tuple[int, int, float, int]]] = {}
         self._obs_pairs: dict[tuple[str, str], int] = {}
         self._obs_pair_n: dict[tuple[str, str], int] = {}  # observations per pair (forget)
-        self._obs_t: dict[str, list[int]] = {}
+        self._obs_t: dict[str, dict[int, int]] = {}  # terminal -> hour -> observations
         self.observed = 0
 
     @classmethod
@@ -158,6 +177,24 @@ class OnlineFeatureStore:
         store._t_frauds = frauds
         return store
 
+    def loaded_entities(self) -> Iterator[tuple[str, str, tuple, Any]]:
+        """The loaded state, one entity at a time, in the form :func:`customer_sums` and
+        :func:`terminal_counts` read (another store copies it: the Redis store):
+        ``("c", customer, (hours, n, s, ss, small, last), {terminal: last pair hour})`` and
+        ``("t", terminal, (hours, n), [(tx hour, known from, known until), ...])``."""
+        for cid, (lo, hi) in self._c_range.items():
+            rows = tuple(
+                col[lo:hi]
+                for col in (self._c_hours, self._c_n, self._c_s, self._c_ss, self._c_small)
+            )
+            yield "c", cid, (*rows, self._c_last[cid]), self._pairs.get(cid, {})
+        for cid in self._pairs.keys() - self._c_range.keys():  # pairs only (not in practice)
+            yield "c", cid, ([], [], [], [], [], NO_TIME), self._pairs[cid]
+        for tid, (lo, hi) in self._t_range.items():
+            yield "t", tid, (self._t_hours[lo:hi], self._t_n[lo:hi]), self._t_frauds.get(tid, [])
+        for tid in self._t_frauds.keys() - self._t_range.keys():
+            yield "t", tid, ([], []), self._t_frauds[tid]
+
     # ---- scoring ------------------------------------------------------------------------------
 
     def features(self, tx: dict[str, Any]) -> dict[str, float]:
@@ -166,138 +203,33 @@ class OnlineFeatureStore:
         t = tx_time_ns(tx["tx_datetime"])
         hour = t // HOUR_NS
         if self.first_hour is not None and hour < self.first_hour:
-            raise ValueError("transaction is older than the state this store was loaded from")
+            raise TooOld("transaction is older than the state this store was loaded from")
         amount = float(tx["amount"])
         cid = str(tx["customer_id"])
         tid = str(tx["terminal_id"])
-        is_small = 1 if amount < SMALL_AMOUNT else 0
-
-        # customer windows: this transaction + overlay + loaded buckets
-        n1h = n1d = n7d = n30d = 1
-        s1d = s7d = s30d = amount
-        ss30 = amount * amount
-        sm1d = is_small
-        prev = NO_TIME
-        rng = self._c_range.get(cid)
-        if rng is not None:
-            lo, hi = rng
-            hours = self._c_hours
-            cn, cs = self._c_n, self._c_s
-            end = hi - 1
-            j = bisect_left(hours, hour - _W30D, lo, hi)
-            if j <= end:
-                b = j - 1
-                n30d += cn[end] - (cn[b] if j > lo else 0)
-                s30d += cs[end] - (cs[b] if j > lo else 0.0)
-                css = self._c_ss
-                ss30 += css[end] - (css[b] if j > lo else 0.0)
-                j = bisect_left(hours, hour - _W7D, j, hi)
-                if j <= end:
-                    b = j - 1
-                    n7d += cn[end] - (cn[b] if j > lo else 0)
-                    s7d += cs[end] - (cs[b] if j > lo else 0.0)
-                    j = bisect_left(hours, hour - _W1D, j, hi)
-                    if j <= end:
-                        b = j - 1
-                        n1d += cn[end] - (cn[b] if j > lo else 0)
-                        s1d += cs[end] - (cs[b] if j > lo else 0.0)
-                        csm = self._c_small
-                        sm1d += csm[end] - (csm[b] if j > lo else 0)
-                        j = bisect_left(hours, hour - _W1H, j, hi)
-                        if j <= end:
-                            n1h += cn[end] - (cn[j - 1] if j > lo else 0)
-            prev = self._c_last[cid]
-        obs = self._obs_c.get(cid)
-        if obs:
-            for oh, ot, oa, osm in obs:
-                if oh >= hour - _W30D:
-                    n30d += 1
-                    s30d += oa
-                    ss30 += oa * oa
-                    if oh >= hour - _W7D:
-                        n7d += 1
-                        s7d += oa
-                        if oh >= hour - _W1D:
-                            n1d += 1
-                            s1d += oa
-                            sm1d += osm
-                            if oh >= hour - _W1H:
-                                n1h += 1
-                if ot > prev:
-                    prev = ot
-
-        # customer-terminal novelty
+        lo, hi = self._c_range.get(cid, (0, 0))
+        sums = customer_sums(
+            hour,
+            amount,
+            (self._c_hours, self._c_n, self._c_s, self._c_ss, self._c_small, lo, hi),
+            self._c_last.get(cid, NO_TIME),
+            self._obs_c.get(cid),
+        )
         seen_hour = self._obs_pairs.get((cid, tid))
         if seen_hour is None:
             known = self._pairs.get(cid)
             if known is not None:
                 seen_hour = known.get(tid)
-        novelty = (
-            0.0 if seen_hour is not None and seen_hour >= hour - CUSTOMER_HORIZON_HOURS else 1.0
-        )
-
-        # terminal windows
-        top = hour - self.label_delay_hours
-        tcounts = [0] * len(_TW)
-        trng = self._t_range.get(tid)
-        if trng is not None:
-            lo, hi = trng
-            th, tn = self._t_hours, self._t_n
-            j2 = bisect_left(th, top, lo, hi)
-            upper = tn[j2 - 1] if j2 > lo else 0
-            for k, w in enumerate(_TW):
-                j1 = bisect_left(th, top - w, lo, j2)
-                tcounts[k] = upper - (tn[j1 - 1] if j1 > lo else 0)
+        tlo, thi = self._t_range.get(tid, (0, 0))
         tobs = self._obs_t.get(tid)
-        if tobs:
-            for oh in tobs:
-                if oh < top:
-                    for k, w in enumerate(_TW):
-                        if oh >= top - w:
-                            tcounts[k] += 1
-        tfrauds = list(_ZERO_FRAUDS)
-        segs = self._t_frauds.get(tid)
-        if segs:
-            for tx_hour, known_from, known_until in segs:
-                if known_from <= hour < known_until and tx_hour < top:
-                    for k, w in enumerate(_TW):
-                        if tx_hour >= top - w:
-                            tfrauds[k] += 1
-
-        # assemble (mirrors fraudloop.features.compute._assemble)
-        hour_of_day = hour % 24
-        out = {
-            "amount": amount,
-            "tx_is_weekend": 1.0 if ((t // DAY_NS) + 3) % 7 >= 5 else 0.0,
-            "tx_is_night": 1.0 if hour_of_day <= 6 else 0.0,
-            "tx_hour": float(hour_of_day),
-            "customer_nb_tx_1h": float(n1h),
-        }
-        for w, cnt, tot in (("1d", n1d, s1d), ("7d", n7d, s7d), ("30d", n30d, s30d)):
-            avg = tot / cnt
-            out[f"customer_nb_tx_{w}"] = float(cnt)
-            out[f"customer_avg_amount_{w}"] = avg
-            out[f"customer_amount_ratio_{w}"] = amount / avg if avg > 0 else 0.0
-        mean = s30d / n30d
-        var = max(ss30 / n30d - mean * mean, 0.0)
-        std = math.sqrt(var)
-        if n30d >= 2 and std > ZSCORE_MIN_RELATIVE_STD * max(abs(mean), 1.0):
-            out["customer_amount_zscore_30d"] = (amount - mean) / std
-        else:
-            out["customer_amount_zscore_30d"] = 0.0
-        if prev == NO_TIME:
-            out["customer_secs_since_prev_tx"] = NO_PREV_TX_SECONDS
-        else:
-            out["customer_secs_since_prev_tx"] = min(
-                float(t - prev) / SECOND_NS, NO_PREV_TX_SECONDS
-            )
-        out["customer_small_tx_share_1d"] = sm1d / n1d
-        out["customer_terminal_novelty"] = novelty
-        for k, w in enumerate(TERMINAL_WINDOW_DAYS):
-            cnt = tcounts[k]
-            out[f"terminal_nb_tx_{w}d"] = float(cnt)
-            out[f"terminal_risk_{w}d"] = tfrauds[k] / cnt if cnt > 0 else 0.0
-        return {name: out[name] for name in FEATURE_NAMES}
+        counts, frauds = terminal_counts(
+            hour,
+            self.label_delay_hours,
+            (self._t_hours, self._t_n, tlo, thi),
+            tobs.items() if tobs else None,
+            self._t_frauds.get(tid),
+        )
+        return assemble(t, hour, amount, sums, seen_hour, counts, frauds)
 
     def vector(self, tx: dict[str, Any]) -> list[float]:
         """:meth:`features` as a list in :data:`FEATURE_NAMES` order (model input)."""
@@ -313,7 +245,8 @@ class OnlineFeatureStore:
         self._obs_c.setdefault(cid, []).append((hour, t, amount, 1 if amount < SMALL_AMOUNT else 0))
         self._obs_pairs[(cid, tid)] = hour
         self._obs_pair_n[(cid, tid)] = self._obs_pair_n.get((cid, tid), 0) + 1
-        self._obs_t.setdefault(tid, []).append(hour)
+        counts = self._obs_t.setdefault(tid, {})
+        counts[hour] = counts.get(hour, 0) + 1
         self.observed += 1
 
     def forget(self, tx: dict[str, Any]) -> None:
@@ -321,12 +254,19 @@ class OnlineFeatureStore:
         observed transaction): keeps the overlay bounded when no newer state is loaded."""
         cid = str(tx["customer_id"])
         tid = str(tx["terminal_id"])
-        for overlay, key in ((self._obs_c, cid), (self._obs_t, tid)):
-            entries = overlay.get(key)
-            if entries:
-                entries.pop(0)
-                if not entries:
-                    del overlay[key]
+        entries = self._obs_c.get(cid)
+        if entries:
+            entries.pop(0)
+            if not entries:
+                del self._obs_c[cid]
+        counts = self._obs_t.get(tid)
+        hour = tx_time_ns(tx["tx_datetime"]) // HOUR_NS
+        if counts and hour in counts:
+            counts[hour] -= 1
+            if not counts[hour]:
+                del counts[hour]
+                if not counts:
+                    del self._obs_t[tid]
         left = self._obs_pair_n.get((cid, tid), 1) - 1
         if left > 0:
             self._obs_pair_n[(cid, tid)] = left
@@ -351,3 +291,149 @@ def _group_int_cumsum(values: np.ndarray, sorted_codes: np.ndarray) -> np.ndarra
     starts = np.maximum.accumulate(np.where(new, np.arange(len(values)), 0))
     offset = np.where(starts > 0, total[starts - 1], 0)
     return total - offset
+
+
+# ---- the arithmetic, shared by every online store ---------------------------------------------
+# Each store gathers one entity's loaded rows (hours ascending with per-entity prefix sums) and
+# its overlay, then calls these: the same Python float operations in the same order, so two
+# stores holding the same data give bit-identical features (and so identical scores).
+
+CustomerRows = tuple  # (hours, cum n, cum sum, cum sum of squares, cum small, lo, hi)
+TerminalRows = tuple  # (hours, cum n, lo, hi)
+
+
+def customer_sums(
+    hour: int,
+    amount: float,
+    rows: CustomerRows,
+    last: int,
+    obs: list[tuple[int, int, float, int]] | None,
+) -> tuple:
+    """(n1h, n1d, n7d, n30d, s1d, s7d, s30d, ss30, small1d, prev tx time) of a customer's
+    windows, counting the transaction being scored; ``obs`` are (hour, time, amount, small)."""
+    hours, cn, cs, css, csm, lo, hi = rows
+    n1h = n1d = n7d = n30d = 1
+    s1d = s7d = s30d = amount
+    ss30 = amount * amount
+    sm1d = 1 if amount < SMALL_AMOUNT else 0
+    prev = last
+    if hi > lo:
+        end = hi - 1
+        j = bisect_left(hours, hour - _W30D, lo, hi)
+        if j <= end:
+            b = j - 1
+            n30d += cn[end] - (cn[b] if j > lo else 0)
+            s30d += cs[end] - (cs[b] if j > lo else 0.0)
+            ss30 += css[end] - (css[b] if j > lo else 0.0)
+            j = bisect_left(hours, hour - _W7D, j, hi)
+            if j <= end:
+                b = j - 1
+                n7d += cn[end] - (cn[b] if j > lo else 0)
+                s7d += cs[end] - (cs[b] if j > lo else 0.0)
+                j = bisect_left(hours, hour - _W1D, j, hi)
+                if j <= end:
+                    b = j - 1
+                    n1d += cn[end] - (cn[b] if j > lo else 0)
+                    s1d += cs[end] - (cs[b] if j > lo else 0.0)
+                    sm1d += csm[end] - (csm[b] if j > lo else 0)
+                    j = bisect_left(hours, hour - _W1H, j, hi)
+                    if j <= end:
+                        n1h += cn[end] - (cn[j - 1] if j > lo else 0)
+    if obs:
+        for oh, ot, oa, osm in obs:
+            if oh >= hour - _W30D:
+                n30d += 1
+                s30d += oa
+                ss30 += oa * oa
+                if oh >= hour - _W7D:
+                    n7d += 1
+                    s7d += oa
+                    if oh >= hour - _W1D:
+                        n1d += 1
+                        s1d += oa
+                        sm1d += osm
+                        if oh >= hour - _W1H:
+                            n1h += 1
+            if ot > prev:
+                prev = ot
+    return n1h, n1d, n7d, n30d, s1d, s7d, s30d, ss30, sm1d, prev
+
+
+def terminal_counts(
+    hour: int,
+    label_delay_hours: int,
+    rows: TerminalRows,
+    obs: Iterable[tuple[int, int]] | None,
+    frauds: list[tuple[int, int, int]] | None,
+) -> tuple[list[int], list[int]]:
+    """Transactions and known frauds per terminal window (windows end ``label_delay_hours``
+    before ``hour``); ``obs`` are (hour, observations), ``frauds`` (tx hour, known from, known
+    until) segments."""
+    top = hour - label_delay_hours
+    tcounts = [0] * len(_TW)
+    th, tn, lo, hi = rows
+    if hi > lo:
+        j2 = bisect_left(th, top, lo, hi)
+        upper = tn[j2 - 1] if j2 > lo else 0
+        for k, w in enumerate(_TW):
+            j1 = bisect_left(th, top - w, lo, j2)
+            tcounts[k] = upper - (tn[j1 - 1] if j1 > lo else 0)
+    if obs:
+        for oh, count in obs:
+            if oh < top:
+                for k, w in enumerate(_TW):
+                    if oh >= top - w:
+                        tcounts[k] += count
+    tfrauds = list(_ZERO_FRAUDS)
+    if frauds:
+        for tx_hour, known_from, known_until in frauds:
+            if known_from <= hour < known_until and tx_hour < top:
+                for k, w in enumerate(_TW):
+                    if tx_hour >= top - w:
+                        tfrauds[k] += 1
+    return tcounts, tfrauds
+
+
+def assemble(
+    t: int,
+    hour: int,
+    amount: float,
+    sums: tuple,
+    seen_hour: int | None,
+    tcounts: list[int],
+    tfrauds: list[int],
+) -> dict[str, float]:
+    """The feature dict (mirrors ``fraudloop.features.compute._assemble``)."""
+    n1h, n1d, n7d, n30d, s1d, s7d, s30d, ss30, sm1d, prev = sums
+    hour_of_day = hour % 24
+    out = {
+        "amount": amount,
+        "tx_is_weekend": 1.0 if ((t // DAY_NS) + 3) % 7 >= 5 else 0.0,
+        "tx_is_night": 1.0 if hour_of_day <= 6 else 0.0,
+        "tx_hour": float(hour_of_day),
+        "customer_nb_tx_1h": float(n1h),
+    }
+    for w, cnt, tot in (("1d", n1d, s1d), ("7d", n7d, s7d), ("30d", n30d, s30d)):
+        avg = tot / cnt
+        out[f"customer_nb_tx_{w}"] = float(cnt)
+        out[f"customer_avg_amount_{w}"] = avg
+        out[f"customer_amount_ratio_{w}"] = amount / avg if avg > 0 else 0.0
+    mean = s30d / n30d
+    var = max(ss30 / n30d - mean * mean, 0.0)
+    std = math.sqrt(var)
+    if n30d >= 2 and std > ZSCORE_MIN_RELATIVE_STD * max(abs(mean), 1.0):
+        out["customer_amount_zscore_30d"] = (amount - mean) / std
+    else:
+        out["customer_amount_zscore_30d"] = 0.0
+    if prev == NO_TIME:
+        out["customer_secs_since_prev_tx"] = NO_PREV_TX_SECONDS
+    else:
+        out["customer_secs_since_prev_tx"] = min(float(t - prev) / SECOND_NS, NO_PREV_TX_SECONDS)
+    out["customer_small_tx_share_1d"] = sm1d / n1d
+    novelty = 0.0 if seen_hour is not None and seen_hour >= hour - CUSTOMER_HORIZON_HOURS else 1.0
+    out["customer_terminal_novelty"] = novelty
+    for k, w in enumerate(TERMINAL_WINDOW_DAYS):
+        cnt = tcounts[k]
+        out[f"terminal_nb_tx_{w}d"] = float(cnt)
+        out[f"terminal_risk_{w}d"] = tfrauds[k] / cnt if cnt > 0 else 0.0
+    return {name: out[name] for name in FEATURE_NAMES}

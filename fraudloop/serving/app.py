@@ -21,7 +21,8 @@ Failure behaviour: a body over the limit is 413, a body that does not arrive in 
 invalid field 422 naming it (pydantic's ``loc``), a transaction older than the loaded feature
 state or later than now + the clock skew 422 on ``tx_datetime``, more scoring requests in
 progress than allowed 503 with ``Retry-After``, no verified model 503; a failing canary falls
-back to production (counted), never a 500. With ``FRAUDLOOP_SCORE_TOKEN`` set, scoring needs
+back to production (counted), never a 500; an online store (Redis) that does not answer within
+its timeout 503 with ``Retry-After``. With ``FRAUDLOOP_SCORE_TOKEN`` set, scoring needs
 that bearer token (401 otherwise): scoring writes the online features other cards' decisions
 read.
 """
@@ -56,11 +57,13 @@ from fraudloop.core.store import ObjectStore
 from fraudloop.delivery import rollout
 from fraudloop.delivery.contract import BatchRequest, BatchResponse, Score, Transaction
 from fraudloop.delivery.prediction_log import PredictionLog, Pseudonyms, Row
+from fraudloop.features.online import NotLoaded, TooOld
 from fraudloop.serving.config import ServeConfig
 from fraudloop.serving.follower import Follower
 from fraudloop.serving.guards import BodyDeadline, InFlightLimit, bearer_token, send_json
 from fraudloop.serving.live import Deployment, Slot, bucket, feature_hash
 from fraudloop.serving.prometheus import ServiceMetrics
+from fraudloop.serving.shared_features import OnlineStoreUnavailable
 from fraudloop.serving.spool import claim_spool
 
 log = logging.getLogger(__name__)
@@ -285,8 +288,8 @@ class ScoringService:
             else [0]
         )
         values: list[dict[str, float]] = [{}] * len(records)
-        for i in order:
-            values[i] = self.follower.features.features_and_observe(records[i])
+        for i, v in zip(order, self._features([records[i] for i in order]), strict=True):
+            values[i] = v
         routes = self._route(dep, records)
         scores, status, answered_by = self._predict(dep, routes, values)
         elapsed_ms = (time.perf_counter() - started) * 1000 / len(records)
@@ -330,11 +333,27 @@ class ScoringService:
                     503, f"the decision could not be logged (prediction-log spool): {error}"
                 ) from None
 
+    def _features(self, ordered: list[dict]) -> list[dict[str, float]]:
+        """Features of the transactions in time order, each observed before the next (the
+        online store may be shared: another replica may have moved on meanwhile)."""
+        try:
+            return self.follower.features.features_and_observe_many(ordered)
+        except TooOld as error:
+            loc = ["body", "tx_datetime"] if len(ordered) == 1 else ["body", "transactions"]
+            detail = [{"loc": loc, "msg": str(error), "type": "value_error"}]
+            raise HTTPException(422, detail) from None
+        except (OnlineStoreUnavailable, NotLoaded) as error:
+            raise HTTPException(
+                503,
+                f"online features unavailable: {error}",
+                headers={"Retry-After": str(self.config.retry_after_seconds)},
+            ) from None
+
     def _check_times(self, records: list[dict]) -> None:
         """422 on ``tx_datetime`` for a transaction the online state cannot take: older than the
         loaded state, or later than now + the allowed clock skew (it would be logged under a
         future hour and sit in every card's velocity windows and the overlay until then)."""
-        first = self.follower.features._online.first_hour
+        first = self.follower.features.first_hour
         latest = time.time_ns() + int(self.config.max_clock_skew_seconds * 1e9)
         for i, rec in enumerate(records):
             if first is not None and rec["tx_datetime"] // HOUR_NS < first:

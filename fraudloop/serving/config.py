@@ -31,6 +31,23 @@ class ServeConfig:
     features_prefix: str = setting(
         "FRAUDLOOP_SERVE_FEATURES_PREFIX", ONLINE_PREFIX, "where the online feature state is read"
     )
+    online_store: str = setting(
+        "FRAUDLOOP_ONLINE_STORE",
+        "memory",
+        "online features: `memory` (in the process; one replica) or `redis` (shared by replicas)",
+    )
+    redis_url: str = setting(
+        "FRAUDLOOP_REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+        "the Redis of FRAUDLOOP_ONLINE_STORE=redis (default redis://127.0.0.1:6379/0; rediss:// "
+        "for TLS; a password goes in the URL, hence secret)",
+        secret=True,
+    )
+    redis_timeout_seconds: float = setting(
+        "FRAUDLOOP_REDIS_TIMEOUT_SECONDS",
+        0.25,
+        "connect and read timeout of the scoring path's Redis calls (then 503, not ready)",
+    )
     poll_seconds: float = setting(
         "FRAUDLOOP_SERVE_POLL_SECONDS", 1.0, "how often a service re-reads aliases and features"
     )
@@ -147,9 +164,12 @@ class ServeConfig:
             self.keep_alive_seconds,
             self.store_timeout_seconds,
             self.ready_max_sync_age_seconds,
+            self.redis_timeout_seconds,
         )
         if min(timeouts) <= 0 or self.max_clock_skew_seconds < 0 or self.gil_switch_ms <= 0:
             raise ConfigError("the FRAUDLOOP_SERVE_*_SECONDS timeouts must be > 0")
+        if self.online_store not in ("memory", "redis"):
+            raise ConfigError("FRAUDLOOP_ONLINE_STORE must be `memory` or `redis`")
         if self.log_retention_hours < 0 or self.spool_commit_ms < 0:
             raise ConfigError("FRAUDLOOP_SERVE_LOG_RETENTION_HOURS and _SPOOL_COMMIT_MS >= 0")
 

@@ -29,8 +29,9 @@ from fraudloop.delivery.package import load_package, load_package_dir, require_s
 from fraudloop.model.registry import ModelRegistry
 from fraudloop.serving.config import ServeConfig
 from fraudloop.serving.integrity import check_against_registry
-from fraudloop.serving.live import Deployment, LiveFeatures, Slot, load_slot
+from fraudloop.serving.live import Deployment, Slot, load_slot
 from fraudloop.serving.prometheus import ServiceMetrics
+from fraudloop.serving.shared_features import open_features
 
 log = logging.getLogger(__name__)
 ROLES = ("production", "canary", "shadow")
@@ -42,7 +43,7 @@ class Follower:
         self.config = config
         self.metrics = metrics
         self.registry = ModelRegistry(store, config.model_name)
-        self.features = LiveFeatures(store, config.features_prefix, config.max_observed)
+        self.features = open_features(store, config)
         self.deployment = Deployment()
         self.errors: dict[str, str] = {}
         self.synced_at: float | None = None  # time.monotonic() of the last successful sync
@@ -168,6 +169,7 @@ class Follower:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        self.features.close()
 
     @property
     def sync_age(self) -> float | None:

@@ -33,7 +33,7 @@ from fraudloop.core.store import ObjectStore, load_pointer
 from fraudloop.delivery.package import Package
 from fraudloop.features.compute import feature_code_hash
 from fraudloop.features.feature_store import load_online
-from fraudloop.features.online import OnlineFeatureStore, tx_time_ns
+from fraudloop.features.online import NotLoaded, OnlineFeatureStore, identity, tx_time_ns
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ WARMUP_ROWS = 64
 
 
 class LiveFeatures:
-    """The online feature store of the service, reloaded when a newer state is published."""
+    """The in-process online feature store of the service (``FRAUDLOOP_ONLINE_STORE=memory``),
+    reloaded when a newer state is published. :class:`~fraudloop.serving.shared_features.
+    RedisFeatures` is the same interface on Redis, shared by replicas."""
 
     def __init__(self, store: ObjectStore, prefix: str, max_observed: int = 2_000_000):
         self.store = store
@@ -51,7 +53,7 @@ class LiveFeatures:
         self.pointer: dict[str, Any] = {}
         self._lock = threading.Lock()  # scoring + observe vs. swap-with-replay
         self._observed: deque[dict[str, Any]] = deque()
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: set[str] = set()
         self.reloads = 0
         self.forgotten = 0
 
@@ -92,38 +94,49 @@ class LiveFeatures:
         while (
             self._observed and tx_time_ns(self._observed[0]["tx_datetime"]) // HOUR_NS < first_hour
         ):
-            self._seen.discard(_identity(self._observed.popleft()))
+            self._seen.discard(identity(self._observed.popleft()))
 
     @property
     def observed(self) -> int:
         """Transactions held in the overlay (replayed into the next state)."""
         return len(self._observed)
 
+    @property
+    def first_hour(self) -> int | None:
+        """The earliest hour the loaded state can score (None: empty state or not loaded)."""
+        online = self._online
+        return None if online is None else online.first_hour
+
     def features_and_observe(self, tx: dict[str, Any]) -> dict[str, float]:
         """Features of ``tx``, then record it so later transactions see it (once per id)."""
+        return self.features_and_observe_many([tx])[0]
+
+    def features_and_observe_many(self, txs: list[dict[str, Any]]) -> list[dict[str, float]]:
+        """:meth:`features_and_observe` of each transaction, in order."""
+        out = []
         with self._lock:
             online = self._online
             if online is None:
-                raise RuntimeError("online features are not loaded")
-            values = online.features(tx)
-            identity = _identity(tx)
-            if identity not in self._seen:
+                raise NotLoaded("online features are not loaded")
+            for tx in txs:
+                out.append(online.features(tx))
+                key = identity(tx)
+                if key in self._seen:
+                    continue
                 online.observe(tx)
-                self._seen.add(identity)
+                self._seen.add(key)
                 self._observed.append(tx)
                 while len(self._observed) > self.max_observed:
                     oldest = self._observed.popleft()
-                    self._seen.discard(_identity(oldest))
-                    online.forget(oldest)
+                    self._seen.discard(identity(oldest))
+                    first = online.first_hour  # an older one was never replayed into this state
+                    if first is None or tx_time_ns(oldest["tx_datetime"]) // HOUR_NS >= first:
+                        online.forget(oldest)
                     self.forgotten += 1
-            return values
+        return out
 
-
-def _identity(tx: dict[str, Any]) -> tuple[str, str]:
-    """(transaction id, digest of its content): what makes two requests the same transaction."""
-    content = f"{tx_time_ns(tx['tx_datetime'])}|{tx['customer_id']}|{tx['terminal_id']}|"
-    content += repr(float(tx["amount"]))
-    return tx["transaction_id"], hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
+    def close(self) -> None:
+        """Nothing to release (the Redis store closes its connections)."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the stack's images from the repository's Dockerfiles with the locked dependencies.
 #
-#   infra/docker/build.sh            # all images: code, instance, serve, s3, postgres
+#   infra/docker/build.sh            # all images: code, instance, serve, s3, postgres, redis
 #   infra/docker/build.sh code serve # some of them
 #
 # BASE_IMAGE: FRAUDLOOP_BASE_IMAGE if set (e.g. python:3.11-slim where a registry is reachable);
@@ -45,7 +45,7 @@ build() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(code instance serve s3 postgres)
+[ ${#targets[@]} -gt 0 ] || targets=(code instance serve s3 postgres redis)
 for target in "${targets[@]}"; do
   case "$target" in
     code)
@@ -60,8 +60,10 @@ for target in "${targets[@]}"; do
       build s3 -f infra/docker/Dockerfile.s3 -t "fraudloop-s3:$TAG" . ;;
     postgres)
       build postgres -f infra/docker/Dockerfile.postgres -t "fraudloop-postgres:$TAG" infra/docker ;;
+    redis)
+      build redis -f infra/docker/Dockerfile.redis -t "fraudloop-redis:$TAG" infra/docker ;;
     *)
-      echo "unknown image $target (code instance serve s3 postgres)" >&2
+      echo "unknown image $target (code instance serve s3 postgres redis)" >&2
       exit 2 ;;
   esac
 done

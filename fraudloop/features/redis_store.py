@@ -1,0 +1,374 @@
+"""The online feature store in Redis: one store shared by every scoring replica.
+
+With the in-process store (:class:`~fraudloop.features.online.OnlineFeatureStore`) each replica
+counts only the transactions it scored itself, so with two replicas each undercounts a card's
+velocity and the score depends on which replica answered. Here the loaded state and the overlay
+of scored transactions live in one Redis, and scoring a transaction is **one** Lua script call
+(one round trip, atomic): it reads the card's and the terminal's rows and overlay, then records
+the transaction (once per (transaction id, content): a retry, on any replica, counts once). The
+features are then computed in Python by the same functions as the in-process store
+(:func:`~fraudloop.features.online.customer_sums`, ``terminal_counts``, ``assemble``) on the same
+numbers, so both stores give bit-identical features for the same sequence of transactions.
+
+Layout under ``<ns>`` (the namespace: ``fraudloop:<features prefix>``):
+
+- ``<ns>:current`` hash: the version every replica serves (``version``, ``sha256``,
+  ``state_hour``, ``first_hour``, ``label_delay_hours``); switched in one script call.
+- ``<ns>:v:<n>:c:<card>`` hash: field ``|`` the card's loaded rows (hours and prefix sums, packed
+  little-endian int64/float64), one field per terminal the card used (its last hour).
+- ``<ns>:v:<n>:t:<terminal>``: the terminal's loaded rows and fraud-label segments, packed.
+- ``<ns>:v:<n>:oc:<card>`` list, ``...:op:<card>`` hash, ``...:ot:<terminal>`` hash: the overlay
+  (the card's observed transactions; its terminals' last hour and count; the terminal's
+  observations per hour).
+- ``<ns>:log`` list and ``<ns>:seen`` set: every observed transaction in observation order and
+  their identities, across versions: what a newer version replays and what bounds the overlay.
+
+Loading a newer state (:meth:`RedisOnlineStore.load`, by one replica under a lock) writes a new
+version number's keys (never reused, so a half-written load never mixes with a served one),
+replays the log into it in chunks, and switches in one script call that replays what arrived
+meanwhile and moves ``current``: every request runs entirely on the old or the new version. The
+old version's keys are deleted afterwards. Bounds: as in the service's in-process overlay, a
+newer state drops what it contains (log entries older than its first hour) and beyond
+``max_observed`` the oldest observations are forgotten (not while a load is replaying, so the
+new version never keeps one the log lost; the excess is drained two per request afterwards).
+
+Not for Redis Cluster: the scripts derive key names from the served version (one node, or a
+primary with replicas and Sentinel).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from fraudloop.core.hours import HOUR_NS
+from fraudloop.features.online import (
+    NotLoaded,
+    OnlineFeatureStore,
+    TooOld,
+    assemble,
+    customer_sums,
+    identity,
+    terminal_counts,
+    tx_time_ns,
+)
+from fraudloop.features.state import NO_TIME, SMALL_AMOUNT
+
+# Lua helpers shared by the scripts. Values stay strings in Lua (a nanosecond time does not fit
+# a Lua double); only hours are compared as numbers. Fields are joined with '|', which no id has.
+_LUA_COMMON = """
+local function split(entry)
+  local f = {}
+  for part in string.gmatch(entry, '([^|]+)') do f[#f + 1] = part end
+  return f  -- hour, identity, card, terminal, time, amount, small
+end
+local function observe(base, cid, tid, hour, t, amount, small)
+  redis.call('RPUSH', base .. 'oc:' .. cid, hour .. '|' .. t .. '|' .. amount .. '|' .. small)
+  local pk = base .. 'op:' .. cid
+  redis.call('HSET', pk, 'h|' .. tid, hour)
+  redis.call('HINCRBY', pk, 'n|' .. tid, 1)
+  redis.call('HINCRBY', base .. 'ot:' .. tid, hour, 1)
+end
+local function forget(base, cid, tid, hour)
+  redis.call('LPOP', base .. 'oc:' .. cid)
+  local pk = base .. 'op:' .. cid
+  if redis.call('HINCRBY', pk, 'n|' .. tid, -1) <= 0 then
+    redis.call('HDEL', pk, 'n|' .. tid, 'h|' .. tid)
+  end
+  local tk = base .. 'ot:' .. tid
+  if redis.call('HINCRBY', tk, hour, -1) <= 0 then redis.call('HDEL', tk, hour) end
+end
+local function replay(base, log, from, to, first)
+  local entries = redis.call('LRANGE', log, from, to)
+  for _, entry in ipairs(entries) do
+    local f = split(entry)
+    if first == nil or tonumber(f[1]) >= first then
+      observe(base, f[3], f[4], f[1], f[5], f[6], f[7])
+    end
+  end
+  return from + #entries
+end
+"""
+
+# KEYS: current, log, seen, loading. ARGV: namespace, card, terminal, identity, hour, time,
+# amount, small, max_observed, observe (1) or only read (0). Reads, then observes once per
+# identity, then bounds the overlay.
+_SCORE = (
+    _LUA_COMMON
+    + """
+local cur = redis.call('HMGET', KEYS[1], 'version', 'first_hour', 'label_delay_hours')
+local v = cur[1]
+if not v then return {'none'} end
+local first = tonumber(cur[2])
+local hour = ARGV[5]
+if first and tonumber(hour) < first then return {'old', v} end
+local base = ARGV[1] .. ':v:' .. v .. ':'
+local cid, tid = ARGV[2], ARGV[3]
+local c = redis.call('HMGET', base .. 'c:' .. cid, '|', tid)
+local term = redis.call('GET', base .. 't:' .. tid)
+local oc = redis.call('LRANGE', base .. 'oc:' .. cid, 0, -1)
+local op = redis.call('HGET', base .. 'op:' .. cid, 'h|' .. tid)
+local ot = redis.call('HGETALL', base .. 'ot:' .. tid)
+local fresh = 0
+if ARGV[10] == '1' then fresh = redis.call('SADD', KEYS[3], ARGV[4]) end
+if fresh == 1 then
+  observe(base, cid, tid, hour, ARGV[6], ARGV[7], ARGV[8])
+  redis.call('RPUSH', KEYS[2], table.concat(
+    {hour, ARGV[4], cid, tid, ARGV[6], ARGV[7], ARGV[8]}, '|'))
+  if redis.call('EXISTS', KEYS[4]) == 0 then
+    local excess = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[9])
+    local n = 0
+    while excess > 0 and n < 2 do
+      local f = split(redis.call('LPOP', KEYS[2]))
+      redis.call('SREM', KEYS[3], f[2])
+      if not first or tonumber(f[1]) >= first then forget(base, f[3], f[4], f[1]) end
+      excess = excess - 1
+      n = n + 1
+    end
+  end
+end
+return {v, cur[3], c[1], c[2], term, table.concat(oc, ';'), op, table.concat(ot, ';'), fresh}
+"""
+)
+
+# KEYS: log. ARGV: version base, from, count, first hour. Replays a chunk into a new version.
+_REPLAY = (
+    _LUA_COMMON
+    + """
+return replay(ARGV[1], KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[2]) + tonumber(ARGV[3]) - 1,
+              tonumber(ARGV[4]))
+"""
+)
+
+# KEYS: current, log, loading. ARGV: version base, from, version, sha256, state hour, first
+# hour, label delay hours, load token. Replays the rest of the log and switches, atomically.
+_SWITCH = (
+    _LUA_COMMON
+    + """
+if redis.call('GET', KEYS[3]) ~= ARGV[8] then return {'lost'} end
+redis.call('DEL', KEYS[3])
+local have = redis.call('HMGET', KEYS[1], 'version', 'sha256', 'state_hour')
+if have[2] == ARGV[4] then return {'same', have[1]} end
+if have[3] and have[3] > ARGV[5] then return {'older', have[1]} end
+replay(ARGV[1], KEYS[2], tonumber(ARGV[2]), -1, tonumber(ARGV[6]))
+redis.call('HSET', KEYS[1], 'version', ARGV[3], 'sha256', ARGV[4], 'state_hour', ARGV[5],
+           'first_hour', ARGV[6], 'label_delay_hours', ARGV[7])
+return {'switched', have[1] or ''}
+"""
+)
+
+# KEYS: log, seen. ARGV: first hour, count. Drops log entries (from the head) the served
+# version contains already.
+_PRUNE = """
+local n = 0
+while n < tonumber(ARGV[2]) do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head then break end
+  local hour, identity = string.match(head, '^([^|]+)|([^|]+)|')
+  if tonumber(hour) >= tonumber(ARGV[1]) then break end
+  redis.call('LPOP', KEYS[1])
+  redis.call('SREM', KEYS[2], identity)
+  n = n + 1
+end
+return n
+"""
+
+REPLAY_CHUNK = 2_000
+WRITE_CHUNK = 500
+LOAD_LOCK_SECONDS = 600
+
+
+def _pack_customer(rows: tuple) -> bytes:
+    hours, n, s, ss, small, last = rows
+    ints = np.array([len(hours), last, *hours, *n, *small], dtype="<i8")
+    return ints.tobytes() + np.array([*s, *ss], dtype="<f8").tobytes()
+
+
+def _unpack_customer(blob: bytes | None) -> tuple[tuple, int]:
+    if not blob:
+        return ([], [], [], [], [], 0, 0), NO_TIME
+    m = int(np.frombuffer(blob, "<i8", count=1)[0])
+    ints = np.frombuffer(blob, "<i8", count=2 + 3 * m).tolist()
+    floats = np.frombuffer(blob, "<f8", offset=8 * (2 + 3 * m)).tolist()
+    rows = (ints[2 : 2 + m], ints[2 + m : 2 + 2 * m], floats[:m], floats[m:], ints[2 + 2 * m :])
+    return (*rows, 0, m), ints[1]
+
+
+def _pack_terminal(rows: tuple, frauds: list[tuple[int, int, int]]) -> bytes:
+    hours, n = rows
+    flat = [x for seg in frauds for x in seg]
+    return np.array([len(hours), len(frauds), *hours, *n, *flat], dtype="<i8").tobytes()
+
+
+def _unpack_terminal(blob: bytes | None) -> tuple[tuple, list[tuple[int, int, int]]]:
+    if not blob:
+        return ([], [], 0, 0), []
+    values = np.frombuffer(blob, "<i8").tolist()
+    m, k = values[0], values[1]
+    flat = values[2 + 2 * m :]
+    frauds = [(flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]) for i in range(k)]
+    return (values[2 : 2 + m], values[2 + m : 2 + 2 * m], 0, m), frauds
+
+
+class RedisOnlineStore:
+    """Features of single transactions from the state loaded into Redis, shared by replicas."""
+
+    def __init__(self, client, namespace: str, max_observed: int = 2_000_000):
+        self.client = client
+        self.ns = namespace
+        self.max_observed = max_observed
+        self.keys = {k: f"{namespace}:{k}" for k in ("current", "log", "seen", "loading")}
+        self._score = client.register_script(_SCORE)
+        self._replay = client.register_script(_REPLAY)
+        self._switch = client.register_script(_SWITCH)
+        self._prune = client.register_script(_PRUNE)
+
+    # ---- what is served
+    def current(self) -> dict[str, str]:
+        """The served version's description ({} before the first load)."""
+        raw = self.client.hgetall(self.keys["current"])
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def observed(self) -> int:
+        return int(self.client.llen(self.keys["log"]))
+
+    # ---- scoring
+    def features(self, tx: dict[str, Any]) -> dict[str, float]:
+        """Features of ``tx`` as if it were the next transaction; nothing is recorded."""
+        call = self._args(tx)
+        return self._features(call, self._call(self.client, *call, observe=False))
+
+    def observe(self, tx: dict[str, Any]) -> None:
+        """Record ``tx`` (once per identity) so that later transactions see it."""
+        self.features_and_observe([tx])
+
+    def features_and_observe(self, txs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+        """Features of each transaction in order, each recorded before the next is read (all
+        script calls in one pipeline: one round trip whatever the number of transactions)."""
+        calls = [self._args(tx) for tx in txs]
+        if len(calls) == 1:
+            replies = [self._call(self.client, *calls[0])]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for call in calls:
+                self._call(pipe, *call)
+            replies = pipe.execute()
+        return [self._features(call, reply) for call, reply in zip(calls, replies, strict=True)]
+
+    @staticmethod
+    def _args(tx: dict[str, Any]) -> tuple:
+        t = tx_time_ns(tx["tx_datetime"])
+        return t, float(tx["amount"]), str(tx["customer_id"]), str(tx["terminal_id"]), tx
+
+    def _call(self, client, t: int, amount: float, cid: str, tid: str, tx: dict, observe=True):
+        k = self.keys
+        args = [self.ns, cid, tid, identity(tx), t // HOUR_NS, t, repr(amount)]
+        args += [1 if amount < SMALL_AMOUNT else 0, self.max_observed, 1 if observe else 0]
+        return self._score(
+            keys=[k["current"], k["log"], k["seen"], k["loading"]], args=args, client=client
+        )
+
+    def _features(self, call: tuple, reply: list) -> dict[str, float]:
+        t, amount, _, _, _ = call
+        status = reply[0]
+        if status == b"none":
+            raise NotLoaded("no online feature state is loaded in Redis")
+        if status == b"old":
+            raise TooOld("transaction is older than the state this store was loaded from")
+        _, delay, c_blob, pair_hour, t_blob, oc, op, ot, _ = reply
+        hour = t // HOUR_NS
+        rows, last = _unpack_customer(c_blob)
+        obs = []
+        if oc:  # the overlay comes joined: one bulk string parses far faster than a list
+            for entry in oc.split(b";"):
+                oh, ot_, oa, osm = entry.split(b"|")
+                obs.append((int(oh), int(ot_), float(oa), int(osm)))
+        sums = customer_sums(hour, amount, rows, last, obs)
+        seen_hour = int(op) if op is not None else (int(pair_hour) if pair_hour else None)
+        t_rows, frauds = _unpack_terminal(t_blob)
+        flat = ot.split(b";") if ot else []
+        t_obs = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        counts, tfrauds = terminal_counts(hour, int(delay), t_rows, t_obs, frauds)
+        return assemble(t, hour, amount, sums, seen_hour, counts, tfrauds)
+
+    # ---- loading a state
+    def load(self, online: OnlineFeatureStore, pointer: dict[str, Any]) -> str:
+        """Load ``online`` (built from the published state ``pointer`` describes) as a new
+        version and switch every replica to it. Returns ``switched``, ``same`` (that state is
+        served already), ``older`` (a newer one is), or ``busy`` (another replica is loading)."""
+        k, client = self.keys, self.client
+        have = self.current()
+        if have.get("sha256") == pointer["sha256"]:
+            return "same"
+        if have.get("state_hour", "") > pointer.get("state_hour", ""):
+            return "older"
+        token = uuid.uuid4().hex
+        if not client.set(k["loading"], token, nx=True, ex=LOAD_LOCK_SECONDS):
+            return "busy"
+        version = int(client.incr(f"{self.ns}:versions"))
+        base = f"{self.ns}:v:{version}:"
+        try:
+            self._write(base, online.loaded_entities())
+            first = online.first_hour
+            first_arg = "" if first is None else str(first)
+            cursor = 0
+            while cursor < self.observed() - REPLAY_CHUNK:
+                cursor = int(
+                    self._replay(keys=[k["log"]], args=[base, cursor, REPLAY_CHUNK, first_arg])
+                )
+            state_hour = pointer.get("state_hour") or ""
+            args = [base, cursor, version, pointer["sha256"], state_hour, first_arg]
+            args += [online.label_delay_hours, token]
+            outcome = self._switch(keys=[k["current"], k["log"], k["loading"]], args=args)
+        except BaseException:
+            client.delete(k["loading"])
+            self.drop_versions(keep=have.get("version"))
+            raise
+        result = outcome[0].decode()
+        if result == "switched" and first is not None:
+            while int(self._prune(keys=[k["log"], k["seen"]], args=[first, 5_000])) == 5_000:
+                pass
+        self.drop_versions(keep=self.current().get("version"))
+        return result
+
+    def _write(self, base: str, entities: Iterator[tuple[str, str, tuple, Any]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pending = 0
+        for kind, eid, rows, extra in entities:
+            if kind == "c":
+                mapping = {"|": _pack_customer(rows), **{t: h for t, h in extra.items()}}
+                pipe.hset(f"{base}c:{eid}", mapping=mapping)
+            else:
+                pipe.set(f"{base}t:{eid}", _pack_terminal(rows, extra))
+            pending += 1
+            if pending >= WRITE_CHUNK:
+                pipe.execute()
+                pending = 0
+        pipe.execute()
+
+    def drop_versions(self, keep: str | None) -> int:
+        """Delete every version's keys but ``keep``'s (old versions, abandoned loads)."""
+        dropped = 0
+        mine = f"{self.ns}:v:{keep}:".encode() if keep else None
+        batch = []
+        for key in self.client.scan_iter(match=f"{self.ns}:v:*", count=1000):
+            if mine is None or not key.startswith(mine):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    dropped += self.client.unlink(*batch)
+                    batch = []
+        if batch:
+            dropped += self.client.unlink(*batch)
+        return dropped
+
+
+def namespace(features_prefix: str) -> str:
+    return f"fraudloop:{features_prefix}"
+
+
+def first_hour_of(current: dict[str, str]) -> int | None:
+    value = current.get("first_hour")
+    return int(value) if value else None
