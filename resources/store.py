@@ -45,6 +45,8 @@ class S3ObjectStoreResource(ObjectStoreResource):
     prefix: str = ""
     endpoint_url: str | None = None
     region_name: str | None = None
+    timeout_seconds: float = 10.0
+    max_attempts: int = 5
 
     def open(self) -> ObjectStore:
         return S3ObjectStore(
@@ -52,4 +54,6 @@ class S3ObjectStoreResource(ObjectStoreResource):
             prefix=self.prefix,
             endpoint_url=self.endpoint_url,
             region_name=self.region_name,
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
         )

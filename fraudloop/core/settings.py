@@ -128,6 +128,15 @@ class Settings:
     s3_endpoint_url: str | None = setting(
         "FRAUDLOOP_S3_ENDPOINT_URL", None, "S3-compatible endpoint (MinIO, moto); unset = AWS"
     )
+    s3_timeout_seconds: float = setting(
+        "FRAUDLOOP_S3_TIMEOUT_SECONDS",
+        10.0,
+        "S3 connect and read timeout of one attempt: a stalled endpoint fails the attempt and "
+        "is retried instead of holding a run for boto's 60 s",
+    )
+    s3_max_attempts: int = setting(
+        "FRAUDLOOP_S3_MAX_ATTEMPTS", 5, "attempts per S3 call (boto's standard retry mode)"
+    )
     aws_region: str | None = setting(
         ("AWS_REGION", "AWS_DEFAULT_REGION"), None, "region of the bucket"
     )
@@ -222,6 +231,8 @@ class Settings:
                 prefix=self.s3_prefix,
                 endpoint_url=self.s3_endpoint_url,
                 region_name=self.aws_region,
+                timeout_seconds=self.s3_timeout_seconds,
+                max_attempts=self.s3_max_attempts,
             )
         return LocalObjectStore(self.home, temp_max_age_seconds=self.store_temp_max_age_seconds)
 
@@ -237,6 +248,8 @@ def store_env(store: ObjectStore) -> dict[str, str]:
         "prefix": "FRAUDLOOP_S3_PREFIX",
         "endpoint_url": "FRAUDLOOP_S3_ENDPOINT_URL",
         "region_name": "AWS_REGION",
+        "timeout_seconds": "FRAUDLOOP_S3_TIMEOUT_SECONDS",
+        "max_attempts": "FRAUDLOOP_S3_MAX_ATTEMPTS",
     }
     env.update({names[k]: str(v) for k, v in location.items() if k in names and v})
     return env

@@ -24,6 +24,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from fraudloop.core.errors import StoreError
 
@@ -91,7 +92,7 @@ class ObjectStore(ABC):
         """Where a human or another tool finds the object (file:// or s3://)."""
 
     @abstractmethod
-    def location(self) -> dict[str, str | None]:
+    def location(self) -> dict[str, Any]:
         """Where this store is, as plain values (``backend`` plus its parameters): what another
         process or a Dagster resource needs to open the same store. Never credentials."""
 
@@ -319,7 +320,7 @@ class LocalObjectStore(ObjectStore):
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
 
-    def location(self) -> dict[str, str | None]:
+    def location(self) -> dict[str, Any]:
         return {"backend": "local", "root": str(self.root)}
 
     def local_path(self, key: str) -> Path:
@@ -364,6 +365,9 @@ class S3ObjectStore(ObjectStore):
     """A bucket (and optional prefix) on S3 or any S3-compatible endpoint (MinIO, moto).
 
     Credentials come from boto3's usual environment chain, never from configuration files.
+    Every attempt has `timeout_seconds` to connect and between reads (boto's default is 60 s,
+    so one stalled connection would hold a run step or a sync for minutes); `max_attempts`
+    bounds boto's own retries of throttling, 5xx and dropped connections.
     """
 
     def __init__(
@@ -373,6 +377,8 @@ class S3ObjectStore(ObjectStore):
         endpoint_url: str | None = None,
         region_name: str | None = None,
         client=None,
+        timeout_seconds: float = 10.0,
+        max_attempts: int = 5,
     ):
         import boto3  # lazy: the local profile never pays for it
         from botocore.config import Config
@@ -381,11 +387,17 @@ class S3ObjectStore(ObjectStore):
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
         self.region_name = region_name
+        self.timeout_seconds, self.max_attempts = float(timeout_seconds), int(max_attempts)
         self.client = client or boto3.client(
             "s3",
             endpoint_url=endpoint_url or None,
             region_name=region_name or None,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+            config=Config(
+                connect_timeout=self.timeout_seconds,
+                read_timeout=self.timeout_seconds,
+                # total attempts, the first included (boto's "max_attempts" counts retries)
+                retries={"total_max_attempts": self.max_attempts, "mode": "standard"},
+            ),
         )
 
     def _k(self, key: str) -> str:
@@ -461,13 +473,15 @@ class S3ObjectStore(ObjectStore):
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._k(key)}"
 
-    def location(self) -> dict[str, str | None]:
+    def location(self) -> dict[str, Any]:
         return {
             "backend": "s3",
             "bucket": self.bucket,
             "prefix": self.prefix.rstrip("/"),
             "endpoint_url": self.endpoint_url,
             "region_name": self.region_name,
+            "timeout_seconds": self.timeout_seconds,
+            "max_attempts": self.max_attempts,
         }
 
 

@@ -77,33 +77,11 @@ def server_options(config) -> dict:
 
 
 def open_store(settings, timeout: float):
-    """The settings' store; an S3 client with ``timeout`` s connect/read timeouts and few
-    retries, so a store that hangs fails a sync quickly (readiness reports it) instead of
-    holding a thread for minutes."""
-    if settings.store_backend != "s3":
-        return settings.open_store()
-    import boto3
-    from botocore.config import Config
+    """The settings' store, with the service's own S3 timeout and two attempts: a store that
+    hangs fails a sync quickly (readiness reports it) instead of holding a thread."""
+    from dataclasses import replace
 
-    from fraudloop.core.store import S3ObjectStore
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url or None,
-        region_name=settings.aws_region or None,
-        config=Config(
-            connect_timeout=timeout,
-            read_timeout=timeout,
-            retries={"max_attempts": 2, "mode": "standard"},
-        ),
-    )
-    return S3ObjectStore(
-        settings.s3_bucket,
-        prefix=settings.s3_prefix,
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=settings.aws_region,
-        client=client,
-    )
+    return replace(settings, s3_timeout_seconds=timeout, s3_max_attempts=2).open_store()
 
 
 def main(argv: list[str] | None = None) -> int:
