@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 from fraudloop.core.tables import canonical_order
@@ -140,11 +142,30 @@ def _to_float(col: pd.Series, column: str, source: str | None) -> tuple[pd.Serie
     text = col.astype("string").str.strip()
     text = text.mask(text == "")
     parsed = pd.to_numeric(text.astype(object).where(text.notna(), None), errors="coerce")
-    parsed = parsed.astype("float64")
+    parsed = _correctly_rounded(text, parsed.astype("float64"))
     bad = (text.notna() & parsed.isna()).fillna(False).astype(bool)
     if bad.any():
         return parsed, [_coercion_problem(column, col, bad, "numbers", source)]
     return parsed, []
+
+
+def _correctly_rounded(text: pd.Series, parsed: pd.Series) -> pd.Series:
+    """The numbers pandas accepted, re-read correctly rounded. pandas decides what is a number
+    (the documented syntax), but its fast parser can be one unit in the last place off for
+    long mantissas (``8.45499999999999972e+01`` became 84.54999999999998, not 84.55: found
+    by the fuzz tests), so the same amount written two ways gave two raw versions. Arrow's
+    parser rounds correctly; Python's ``float`` is the fallback for anything Arrow refuses."""
+    finite = parsed.notna().to_numpy() & np.isfinite(parsed.to_numpy())
+    if not finite.any():
+        return parsed
+    values = text[finite].astype(object).to_numpy()
+    try:
+        exact = pc.cast(pa.array(values, type=pa.string()), pa.float64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        exact = np.array([float(v) for v in values], dtype="float64")
+    out = parsed.to_numpy(copy=True)
+    out[finite] = exact
+    return pd.Series(out, index=parsed.index)
 
 
 def _to_utc(col: pd.Series, column: str, source: str | None) -> tuple[pd.Series, list[Problem]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 SCALE = max(1, int(os.environ.get("FRAUDLOOP_FUZZ_SCALE", "1")))
 SEED = os.environ.get("FRAUDLOOP_FUZZ_SEED")
@@ -47,6 +47,9 @@ def fuzz_settings(examples: int) -> settings:
         database=None,  # no example database: the quick set is the same on every machine
         deadline=None,  # real servers and a shared machine: time is not the property
         print_blob=True,
+        # no shrinking: a failing case is reported as found (shrinking a whole ingestion or
+        # an HTTP exchange can take many minutes); derandomized, it reproduces as it is
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
 

@@ -289,3 +289,19 @@ def test_the_batch_body_schema_resolves_inside_the_document(api):
     items = body["content"]["application/json"]["schema"]["properties"]["transactions"]["items"]
     assert items == {"$ref": "#/components/schemas/Transaction"}
     assert "Transaction" in document["components"]["schemas"]
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+03:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_outside_the_calendar_in_utc_is_a_422_on_tx_datetime(api, when):
+    """Found by the long positive set: a valid date-time whose UTC conversion leaves years
+    1..9999 was a 500 (OverflowError)."""
+    base, _ = api
+    tx = {"transaction_id": "t1", "tx_datetime": when, "customer_id": "c", "terminal_id": "t"}
+    headers = _bearer(SCORE_TOKEN)
+    single = httpx.post(f"{base}/v1/score", json={**tx, "amount": 1.0}, headers=headers)
+    batch = httpx.post(
+        f"{base}/v1/score/batch", json={"transactions": [{**tx, "amount": 1.0}]}, headers=headers
+    )
+    assert single.status_code == batch.status_code == 422, (single.text, batch.text)
+    assert single.json()["detail"][0]["loc"] == ["body", "tx_datetime"]
+    assert batch.json()["detail"][0]["loc"] == ["body", "transactions", 0, "tx_datetime"]
