@@ -194,14 +194,32 @@ def _to_utc(col: pd.Series, column: str, source: str | None) -> tuple[pd.Series,
     text = col.astype("string").str.strip()
     text = text.mask(text == "")
     epoch = text.str.fullmatch(_EPOCH_PATTERN).fillna(False).astype(bool)
-    candidates = text.astype(object).where(text.notna() & ~epoch, None)
-    parsed = pd.to_datetime(candidates, format="ISO8601", utc=True, errors="coerce")
-    parsed = pd.Series(parsed, index=col.index).astype(target)
+    parsed = parse_iso8601_utc(text.where(~epoch))
     bad = (text.notna() & parsed.isna()).fillna(False).astype(bool)
     if bad.any():
         extra = " (epoch numbers are not accepted)" if epoch.any() else ""
         return parsed, [_coercion_problem(column, col, bad, "ISO 8601 timestamps", source, extra)]
     return parsed, []
+
+
+def parse_iso8601_utc(text: pd.Series) -> pd.Series:
+    """ISO 8601 strings -> UTC instants (NaT where a value does not parse): an offset or ``Z``
+    is converted, a value without one is UTC (the timestamp rule above).
+
+    pandas gets mixed columns wrong: parsing ``["...T05:00+02:00", "...T05:00"]`` together,
+    the value without an offset takes the offset of the one before it (03:00 UTC, not 05:00;
+    pandas 2.x, found by the fuzz tests), silently moving rows by hours. So the values with an
+    offset (a ``Z``, ``+`` or ``-`` after the date) and those without are parsed apart."""
+    target = "datetime64[ns, UTC]"
+    out = pd.Series(pd.NaT, index=text.index, dtype=target)
+    text = text.astype("string")
+    present = text.notna().to_numpy()
+    offset = text.str.slice(8).str.contains(r"[Zz+-]", regex=True).fillna(False).to_numpy(bool)
+    for group in (present & offset, present & ~offset):
+        if group.any():
+            values = text[group].astype(object)
+            out[group] = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+    return out
 
 
 def _to_flag(col: pd.Series, column: str, source: str | None) -> tuple[pd.Series, list[Problem]]:

@@ -179,7 +179,7 @@ def clear_outcome(argv: list[str], code: int, out: str, err: str) -> str | None:
     if code == 1 and out.strip() and not err.strip():
         return None  # the command ran and reported its own failure (a staging test, a run)
     if code != 0:
-        last = err.strip().splitlines()[-1] if err.strip() else ""
+        last = err.strip().split("\n")[-1] if err.strip() else ""  # lines as a terminal ends them
         if not (last.startswith("fraudloop ") and "error:" in last):
             return f"exit {code} without a one-line error: {err[-300:]!r}"
     return None
