@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from pipelines.cli import build_parser, main
 from tests.fuzz.budget import TALLY, Findings, fuzz_settings, seeded
 
+pytestmark = pytest.mark.slow  # in make test, not test-fast
+
 #: parsed only: they start servers or the whole demo
 NOT_RUN = {"demo", "serve", "reports"}
 #: rows of simulated data a run may produce and still count as cheap (days x scale)

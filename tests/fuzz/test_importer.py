@@ -24,6 +24,8 @@ from fraudloop.core.store import LocalObjectStore
 from tests.fuzz.budget import TALLY, Findings, fuzz_settings, seeded
 from tests.fuzz.test_cli import clear_outcome, run_cli
 
+pytestmark = pytest.mark.slow  # in make test, not test-fast
+
 CANONICAL = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]
 TEXT = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=12
