@@ -214,7 +214,9 @@ def parse_iso8601_utc(text: pd.Series) -> pd.Series:
     out = pd.Series(pd.NaT, index=text.index, dtype=target)
     text = text.astype("string")
     present = text.notna().to_numpy()
-    offset = text.str.slice(8).str.contains(r"[Zz+-]", regex=True).fillna(False).to_numpy(bool)
+    strings = pa.array(text.to_numpy(object, na_value=None), pa.string())
+    after_date = pc.utf8_slice_codeunits(strings, 8)  # Arrow: vectorised, unlike .str
+    offset = pc.match_substring_regex(after_date, r"[Zz+-]").fill_null(False).to_numpy(False)
     for group in (present & offset, present & ~offset):
         if group.any():
             values = text[group].astype(object)
