@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 # (measured: importing great_expectations 5.9 s -> 2.9 s, dagster 1.3 s -> 0.6 s).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test test-fast chaos ui bench bench-quick lint fmt clean help system-deps stack stack-down stack-images test-stack test-stack-long
+.PHONY: demo test test-fast chaos fuzz ui bench bench-quick lint fmt clean help system-deps stack stack-down stack-images test-stack test-stack-long
 
 help:
 	@echo "make demo   - the end-to-end demo on the embedded local profile"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench  - the benchmarks at full size; rewrites bench/results/ and docs/results.md"
 	@echo "make bench-quick - every benchmark at a small size (what make test runs of them)"
 	@echo "make chaos  - the crash suite's long schedule (writers killed at 300 seeded points)"
+	@echo "make fuzz   - the fuzz set's long run (10x the examples of make test, new cases each run)"
 	@echo "make lint   - ruff"
 	@echo "make stack  - the Docker stack here (Postgres, S3, code location, webserver, daemon,"
 	@echo "              scoring service; host networking on 127.0.0.1); make stack-down removes it"
@@ -57,6 +58,12 @@ test-fast: $(VENV)/.synced
 # FRAUDLOOP_CHAOS_SEED picks another schedule.
 chaos: $(VENV)/.synced
 	FRAUDLOOP_CHAOS_KILLS=$${FRAUDLOOP_CHAOS_KILLS:-300} $(VENV)/bin/pytest -q -s --timeout 3600 tests/chaos
+
+# The fuzz set's long run (tests/fuzz: the service's API, landed files, the importer, the CLI):
+# FRAUDLOOP_FUZZ_SCALE x the examples `make test` runs, drawn anew each run unless
+# FRAUDLOOP_FUZZ_SEED pins them.
+fuzz: $(VENV)/.synced
+	FRAUDLOOP_FUZZ_SCALE=$${FRAUDLOOP_FUZZ_SCALE:-10} $(VENV)/bin/pytest -q --timeout 7200 tests/fuzz
 
 # After `make demo`, the UI runs with the demo's settings (partitions, label delay, ...).
 # The report server on :3001 makes the UI's report links (Evidently HTML, evaluations) open.

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 from fraudloop.core.tables import canonical_order
@@ -140,11 +142,30 @@ def _to_float(col: pd.Series, column: str, source: str | None) -> tuple[pd.Serie
     text = col.astype("string").str.strip()
     text = text.mask(text == "")
     parsed = pd.to_numeric(text.astype(object).where(text.notna(), None), errors="coerce")
-    parsed = parsed.astype("float64")
+    parsed = _correctly_rounded(text, parsed.astype("float64"))
     bad = (text.notna() & parsed.isna()).fillna(False).astype(bool)
     if bad.any():
         return parsed, [_coercion_problem(column, col, bad, "numbers", source)]
     return parsed, []
+
+
+def _correctly_rounded(text: pd.Series, parsed: pd.Series) -> pd.Series:
+    """The numbers pandas accepted, re-read correctly rounded. pandas decides what is a number
+    (the documented syntax), but its fast parser can be one unit in the last place off for
+    long mantissas (``8.45499999999999972e+01`` became 84.54999999999998, not 84.55: found
+    by the fuzz tests), so the same amount written two ways gave two raw versions. Arrow's
+    parser rounds correctly; Python's ``float`` is the fallback for anything Arrow refuses."""
+    finite = parsed.notna().to_numpy() & np.isfinite(parsed.to_numpy())
+    if not finite.any():
+        return parsed
+    values = text[finite].astype(object).to_numpy()
+    try:
+        exact = pc.cast(pa.array(values, type=pa.string()), pa.float64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        exact = np.array([float(v) for v in values], dtype="float64")
+    out = parsed.to_numpy(copy=True)
+    out[finite] = exact
+    return pd.Series(out, index=parsed.index)
 
 
 def _to_utc(col: pd.Series, column: str, source: str | None) -> tuple[pd.Series, list[Problem]]:
@@ -173,14 +194,34 @@ def _to_utc(col: pd.Series, column: str, source: str | None) -> tuple[pd.Series,
     text = col.astype("string").str.strip()
     text = text.mask(text == "")
     epoch = text.str.fullmatch(_EPOCH_PATTERN).fillna(False).astype(bool)
-    candidates = text.astype(object).where(text.notna() & ~epoch, None)
-    parsed = pd.to_datetime(candidates, format="ISO8601", utc=True, errors="coerce")
-    parsed = pd.Series(parsed, index=col.index).astype(target)
+    parsed = parse_iso8601_utc(text.where(~epoch))
     bad = (text.notna() & parsed.isna()).fillna(False).astype(bool)
     if bad.any():
         extra = " (epoch numbers are not accepted)" if epoch.any() else ""
         return parsed, [_coercion_problem(column, col, bad, "ISO 8601 timestamps", source, extra)]
     return parsed, []
+
+
+def parse_iso8601_utc(text: pd.Series) -> pd.Series:
+    """ISO 8601 strings -> UTC instants (NaT where a value does not parse): an offset or ``Z``
+    is converted, a value without one is UTC (the timestamp rule above).
+
+    pandas gets mixed columns wrong: parsing ``["...T05:00+02:00", "...T05:00"]`` together,
+    the value without an offset takes the offset of the one before it (03:00 UTC, not 05:00;
+    pandas 2.x, found by the fuzz tests), silently moving rows by hours. So the values with an
+    offset (a ``Z``, ``+`` or ``-`` after the date) and those without are parsed apart."""
+    target = "datetime64[ns, UTC]"
+    out = pd.Series(pd.NaT, index=text.index, dtype=target)
+    text = text.astype("string")
+    present = text.notna().to_numpy()
+    strings = pa.array(text.to_numpy(object, na_value=None), pa.string())
+    after_date = pc.utf8_slice_codeunits(strings, 8)  # Arrow: vectorised, unlike .str
+    offset = pc.match_substring_regex(after_date, r"[Zz+-]").fill_null(False).to_numpy(False)
+    for group in (present & offset, present & ~offset):
+        if group.any():
+            values = text[group].astype(object)
+            out[group] = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+    return out
 
 
 def _to_flag(col: pd.Series, column: str, source: str | None) -> tuple[pd.Series, list[Problem]]:

@@ -38,7 +38,12 @@ class Transaction(BaseModel):
     @field_validator("tx_datetime")
     @classmethod
     def _as_utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+03:00 is before year 1 in UTC: a 422, not a 500
+            raise ValueError("tx_datetime is out of range once converted to UTC") from None
 
     @field_validator("amount")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import posixpath
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -56,16 +57,25 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """CSV (any common compression, by extension) or Parquet, every column as text for CSV."""
     path = Path(path)
     suffixes = "".join(path.suffixes).lower()
-    if ".parquet" in suffixes:
-        return pd.read_parquet(path)
-    if ".csv" in suffixes or ".txt" in suffixes:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    try:
+        if ".parquet" in suffixes:
+            return pd.read_parquet(path)
+        if ".csv" in suffixes or ".txt" in suffixes:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, EOFError, zlib.error) as error:
+        # a .csv.gz that is not gzip, or cut short: one line naming the file, not a traceback
+        # (found by tests/fuzz); a missing file stays FileNotFoundError
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: cannot be read: {type(error).__name__}: {error}") from None
     raise ValueError(f"{path}: expected a .csv(.gz) or .parquet file")
 
 
 def _parse_utc(values: pd.Series) -> pd.Series:
     """The ingestion rule: offsets are converted to UTC, timestamps without one are UTC."""
-    return pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    from fraudloop.data.normalise import parse_iso8601_utc
+
+    return parse_iso8601_utc(values.astype("string").str.strip())
 
 
 def _write(store: ObjectStore, key: str, frame: pd.DataFrame, fmt: str) -> None:
@@ -168,7 +178,8 @@ def import_history(
     transactions = read_table(tx_path).rename(columns=mapping)
     if "tx_datetime" not in transactions.columns:
         raise ValueError(
-            f"{tx_path}: no tx_datetime column (columns: {', '.join(transactions.columns)}); "
+            f"{tx_path}: no tx_datetime column (columns: "
+            f"{', '.join(repr(str(c)) for c in transactions.columns)}); "
             "use --map SOURCE=tx_datetime"
         )
     tag = sha256_hex(tx_path.read_bytes())[:12]

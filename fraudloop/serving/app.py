@@ -43,13 +43,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraudloop.core.hours import HOUR_NS
@@ -194,6 +197,14 @@ class OffPath:
             self._thread = None
 
 
+#: the OpenAPI security scheme of the protected endpoints (so clients and fuzzers see which
+#: need a token); the header itself is checked by guards.bearer_token, stricter than HTTPBearer
+BearerDeclared = Annotated[
+    HTTPAuthorizationCredentials | None,
+    Security(HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>`")),
+]
+
+
 class TrafficChange(BaseModel):
     canary_share: float = Field(ge=0, le=1, description="Share of customers for the canary.")
     reason: str = Field(min_length=1, max_length=500)
@@ -316,7 +327,9 @@ class ScoringService:
         try:
             batch = BatchRequest.model_validate_json(body)
         except ValidationError as error:
-            errors = error.errors(include_url=False)
+            # the input of a JSON error is the raw body: not echoed back (bytes that are not
+            # UTF-8 could not even be encoded into the answer)
+            errors = error.errors(include_url=False, include_input=False)
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in errors]
             ) from None
@@ -525,21 +538,36 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
     )
     app.state.service = service
 
-    def check_bearer(authorization: str | None, token: str) -> None:
-        given = bearer_token(authorization)
+    def check_bearer(request: Request, token: str) -> None:
+        given = bearer_token(request.headers.get("authorization"))
         if given is None or not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(
-                401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+                401,
+                "missing or invalid bearer token in the Authorization header",
+                headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def admin(authorization: str | None = Header(default=None)) -> None:
+    def admin(request: Request, _: BearerDeclared) -> None:
         if not config.admin_token:
             raise HTTPException(403, "admin endpoints are disabled: set FRAUDLOOP_ADMIN_TOKEN")
-        check_bearer(authorization, config.admin_token)
+        check_bearer(request, config.admin_token)
 
-    def scorer(authorization: str | None = Header(default=None)) -> None:
-        if config.score_token:
-            check_bearer(authorization, config.score_token)
+    def scorer(request: Request, _: BearerDeclared) -> None:
+        check_bearer(request, config.score_token)
+
+    # open scoring (no FRAUDLOOP_SCORE_TOKEN) declares no security, so the document says which
+    scoring_auth = [Depends(scorer)] if config.score_token else []
+
+    @app.exception_handler(StarletteHTTPException)
+    async def unparseable_body(request: Request, error: StarletteHTTPException) -> Response:
+        """FastAPI answers a JSON body it cannot even decode (not UTF-8, nested past Python's
+        recursion limit) with a bare 400; it is a 422 on ``body`` like any other bad JSON."""
+        cause = error.__cause__
+        if error.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):
+            message = f"the body is not JSON: {type(cause).__name__}"
+            problem = {"loc": ["body"], "msg": message, "type": "json_invalid"}
+            return _json({"detail": [problem]}, 422)
+        return await http_exception_handler(request, error)
 
     def count(endpoint: str, status: int) -> None:
         service.metrics.requests.labels(endpoint, str(status)).inc()
@@ -549,7 +577,7 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
         response_model=Score,
         responses={401: {}, 408: {}, 413: {}, 422: {}, 503: {}},
         summary="Score one transaction",
-        dependencies=[Depends(scorer)],
+        dependencies=scoring_auth,
     )
     async def score(tx: Transaction) -> Response:
         try:
@@ -566,11 +594,11 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
         response_model=BatchResponse,
         responses={401: {}, 408: {}, 413: {}, 422: {}, 503: {}},
         summary="Score up to 10,000 transactions (in time order)",
-        dependencies=[Depends(scorer)],
+        dependencies=scoring_auth,
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": BatchRequest.model_json_schema()}},
+                "content": {"application/json": {"schema": _batch_request_schema()}},
             }
         },
     )
@@ -595,7 +623,11 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
     async def healthz() -> dict:
         return {"status": "ok", "instance": config.instance}
 
-    @app.get("/readyz", summary="Ready only with a verified model and online features")
+    @app.get(
+        "/readyz",
+        summary="Ready only with a verified model and online features",
+        responses={503: {"description": "Not ready (the same status document)"}},
+    )
     async def readyz() -> Response:
         status = service.status()
         return _json(status, 200 if status["ready"] else 503)
@@ -604,7 +636,7 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
     async def deployment() -> dict:
         return service.status()
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -615,7 +647,17 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
             m.log_errors.set(service.predlog.write_errors)
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/reload", dependencies=[Depends(admin)], summary="Re-read aliases now")
+    admin_errors = {
+        401: {"description": "No or a wrong bearer token"},
+        403: {"description": "Admin endpoints disabled (no FRAUDLOOP_ADMIN_TOKEN)"},
+    }
+
+    @app.post(
+        "/admin/reload",
+        dependencies=[Depends(admin)],
+        responses=admin_errors,
+        summary="Re-read aliases now",
+    )
     async def reload() -> dict:
         await asyncio.to_thread(service.follower.sync)
         return service.status()
@@ -623,6 +665,7 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
     @app.post(
         "/admin/traffic",
         dependencies=[Depends(admin)],
+        responses={**admin_errors, 409: {"description": "No rollout to change"}},
         summary="Set the canary's traffic share (pauses the rollout controller)",
     )
     async def traffic(change: TrafficChange) -> dict:
@@ -649,6 +692,16 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
         paths=("/v1/score",),
     )
     return app
+
+
+def _batch_request_schema() -> dict:
+    """The batch body's schema for the OpenAPI document. The body is parsed in the batch worker
+    (``score_batch_body``), so FastAPI never sees the model; its items refer to ``Transaction``
+    in the document's components (which ``/v1/score`` puts there), not to a ``$defs`` of its
+    own that a ``$ref`` from inside the document could not reach."""
+    schema = BatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
 
 
 def default_spool_dir(store: ObjectStore, model_name: str) -> Path:
