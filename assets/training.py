@@ -61,7 +61,7 @@ GateConfig = run_config(
     retry_policy=RETRY,
     io_manager_key=VALUES,
     description=(
-        "The training window (default: the last 28 days whose labels have matured as of the "
+        "The training window (default: the last 84 days whose labels have matured as of the "
         "cutoff) and the holdout after it, joined with the labels known as of the cutoff. Its "
         "manifest (feature partitions and label days with their sha256) is the dataset version."
     ),
