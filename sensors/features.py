@@ -7,6 +7,12 @@
 The cursor is the event-log storage id up to which materializations were handled, so each
 materialization triggers exactly once; the run key is derived from it. A materialization that
 re-ingested identical content (metadata `changed: False`) triggers nothing.
+
+The features run waits (`sensors.common.MAX_HOLD_SECONDS` at most) while an ingestion, label or
+fraud-label run is in flight: their materializations would ask for features again a minute
+later, over mostly the same hours. Waiting makes one run of a delivery's hours and its label
+days (and of a range run whose materializations are still being recorded), instead of two or
+three; the cursor then stays where it was for those tables, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -17,15 +23,20 @@ import dagster as dg
 
 from assets import keys
 from fraudloop.features.pipeline import recompute_range
-from pipelines.jobs import features_job, fraud_labels_job
+from pipelines.jobs import daily_labels_job, features_job, fraud_labels_job, hourly_ingestion_job
 from pipelines.partitions import Partitions
-from sensors.common import range_tags
+from sensors.common import busy_upstream, hold, range_tags
 
 WATCHED = {
     "raw_transactions": keys.RAW_TRANSACTIONS,
     "raw_labels": keys.RAW_LABELS,
     "fraud_labels": keys.FRAUD_LABELS,
 }
+#: runs whose materializations lead to another features run
+UPSTREAM = (hourly_ingestion_job.name, daily_labels_job.name, fraud_labels_job.name)
+#: the cursor's entries a held features run leaves unconsumed, and when the hold began
+FEATURE_INPUTS = ("raw_transactions", "fraud_labels")
+HELD_SINCE = "held_since"
 
 
 def _changed(record) -> bool:
@@ -64,9 +75,10 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
     )
     def features_sensor(context: dg.SensorEvaluationContext):
         cursor = json.loads(context.cursor) if context.cursor else {}
+        held_since = cursor.pop(HELD_SINCE, None)
         found, after = _new_partitions(context, cursor)
         if not found:
-            if after != cursor:
+            if after != cursor or held_since is not None:
                 return dg.SensorResult(
                     skip_reason="nothing changed content", cursor=json.dumps(after)
                 )
@@ -88,6 +100,16 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
             found.get("raw_transactions", set()), found.get("fraud_labels", set()), newest
         )
         if hours is not None:
+            busy = "fraud labels requested" if requests else busy_upstream(context, UPSTREAM)
+            since = hold(busy, held_since)
+            if since is not None:
+                kept = {name: cursor.get(name) for name in FEATURE_INPUTS}
+                context.log.info(f"features {hours[0]}..{hours[1]} wait: {busy}")
+                return dg.SensorResult(
+                    run_requests=requests,
+                    cursor=json.dumps({**after, **kept, HELD_SINCE: since}),
+                    skip_reason=None if requests else f"features wait: {busy}",
+                )
             requests.append(
                 dg.RunRequest(
                     job_name=features_job.name,
