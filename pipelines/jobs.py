@@ -5,11 +5,10 @@ executor would start a process per step and re-import the code location each tim
 measured ~20 s against ~8 s for a trivial two-asset run). Partitioned ranges run as one run
 (every partitioned asset has `BackfillPolicy.single_run()`).
 
-Every run carries its job's place in the run queue (`PRIORITY_TAG`, `LANE_TAG`): the queue
-launches the highest priority first, and routine runs (ingestion, labels, features, health) may
-hold all run slots but one (each profile's dagster.yaml limits the `routine` lane), so a
-retraining or the daily drift and accuracy that ask for it never wait behind a backlog of
-routine runs (the loop's delivery time measured it: bench/orchestration.py, README).
+Every run carries its job's place in the run queue (`PRIORITY_TAG`): the daemon launches the
+highest priority first, so a retraining, and the daily drift and accuracy that ask for it, take
+the next free run slot instead of waiting behind a backlog of routine runs (in `make demo` a
+retraining waited 150 s that way); health, a report nobody waits for, goes last.
 
 Ingestion and derived stages are separate jobs on purpose. A blocking check can only stop the
 downstream steps of a run as a whole, and a range run (a backfill, a landed history) would lose
@@ -26,9 +25,6 @@ from fraudloop.monitoring.retraining import RETRAIN_TAG
 
 #: Dagster's run-queue priority (higher first; queued runs of equal priority go oldest first)
 PRIORITY_TAG = "dagster/priority"
-#: `routine` runs may not take the last run slot (tag_concurrency_limits in dagster.yaml)
-LANE_TAG = "fraudloop/lane"
-ROUTINE = {LANE_TAG: "routine"}
 
 
 def _job(name: str, assets: list[dg.AssetKey], description: str, priority: int, tags=None):
@@ -46,21 +42,18 @@ hourly_ingestion_job = _job(
     [keys.RAW_TRANSACTIONS],
     "Ingest and validate the hourly transaction partition(s) of the run.",
     priority=0,
-    tags=ROUTINE,
 )
 daily_labels_job = _job(
     "daily_labels_job",
     [keys.RAW_LABELS],
     "Ingest and validate the daily label partition(s) of the run.",
     priority=0,
-    tags=ROUTINE,
 )
 fraud_labels_job = _job(
     "fraud_labels_job",
     [keys.FRAUD_LABELS],
     "Join the label day(s) of the run with their transactions (bi-temporal labels).",
     priority=0,
-    tags=ROUTINE,
 )
 features_job = _job(
     "features_job",
@@ -68,7 +61,6 @@ features_job = _job(
     "Compute features for a range of hours (new data, late labels, a fixed feed) and "
     "republish the online feature state.",
     priority=0,
-    tags=ROUTINE,
 )
 training_job = _job(
     "training_job",
@@ -94,7 +86,6 @@ health_job = _job(
     [keys.PREDICTION_HEALTH],
     "Serving health (latency, errors, cost, missing predictions) for a range of hours.",
     priority=-5,  # nothing waits for it: an hour's health is a report, not a gate
-    tags=ROUTINE,
 )
 daily_monitoring_job = _job(
     "daily_monitoring_job",

@@ -70,8 +70,10 @@ def run_range(run) -> tuple[str, str] | None:
 #: How long a derived run (features, health) waits for upstream runs in flight. Waiting turns a
 #: run per upstream run, or per slice of a range run whose materializations are still being
 #: recorded, into one run over all of them (each run costs seconds of start-up and a run slot:
-#: bench/orchestration.py); the bound keeps new hours flowing however busy ingestion is.
-MAX_HOLD_SECONDS = 120.0
+#: bench/orchestration.py); the bound keeps new hours flowing however busy ingestion is. Five
+#: minutes: twice the longest upstream run of `make demo` on a loaded machine, a twelfth of the
+#: hourly cadence.
+MAX_HOLD_SECONDS = 300.0
 
 
 def busy_upstream(context, job_names) -> str | None:

@@ -46,24 +46,15 @@ def test_a_training_run_from_the_ui_waits_for_a_sensor_retraining_and_back(defs,
     assert not TagConcurrencyLimitsCounter(limits, []).is_blocked(from_ui)
 
 
-def test_the_loop_s_runs_go_first_and_routine_runs_leave_them_a_slot(defs):
+def test_the_loop_s_runs_go_first(defs):
     """Retraining and the drift/accuracy runs that ask for it are not stuck behind routine runs:
     the daemon's queue launches them first (their jobs' priority tags, sorted by Dagster's own
-    queue), and routine runs (ingestion, labels, features, health) fill every run slot but one,
-    so one of the loop's runs can start while two routine runs hold theirs."""
+    queue), health last, the rest oldest first."""
     from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
         QueuedRunCoordinatorDaemon,
     )
 
-    config = yaml.safe_load((ROOT / "infra" / "local" / "dagster.yaml").read_text())
-    runs_config = config["concurrency"]["runs"]
-    limits = runs_config["tag_concurrency_limits"]
     instance = dg.DagsterInstance.ephemeral()
-
-    def queued(job_name: str):
-        job = defs.resolve_job_def(job_name)
-        return instance.create_run_for_job(job, tags=job.run_tags)
-
     order = [
         "health_job",
         "features_job",
@@ -73,18 +64,17 @@ def test_the_loop_s_runs_go_first_and_routine_runs_leave_them_a_slot(defs):
         "daily_monitoring_job",
         "training_job",
     ]
-    runs = [queued(name) for name in order]  # oldest first, as the queue reads them
+    runs = []  # oldest first, as the queue reads them
+    for name in order:
+        job = defs.resolve_job_def(name)
+        runs.append(instance.create_run_for_job(job, tags=job.run_tags))
     launched = QueuedRunCoordinatorDaemon(interval_seconds=1)._priority_sort(runs)
-    names = [run.job_name for run in launched]
-    assert names[:2] == ["training_job", "daily_monitoring_job"]
-    assert names[-1] == "health_job"
-    # equal priority: oldest first
-    assert names[2:5] == ["features_job", "hourly_ingestion_job", "daily_labels_job"]
-
-    routine = [queued("features_job"), queued("hourly_ingestion_job")]
-    assert runs_config["max_concurrent_runs"] > len(routine)
-    counter = TagConcurrencyLimitsCounter(limits, routine)
-    assert counter.is_blocked(queued("daily_labels_job"))
-    assert counter.is_blocked(queued("health_job"))
-    assert not counter.is_blocked(queued("training_job"))
-    assert not counter.is_blocked(queued("daily_monitoring_job"))
+    assert [run.job_name for run in launched] == [
+        "training_job",
+        "daily_monitoring_job",
+        "features_job",
+        "hourly_ingestion_job",
+        "daily_labels_job",
+        "fraud_labels_job",
+        "health_job",
+    ]
