@@ -399,7 +399,11 @@ def test_features_wait_for_upstream_runs_and_then_run_once_over_everything(env):
     assert not again.run_requests
     env.instance.report_run_canceled(labels_run)
 
+    # the day's label file landed, its ingestion not requested yet (new_data_sensor holds label
+    # files while transactions are being ingested): the hours wait for it too
     land_labels(env.store, "2018-04-02", frames[first[0]])
+    held, cursor = tick(env, cursor)
+    assert not held.run_requests and "2018-04-02 landed" in held.skip_reason.skip_message
     assert run(env, ["raw_labels", "labels_pass_expectations"], partition_key="2018-04-02").success
     # new hours and new raw labels: fraud labels first; features wait for them
     result, cursor = tick(env, cursor)
