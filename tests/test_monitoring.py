@@ -346,6 +346,25 @@ def test_health_waits_for_transactions_being_ingested(env):
     assert request.job_name == "health_job"
 
 
+def test_a_served_day_without_features_is_not_judged_yet(env):
+    """Accuracy can be due before a day's features are in (features wait for the day's labels):
+    drift of that day then says so instead of failing the run, and writes no record, so the
+    day is due again once its features are."""
+    from fraudloop.model.registry import ModelRegistry
+    from fraudloop.monitoring.drift import day_drift
+    from tests.dagster_runs import run
+
+    log = PredictionLog(env.store, "test")
+    log.extend(rows(20, hour=10))
+    log.flush()
+    policy = env.config.monitoring
+    record, result = day_drift(env.store, ModelRegistry(env.store), "2018-05-01", policy)
+    assert result is None and record["status"] == "no features yet"
+
+    assert run(env, ["prediction_drift"], partition_key="2018-05-01").success
+    assert read_record(env.store, "drift", "2018-05-01") is None
+
+
 def test_prediction_health_asset_alerts_on_missing_predictions(env):
     from tests.dagster_runs import run
 
