@@ -237,7 +237,10 @@ def build(partitions: Partitions) -> list:
         for day in run_partition_keys(context):
             record, result = day_drift(s, reg, day, policy)
             if result is None:
-                records.write_record(s, "drift", day, record)
+                # a day judged before its features are in is not judged: no record, so it is
+                # due again once they are (its accuracy can be due first, and runs with it)
+                if record["status"] != "no features yet":
+                    records.write_record(s, "drift", day, record)
                 context.add_asset_metadata({"status": record["status"]}, partition_key=day)
                 continue
             version = record["model_version"]

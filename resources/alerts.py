@@ -6,12 +6,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from fraudloop.core.alert_channels import (
-    PagerDutyChannel,
-    SlackChannel,
-    WebhookChannel,
-    tls_context,
-)
 from fraudloop.core.alerts import Alert, Alerter, Outcome
 from resources.store import ObjectStoreResource
 
@@ -32,6 +26,15 @@ class AlertsResource(dg.ConfigurableResource):
     backoff_seconds: float = 0.5
 
     def channels(self) -> list:
+        # imported when an alert goes out, not when the code location loads: the channels'
+        # client libraries (httpx, slack_sdk, pagerduty) cost every run worker ~0.4 s otherwise
+        from fraudloop.core.alert_channels import (
+            PagerDutyChannel,
+            SlackChannel,
+            WebhookChannel,
+            tls_context,
+        )
+
         retry = {
             "retries": self.retries,
             "backoff_seconds": self.backoff_seconds,

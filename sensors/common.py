@@ -1,5 +1,7 @@
-"""What the sensors share: runs that count as in flight, and partition-range requests."""
+"""What the sensors share: runs that count as in flight, partition-range requests, and holding a
+derived run back while the upstream runs that would ask for it again are still going."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -63,3 +65,29 @@ def run_range(run) -> tuple[str, str] | None:
         return run.tags[ASSET_PARTITION_RANGE_START_TAG], run.tags[ASSET_PARTITION_RANGE_END_TAG]
     key = run.tags.get("dagster/partition")
     return (key, key) if key else None
+
+
+#: How long a derived run (features, health) waits for upstream runs in flight. Waiting turns a
+#: run per upstream run, or per slice of a range run whose materializations are still being
+#: recorded, into one run over all of them (each run costs seconds of start-up and a run slot:
+#: bench/orchestration.py); the bound keeps new hours flowing however busy ingestion is. Five
+#: minutes: twice the longest upstream run of `make demo` on a loaded machine, a twelfth of the
+#: hourly cadence.
+MAX_HOLD_SECONDS = 300.0
+
+
+def busy_upstream(context, job_names) -> str | None:
+    """Why a derived run should wait, if it should: a run of one of `job_names` in flight."""
+    for name in job_names:
+        runs = in_flight_runs(context, name, limit=1)
+        if runs:
+            return f"{name} run {runs[0].run_id[:8]} is {runs[0].status.value.lower()}"
+    return None
+
+
+def hold(busy: str | None, since: float | None, now: float | None = None) -> float | None:
+    """When the hold began if the derived run should still wait for `busy` (None: go now)."""
+    now = time.time() if now is None else now
+    if busy is None or (since is not None and now - since >= MAX_HOLD_SECONDS):
+        return None
+    return now if since is None else since

@@ -1,7 +1,9 @@
 """The monitoring loop's sensors.
 
 - `monitoring_sensor`: new predictions, features or labels -> the monitoring runs that are due
-  (`fraudloop.monitoring.due`), minus what runs in flight already cover;
+  (`fraudloop.monitoring.due`), minus what runs in flight already cover; health waits (bounded)
+  while transactions are being ingested, so a delivery's hours get one health run, not one per
+  slice of the ingestion run's materializations;
 - `drift_sensor` and `accuracy_sensor`: a failed drift / accuracy check -> `training_job`, with a
   shared cooldown in data time, a run key per signal, and at most one retraining in flight
   (`fraudloop.monitoring.retraining`). The candidate then goes through the same gate, package,
@@ -21,14 +23,23 @@ from fraudloop.delivery import rollout
 from fraudloop.monitoring import retraining
 from fraudloop.monitoring.accuracy import accuracy_problems
 from fraudloop.monitoring.drift import drift_problems
-from fraudloop.monitoring.due import due
-from pipelines.jobs import daily_monitoring_job, health_job, training_job
+from fraudloop.monitoring.due import Due, due
+from pipelines.jobs import daily_monitoring_job, health_job, hourly_ingestion_job, training_job
 from resources.alerts import AlertsResource
 from resources.monitoring import MonitoringResource
 from resources.settings import SettingsResource
 from resources.store import ObjectStoreResource
 from resources.training import ModelRegistryResource
-from sensors.common import WILL_RETRY_TAG, in_flight_runs, range_tags, run_range
+from sensors.common import (
+    WILL_RETRY_TAG,
+    busy_upstream,
+    hold,
+    in_flight_runs,
+    range_tags,
+    run_range,
+)
+
+HEALTH_HELD_SINCE = "health_held_since"
 
 
 def _range_request(job, partitions: list[str], marker: str) -> dg.RunRequest:
@@ -108,6 +119,18 @@ def _retrain_sensor(view: str, problems_of, interval_seconds: int, description: 
     return retrain_sensor
 
 
+def _hold_health(context, todo: Due, held: float | None) -> tuple[Due, float | None]:
+    """Health waits (`sensors.common.MAX_HOLD_SECONDS` at most) while transactions are being
+    ingested: the hours of a range run are recorded one by one, and asking now would split them
+    over two health runs. Returns what is due now and when the hold began (None: not held)."""
+    if not todo.health:
+        return todo, None
+    since = hold(busy_upstream(context, [hourly_ingestion_job.name]), held)
+    if since is None:
+        return todo, None
+    return todo.without("health", [(todo.health[0], todo.health[-1])]), since
+
+
 def _root_cause(error):
     """Dagster wraps a step's exception ("Error occurred while executing op"); the innermost
     cause is the one that names what broke."""
@@ -147,15 +170,21 @@ def build(interval_seconds: int) -> list:
         for job, kind in ((health_job, "health"), (daily_monitoring_job, "daily")):
             ranges = [r for r in map(run_range, in_flight_runs(context, job.name)) if r]
             todo = todo.without(kind, ranges)
+        held = json.loads(context.cursor or "{}").get(HEALTH_HELD_SINCE)
+        todo, since = _hold_health(context, todo, held)
+        cursor = json.dumps({HEALTH_HELD_SINCE: since} if since is not None else {})
         marker = json.dumps({"health": todo.health, "daily": todo.daily})
         requests = []
         if todo.health:
             requests.append(_range_request(health_job, todo.health, marker))
         if todo.daily:
             requests.append(_range_request(daily_monitoring_job, todo.daily, marker))
-        if not requests:
+        if not requests and since is None and held is None:
             return dg.SkipReason("no monitoring due")
-        return dg.SensorResult(run_requests=requests)
+        if not requests:
+            why = "health waits for ingestion" if since is not None else "no monitoring due"
+            return dg.SensorResult(skip_reason=why, cursor=cursor)
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
 
     @dg.run_failure_sensor(
         name="run_failure_alert_sensor",

@@ -49,6 +49,7 @@ BENCHES: dict[str, tuple[str, ...]] = {
         "predlog_rows",
     ),
     "drift": ("warm_s", "html_s"),
+    "orchestration": ("startup_s", "create_s", "queued_s", "startup_share", "worker_start_s"),
 }
 HELPERS = {"loadgen", "report"}  # modules of bench/ that are not benchmarks
 

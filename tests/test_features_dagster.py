@@ -4,6 +4,7 @@ published store, quarantined hours, the features sensor, and late data seen as s
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import dagster as dg
@@ -368,6 +369,73 @@ def test_features_sensor_requests_each_change_once_in_the_right_range(env):
     assert isinstance(again, dg.SkipReason)
 
     assert len(set(run_keys)) == len(run_keys) == 6  # a new run key on every tick
+
+
+def in_flight(env, job_name: str):
+    """A run of `job_name` the instance sees as running (the daemon's view of it)."""
+    return env.instance.create_run_for_job(
+        dg.GraphDefinition(name="g", node_defs=[]).to_job(name=job_name),
+        status=dg.DagsterRunStatus.STARTED,
+    )
+
+
+def test_features_wait_for_upstream_runs_and_then_run_once_over_everything(env):
+    """New hours and their labels landing together give one features run, not one for the hours
+    and another when the labels' fraud_labels are in: while an ingestion, label or fraud-label
+    run is in flight the features run waits (the cursor keeps the hours), then covers both. The
+    wait is bounded: a busy upstream delays features, never starves them."""
+    from sensors import common
+
+    cursor = None
+    first = hours("2018-04-02-05:00", "2018-04-02-07:00")
+    frames = {k: land_hour(env.store, k, rows=20, seed=i)[1] for i, k in enumerate(first)}
+    assert run(env, INGEST, start=first[0], end=first[-1]).success
+
+    # the day's labels are being ingested: the new hours wait for them
+    labels_run = in_flight(env, "daily_labels_job")
+    held, cursor = tick(env, cursor)
+    assert not held.run_requests and "daily_labels_job" in held.skip_reason.skip_message
+    again, cursor = tick(env, cursor)  # still held: the hours are not consumed
+    assert not again.run_requests
+    env.instance.report_run_canceled(labels_run)
+
+    # the day's label file landed, its ingestion not requested yet (new_data_sensor holds label
+    # files while transactions are being ingested): the hours wait for it too
+    land_labels(env.store, "2018-04-02", frames[first[0]])
+    held, cursor = tick(env, cursor)
+    assert not held.run_requests and "2018-04-02 landed" in held.skip_reason.skip_message
+    assert run(env, ["raw_labels", "labels_pass_expectations"], partition_key="2018-04-02").success
+    # new hours and new raw labels: fraud labels first; features wait for them
+    result, cursor = tick(env, cursor)
+    (request,) = result.run_requests
+    assert request.job_name == "fraud_labels_job"
+    fraud_labels = in_flight(env, "fraud_labels_job")
+    held, cursor = tick(env, cursor)
+    assert not held.run_requests and "fraud_labels_job" in held.skip_reason.skip_message
+    env.instance.report_run_canceled(fraud_labels)
+    assert execute(env, request).success
+
+    # one run: from the label day's first hour (terminal risk) to the newest hour
+    result, cursor = tick(env, cursor)
+    (features,) = result.run_requests
+    assert features.job_name == "features_job"
+    assert range_of(features) == ("2018-04-02-00:00", first[-1])
+    again, cursor = tick(env, cursor)
+    assert isinstance(again, dg.SkipReason)
+
+    # a hold that outlasted MAX_HOLD_SECONDS lets the run go although upstream is still busy
+    later = "2018-04-02-09:00"
+    land_hour(env.store, later, rows=20, seed=9)
+    assert run(env, INGEST, partition_key=later).success
+    in_flight(env, "hourly_ingestion_job")
+    held, cursor = tick(env, cursor)
+    assert not held.run_requests
+    state = json.loads(cursor)
+    state["held_since"] -= common.MAX_HOLD_SECONDS
+    result, cursor = tick(env, json.dumps(state))
+    (features,) = result.run_requests
+    assert range_of(features) == (later, later)
+    assert "held_since" not in json.loads(cursor)
 
 
 # --- 5. late data through data versions ----------------------------------------------------------

@@ -44,3 +44,37 @@ def test_a_training_run_from_the_ui_waits_for_a_sensor_retraining_and_back(defs,
     assert TagConcurrencyLimitsCounter(limits, [from_ui]).is_blocked(from_sensor)
     assert not TagConcurrencyLimitsCounter(limits, [from_ui]).is_blocked(other)
     assert not TagConcurrencyLimitsCounter(limits, []).is_blocked(from_ui)
+
+
+def test_the_loop_s_runs_go_first(defs):
+    """Retraining and the drift/accuracy runs that ask for it are not stuck behind routine runs:
+    the daemon's queue launches them first (their jobs' priority tags, sorted by Dagster's own
+    queue), health last, the rest oldest first."""
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
+        QueuedRunCoordinatorDaemon,
+    )
+
+    instance = dg.DagsterInstance.ephemeral()
+    order = [
+        "health_job",
+        "features_job",
+        "hourly_ingestion_job",
+        "daily_labels_job",
+        "fraud_labels_job",
+        "daily_monitoring_job",
+        "training_job",
+    ]
+    runs = []  # oldest first, as the queue reads them
+    for name in order:
+        job = defs.resolve_job_def(name)
+        runs.append(instance.create_run_for_job(job, tags=job.run_tags))
+    launched = QueuedRunCoordinatorDaemon(interval_seconds=1)._priority_sort(runs)
+    assert [run.job_name for run in launched] == [
+        "training_job",
+        "daily_monitoring_job",
+        "features_job",
+        "hourly_ingestion_job",
+        "daily_labels_job",
+        "fraud_labels_job",
+        "health_job",
+    ]

@@ -3,6 +3,7 @@ alerts use, the retraining decision (fire, cooldown, in flight), and the sensors
 instance (run keys, shared cooldown, the in-flight limit, the due monitoring runs)."""
 
 import json
+import time
 
 import dagster as dg
 import numpy as np
@@ -304,6 +305,64 @@ def test_monitoring_sensor_asks_for_health_from_the_first_served_hour(env):
     assert request.tags["dagster/asset_partition_range_start"] == "2018-05-01-10:00"
     assert request.tags["dagster/asset_partition_range_end"] == "2018-05-01-12:00"
     assert len(read_predictions(env.store)) == 40
+
+
+def test_health_waits_for_transactions_being_ingested(env):
+    """The hours of a range ingestion run are recorded one by one: asking for health while it
+    runs would split them over two health runs. Health waits for it (bounded), then asks once."""
+    from sensors import common
+
+    monitoring_sensor = env.sensor("monitoring_sensor")
+    log = PredictionLog(env.store, "test")
+    log.extend(rows(20, hour=10))
+    log.flush()
+    for hour in ("10", "11"):
+        env.instance.report_runless_asset_event(
+            dg.AssetMaterialization("raw_transactions", partition=f"2018-05-01-{hour}:00")
+        )
+    ingesting = env.instance.create_run_for_job(
+        dg.GraphDefinition(name="g", node_defs=[]).to_job(name="hourly_ingestion_job"),
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    held = evaluate(monitoring_sensor, env)
+    assert not held.run_requests and "health waits" in held.skip_reason.skip_message
+    assert not evaluate(monitoring_sensor, env, held.cursor).run_requests
+
+    env.instance.report_runless_asset_event(
+        dg.AssetMaterialization("raw_transactions", partition="2018-05-01-12:00")
+    )
+    env.instance.report_run_canceled(ingesting)
+    (request,) = evaluate(monitoring_sensor, env, held.cursor).run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "2018-05-01-10:00"
+    assert request.tags["dagster/asset_partition_range_end"] == "2018-05-01-12:00"
+
+    # bounded: a hold older than MAX_HOLD_SECONDS lets health go while ingestion still runs
+    env.instance.create_run_for_job(
+        dg.GraphDefinition(name="g", node_defs=[]).to_job(name="hourly_ingestion_job"),
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    old = json.dumps({"health_held_since": time.time() - common.MAX_HOLD_SECONDS})
+    (request,) = evaluate(monitoring_sensor, env, old).run_requests
+    assert request.job_name == "health_job"
+
+
+def test_a_served_day_without_features_is_not_judged_yet(env):
+    """Accuracy can be due before a day's features are in (features wait for the day's labels):
+    drift of that day then says so instead of failing the run, and writes no record, so the
+    day is due again once its features are."""
+    from fraudloop.model.registry import ModelRegistry
+    from fraudloop.monitoring.drift import day_drift
+    from tests.dagster_runs import run
+
+    log = PredictionLog(env.store, "test")
+    log.extend(rows(20, hour=10))
+    log.flush()
+    policy = env.config.monitoring
+    record, result = day_drift(env.store, ModelRegistry(env.store), "2018-05-01", policy)
+    assert result is None and record["status"] == "no features yet"
+
+    assert run(env, ["prediction_drift"], partition_key="2018-05-01").success
+    assert read_record(env.store, "drift", "2018-05-01") is None
 
 
 def test_prediction_health_asset_alerts_on_missing_predictions(env):

@@ -27,7 +27,6 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 
@@ -260,6 +259,8 @@ def run_staging(
 
     response_schema = json.loads(package.files["response.schema.json"])
     batch_schema = json.loads(package.files["batch_response.schema.json"])
+    import httpx  # here, not at the top: every run worker imports this module (0.3 s)
+
     service = _Service(store, version, prefix, config.start_timeout_s)
     try:
         with httpx.Client(timeout=30) as client:

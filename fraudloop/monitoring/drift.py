@@ -354,7 +354,10 @@ def served_by_production(store: ObjectStore, day: str) -> tuple[int | None, pd.D
         return None, pd.DataFrame()
     version = int(served["model_version"].value_counts().idxmax())
     served = served[served["model_version"] == version].drop_duplicates("transaction_id")
-    current = read_offline(store, hours).merge(
+    offline = read_offline(store, hours)
+    if offline.empty:  # no hour of the day has features yet (a frame without columns)
+        return version, offline
+    current = offline.merge(
         served[["transaction_id", "score"]].astype({"transaction_id": "string"}),
         on="transaction_id",
     )
