@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite drives for real: headless Chromium (UI tests), a PostgreSQL
 # server (the production profile's instance storage), Prometheus (alert rules), redis-server (the
-# scoring replicas' shared online store), HAProxy (the balancer in front of the replicas), and the Docker engine, docker-compose and
+# scoring replicas' shared online store), HAProxy (the balancer in front of the replicas), and
+# the Docker engine, docker-compose and
 # debootstrap (the Docker stack's system test, `make stack`). Installed from Debian's packages
 # when missing; needs root (CI runs as root). Idempotent and quiet when all is there.
 set -euo pipefail

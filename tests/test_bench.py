@@ -49,6 +49,7 @@ BENCHES: dict[str, tuple[str, ...]] = {
         "predlog_rows",
     ),
     "drift": ("warm_s", "html_s"),
+    "balancer": ("lb_p99_200_ms", "lb_p99_500_ms", "lb_peak_rps", "kill_failed"),
 }
 HELPERS = {"loadgen", "report"}  # modules of bench/ that are not benchmarks
 
