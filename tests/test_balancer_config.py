@@ -34,7 +34,10 @@ def test_the_config_retries_safely_and_routes_on_readiness():
     # replica is dropped, not retried
     assert "option http-buffer-request" in text
     assert "option httpchk GET /readyz" in text and "http-check expect status 200" in text
-    assert len(re.findall(r"^\s*server .* check", text, re.M)) == 2
+    replicas = text.split("\nbackend replicas\n")[1].split("\nbackend ")[0]
+    assert len(re.findall(r"^\s*server .* check", replicas, re.M)) == 2
+    # no replica ready at all (a shared cause): the live ones answer rather than none
+    assert "use_backend replicas_alive if { nbsrv(replicas) eq 0 }" in text
 
 
 def test_both_deployments_run_two_replicas_behind_the_balancer():

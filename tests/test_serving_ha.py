@@ -147,6 +147,42 @@ def test_a_replica_that_loses_its_redis_is_taken_out_and_comes_back(world, redis
     assert "replica-2" in {r[2] for r in back}  # and back in
 
 
+def test_when_no_replica_is_ready_for_a_shared_cause_the_live_ones_still_answer(
+    world, redis_url, tmp_path
+):
+    """The registry unreadable (as with S3 down) past the readiness window: every replica is
+    not ready, yet each still scores from its loaded model and Redis. HAProxy sends the traffic
+    to the live replicas (/healthz) instead of refusing every decision, and goes back to routing
+    on readiness when the registry is readable again."""
+    store, traffic = world
+    ModelRegistry(store).promote(1, to="production", actor="test", reason="test setup")
+    bodies = requests_of(traffic.head(300))
+    key = "models/fraud/aliases.json"
+    good = store.get_bytes(key)
+    env = replica_env(redis_url, FRAUDLOOP_SERVE_READY_MAX_SYNC_AGE_SECONDS="1")
+    with (
+        service_process(store, env=env) as (a, _),
+        service_process(store, env=env) as (b, _),
+        haproxy([host_port(a), host_port(b)], tmp_path / "lb") as lb,
+        httpx.Client(timeout=30) as client,
+    ):
+        wait_until(lambda: set(lb.servers().values()) == {"UP"}, what="both replicas UP")
+        store.put_bytes(key, b"{ not json")  # the registry cannot be read by any replica
+        wait_until(
+            lambda: all(s.startswith("DOWN") for s in lb.servers().values()), what="none ready"
+        )
+        assert client.get(f"{a}/readyz").status_code == 503
+        during = [client.post(f"{lb.url}/v1/score", json=body) for body in bodies[:100]]
+        store.put_bytes(key, good)
+        wait_until(lambda: set(lb.servers().values()) == {"UP"}, what="ready again")
+        after = [client.post(f"{lb.url}/v1/score", json=body) for body in bodies[100:]]
+
+    assert [r.status_code for r in during + after] == [200] * len(bodies)
+    assert {r.json()["model_version"] for r in during} == {1}
+    assert {r.headers["x-served-by"] for r in during} <= {"replica-1-alive", "replica-2-alive"}
+    assert {r.headers["x-served-by"] for r in after} <= {"replica-1", "replica-2"}
+
+
 def roles_by_customer(answers: list[tuple[dict, dict, int]]) -> dict[str, set[tuple[str, int]]]:
     """{card: the (role, model version) pairs its transactions were answered with}"""
     out: dict[str, set[tuple[str, int]]] = {}
