@@ -261,7 +261,10 @@ def results_markdown(paths: list[Path]) -> str:
 
 def ordered_results(directory: Path = RESULTS_DIR) -> list[Path]:
     """The result files in `make bench` order (then any other)."""
-    order = ["simulate", "ingest", "features", "training", "quality", "serve", "drift"]
+    order = [
+        "simulate", "ingest", "features", "training", "quality", "serve", "drift",
+        "orchestration", "balancer",
+    ]  # fmt: skip
     found = {p.stem: p for p in directory.glob("*.json")}
     return [found[n] for n in order if n in found] + [
         p for n, p in sorted(found.items()) if n not in order

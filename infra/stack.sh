@@ -17,6 +17,8 @@
 #   FRAUDLOOP_STACK_PG_PORT    15432   FRAUDLOOP_STACK_S3_PORT      19000
 #   FRAUDLOOP_STACK_GRPC_PORT  14000   FRAUDLOOP_STACK_WEB_PORT     13000
 #   FRAUDLOOP_STACK_SCORING_PORT 18000 FRAUDLOOP_STACK_REDIS_PORT  16379
+#   FRAUDLOOP_STACK_SCORING_2_PORT 18001 (second replica)
+#   FRAUDLOOP_STACK_BALANCER_PORT 18080 FRAUDLOOP_STACK_BALANCER_STATS_PORT 18404
 #   FRAUDLOOP_STACK_SETTINGS   (none)                    extra FRAUDLOOP_* settings, env-file format
 #   FRAUDLOOP_STACK_NO_BUILD   unset                     1: use the images as they are
 #   FRAUDLOOP_AUTOMATION       on                        off: leave sensors/schedules stopped
@@ -67,6 +69,12 @@ write_env() {
     echo "DAGSTER_GRPC_PORT=$grpc"
     echo "DAGSTER_WEBSERVER_PORT=${FRAUDLOOP_STACK_WEB_PORT:-13000}"
     echo "FRAUDLOOP_SCORING_PORT=${FRAUDLOOP_STACK_SCORING_PORT:-18000}"
+    echo "FRAUDLOOP_SCORING_2_PORT=${FRAUDLOOP_STACK_SCORING_2_PORT:-18001}"
+    echo "FRAUDLOOP_SCORING_HOST=127.0.0.1"
+    echo "FRAUDLOOP_SCORING_2_HOST=127.0.0.1"
+    echo "FRAUDLOOP_BALANCER_BIND=127.0.0.1"
+    echo "FRAUDLOOP_BALANCER_PORT=${FRAUDLOOP_STACK_BALANCER_PORT:-18080}"
+    echo "FRAUDLOOP_BALANCER_STATS_PORT=${FRAUDLOOP_STACK_BALANCER_STATS_PORT:-18404}"
     echo "FRAUDLOOP_REDIS_PORT=${FRAUDLOOP_STACK_REDIS_PORT:-16379}"
     echo "FRAUDLOOP_REDIS_HOST=127.0.0.1"
     echo "FRAUDLOOP_STACK_S3_PORT=$s3"
@@ -138,7 +146,7 @@ case "$cmd" in
     wait_healthy 300
     echo "stack healthy in $((SECONDS - started)) s (project $PROJECT, env $ENV_FILE)"
     echo "  Dagster UI      http://127.0.0.1:$(value DAGSTER_WEBSERVER_PORT)"
-    echo "  scoring service http://127.0.0.1:$(value FRAUDLOOP_SCORING_PORT)  (/readyz once a model is released)"
+    echo "  scoring service http://127.0.0.1:$(value FRAUDLOOP_BALANCER_PORT)  (HAProxy over two replicas; /readyz once a model is released)"
     echo "  S3 (moto)       $(value FRAUDLOOP_S3_ENDPOINT_URL)  bucket $(value FRAUDLOOP_S3_BUCKET)"
     echo "  PostgreSQL      127.0.0.1:$(value DAGSTER_PG_PORT)  db $(value DAGSTER_PG_DB)"
     echo "  feed data:      infra/stack.sh compose exec code-location fraudloop simulate --days 3"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite drives for real: headless Chromium (UI tests), a PostgreSQL
 # server (the production profile's instance storage), Prometheus (alert rules), redis-server (the
-# scoring replicas' shared online store), and the Docker engine, docker-compose and
+# scoring replicas' shared online store), HAProxy (the balancer in front of the replicas), and
+# the Docker engine, docker-compose and
 # debootstrap (the Docker stack's system test, `make stack`). Installed from Debian's packages
 # when missing; needs root (CI runs as root). Idempotent and quiet when all is there.
 set -euo pipefail
@@ -18,6 +19,9 @@ command -v bc >/dev/null 2>&1 || missing+=(bc)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # Redis: the shared online feature store's tests start their own server on a free port
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# HAProxy: the load balancer in front of the scoring replicas (infra/haproxy/haproxy.cfg); the
+# high-availability tests run it on free ports. Debian installs it in /usr/sbin.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

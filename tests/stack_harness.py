@@ -116,7 +116,8 @@ class Stack:
             project=project or f"fraudloop-test-{os.getpid()}",
             settings=settings,
         )
-        stack.ports = {name: free_port() for name in ("pg", "s3", "grpc", "web", "scoring")}
+        names = ("pg", "s3", "grpc", "web", "scoring", "scoring2", "balancer", "lbstats")
+        stack.ports = {name: free_port() for name in names}
         return stack
 
     def script_env(self) -> dict[str, str]:
@@ -131,6 +132,9 @@ class Stack:
             "FRAUDLOOP_STACK_GRPC_PORT": str(self.ports["grpc"]),
             "FRAUDLOOP_STACK_WEB_PORT": str(self.ports["web"]),
             "FRAUDLOOP_STACK_SCORING_PORT": str(self.ports["scoring"]),
+            "FRAUDLOOP_STACK_SCORING_2_PORT": str(self.ports["scoring2"]),
+            "FRAUDLOOP_STACK_BALANCER_PORT": str(self.ports["balancer"]),
+            "FRAUDLOOP_STACK_BALANCER_STATS_PORT": str(self.ports["lbstats"]),
             "FRAUDLOOP_STACK_SETTINGS": str(settings_file),
         }
 

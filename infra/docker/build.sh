@@ -45,7 +45,7 @@ build() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(code instance serve s3 postgres redis)
+[ ${#targets[@]} -gt 0 ] || targets=(code instance serve s3 postgres redis haproxy)
 for target in "${targets[@]}"; do
   case "$target" in
     code)
@@ -62,8 +62,10 @@ for target in "${targets[@]}"; do
       build postgres -f infra/docker/Dockerfile.postgres -t "fraudloop-postgres:$TAG" infra/docker ;;
     redis)
       build redis -f infra/docker/Dockerfile.redis -t "fraudloop-redis:$TAG" infra/docker ;;
+    haproxy)
+      build haproxy -f infra/docker/Dockerfile.haproxy -t "fraudloop-haproxy:$TAG" infra/docker ;;
     *)
-      echo "unknown image $target (code instance serve s3 postgres redis)" >&2
+      echo "unknown image $target (code instance serve s3 postgres redis haproxy)" >&2
       exit 2 ;;
   esac
 done
