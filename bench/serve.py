@@ -71,9 +71,8 @@ from fraudloop.core.store import LocalObjectStore  # noqa: E402
 from fraudloop.delivery.contract import BatchRequest, Transaction  # noqa: E402
 from fraudloop.delivery.prediction_log import PredictionLog, read_predictions  # noqa: E402
 from fraudloop.model.registry import ModelRegistry  # noqa: E402
-from fraudloop.serving.app import ScoringService  # noqa: E402
+from fraudloop.serving.app import ScoringService, row_hashes, slot_matrix  # noqa: E402
 from fraudloop.serving.config import ServeConfig  # noqa: E402
-from fraudloop.serving.live import feature_hash  # noqa: E402
 
 HOST = "127.0.0.1"
 POLL_SECONDS = 1.0  # the service's default alias polling period, set explicitly
@@ -283,7 +282,7 @@ def batch_profile(
     service: ScoringService, bodies: list[dict], slot, rows: int = 10_000, reps: int = 6
 ) -> dict:
     """Where the time of one batch request goes, per row: what FastAPI does before the handler
-    (json.loads, then pydantic validation), the real `ScoringService.score` with its main steps
+    (json.loads, then pydantic validation), the real `ScoringService.decide` with its main steps
     timed by wrapping them on this instance (so the profile follows the service's code, not a
     copy of it), the response JSON, and the background prediction-log flush of the rows. Each
     stage also reports the part spent in the garbage collector. Means over the repetitions after
@@ -291,7 +290,7 @@ def batch_profile(
     body = json.dumps({"transactions": cyclic(bodies, 0, rows)}).encode()
     scratch = tempfile.TemporaryDirectory()
     watch = GcWatch()
-    features = Timed(service.follower.features, "features_and_observe", watch, keep=True)
+    features = Timed(service, "_features", watch, keep=True)
     predict = Timed(service, "_predict", watch)
     booster = Timed(slot.booster, "predict", watch)
     answer = Timed(service, "_answer", watch)
@@ -322,9 +321,9 @@ def batch_profile(
             clock("JSON parse of the request (json.loads)")
             batch = BatchRequest.model_validate(obj)
             clock("pydantic validation (BatchRequest of Transaction)")
-            _, answers, _ = service.score(batch.transactions)
-            wall, in_gc = clock("ScoringService.score, of which:")
-            add("  online features (features_and_observe)", features.wall, features.gc)
+            decided, _ = service.decide(batch.transactions)
+            wall, in_gc = clock("ScoringService.decide, of which:")
+            add("  online features (_features)", features.wall, features.gc)
             add("  feature matrix + LightGBM predict (_predict)", predict.wall, predict.gc)
             add("    of which LightGBM Booster.predict (whole batch)", booster.wall, booster.gc)
             add("  answers + log rows + metrics (_answer)", answer.wall, answer.gc)
@@ -334,14 +333,14 @@ def batch_profile(
                 wall - sum(w.wall for w in top),
                 in_gc - sum(w.gc for w in top),
             )
-            json.dumps({"request_id": "x", "scores": answers}).encode()
+            decided.json()
             clock("JSON of the response")
             service.predlog.flush()
             clock("prediction log flush (background thread, not in the total)")
             service.predlog = None
-            hashes = [feature_hash([v[n] for n in slot.features]) for v in features.results]
+            hashes = [row_hashes(slot_matrix(slot, m)) for m in features.results]
             clock("feature_hash of every row, alone (inside _answer)")
-            del hashes, answers
+            del hashes, decided
     finally:
         for w in wrapped:
             w.remove()
@@ -359,7 +358,7 @@ def batch_profile(
     path = (
         "JSON parse of the request (json.loads)",
         "pydantic validation (BatchRequest of Transaction)",
-        "ScoringService.score, of which:",
+        "ScoringService.decide, of which:",
         "JSON of the response",
     )
     return {

@@ -126,10 +126,7 @@ def test_a_batch_overflowing_the_overlay_forgets_as_rows_one_by_one_do(data, red
     bound = len(sequence) // 3
     reference = memory(state, bound)
     expected = one_by_one(reference, sequence)
-    if kind == "memory":
-        store = memory(state, bound)
-    else:
-        store = redis_store(redis_url, state, bound)
+    store = memory(state, bound) if kind == "memory" else redis_store(redis_url, state, bound)
     got = np.vstack([store.features_and_observe_matrix(p) for p in batches(sequence, (200,))])
     np.testing.assert_array_equal(got, expected)
     assert reference.forgotten > 0
