@@ -341,6 +341,36 @@ class StoreArrays:
         return flat(bounds[:, 0], bounds[:, 1] - bounds[:, 0], np.asarray(hours, _I8), *arrays)
 
 
+def observe(online, rows: np.ndarray, t: np.ndarray, amounts, cids, tids) -> None:
+    """``OnlineFeatureStore.observe`` of the batch's rows ``rows`` (in order), without a call,
+    a dict lookup of the transaction and a time conversion per row."""
+    obs_c, obs_pairs, obs_pair_n, obs_t = (
+        online._obs_c,
+        online._obs_pairs,
+        online._obs_pair_n,
+        online._obs_t,
+    )
+    hours = (t // HOUR_NS).tolist()
+    times = t.tolist()
+    for i in rows.tolist():
+        cid, tid, hour, amount = cids[i], tids[i], hours[i], amounts[i]
+        entry = (hour, times[i], amount, 1 if amount < SMALL_AMOUNT else 0)
+        entries = obs_c.get(cid)
+        if entries is None:
+            obs_c[cid] = [entry]
+        else:
+            entries.append(entry)
+        pair = (cid, tid)
+        obs_pairs[pair] = hour
+        obs_pair_n[pair] = obs_pair_n.get(pair, 0) + 1
+        counts = obs_t.get(tid)
+        if counts is None:
+            obs_t[tid] = {hour: 1}
+        else:
+            counts[hour] = counts.get(hour, 0) + 1
+    online.observed += len(rows)
+
+
 def gather(arrays: StoreArrays, t, amount, cids, tids, fresh) -> BatchInputs:
     """The batch's inputs from the in-process store (its overlay as it is now)."""
     import pandas as pd

@@ -172,20 +172,16 @@ class LiveFeatures:
                 fresh[i] = True
                 batch_seen.add(key)
         t = np.array([tx_time_ns(tx["tx_datetime"]) for tx in txs], dtype=np.int64)
+        amounts = [float(tx["amount"]) for tx in txs]
+        cids = [str(tx["customer_id"]) for tx in txs]
+        tids = [str(tx["terminal_id"]) for tx in txs]
         first = online.first_hour
         too_old = first is not None and int((t // HOUR_NS).min()) < first
         if too_old or len(self._observed) + len(batch_seen) > self.max_observed:
             return np.array(self._one_by_one(online, txs), dtype=np.float64)
         if self._arrays is None or self._arrays.online is not online:
             self._arrays = online_batch.StoreArrays(online)
-        inputs = online_batch.gather(
-            self._arrays,
-            t,
-            [float(tx["amount"]) for tx in txs],
-            [str(tx["customer_id"]) for tx in txs],
-            [str(tx["terminal_id"]) for tx in txs],
-            fresh,
-        )
+        inputs = online_batch.gather(self._arrays, t, amounts, cids, tids, fresh)
         if (
             online_batch.pair_count(inputs.cu, inputs.fresh, inputs.c_obs_n)
             > (online_batch.MAX_PAIRS)
@@ -196,8 +192,10 @@ class LiveFeatures:
                 (self._vectorised(online, txs[:half]), self._vectorised(online, txs[half:]))
             )
         matrix = online_batch.features(inputs)
-        for i in np.flatnonzero(fresh).tolist():
-            self._observe(online, txs[i], keys[i])
+        rows = np.flatnonzero(fresh)
+        online_batch.observe(online, rows, t, amounts, cids, tids)
+        self._seen.update(keys[i] for i in rows.tolist())
+        self._observed.extend(txs[i] for i in rows.tolist())
         return matrix
 
     def close(self) -> None:
