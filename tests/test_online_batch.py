@@ -12,7 +12,7 @@ import redis
 
 from fraudloop.core.hours import HOUR_NS
 from fraudloop.features import online_batch
-from fraudloop.features.online import OnlineFeatureStore, TooOld
+from fraudloop.features.online import OnlineFeatureStore, TooOld, identity
 from fraudloop.features.redis_store import RedisOnlineStore
 from fraudloop.features.state import FeatureState, hour_key_of, to_utc_ns
 from fraudloop.serving.live import LiveFeatures
@@ -140,3 +140,16 @@ def test_a_batch_with_a_transaction_older_than_the_state_is_refused(data, redis_
     old = {**records[0], "transaction_id": "old", "tx_datetime": (first - 1) * HOUR_NS}
     with pytest.raises(TooOld):
         store.features_and_observe_matrix([old, *records[:40]])
+
+
+def test_batch_identities_are_the_row_identities(data):
+    _, records = data
+    rows = [*records[:50], {**records[0], "amount": 7}, {**records[1], "amount": 0.1 + 0.2}]
+    got = online_batch.identities(
+        [r["transaction_id"] for r in rows],
+        [r["tx_datetime"] for r in rows],
+        [r["customer_id"] for r in rows],
+        [r["terminal_id"] for r in rows],
+        [float(r["amount"]) for r in rows],
+    )
+    assert got == [identity(r) for r in rows]

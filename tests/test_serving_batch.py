@@ -81,14 +81,15 @@ def test_batches_answer_log_and_count_what_the_rows_one_by_one_get(world, tmp_pa
         got = answers[name] = []
         with service_thread(where) as (base, app), httpx.Client(timeout=60) as client:
             wait_until(lambda b=base: client.get(f"{b}/v1/deployment").json()["canary_share"])
+            ordered = sorted(bodies, key=lambda b: (b["tx_datetime"], b["transaction_id"]))
             if name == "singles":
-                for body in sorted(bodies, key=lambda b: (b["tx_datetime"], b["transaction_id"])):
+                for body in ordered:
                     response = client.post(f"{base}/v1/score", json=body)
                     assert response.status_code == 200, response.text
                     got.append(response.json())
-            else:  # out of order: the service scores a batch in time order
-                shuffled = random.Random(3).sample(bodies, len(bodies))
-                for part in (shuffled[:17], shuffled[17:317], shuffled[317:]):
+            else:  # consecutive stretches, each out of order: a batch is scored in time order
+                for part in (ordered[:17], ordered[17:317], ordered[317:]):
+                    part = random.Random(3).sample(part, len(part))
                     response = client.post(f"{base}/v1/score/batch", json={"transactions": part})
                     assert response.status_code == 200, response.text
                     got.extend(response.json()["scores"])

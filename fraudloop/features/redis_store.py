@@ -339,8 +339,10 @@ class RedisOnlineStore:
         n = len(txs)
         t = np.array([tx_time_ns(tx["tx_datetime"]) for tx in txs], dtype=np.int64)
         amounts = [float(tx["amount"]) for tx in txs]
-        cu, cards = pd.factorize(np.array([str(tx["customer_id"]) for tx in txs], dtype=object))
-        tu, terms = pd.factorize(np.array([str(tx["terminal_id"]) for tx in txs], dtype=object))
+        cids = [str(tx["customer_id"]) for tx in txs]
+        tids = [str(tx["terminal_id"]) for tx in txs]
+        cu, cards = pd.factorize(np.array(cids, dtype=object))
+        tu, terms = pd.factorize(np.array(tids, dtype=object))
         nt = len(terms)
         pu, pairs = pd.factorize(cu.astype(np.int64) * nt + tu)
         hours = (t // HOUR_NS).tolist()
@@ -348,10 +350,14 @@ class RedisOnlineStore:
         args += cards.tolist() + terms.tolist()
         for code in pairs.tolist():
             args += (code // nt + 1, code % nt + 1)
-        for tx, c, te, h, ti, am in zip(
-            txs, (cu + 1).tolist(), (tu + 1).tolist(), hours, t.tolist(), amounts, strict=True
+        times = t.tolist()
+        keys = online_batch.identities(
+            [str(tx["transaction_id"]) for tx in txs], times, cids, tids, amounts
+        )
+        for key, c, te, h, ti, am in zip(
+            keys, (cu + 1).tolist(), (tu + 1).tolist(), hours, times, amounts, strict=True
         ):
-            args += (identity(tx), c, te, h, ti, repr(am), 1 if am < SMALL_AMOUNT else 0)
+            args += (key, c, te, h, ti, repr(am), 1 if am < SMALL_AMOUNT else 0)
         k = self.keys
         reply = self._score_many(keys=[k["current"], k["log"], k["seen"], k["loading"]], args=args)
         status = reply[0]

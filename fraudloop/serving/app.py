@@ -284,7 +284,7 @@ def row_hashes(x: np.ndarray) -> list[str]:
     width = data.shape[1] * 8
     if not width:
         return [feature_hash([])] * len(data)
-    raw, blake = data.tobytes(), hashlib.blake2b
+    raw, blake = memoryview(data.tobytes()), hashlib.blake2b
     return [blake(raw[k : k + width], digest_size=8).hexdigest() for k in range(0, len(raw), width)]
 
 
@@ -379,11 +379,12 @@ class ScoringService:
             }
             for t in txs
         ]
-        times = np.fromiter((r["tx_datetime"] for r in records), np.int64, len(records))
+        time_list = [r["tx_datetime"] for r in records]
+        times = np.array(time_list, dtype=np.int64)
         self._check_times(records, times)
         if len(records) > 1:
-            ids = [r["transaction_id"] for r in records]
-            order = sorted(range(len(records)), key=lambda i: (times[i], ids[i]))
+            keys = list(zip(time_list, [r["transaction_id"] for r in records], strict=True))
+            order = sorted(range(len(records)), key=keys.__getitem__)
             matrix = np.empty((len(records), len(FEATURE_NAMES)), dtype=np.float64)
             matrix[order] = self._features([records[i] for i in order])
         else:

@@ -164,17 +164,18 @@ class LiveFeatures:
         """:meth:`_one_by_one` as arrays. What the arrays do not model goes row by row: a
         transaction older than the state (TooOld at its row, as before) and an overlay that
         would overflow ``max_observed`` within the batch (forgetting between rows)."""
-        keys = [identity(tx) for tx in txs]
+        t = np.array([tx_time_ns(tx["tx_datetime"]) for tx in txs], dtype=np.int64)
+        amounts = [float(tx["amount"]) for tx in txs]
+        cids = [str(tx["customer_id"]) for tx in txs]
+        tids = [str(tx["terminal_id"]) for tx in txs]
+        ids = [str(tx["transaction_id"]) for tx in txs]
+        keys = online_batch.identities(ids, t.tolist(), cids, tids, amounts)
         fresh = np.zeros(len(txs), dtype=bool)
         batch_seen: set[str] = set()
         for i, key in enumerate(keys):
             if key not in self._seen and key not in batch_seen:
                 fresh[i] = True
                 batch_seen.add(key)
-        t = np.array([tx_time_ns(tx["tx_datetime"]) for tx in txs], dtype=np.int64)
-        amounts = [float(tx["amount"]) for tx in txs]
-        cids = [str(tx["customer_id"]) for tx in txs]
-        tids = [str(tx["terminal_id"]) for tx in txs]
         first = online.first_hour
         too_old = first is not None and int((t // HOUR_NS).min()) < first
         if too_old or len(self._observed) + len(batch_seen) > self.max_observed:
