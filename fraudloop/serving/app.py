@@ -6,9 +6,12 @@ observed, so the next transaction of the same card sees it in its velocity windo
 
 A single transaction is scored on the event loop thread: it is CPU work of tens of microseconds,
 and running it inline keeps the order of observations equal to the order of requests (what the
-batch feature definition assumes). A batch (up to 10,000 rows, ~0.5 s) is scored in one worker
+batch feature definition assumes). A batch (up to 10,000 rows) is scored in one worker
 thread, one batch at a time, from its raw JSON to the JSON answer (parsing, validation and
-encoding cost as much as the scoring), so single requests keep being answered meanwhile (the
+encoding cost as much as the scoring), as columns: its online features as one matrix
+(:mod:`fraudloop.features.online_batch`: what its rows one by one in time order give), one model
+call per role, answers, prediction-log rows and metrics a column at a time (the metrics updated
+once per request). Single requests keep being answered meanwhile (the
 service shortens Python's GIL switch interval for that: ``FRAUDLOOP_SERVE_GIL_SWITCH_MS``).
 Everything that is not the answer runs elsewhere: shadow and control scoring in the off-path
 worker, the prediction log's spool writer and flush, the registry polling and every store call
