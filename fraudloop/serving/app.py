@@ -383,8 +383,7 @@ class ScoringService:
             for t in txs
         ]
         time_list = [r["tx_datetime"] for r in records]
-        times = np.array(time_list, dtype=np.int64)
-        self._check_times(records, times)
+        self._check_times(records, time_list)
         if len(records) > 1:
             keys = list(zip(time_list, [r["transaction_id"] for r in records], strict=True))
             order = sorted(range(len(records)), key=keys.__getitem__)
@@ -451,18 +450,17 @@ class ScoringService:
                 headers={"Retry-After": str(self.config.retry_after_seconds)},
             ) from None
 
-    def _check_times(self, records: list[dict], times: np.ndarray) -> None:
+    def _check_times(self, records: list[dict], times: list[int]) -> None:
         """422 on ``tx_datetime`` for a transaction the online state cannot take: older than the
         loaded state, or later than now + the allowed clock skew (it would be logged under a
         future hour and sit in every card's velocity windows and the overlay until then)."""
         first = self.follower.features.first_hour
         latest = time.time_ns() + int(self.config.max_clock_skew_seconds * 1e9)
-        old = (times // HOUR_NS < first) if first is not None else np.zeros(len(times), bool)
-        bad = np.flatnonzero(old | (times > latest))
-        if not len(bad):
+        oldest = -(2**63) if first is None else first * HOUR_NS  # the first hour's start
+        i = next((k for k, t in enumerate(times) if t < oldest or t > latest), None)
+        if i is None:
             return
-        i = int(bad[0])
-        if old[i]:
+        if times[i] < oldest:
             msg = (
                 "transaction is older than the online feature state (state hour "
                 f"{self.follower.features.state_hour}); score it in batch with "
@@ -492,8 +490,11 @@ class ScoringService:
         """Scores, and which canary rows fell back to production (the canary failed)."""
         scores = np.zeros(len(canary), dtype=np.float64)
         fallback = np.zeros(len(canary), dtype=bool)
-        for role, rows in (("canary", canary), ("production", ~canary)):
-            idx = np.flatnonzero(rows)
+        if dep.canary is None or not canary.any():  # production answers all: no split
+            parts = [("production", np.arange(len(canary)))]
+        else:
+            parts = [("canary", np.flatnonzero(canary)), ("production", np.flatnonzero(~canary))]
+        for role, idx in parts:
             if not len(idx):
                 continue
             slot = dep.canary if role == "canary" else dep.production
@@ -539,38 +540,35 @@ class ScoringService:
         ms, cpu_ms = cost
         n = len(records)
         prod = dep.production
-        by_canary = canary & ~fallback
-        if by_canary.any():
+        score_list = scores.tolist()
+        routed = canary.tolist()
+        fell = fallback.tolist()
+        if dep.canary is None or not any(routed):  # production answers all (the usual case)
+            threshold_list = [prod.threshold] * n
+            versions = logged_versions = [prod.version] * n
+            answered_roles = routes = ["production"] * n
+            hashes = row_hashes(slot_matrix(prod, matrix))
+        else:
             c = dep.canary
-            thresholds = np.where(by_canary, c.threshold, prod.threshold)
-            versions = np.where(by_canary, c.version, prod.version).tolist()
-            logged_versions = np.where(canary, c.version, prod.version).tolist()
-            answered_roles = np.where(by_canary, "canary", "production").tolist()
+            by = [r and not f for r, f in zip(routed, fell, strict=True)]
+            threshold_list = [c.threshold if b else prod.threshold for b in by]
+            versions = [c.version if b else prod.version for b in by]
+            logged_versions = [c.version if r else prod.version for r in routed]
+            answered_roles = ["canary" if b else "production" for b in by]
+            routes = ["canary" if r else "production" for r in routed]
             hashes = [""] * n
+            by_canary = np.array(by, dtype=bool)
             for slot, rows in ((c, by_canary), (prod, ~by_canary)):
                 idx = np.flatnonzero(rows)
-                for i, h in zip(
-                    idx.tolist(), row_hashes(slot_matrix(slot, matrix[idx])), strict=True
-                ):
+                hashed = row_hashes(slot_matrix(slot, matrix[idx])) if len(idx) else []
+                for i, h in zip(idx.tolist(), hashed, strict=True):
                     hashes[i] = h
-        else:
-            thresholds = np.full(n, prod.threshold)
-            versions = [prod.version] * n
-            logged_versions = (
-                np.where(canary, dep.canary.version, prod.version).tolist()
-                if canary.any()
-                else versions
-            )
-            answered_roles = ["production"] * n
-            hashes = row_hashes(slot_matrix(prod, matrix))
-        review = scores >= thresholds
-        decisions = np.where(review, "review", "approve").tolist()
-        routes = np.where(canary, "canary", "production").tolist() if canary.any() else None
-        routes = routes or ["production"] * n
-        statuses = np.where(fallback, "fallback", "ok").tolist() if fallback.any() else None
-        statuses = statuses or ["ok"] * n
+        decisions = [
+            "review" if score >= threshold else "approve"
+            for score, threshold in zip(score_list, threshold_list, strict=True)
+        ]
+        statuses = ["fallback" if f else "ok" for f in fell] if any(fell) else ["ok"] * n
         ids = [r["transaction_id"] for r in records]
-        score_list, threshold_list = scores.tolist(), thresholds.tolist()
         rows = list(
             map(
                 Row,
@@ -593,32 +591,29 @@ class ScoringService:
             )
         )
         m = self.metrics
-        for role, mask in (("canary", canary), ("production", ~canary)):
-            count = int(mask.sum())
+        for role, slot in (("canary", dep.canary), ("production", prod)):
+            count = routes.count(role)
             if not count:
                 continue
-            slot = dep.canary if role == "canary" else prod
             version = str(slot.version)
             m.predictions.labels(version, role).inc(count)
             observe_many(m.latency.labels(version, role), ms / 1000, count)
-            flagged = int((review & mask).sum())
+            if count == n:
+                flagged = decisions.count("review")
+            else:
+                flagged = sum(
+                    1 for r, d in zip(routes, decisions, strict=True) if d == "review" and r == role
+                )
             if flagged:
                 m.flagged.labels(version, role).inc(flagged)
         logged = self.predlog.extend(rows) if self.predlog is not None else None
-        if canary.any():
-            idx = np.flatnonzero(canary)
+        if dep.canary is not None and any(routed):
+            idx = [i for i, r in enumerate(routed) if r]
             self.offpath.submit(("control", prod, [rows[i] for i in idx], matrix[idx]))
         if dep.shadow is not None:
             self.offpath.submit(("shadow", dep.shadow, rows, matrix))
         decided = Decisions(
-            request_id,
-            ids,
-            score_list,
-            decisions,
-            threshold_list,
-            versions,
-            answered_roles,
-            fallback.tolist(),
+            request_id, ids, score_list, decisions, threshold_list, versions, answered_roles, fell
         )
         return decided, logged
 
