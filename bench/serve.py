@@ -36,7 +36,7 @@ the in-process path's rate on one core, batch rows/s against single-request rows
 requests against those sent across the hot swaps, log rows against decisions answered.
 
 Usage: .venv/bin/python bench/serve.py [--quick] [--json PATH] [--only-online-stores]
-(--quick: short phases)
+[--only-batch] (--quick: short phases; --only-batch: the batch profile and batch rows/s alone)
 """
 
 from __future__ import annotations
@@ -71,9 +71,8 @@ from fraudloop.core.store import LocalObjectStore  # noqa: E402
 from fraudloop.delivery.contract import BatchRequest, Transaction  # noqa: E402
 from fraudloop.delivery.prediction_log import PredictionLog, read_predictions  # noqa: E402
 from fraudloop.model.registry import ModelRegistry  # noqa: E402
-from fraudloop.serving.app import ScoringService  # noqa: E402
+from fraudloop.serving.app import ScoringService, row_hashes, slot_matrix  # noqa: E402
 from fraudloop.serving.config import ServeConfig  # noqa: E402
-from fraudloop.serving.live import feature_hash  # noqa: E402
 
 HOST = "127.0.0.1"
 POLL_SECONDS = 1.0  # the service's default alias polling period, set explicitly
@@ -283,7 +282,7 @@ def batch_profile(
     service: ScoringService, bodies: list[dict], slot, rows: int = 10_000, reps: int = 6
 ) -> dict:
     """Where the time of one batch request goes, per row: what FastAPI does before the handler
-    (json.loads, then pydantic validation), the real `ScoringService.score` with its main steps
+    (json.loads, then pydantic validation), the real `ScoringService.decide` with its main steps
     timed by wrapping them on this instance (so the profile follows the service's code, not a
     copy of it), the response JSON, and the background prediction-log flush of the rows. Each
     stage also reports the part spent in the garbage collector. Means over the repetitions after
@@ -291,7 +290,7 @@ def batch_profile(
     body = json.dumps({"transactions": cyclic(bodies, 0, rows)}).encode()
     scratch = tempfile.TemporaryDirectory()
     watch = GcWatch()
-    features = Timed(service.follower.features, "features_and_observe", watch, keep=True)
+    features = Timed(service, "_features", watch, keep=True)
     predict = Timed(service, "_predict", watch)
     booster = Timed(slot.booster, "predict", watch)
     answer = Timed(service, "_answer", watch)
@@ -322,9 +321,9 @@ def batch_profile(
             clock("JSON parse of the request (json.loads)")
             batch = BatchRequest.model_validate(obj)
             clock("pydantic validation (BatchRequest of Transaction)")
-            _, answers, _ = service.score(batch.transactions)
-            wall, in_gc = clock("ScoringService.score, of which:")
-            add("  online features (features_and_observe)", features.wall, features.gc)
+            decided, _ = service.decide(batch.transactions)
+            wall, in_gc = clock("ScoringService.decide, of which:")
+            add("  online features (_features)", features.wall, features.gc)
             add("  feature matrix + LightGBM predict (_predict)", predict.wall, predict.gc)
             add("    of which LightGBM Booster.predict (whole batch)", booster.wall, booster.gc)
             add("  answers + log rows + metrics (_answer)", answer.wall, answer.gc)
@@ -334,14 +333,14 @@ def batch_profile(
                 wall - sum(w.wall for w in top),
                 in_gc - sum(w.gc for w in top),
             )
-            json.dumps({"request_id": "x", "scores": answers}).encode()
+            decided.json()
             clock("JSON of the response")
             service.predlog.flush()
             clock("prediction log flush (background thread, not in the total)")
             service.predlog = None
-            hashes = [feature_hash([v[n] for n in slot.features]) for v in features.results]
+            hashes = [row_hashes(slot_matrix(slot, m)) for m in features.results]
             clock("feature_hash of every row, alone (inside _answer)")
-            del hashes, answers
+            del hashes, decided
     finally:
         for w in wrapped:
             w.remove()
@@ -359,7 +358,7 @@ def batch_profile(
     path = (
         "JSON parse of the request (json.loads)",
         "pydantic validation (BatchRequest of Transaction)",
-        "ScoringService.score, of which:",
+        "ScoringService.decide, of which:",
         "JSON of the response",
     )
     return {
@@ -372,6 +371,61 @@ def batch_profile(
         "full_collections": len(watch.full),
         "full_collection_ms": [round(s * 1000, 1) for s in watch.full],
     }
+
+
+def batch_phase(service: Service, bodies: list[dict], plan: Plan) -> dict:
+    """Batch rows/s over HTTP, closed loop, for each request size of the plan."""
+    out = {}
+    for rows in plan.batch_rows:
+        n_bodies = max(2, -(-len(bodies) // rows))  # cover the traffic once at least
+        batch_bodies = [
+            json.dumps({"transactions": cyclic(bodies, k * rows, rows)}).encode()
+            for k in range(n_bodies)
+        ]
+        result, cpu = timed(
+            lambda b=batch_bodies: run_max_throughput(
+                HOST,
+                service.port,
+                "/v1/score/batch",
+                b,
+                plan.batch_s,
+                connections=plan.batch_connections,
+                timeout_s=60,
+            ),
+            service,
+        )
+        out[str(rows)] = (
+            result.summary()
+            | cpu
+            | {
+                "rows_per_request": rows,
+                "connections": plan.batch_connections,
+                "body_bytes": len(batch_bodies[0]),
+                "rows_per_s": round(result.ok * rows / result.duration_s),
+            }
+        )
+    return out
+
+
+def only_batch(plan: Plan, rng: np.random.Generator) -> dict:
+    """``--only-batch``: the in-process batch profile, then the batch phase over HTTP against a
+    service process (prediction log on), as in a full run but without its other phases."""
+    out: dict = {"load_average_at_start": [round(v, 2) for v in os.getloadavg()]}
+    with tempfile.TemporaryDirectory(prefix="fraudloop-bench-serve-") as tmp:
+        workdir = Path(tmp)
+        store, bodies, _ = build_world(workdir)
+        ModelRegistry(store).promote(1, to="production", actor="bench", reason="bench")
+        out["floor"] = in_process(store, bodies, plan, rng)
+        service = Service(store, workdir)
+        try:
+            service.wait_ready()
+            run_constant_rate(HOST, service.port, "/v1/score", bodies_bytes(bodies), 200, 1.5)
+            out["batch"] = batch_phase(service, bodies, plan)
+            service.terminate()
+        finally:
+            service.close()
+    out["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    return out
 
 
 # ---- the service in its own process
@@ -836,12 +890,23 @@ def main() -> None:
         action="store_true",
         help="only the online store phase: in-process vs Redis (1 and 2 replicas)",
     )
+    parser.add_argument(
+        "--only-batch",
+        action="store_true",
+        help="only the batch phases: the in-process batch profile and batch rows/s over HTTP",
+    )
     args = parser.parse_args()
     if args.build_world is not None:
         _build_world_child(args.build_world)
         return
     plan = QUICK if args.quick else Plan()
     bench = Report("serve", args)
+    if args.only_batch:
+        out = only_batch(plan, np.random.default_rng(args.seed))
+        batch_figures(bench, out["batch"], out["floor"]["batch_profile"])
+        bench.details = out
+        bench.finish()
+        return
     if args.only_online_stores:
         with tempfile.TemporaryDirectory(prefix="fraudloop-bench-serve-") as tmp:
             store, bodies, _ = build_world(Path(tmp))
@@ -927,35 +992,8 @@ def main() -> None:
             expected_rows += swaps["load"]["ok"]
 
             # 5. batch rows/s
-            out["batch"] = {}
-            for rows in plan.batch_rows:
-                n_bodies = max(2, -(-len(bodies) // rows))  # cover the traffic once at least
-                batch_bodies = [
-                    json.dumps({"transactions": cyclic(bodies, k * rows, rows)}).encode()
-                    for k in range(n_bodies)
-                ]
-                result, cpu = timed(
-                    lambda b=batch_bodies: run_max_throughput(
-                        HOST,
-                        service.port,
-                        "/v1/score/batch",
-                        b,
-                        plan.batch_s,
-                        connections=plan.batch_connections,
-                        timeout_s=60,
-                    ),
-                    service,
-                )
-                expected_rows += result.ok * rows
-                out["batch"][str(rows)] = (
-                    result.summary()
-                    | cpu
-                    | {
-                        "rows_per_request": rows,
-                        "body_bytes": len(batch_bodies[0]),
-                        "rows_per_s": round(result.ok * rows / result.duration_s),
-                    }
-                )
+            out["batch"] = batch_phase(service, bodies, plan)
+            expected_rows += sum(r["ok"] * r["rows_per_request"] for r in out["batch"].values())
 
             # 7. SIGTERM, then the prediction log
             out["metrics_before_stop"] = {
@@ -999,6 +1037,25 @@ def main() -> None:
     details(bench, out)
     bench.details = out
     bench.finish()
+
+
+def batch_figures(bench: Report, batch: dict, profile: dict) -> None:
+    """The ``--only-batch`` figures: rows/s over HTTP beside the in-process batch path."""
+    in_process = 1e6 / profile["request_path_us_per_row"]
+    for n, r in batch.items():
+        bench.figure(
+            f"batch_{n}_rows_per_s",
+            f"batch endpoint, {int(n):,}-row requests, {r['connections']} connections",
+            r["rows_per_s"],
+            "rows/s",
+            text=f"{r['rows_per_s']:,} rows/s ({r['ok']} requests, p50 {r['p50']:.0f} ms, "
+            f"failed {r['failed']})",
+            versus=f"the batch path in process, one {profile['rows']:,}-row request on one core",
+            versus_value=in_process,
+            versus_text=f"{in_process:,.0f} rows/s ({profile['request_path_us_per_row']} us/row)",
+            ratio_means="HTTP / in process",
+            target=">= 200,000 rows/s",
+        )
 
 
 def online_store_figures(bench: Report, stores: dict) -> None:

@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fraudloop.core.hours import HOUR_KEY_FORMAT
+from fraudloop.core.hours import HOUR_KEY_FORMAT, HOUR_NS
 from fraudloop.core.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -261,12 +261,11 @@ class PredictionLog:
 
     def _write(self, rows: list[Row], stem: str, instance: str) -> int:
         table = _table(rows, instance)
-        hours = (
-            pd.to_datetime(np.array([r.tx_ns for r in rows], dtype="int64"), utc=True)
-            .floor("h")
-            .strftime(HOUR_KEY_FORMAT)
-        )
-        codes, uniques = pd.factorize(hours)
+        # hour numbers, formatted once per hour (formatting every row's time cost ~4 us a row)
+        codes, numbers = pd.factorize(np.array([r.tx_ns for r in rows], dtype="int64") // HOUR_NS)
+        uniques = [
+            pd.Timestamp(int(h) * HOUR_NS, tz="UTC").strftime(HOUR_KEY_FORMAT) for h in numbers
+        ]
         for code, hour in enumerate(uniques):
             part = table.filter(pa.array(codes == code))
             sink = io.BytesIO()

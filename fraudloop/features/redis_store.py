@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 
 from fraudloop.core.hours import HOUR_NS
+from fraudloop.features import online_batch
+from fraudloop.features.compute import FEATURE_NAMES
 from fraudloop.features.online import (
     NotLoaded,
     OnlineFeatureStore,
@@ -134,6 +136,65 @@ return {v, cur[3], c[1], c[2], term, table.concat(oc, ';'), op, table.concat(ot,
 """
 )
 
+# KEYS: current, log, seen, loading. ARGV: namespace, max_observed, cards, terminals, pairs, rows;
+# the card ids; the terminal ids; per pair its card and terminal (1-based); per row identity,
+# card, terminal, hour, time, amount, small. A batch: reads what its entities held before it,
+# then observes its rows in order (once per identity). 'old' (a row older than the served
+# state) and 'full' (the overlay could overflow, forgetting between rows) change nothing: the
+# caller goes row by row.
+_SCORE_MANY = (
+    _LUA_COMMON
+    + """
+local cur = redis.call('HMGET', KEYS[1], 'version', 'first_hour', 'label_delay_hours')
+local v = cur[1]
+if not v then return {'none'} end
+local first = tonumber(cur[2])
+local nc, nt, np, n = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local cards, terms = {}, {}
+local a = 7
+for i = 1, nc do cards[i] = ARGV[a]; a = a + 1 end
+for i = 1, nt do terms[i] = ARGV[a]; a = a + 1 end
+local pairs_at = a
+local rows_at = a + 2 * np
+if first then
+  for r = 0, n - 1 do
+    if tonumber(ARGV[rows_at + 7 * r + 3]) < first then return {'old', v} end
+  end
+end
+if redis.call('LLEN', KEYS[2]) + n > tonumber(ARGV[2]) then return {'full', v} end
+local base = ARGV[1] .. ':v:' .. v .. ':'
+local out = {v, cur[3]}
+for i = 1, nc do
+  out[#out + 1] = redis.call('HGET', base .. 'c:' .. cards[i], '|')
+  out[#out + 1] = table.concat(redis.call('LRANGE', base .. 'oc:' .. cards[i], 0, -1), ';')
+end
+for i = 1, nt do
+  out[#out + 1] = redis.call('GET', base .. 't:' .. terms[i])
+  out[#out + 1] = table.concat(redis.call('HGETALL', base .. 'ot:' .. terms[i]), ';')
+end
+for p = 0, np - 1 do
+  local cid = cards[tonumber(ARGV[pairs_at + 2 * p])]
+  local tid = terms[tonumber(ARGV[pairs_at + 2 * p + 1])]
+  out[#out + 1] = redis.call('HGET', base .. 'c:' .. cid, tid)
+  out[#out + 1] = redis.call('HGET', base .. 'op:' .. cid, 'h|' .. tid)
+end
+local fresh = {}
+for r = 0, n - 1 do
+  local at = rows_at + 7 * r
+  local cid, tid = cards[tonumber(ARGV[at + 1])], terms[tonumber(ARGV[at + 2])]
+  local f = redis.call('SADD', KEYS[3], ARGV[at])
+  if f == 1 then
+    local hour, t, amount, small = ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], ARGV[at + 6]
+    observe(base, cid, tid, hour, t, amount, small)
+    redis.call('RPUSH', KEYS[2], table.concat({hour, ARGV[at], cid, tid, t, amount, small}, '|'))
+  end
+  fresh[#fresh + 1] = f
+end
+out[#out + 1] = table.concat(fresh, '')
+return out
+"""
+)
+
 # KEYS: log. ARGV: version base, from, count, first hour. Replays a chunk into a new version.
 _REPLAY = (
     _LUA_COMMON
@@ -177,6 +238,10 @@ return n
 """
 
 REPLAY_CHUNK = 2_000
+#: rows per batch script call (Redis runs one script at a time: this bounds what others wait)
+BATCH_CHUNK = 2_000
+#: fewer rows than this go through the per-row script (cheaper for a handful)
+VECTOR_MIN_ROWS = 16
 WRITE_CHUNK = 500
 LOAD_LOCK_SECONDS = 600
 
@@ -222,6 +287,7 @@ class RedisOnlineStore:
         self.max_observed = max_observed
         self.keys = {k: f"{namespace}:{k}" for k in ("current", "log", "seen", "loading")}
         self._score = client.register_script(_SCORE)
+        self._score_many = client.register_script(_SCORE_MANY)
         self._replay = client.register_script(_REPLAY)
         self._switch = client.register_script(_SWITCH)
         self._prune = client.register_script(_PRUNE)
@@ -257,6 +323,51 @@ class RedisOnlineStore:
                 self._call(pipe, *call)
             replies = pipe.execute()
         return [self._features(call, reply) for call, reply in zip(calls, replies, strict=True)]
+
+    def features_and_observe_matrix(self, txs: Sequence[dict[str, Any]]) -> np.ndarray:
+        """:meth:`features_and_observe` as a (transactions x ``FEATURE_NAMES``) matrix, a batch
+        in one script call per :data:`BATCH_CHUNK` rows, its features computed as arrays
+        (:mod:`fraudloop.features.online_batch`): what the rows one by one would give."""
+        if len(txs) < VECTOR_MIN_ROWS:
+            return _matrix(self.features_and_observe(txs))
+        parts = [self._batch(txs[i : i + BATCH_CHUNK]) for i in range(0, len(txs), BATCH_CHUNK)]
+        return parts[0] if len(parts) == 1 else np.vstack(parts)
+
+    def _batch(self, txs: Sequence[dict[str, Any]]) -> np.ndarray:
+        import pandas as pd
+
+        n = len(txs)
+        t = np.array([tx_time_ns(tx["tx_datetime"]) for tx in txs], dtype=np.int64)
+        amounts = [float(tx["amount"]) for tx in txs]
+        cids = [str(tx["customer_id"]) for tx in txs]
+        tids = [str(tx["terminal_id"]) for tx in txs]
+        cu, cards = pd.factorize(np.array(cids, dtype=object))
+        tu, terms = pd.factorize(np.array(tids, dtype=object))
+        nt = len(terms)
+        pu, pairs = pd.factorize(cu.astype(np.int64) * nt + tu)
+        hours = (t // HOUR_NS).tolist()
+        args: list = [self.ns, self.max_observed, len(cards), nt, len(pairs), n]
+        args += cards.tolist() + terms.tolist()
+        for code in pairs.tolist():
+            args += (code // nt + 1, code % nt + 1)
+        times = t.tolist()
+        keys = online_batch.identities(
+            [str(tx["transaction_id"]) for tx in txs], times, cids, tids, amounts
+        )
+        for key, c, te, h, ti, am in zip(
+            keys, (cu + 1).tolist(), (tu + 1).tolist(), hours, times, amounts, strict=True
+        ):
+            args += (key, c, te, h, ti, repr(am), 1 if am < SMALL_AMOUNT else 0)
+        k = self.keys
+        reply = self._score_many(keys=[k["current"], k["log"], k["seen"], k["loading"]], args=args)
+        status = reply[0]
+        if status == b"none":
+            raise NotLoaded("no online feature state is loaded in Redis")
+        if status in (b"old", b"full"):  # what the arrays do not model: row by row
+            return _matrix(self.features_and_observe(txs))
+        return online_batch.features(
+            _batch_inputs(reply, len(cards), nt, len(pairs), t, amounts, cu, tu, pu)
+        )
 
     @staticmethod
     def _args(tx: dict[str, Any]) -> tuple:
@@ -363,6 +474,109 @@ class RedisOnlineStore:
         if batch:
             dropped += self.client.unlink(*batch)
         return dropped
+
+
+def _matrix(dicts: list[dict[str, float]]) -> np.ndarray:
+    return np.array([list(d.values()) for d in dicts], dtype=np.float64).reshape(
+        len(dicts), len(FEATURE_NAMES)
+    )
+
+
+def _batch_inputs(reply, nc, nt, n_pairs, t, amounts, cu, tu, pu) -> online_batch.BatchInputs:
+    """The batch script's reply as the inputs of :func:`online_batch.features`."""
+    i8, f8 = np.int64, np.float64
+    at = 2
+    c_lo, c_hi = np.zeros(nc, i8), np.zeros(nc, i8)
+    c_last, c_obs, c_obs_n = np.full(nc, NO_TIME, i8), np.zeros(nc, i8), np.zeros(nc, i8)
+    hours, cn, cs, css, csm, co = [], [], [], [], [], []
+    size = 0
+    for u in range(nc):
+        blob, oc = reply[at], reply[at + 1]
+        at += 2
+        c_lo[u] = size
+        if blob:
+            m = int(np.frombuffer(blob, "<i8", count=1)[0])
+            ints = np.frombuffer(blob, "<i8", count=2 + 3 * m)
+            floats = np.frombuffer(blob, "<f8", offset=8 * (2 + 3 * m))
+            c_last[u] = ints[1]
+            hours.append(ints[2 : 2 + m])
+            cn.append(ints[2 + m : 2 + 2 * m])
+            csm.append(ints[2 + 2 * m :])
+            cs.append(floats[:m])
+            css.append(floats[m:])
+            size += m
+        c_hi[u] = size
+        if oc:
+            entries = oc.split(b";")
+            c_obs[u], c_obs_n[u] = len(co), len(entries)
+            co.extend(entry.split(b"|") for entry in entries)
+
+    def cat(parts, dtype):
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    cards = online_batch.flat(
+        c_lo, c_hi - c_lo, cat(hours, i8), cat(cn, i8), cat(cs, f8), cat(css, f8), cat(csm, i8)
+    )
+    co_a = np.array(co, dtype=object).reshape(-1, 4)
+    t_lo, t_hi = np.zeros(nt, i8), np.zeros(nt, i8)
+    th, tn, to, tf = [], [], [], []
+    size = 0
+    for u in range(nt):
+        blob, ot = reply[at], reply[at + 1]
+        at += 2
+        t_lo[u] = size
+        if blob:
+            values = np.frombuffer(blob, "<i8")
+            m, k = int(values[0]), int(values[1])
+            th.append(values[2 : 2 + m])
+            tn.append(values[2 + m : 2 + 2 * m])
+            segs = values[2 + 2 * m :].reshape(k, 3)
+            tf.extend((u, *seg) for seg in segs.tolist())
+            size += m
+        t_hi[u] = size
+        if ot:
+            flat_ot = ot.split(b";")
+            to.extend((u, int(flat_ot[i]), int(flat_ot[i + 1])) for i in range(0, len(flat_ot), 2))
+    terminals = online_batch.flat(t_lo, t_hi - t_lo, cat(th, i8), cat(tn, i8))
+    p_seen = np.full(n_pairs, NO_TIME, i8)
+    for p in range(n_pairs):
+        loaded, observed = reply[at], reply[at + 1]
+        at += 2
+        if observed is not None:
+            p_seen[p] = int(observed)
+        elif loaded:
+            p_seen[p] = int(loaded)
+    fresh = np.frombuffer(reply[at], dtype=np.uint8) == ord("1")
+    to_a, tf_a = np.array(to, i8).reshape(-1, 3), np.array(tf, i8).reshape(-1, 4)
+    return online_batch.BatchInputs(
+        t=t,
+        amount=np.asarray(amounts, f8),
+        cu=cu.astype(i8),
+        tu=tu.astype(i8),
+        pu=pu.astype(i8),
+        fresh=fresh,
+        cards=cards,
+        c_seg=c_lo,
+        c_lo=c_lo,
+        c_hi=c_hi,
+        c_last=c_last,
+        c_obs=c_obs,
+        c_obs_n=c_obs_n,
+        co=(
+            co_a[:, 0].astype(i8),
+            co_a[:, 1].astype(i8),
+            co_a[:, 2].astype(f8),
+            co_a[:, 3].astype(i8),
+        ),
+        terminals=terminals,
+        t_seg=t_lo,
+        t_lo=t_lo,
+        t_hi=t_hi,
+        to=(to_a[:, 0], to_a[:, 1], to_a[:, 2]),
+        tf=(tf_a[:, 0], tf_a[:, 1], tf_a[:, 2], tf_a[:, 3]),
+        p_seen=p_seen,
+        label_delay_hours=int(reply[1]),
+    )
 
 
 def namespace(features_prefix: str) -> str:

@@ -6,9 +6,12 @@ observed, so the next transaction of the same card sees it in its velocity windo
 
 A single transaction is scored on the event loop thread: it is CPU work of tens of microseconds,
 and running it inline keeps the order of observations equal to the order of requests (what the
-batch feature definition assumes). A batch (up to 10,000 rows, ~0.5 s) is scored in one worker
+batch feature definition assumes). A batch (up to 10,000 rows) is scored in one worker
 thread, one batch at a time, from its raw JSON to the JSON answer (parsing, validation and
-encoding cost as much as the scoring), so single requests keep being answered meanwhile (the
+encoding cost as much as the scoring), as columns: its online features as one matrix
+(:mod:`fraudloop.features.online_batch`: what its rows one by one in time order give), one model
+call per role, answers, prediction-log rows and metrics a column at a time (the metrics updated
+once per request). Single requests keep being answered meanwhile (the
 service shortens Python's GIL switch interval for that: ``FRAUDLOOP_SERVE_GIL_SWITCH_MS``).
 Everything that is not the answer runs elsewhere: shadow and control scoring in the off-path
 worker, the prediction log's spool writer and flush, the registry polling and every store call
@@ -42,8 +45,9 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
@@ -60,12 +64,13 @@ from fraudloop.core.store import ObjectStore
 from fraudloop.delivery import rollout
 from fraudloop.delivery.contract import BatchRequest, BatchResponse, Score, Transaction
 from fraudloop.delivery.prediction_log import PredictionLog, Pseudonyms, Row
+from fraudloop.features.compute import FEATURE_NAMES
 from fraudloop.features.online import NotLoaded, TooOld
 from fraudloop.serving.config import ServeConfig
 from fraudloop.serving.follower import Follower
 from fraudloop.serving.guards import BodyDeadline, InFlightLimit, bearer_token, send_json
 from fraudloop.serving.live import Deployment, Slot, bucket, feature_hash
-from fraudloop.serving.prometheus import ServiceMetrics
+from fraudloop.serving.prometheus import ServiceMetrics, observe_many
 from fraudloop.serving.shared_features import OnlineStoreUnavailable
 from fraudloop.serving.spool import claim_spool
 
@@ -73,6 +78,9 @@ log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: pseudonym key when FRAUDLOOP_LOG_PSEUDONYM_KEY is unset: public, so no protection (demo only)
 DEMO_PSEUDONYM_KEY = b"fraudloop-demo-not-a-secret"
+#: pseudonyms remembered (card and terminal ids), then forgotten all at once
+PSEUDONYM_MEMO = 500_000
+FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
 class BodyLimit:
@@ -163,16 +171,17 @@ class OffPath:
         """Nothing queued or being scored (tests and shutdown wait for it)."""
         return self.queue.unfinished_tasks == 0
 
-    def _score(self, role: str, slot: Slot, rows: list[tuple[Row, dict]]) -> None:
+    def _score(self, role: str, slot: Slot, rows: list[Row], matrix: np.ndarray) -> None:
         started, cpu = time.perf_counter(), time.thread_time()
-        matrix = np.array([[values[n] for n in slot.features] for _, values in rows])
-        scores = slot.predict(matrix)
+        x = slot_matrix(slot, matrix)
+        scores = slot.predict(x)
         per_row_ms = (time.perf_counter() - started) * 1000 / max(len(rows), 1)
         cpu_ms = (time.thread_time() - cpu) * 1000 / max(len(rows), 1)
         version = str(slot.version)
         self.metrics.predictions.labels(version, role).inc(len(rows))
+        hashes = row_hashes(x)
         out = []
-        for (base, values), score in zip(rows, scores.tolist(), strict=True):
+        for base, score, digest in zip(rows, scores.tolist(), hashes, strict=True):
             decision = "review" if score >= slot.threshold else "approve"
             out.append(
                 base._replace(
@@ -183,7 +192,7 @@ class OffPath:
                     threshold=slot.threshold,
                     latency_ms=per_row_ms,
                     cpu_ms=cpu_ms,
-                    feature_hash=feature_hash([values[n] for n in slot.features]),
+                    feature_hash=digest,
                     status="ok",
                 )
             )
@@ -205,6 +214,94 @@ BearerDeclared = Annotated[
 ]
 
 
+class Decisions(NamedTuple):
+    """A request's answers as columns (input order)."""
+
+    request_id: str
+    transaction_ids: list[str]
+    scores: list[float]
+    decisions: list[str]
+    thresholds: list[float]
+    versions: list[int]
+    roles: list[str]
+    fallback: list[bool]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "request_id": self.request_id,
+                "transaction_id": tid,
+                "score": score,
+                "decision": decision,
+                "threshold": threshold,
+                "model_version": version,
+                "role": role,
+                "fallback": fallback,
+            }
+            for tid, score, decision, threshold, version, role, fallback in zip(
+                self.transaction_ids,
+                self.scores,
+                self.decisions,
+                self.thresholds,
+                self.versions,
+                self.roles,
+                self.fallback,
+                strict=True,
+            )
+        ]
+
+    def json(self) -> bytes:
+        """``{"request_id": ..., "scores": [...]}`` as ``json.dumps`` writes it, by string
+        formatting (ids are ``[A-Za-z0-9._:-]`` by the contract: nothing to escape; anything
+        else goes through ``json.dumps``)."""
+        rid = self.request_id
+        ids = self.transaction_ids
+        if any('"' in i or "\\" in i for i in ids) or not all(map(_plain_id, ids)):
+            return json.dumps({"request_id": rid, "scores": self.dicts()}).encode()
+        row = (
+            '{"request_id": "' + rid + '", "transaction_id": "%s", "score": %r, "decision": '
+            '"%s", "threshold": %r, "model_version": %d, "role": "%s", "fallback": %s}'
+        )
+        flags = ["true" if f else "false" for f in self.fallback]
+        body = ", ".join(
+            [
+                row % values
+                for values in zip(
+                    ids,
+                    self.scores,
+                    self.decisions,
+                    self.thresholds,
+                    self.versions,
+                    self.roles,
+                    flags,
+                    strict=True,
+                )
+            ]
+        )
+        return ('{"request_id": "' + rid + '", "scores": [' + body + "]}").encode()
+
+
+def _plain_id(value: str) -> bool:
+    return value.isascii() and value.isprintable()
+
+
+def slot_matrix(slot: Slot, matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` (columns ``FEATURE_NAMES``) with the slot's model's columns, C-contiguous."""
+    if slot.features == FEATURE_NAMES:
+        return np.ascontiguousarray(matrix)
+    return np.ascontiguousarray(matrix[:, [FEATURE_INDEX[name] for name in slot.features]])
+
+
+def row_hashes(x: np.ndarray) -> list[str]:
+    """:func:`~fraudloop.serving.live.feature_hash` of each row of a float64 matrix."""
+    data = np.ascontiguousarray(x, dtype=np.float64)
+    width = data.shape[1] * 8
+    if not width:
+        return [feature_hash([])] * len(data)
+    raw, blake = memoryview(data.tobytes()), hashlib.blake2b
+    return [blake(raw[k : k + width], digest_size=8).hexdigest() for k in range(0, len(raw), width)]
+
+
 class TrafficChange(BaseModel):
     canary_share: float = Field(ge=0, le=1, description="Share of customers for the canary.")
     reason: str = Field(min_length=1, max_length=500)
@@ -219,6 +316,7 @@ class ScoringService:
         self.metrics = ServiceMetrics()
         self.follower = Follower(store, config, self.metrics)
         self.pseudonym = Pseudonyms((config.log_pseudonym_key or "").encode() or DEMO_PSEUDONYM_KEY)
+        self._pseudonym_memo: dict[str, str] = {}
         self.predlog: PredictionLog | None = None
         self.offpath = OffPath(None, self.metrics, config.shadow_queue)
         #: batches are scored here, one at a time, off the event loop
@@ -273,6 +371,12 @@ class ScoringService:
     def score(self, txs: list[Transaction]) -> tuple[str, list[dict[str, Any]], Future | None]:
         """Score transactions in time order; returns (request id, answers in input order, the
         future of their spool commit or None)."""
+        decided, logged = self.decide(txs)
+        return decided.request_id, decided.dicts(), logged
+
+    def decide(self, txs: list[Transaction]) -> tuple[Decisions, Future | None]:
+        """The decisions of ``txs`` as columns (a batch is answered without a dict per row),
+        logged, counted in the metrics once per request; and the future of their spool commit."""
         dep = self.follower.deployment
         if dep.production is None or not self.follower.features.ready:
             raise HTTPException(503, "not ready: no verified model or online features loaded")
@@ -289,35 +393,31 @@ class ScoringService:
             }
             for t in txs
         ]
-        self._check_times(records)
-        order = (
-            sorted(
-                range(len(records)),
-                key=lambda i: (records[i]["tx_datetime"], records[i]["transaction_id"]),
-            )
-            if len(records) > 1
-            else [0]
-        )
-        values: list[dict[str, float]] = [{}] * len(records)
-        for i, v in zip(order, self._features([records[i] for i in order]), strict=True):
-            values[i] = v
-        routes = self._route(dep, records)
-        scores, status, answered_by = self._predict(dep, routes, values)
+        time_list = [r["tx_datetime"] for r in records]
+        self._check_times(records, time_list)
+        if len(records) > 1:
+            keys = list(zip(time_list, [r["transaction_id"] for r in records], strict=True))
+            order = sorted(range(len(records)), key=keys.__getitem__)
+            matrix = np.empty((len(records), len(FEATURE_NAMES)), dtype=np.float64)
+            matrix[order] = self._features([records[i] for i in order])
+        else:
+            matrix = self._features(records)
+        canary = self._route(dep, records)
+        scores, fallback = self._predict(dep, canary, matrix)
         elapsed_ms = (time.perf_counter() - started) * 1000 / len(records)
         cpu_ms = (time.thread_time() - cpu) * 1000 / len(records)
-        answers, logged = self._answer(
+        decided, logged = self._answer(
             dep,
             request_id,
             served_ns,
             records,
-            values,
-            routes,
+            matrix,
+            canary,
             scores,
-            status,
-            answered_by,
+            fallback,
             (elapsed_ms, cpu_ms),
         )
-        return request_id, answers, logged
+        return decided, logged
 
     def score_batch_body(self, body: bytes) -> tuple[bytes, Future | None]:
         """A batch from its raw JSON to the JSON answer, all in the calling (worker) thread:
@@ -333,8 +433,8 @@ class ScoringService:
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in errors]
             ) from None
-        request_id, answers, logged = self.score(batch.transactions)
-        return json.dumps({"request_id": request_id, "scores": answers}).encode(), logged
+        decided, logged = self.decide(batch.transactions)
+        return decided.json(), logged
 
     async def answered(self, logged: Future | None) -> None:
         """Wait for the decisions' spool commit when answers must not outrun the log."""
@@ -346,11 +446,12 @@ class ScoringService:
                     503, f"the decision could not be logged (prediction-log spool): {error}"
                 ) from None
 
-    def _features(self, ordered: list[dict]) -> list[dict[str, float]]:
-        """Features of the transactions in time order, each observed before the next (the
-        online store may be shared: another replica may have moved on meanwhile)."""
+    def _features(self, ordered: list[dict]) -> np.ndarray:
+        """Features of the transactions in time order (rows x ``FEATURE_NAMES``), each observed
+        before the next (the online store may be shared: another replica may have moved on
+        meanwhile)."""
         try:
-            return self.follower.features.features_and_observe_many(ordered)
+            return self.follower.features.features_and_observe_matrix(ordered)
         except TooOld as error:
             loc = ["body", "tx_datetime"] if len(ordered) == 1 else ["body", "transactions"]
             detail = [{"loc": loc, "msg": str(error), "type": "value_error"}]
@@ -362,54 +463,57 @@ class ScoringService:
                 headers={"Retry-After": str(self.config.retry_after_seconds)},
             ) from None
 
-    def _check_times(self, records: list[dict]) -> None:
+    def _check_times(self, records: list[dict], times: list[int]) -> None:
         """422 on ``tx_datetime`` for a transaction the online state cannot take: older than the
         loaded state, or later than now + the allowed clock skew (it would be logged under a
         future hour and sit in every card's velocity windows and the overlay until then)."""
         first = self.follower.features.first_hour
         latest = time.time_ns() + int(self.config.max_clock_skew_seconds * 1e9)
-        for i, rec in enumerate(records):
-            if first is not None and rec["tx_datetime"] // HOUR_NS < first:
-                msg = (
-                    "transaction is older than the online feature state (state hour "
-                    f"{self.follower.features.state_hour}); score it in batch with "
-                    "`fraudloop score` instead"
-                )
-            elif rec["tx_datetime"] > latest:
-                msg = (
-                    "transaction is dated in the future (more than "
-                    f"{self.config.max_clock_skew_seconds:g} s after the service's clock)"
-                )
-            else:
-                continue
-            loc = ["body", "tx_datetime"]
-            if len(records) > 1:
-                loc = ["body", "transactions", i, "tx_datetime"]
-            raise HTTPException(422, [{"loc": loc, "msg": msg, "type": "value_error"}])
+        oldest = -(2**63) if first is None else first * HOUR_NS  # the first hour's start
+        i = next((k for k, t in enumerate(times) if t < oldest or t > latest), None)
+        if i is None:
+            return
+        if times[i] < oldest:
+            msg = (
+                "transaction is older than the online feature state (state hour "
+                f"{self.follower.features.state_hour}); score it in batch with "
+                "`fraudloop score` instead"
+            )
+        else:
+            msg = (
+                "transaction is dated in the future (more than "
+                f"{self.config.max_clock_skew_seconds:g} s after the service's clock)"
+            )
+        loc = ["body", "tx_datetime"]
+        if len(records) > 1:
+            loc = ["body", "transactions", i, "tx_datetime"]
+        raise HTTPException(422, [{"loc": loc, "msg": msg, "type": "value_error"}])
 
     @staticmethod
-    def _route(dep: Deployment, records: list[dict]) -> list[str]:
+    def _route(dep: Deployment, records: list[dict]) -> np.ndarray:
+        """Which rows the canary answers (the same split on every replica)."""
         if dep.canary is None or dep.canary_share <= 0:
-            return ["production"] * len(records)
+            return np.zeros(len(records), dtype=bool)
         salt, share = dep.canary.version, dep.canary_share
-        return [
-            "canary" if bucket(r["customer_id"], salt) < share else "production" for r in records
-        ]
+        return np.array([bucket(r["customer_id"], salt) < share for r in records], dtype=bool)
 
     def _predict(
-        self, dep: Deployment, routes: list[str], values: list[dict[str, float]]
-    ) -> tuple[list[float], list[str], list[Slot]]:
-        n = len(routes)
-        scores = [0.0] * n
-        status = ["ok"] * n
-        answered_by: list[Slot] = [dep.production] * n
-        for role in ("canary", "production"):
-            idx = [i for i in range(n) if routes[i] == role]
-            if not idx:
+        self, dep: Deployment, canary: np.ndarray, matrix: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores, and which canary rows fell back to production (the canary failed)."""
+        scores = np.zeros(len(canary), dtype=np.float64)
+        fallback = np.zeros(len(canary), dtype=bool)
+        if dep.canary is None or not canary.any():  # production answers all: no split
+            parts = [("production", np.arange(len(canary)))]
+        else:
+            parts = [("canary", np.flatnonzero(canary)), ("production", np.flatnonzero(~canary))]
+        for role, idx in parts:
+            if not len(idx):
                 continue
             slot = dep.canary if role == "canary" else dep.production
+            part = matrix if len(idx) == len(canary) else matrix[idx]
             try:
-                result = self._run_model(slot, [values[i] for i in idx])
+                result = self._run_model(slot, part)
             except Exception as error:
                 self.metrics.errors.labels(str(slot.version), role).inc()
                 if role == "production":
@@ -417,82 +521,114 @@ class ScoringService:
                     raise HTTPException(503, f"model v{slot.version} failed: {error}") from None
                 log.warning("canary v%s failed, production answers: %s", slot.version, error)
                 self.metrics.fallbacks.labels(str(slot.version)).inc(len(idx))
-                result = self._run_model(dep.production, [values[i] for i in idx])
-                for i in idx:
-                    status[i] = "fallback"
-            else:
-                for i in idx:
-                    answered_by[i] = slot
-            for i, s in zip(idx, result, strict=True):
-                scores[i] = s
-        return scores, status, answered_by
+                result = self._run_model(dep.production, part)
+                fallback[idx] = True
+            scores[idx] = result
+        return scores, fallback
 
     @staticmethod
-    def _run_model(slot: Slot, values: list[dict[str, float]]) -> list[float]:
-        matrix = np.array([[v[n] for n in slot.features] for v in values], dtype=np.float64)
-        out = slot.predict(matrix)
-        if out.shape != (len(values),) or not np.isfinite(out).all():
+    def _run_model(slot: Slot, matrix: np.ndarray) -> np.ndarray:
+        out = slot.predict(slot_matrix(slot, matrix))
+        if out.shape != (len(matrix),) or not np.isfinite(out).all():
             raise ValueError(f"model v{slot.version} returned invalid scores")
-        return out.tolist()
+        return out
+
+    def _pseudonyms(self, ids: list[str]) -> list[str]:
+        """Keyed-hash pseudonyms, memoised (a card recurs across requests; one HMAC each)."""
+        memo = self._pseudonym_memo
+        if len(memo) > PSEUDONYM_MEMO:
+            memo.clear()
+        out = []
+        for value in ids:
+            p = memo.get(value)
+            if p is None:
+                p = memo[value] = self.pseudonym(value)
+            out.append(p)
+        return out
 
     def _answer(
-        self, dep, request_id, served_ns, records, values, routes, scores, status, answered_by, cost
-    ) -> tuple[list[dict[str, Any]], Future | None]:
+        self, dep, request_id, served_ns, records, matrix, canary, scores, fallback, cost
+    ) -> tuple[Decisions, Future | None]:
+        """Answers, prediction-log rows and metrics, a column at a time."""
         ms, cpu_ms = cost
-        answers, rows, control, shadow = [], [], [], []
+        n = len(records)
+        prod = dep.production
+        score_list = scores.tolist()
+        routed = canary.tolist()
+        fell = fallback.tolist()
+        if dep.canary is None or not any(routed):  # production answers all (the usual case)
+            threshold_list = [prod.threshold] * n
+            versions = logged_versions = [prod.version] * n
+            answered_roles = routes = ["production"] * n
+            hashes = row_hashes(slot_matrix(prod, matrix))
+        else:
+            c = dep.canary
+            by = [r and not f for r, f in zip(routed, fell, strict=True)]
+            threshold_list = [c.threshold if b else prod.threshold for b in by]
+            versions = [c.version if b else prod.version for b in by]
+            logged_versions = [c.version if r else prod.version for r in routed]
+            answered_roles = ["canary" if b else "production" for b in by]
+            routes = ["canary" if r else "production" for r in routed]
+            hashes = [""] * n
+            by_canary = np.array(by, dtype=bool)
+            for slot, rows in ((c, by_canary), (prod, ~by_canary)):
+                idx = np.flatnonzero(rows)
+                hashed = row_hashes(slot_matrix(slot, matrix[idx])) if len(idx) else []
+                for i, h in zip(idx.tolist(), hashed, strict=True):
+                    hashes[i] = h
+        decisions = [
+            "review" if score >= threshold else "approve"
+            for score, threshold in zip(score_list, threshold_list, strict=True)
+        ]
+        statuses = ["fallback" if f else "ok" for f in fell] if any(fell) else ["ok"] * n
+        ids = [r["transaction_id"] for r in records]
+        rows = list(
+            map(
+                Row,
+                repeat(request_id),
+                ids,
+                self._pseudonyms([r["customer_id"] for r in records]),
+                self._pseudonyms([r["terminal_id"] for r in records]),
+                [r["tx_datetime"] for r in records],
+                [r["amount"] for r in records],
+                repeat(served_ns),
+                logged_versions,
+                routes,
+                score_list,
+                decisions,
+                threshold_list,
+                repeat(ms),
+                repeat(cpu_ms),
+                hashes,
+                statuses,
+            )
+        )
         m = self.metrics
-        for i, rec in enumerate(records):
-            slot = answered_by[i]
-            role = routes[i]
-            logged_slot = dep.canary if role == "canary" else dep.production
-            score = scores[i]
-            decision = "review" if score >= slot.threshold else "approve"
-            answers.append(
-                {
-                    "request_id": request_id,
-                    "transaction_id": rec["transaction_id"],
-                    "score": score,
-                    "decision": decision,
-                    "threshold": slot.threshold,
-                    "model_version": slot.version,
-                    "role": slot.role if status[i] == "ok" else "production",
-                    "fallback": status[i] == "fallback",
-                }
-            )
-            row = Row(
-                request_id,
-                rec["transaction_id"],
-                self.pseudonym(rec["customer_id"]),
-                self.pseudonym(rec["terminal_id"]),
-                rec["tx_datetime"],
-                rec["amount"],
-                served_ns,
-                logged_slot.version,
-                role,
-                score,
-                decision,
-                slot.threshold,
-                ms,
-                cpu_ms,
-                feature_hash([values[i][n] for n in slot.features]),
-                status[i],
-            )
-            rows.append(row)
-            version = str(logged_slot.version)
-            m.predictions.labels(version, role).inc()
-            m.latency.labels(version, role).observe(ms / 1000)
-            if decision == "review":
-                m.flagged.labels(version, role).inc()
-            if role == "canary":
-                control.append((row, values[i]))
-            if dep.shadow is not None:
-                shadow.append((row, values[i]))
+        for role, slot in (("canary", dep.canary), ("production", prod)):
+            count = routes.count(role)
+            if not count:
+                continue
+            version = str(slot.version)
+            m.predictions.labels(version, role).inc(count)
+            observe_many(m.latency.labels(version, role), ms / 1000, count)
+            if count == n:
+                flagged = decisions.count("review")
+            else:
+                flagged = sum(
+                    1 for r, d in zip(routes, decisions, strict=True) if d == "review" and r == role
+                )
+            if flagged:
+                m.flagged.labels(version, role).inc(flagged)
         logged = self.predlog.extend(rows) if self.predlog is not None else None
-        if control:
-            self.offpath.submit(("control", dep.production, control))
-        if shadow:
-            self.offpath.submit(("shadow", dep.shadow, shadow))
-        return answers, logged
+        if dep.canary is not None and any(routed):
+            idx = [i for i, r in enumerate(routed) if r]
+            self.offpath.submit(("control", prod, [rows[i] for i in idx], matrix[idx]))
+        if dep.shadow is not None:
+            self.offpath.submit(("shadow", dep.shadow, rows, matrix))
+        decided = Decisions(
+            request_id, ids, score_list, decisions, threshold_list, versions, answered_roles, fell
+        )
+        return decided, logged
 
     # ---- status
     def status(self) -> dict[str, Any]:

@@ -86,3 +86,17 @@ class ServiceMetrics:
         self.feature_reloads = Counter(
             "fraudloop_feature_reloads_total", "Online feature states swapped in.", registry=r
         )
+
+
+def observe_many(histogram, amount: float, count: int) -> None:
+    """``count`` observations of one value in one update (a batch's rows share their per-row
+    latency): what ``count`` calls of ``observe`` record, without a loop per row. Uses the
+    client's histogram internals (``_sum``, ``_upper_bounds``, ``_buckets``); a test holds it to
+    ``observe``."""
+    if count <= 0:
+        return
+    histogram._sum.inc(amount * count)
+    for i, bound in enumerate(histogram._upper_bounds):
+        if amount <= bound:
+            histogram._buckets[i].inc(count)
+            break

@@ -1,7 +1,8 @@
 """The service's online features in Redis (``FRAUDLOOP_ONLINE_STORE=redis``), shared by replicas.
 
 Same interface as the in-process :class:`~fraudloop.serving.live.LiveFeatures` (``ready``,
-``state_hour``, ``first_hour``, ``observed``, ``refresh``, ``features_and_observe_many``), on
+``state_hour``, ``first_hour``, ``observed``, ``refresh``, ``features_and_observe_many``,
+``features_and_observe_matrix``), on
 :class:`~fraudloop.features.redis_store.RedisOnlineStore`: every replica reads and updates the
 same aggregates, so any replica computes the same features for a card.
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
+
+import numpy as np
 
 from fraudloop.core.store import ObjectStore, load_pointer
 from fraudloop.features.feature_store import load_online
@@ -127,6 +130,17 @@ class RedisFeatures:
 
     def features_and_observe(self, tx: dict[str, Any]) -> dict[str, float]:
         return self.features_and_observe_many([tx])[0]
+
+    def features_and_observe_matrix(self, txs: list[dict[str, Any]]) -> np.ndarray:
+        """The (transactions x ``FEATURE_NAMES``) features of ``txs`` (time order), each
+        observed before the next is read (a batch in few script calls, as arrays)."""
+        if not self.healthy:  # fail fast (see features_and_observe_many)
+            raise OnlineStoreUnavailable("Redis did not answer; retried by the next poll")
+        try:
+            return self.shared.features_and_observe_matrix(txs)
+        except self._errors as error:
+            self.healthy = False
+            raise OnlineStoreUnavailable(f"Redis: {error}") from error
 
     def features_and_observe_many(self, txs: list[dict[str, Any]]) -> list[dict[str, float]]:
         if not self.healthy:  # fail fast: the single path runs on the event loop, and one

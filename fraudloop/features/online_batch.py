@@ -1,0 +1,468 @@
+"""Online features of a whole batch at once, in numpy: what scoring its rows one by one gives.
+
+Scoring a 10,000-row batch row by row costs ~9 us a row in Python (``customer_sums``,
+``terminal_counts``, ``assemble`` of :mod:`fraudloop.features.online`); here each step is a few
+array operations over the batch. The result is bit-identical to the row-by-row path, in time
+order, each row observed before the next is read:
+
+- a row's window sums over the loaded state are the same prefix-sum differences (``searchsorted``
+  on keys ``segment * 2**32 + hour`` instead of ``bisect`` within the entity's range);
+- its overlay is the entity's overlay before the batch followed by the batch's earlier *fresh*
+  rows of the same card (a repeated transaction identity is not observed twice); the float sums
+  add these one at a time in that order (``np.add.at`` is sequential, and ``+ 0.0`` for an entry
+  outside the window is exact), so the rounding is that of the scalar loop;
+- integer counts and latest times do not depend on the order: ``bincount`` and
+  ``maximum.at``; a terminal's in-batch observations are counted by ``searchsorted`` (an
+  observation counts only if its hour is before the row's label-delayed window end, so it is
+  always an earlier row);
+- the arithmetic of ``assemble`` is repeated with numpy operations that round as Python's do
+  (IEEE double, one operation at a time).
+
+Stores gather the per-entity inputs (:class:`BatchInputs`) in their own way; the in-process one is
+:func:`inputs_from_store`, the Redis one builds them from one script reply. A test holds this
+module to the row-by-row path on both stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from fraudloop.core.hours import DAY_NS, HOUR_NS, SECOND_NS
+from fraudloop.features.compute import FEATURE_NAMES, ZSCORE_MIN_RELATIVE_STD
+from fraudloop.features.state import (
+    CUSTOMER_HORIZON_HOURS,
+    CUSTOMER_WINDOW_HOURS,
+    NO_PREV_TX_SECONDS,
+    NO_TIME,
+    SMALL_AMOUNT,
+    TERMINAL_WINDOW_DAYS,
+)
+
+#: key = segment * SEGMENT + hour + HOUR_OFFSET: sorted by (segment, hour) like the flat rows
+SEGMENT = 1 << 32
+HOUR_OFFSET = 1 << 31
+#: a batch whose card overlays would make more (row, observation) pairs is split in two
+MAX_PAIRS = 4_000_000
+_I8 = np.int64
+_F8 = np.float64
+
+
+@dataclass
+class Flat:
+    """One entity kind's loaded rows, flat, sorted by (segment, hour), with per-segment
+    inclusive prefix sums; ``keys`` are ``segment * SEGMENT + hour + HOUR_OFFSET``."""
+
+    keys: np.ndarray
+    cols: tuple[np.ndarray, ...]
+
+
+@dataclass
+class BatchInputs:
+    """A batch (rows in time order) and what the store held for its entities before it.
+
+    Per row: ``t`` (ns), ``amount``, ``cu``/``tu``/``pu`` (index of its card / terminal / (card,
+    terminal) pair among the batch's unique ones), ``fresh`` (its identity was not observed
+    before: it is recorded). Per unique card: ``c_seg``, ``c_lo``, ``c_hi`` (its segment in
+    ``cards``; ``c_hi == c_lo`` for none), ``c_last`` (latest loaded time), ``c_obs`` (start of
+    its overlay in ``co``, ``c_obs_n`` entries); ``co`` = (hour, time, amount, small) arrays.
+    Per unique terminal likewise with ``to`` = (terminal index, hour, count) and ``tf`` =
+    (terminal index, tx hour, known from, known until). Per unique pair: ``p_seen`` (the hour it
+    was last seen, ``NO_TIME`` for never)."""
+
+    t: np.ndarray
+    amount: np.ndarray
+    cu: np.ndarray
+    tu: np.ndarray
+    pu: np.ndarray
+    fresh: np.ndarray
+    cards: Flat
+    c_seg: np.ndarray
+    c_lo: np.ndarray
+    c_hi: np.ndarray
+    c_last: np.ndarray
+    c_obs: np.ndarray
+    c_obs_n: np.ndarray
+    co: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    terminals: Flat
+    t_seg: np.ndarray
+    t_lo: np.ndarray
+    t_hi: np.ndarray
+    to: tuple[np.ndarray, np.ndarray, np.ndarray]
+    tf: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    p_seen: np.ndarray
+    label_delay_hours: int
+
+
+def flat(segment_starts: np.ndarray, lengths: np.ndarray, hours: np.ndarray, *cols) -> Flat:
+    """A :class:`Flat` whose segments are identified by their start position."""
+    seg = np.repeat(np.asarray(segment_starts, _I8), np.asarray(lengths, _I8))
+    keys = seg * SEGMENT + np.asarray(hours, _I8) + HOUR_OFFSET
+    return Flat(keys, tuple(cols))
+
+
+def pair_count(cu: np.ndarray, fresh: np.ndarray, c_obs_n: np.ndarray) -> int:
+    """(row, overlay entry) pairs of the card overlays: what :func:`features` allocates."""
+    order = np.argsort(cu, kind="stable")
+    before = _exclusive_group_cumsum(fresh[order].astype(_I8), cu[order])
+    return int(c_obs_n[cu].sum() + before.sum())
+
+
+def _exclusive_group_cumsum(values: np.ndarray, sorted_groups: np.ndarray) -> np.ndarray:
+    total = np.cumsum(values) - values
+    if len(values) == 0:
+        return total
+    new = np.ones(len(values), dtype=bool)
+    new[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    start = np.maximum.accumulate(np.where(new, np.arange(len(values)), 0))
+    return total - total[start]
+
+
+def _window(flat_rows: Flat, base: np.ndarray, lo: np.ndarray, hi: np.ndarray, start: np.ndarray):
+    """For each row, the first loaded row at or after hour ``start``: (any, after first, j-1)."""
+    j = np.searchsorted(flat_rows.keys, base + start, "left")
+    valid = j < hi
+    return valid, j > lo, np.maximum(j - 1, 0)
+
+
+def _cdiff(col: np.ndarray, end: np.ndarray, after: np.ndarray, jm1: np.ndarray, zero):
+    return col[end] - np.where(after, col[jm1], zero)
+
+
+def features(x: BatchInputs) -> np.ndarray:
+    """The (rows x :data:`FEATURE_NAMES`) feature matrix of the batch."""
+    n = len(x.t)
+    t, amount = x.t, x.amount
+    hour = t // HOUR_NS
+    small = (amount < SMALL_AMOUNT).astype(_I8)
+    w1h, w1d, w7d, w30d = (CUSTOMER_WINDOW_HOURS[k] for k in ("1h", "1d", "7d", "30d"))
+
+    # ---- customers: the loaded state
+    n1h = np.ones(n, _I8)
+    n1d, n7d, n30d = n1h.copy(), n1h.copy(), n1h.copy()
+    s1d, s7d, s30d = amount.copy(), amount.copy(), amount.copy()
+    ss30 = amount * amount
+    sm1d = small.copy()
+    lo, hi = x.c_lo[x.cu], x.c_hi[x.cu]
+    has = hi > lo
+    if len(x.cards.keys) and has.any():
+        cn, cs, css, csm = x.cards.cols
+        base = x.c_seg[x.cu] * SEGMENT + HOUR_OFFSET
+        end = np.maximum(hi - 1, 0)
+        valid, after, jm1 = _window(x.cards, base, lo, hi, hour - w30d)
+        valid &= has
+        n30d += np.where(valid, _cdiff(cn, end, after, jm1, 0), 0)
+        s30d = np.where(valid, s30d + _cdiff(cs, end, after, jm1, 0.0), s30d)
+        ss30 = np.where(valid, ss30 + _cdiff(css, end, after, jm1, 0.0), ss30)
+        valid, after, jm1 = _window(x.cards, base, lo, hi, hour - w7d)
+        valid &= has
+        n7d += np.where(valid, _cdiff(cn, end, after, jm1, 0), 0)
+        s7d = np.where(valid, s7d + _cdiff(cs, end, after, jm1, 0.0), s7d)
+        valid, after, jm1 = _window(x.cards, base, lo, hi, hour - w1d)
+        valid &= has
+        n1d += np.where(valid, _cdiff(cn, end, after, jm1, 0), 0)
+        s1d = np.where(valid, s1d + _cdiff(cs, end, after, jm1, 0.0), s1d)
+        sm1d += np.where(valid, _cdiff(csm, end, after, jm1, 0), 0)
+        valid, after, jm1 = _window(x.cards, base, lo, hi, hour - w1h)
+        valid &= has
+        n1h += np.where(valid, _cdiff(cn, end, after, jm1, 0), 0)
+    prev = x.c_last[x.cu].copy()
+
+    # ---- customers: the overlay before the batch, then the batch's earlier fresh rows
+    l_pre = x.c_obs_n[x.cu]
+    order = np.argsort(x.cu, kind="stable")
+    fresh_sorted = x.fresh[order]
+    l_in = np.empty(n, _I8)
+    l_in[order] = _exclusive_group_cumsum(fresh_sorted.astype(_I8), x.cu[order])
+    lengths = l_pre + l_in
+    total = int(lengths.sum())
+    if total:
+        prow = np.repeat(np.arange(n), lengths)
+        rank = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        pre_n = l_pre[prow]
+        is_pre = rank < pre_n
+        fresh_rows = order[fresh_sorted]  # grouped by card, in batch order
+        fresh_start = np.searchsorted(x.cu[fresh_rows], np.arange(len(x.c_obs_n)), "left")
+        pcu = x.cu[prow]
+        n_pre = len(x.co[0])
+        in_pos = np.where(is_pre, 0, fresh_start[pcu] + rank - pre_n)
+        pre_pos = np.where(is_pre, x.c_obs[pcu] + rank, 0)
+        in_row = fresh_rows[np.clip(in_pos, 0, len(fresh_rows) - 1)] if len(fresh_rows) else 0
+        entry = np.where(is_pre, pre_pos, n_pre + in_row)
+        oh = np.concatenate((x.co[0], hour))[entry]
+        ot = np.concatenate((x.co[1], t))[entry]
+        oa = np.concatenate((x.co[2], amount))[entry]
+        osm = np.concatenate((x.co[3], small))[entry]
+        ph = hour[prow]
+        m30, m7, m1, mh = (oh >= ph - w30d), (oh >= ph - w7d), (oh >= ph - w1d), (oh >= ph - w1h)
+        for counts, mask in ((n30d, m30), (n7d, m7), (n1d, m1), (n1h, mh)):
+            counts += np.bincount(prow, weights=mask, minlength=n).astype(_I8)
+        sm1d += np.bincount(prow, weights=np.where(m1, osm, 0), minlength=n).astype(_I8)
+        np.add.at(s30d, prow, np.where(m30, oa, 0.0))  # sequential: the scalar rounding
+        np.add.at(ss30, prow, np.where(m30, oa * oa, 0.0))
+        np.add.at(s7d, prow, np.where(m7, oa, 0.0))
+        np.add.at(s1d, prow, np.where(m1, oa, 0.0))
+        np.maximum.at(prev, prow, ot)
+
+    # ---- terminals
+    top = hour - x.label_delay_hours
+    windows = [24 * w for w in TERMINAL_WINDOW_DAYS]
+    tcounts = [np.zeros(n, _I8) for _ in windows]
+    tlo, thi = x.t_lo[x.tu], x.t_hi[x.tu]
+    thas = thi > tlo
+    if len(x.terminals.keys) and thas.any():
+        (tn,) = x.terminals.cols
+        tbase = x.t_seg[x.tu] * SEGMENT + HOUR_OFFSET
+        j2 = np.searchsorted(x.terminals.keys, tbase + top, "left")
+        upper = np.where(j2 > tlo, tn[np.maximum(j2 - 1, 0)], 0)
+        for k, w in enumerate(windows):
+            j1 = np.searchsorted(x.terminals.keys, tbase + top - w, "left")
+            below = np.where(j1 > tlo, tn[np.maximum(j1 - 1, 0)], 0)
+            tcounts[k] += np.where(thas, upper - below, 0)
+    # the overlay before the batch and the batch's fresh rows, counted by hour
+    ou = np.concatenate((x.to[0], x.tu[x.fresh]))
+    ohour = np.concatenate((x.to[1], hour[x.fresh]))
+    ocount = np.concatenate((x.to[2], np.ones(int(x.fresh.sum()), _I8)))
+    if len(ou):
+        okeys = ou * SEGMENT + ohour + HOUR_OFFSET
+        sort = np.argsort(okeys, kind="stable")
+        okeys = okeys[sort]
+        cum = np.concatenate(([0], np.cumsum(ocount[sort])))
+        qbase = x.tu * SEGMENT + HOUR_OFFSET
+        upper = cum[np.searchsorted(okeys, qbase + top, "left")]
+        for k, w in enumerate(windows):
+            tcounts[k] += upper - cum[np.searchsorted(okeys, qbase + top - w, "left")]
+    tfrauds = [np.zeros(n, _I8) for _ in windows]
+    fu, fh, ff, fut = x.tf
+    if len(fu):
+        fsort = np.argsort(fu, kind="stable")
+        fu, fh, ff, fut = fu[fsort], fh[fsort], ff[fsort], fut[fsort]
+        fstart = np.searchsorted(fu, np.arange(len(x.t_lo)), "left")
+        fend = np.searchsorted(fu, np.arange(len(x.t_lo)), "right")
+        flen = (fend - fstart)[x.tu]
+        ftotal = int(flen.sum())
+        if ftotal:
+            frow = np.repeat(np.arange(n), flen)
+            fpos = fstart[x.tu][frow] + np.arange(ftotal) - np.repeat(np.cumsum(flen) - flen, flen)
+            fhour, ftop = hour[frow], top[frow]
+            known = (ff[fpos] <= fhour) & (fhour < fut[fpos]) & (fh[fpos] < ftop)
+            for k, w in enumerate(windows):
+                hit = known & (fh[fpos] >= ftop - w)
+                tfrauds[k] += np.bincount(frow, weights=hit, minlength=n).astype(_I8)
+
+    # ---- (card, terminal) novelty: the last earlier fresh row of the pair, else the store's
+    seen = x.p_seen[x.pu].copy()
+    porder = np.argsort(x.pu, kind="stable")
+    pos = np.arange(n)
+    marks = np.where(x.fresh[porder], pos, -1)
+    last_before = np.concatenate(([-1], np.maximum.accumulate(marks)[:-1])) if n else marks
+    newgroup = np.ones(n, dtype=bool)
+    newgroup[1:] = x.pu[porder][1:] != x.pu[porder][:-1]
+    gstart = np.maximum.accumulate(np.where(newgroup, pos, 0))
+    inside = last_before >= gstart
+    seen[porder] = np.where(inside, hour[porder][np.maximum(last_before, 0)], seen[porder])
+
+    return _assemble(
+        t,
+        hour,
+        amount,
+        (n1h, n1d, n7d, n30d, s1d, s7d, s30d, ss30, sm1d, prev),
+        seen,
+        tcounts,
+        tfrauds,
+    )
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(num), _F8)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _assemble(t, hour, amount, sums, seen, tcounts, tfrauds) -> np.ndarray:
+    """``fraudloop.features.online.assemble`` over arrays (same operations, same order)."""
+    n1h, n1d, n7d, n30d, s1d, s7d, s30d, ss30, sm1d, prev = sums
+    hod = hour % 24
+    out = {
+        "amount": amount,
+        "tx_is_weekend": (((t // DAY_NS) + 3) % 7 >= 5).astype(_F8),
+        "tx_is_night": (hod <= 6).astype(_F8),
+        "tx_hour": hod.astype(_F8),
+        "customer_nb_tx_1h": n1h.astype(_F8),
+    }
+    for w, cnt, tot in (("1d", n1d, s1d), ("7d", n7d, s7d), ("30d", n30d, s30d)):
+        avg = tot / cnt
+        out[f"customer_nb_tx_{w}"] = cnt.astype(_F8)
+        out[f"customer_avg_amount_{w}"] = avg
+        out[f"customer_amount_ratio_{w}"] = _ratio(amount, avg)
+    mean = s30d / n30d
+    std = np.sqrt(np.maximum(ss30 / n30d - mean * mean, 0.0))
+    spread = (n30d >= 2) & (std > ZSCORE_MIN_RELATIVE_STD * np.maximum(np.abs(mean), 1.0))
+    z = np.zeros(len(t), _F8)
+    np.divide(amount - mean, std, out=z, where=spread)
+    out["customer_amount_zscore_30d"] = z
+    none = prev == NO_TIME
+    gap = (t - np.where(none, t, prev)).astype(_F8) / SECOND_NS
+    out["customer_secs_since_prev_tx"] = np.where(
+        none, NO_PREV_TX_SECONDS, np.minimum(gap, NO_PREV_TX_SECONDS)
+    )
+    out["customer_small_tx_share_1d"] = sm1d / n1d
+    out["customer_terminal_novelty"] = np.where(seen >= hour - CUSTOMER_HORIZON_HOURS, 0.0, 1.0)
+    for k, w in enumerate(TERMINAL_WINDOW_DAYS):
+        cnt = tcounts[k]
+        out[f"terminal_nb_tx_{w}d"] = cnt.astype(_F8)
+        out[f"terminal_risk_{w}d"] = _ratio(tfrauds[k].astype(_F8), cnt.astype(_F8))
+    return np.ascontiguousarray(np.column_stack([out[name] for name in FEATURE_NAMES]), _F8)
+
+
+# ---- the in-process store's inputs
+
+
+class StoreArrays:
+    """The loaded state of an :class:`~fraudloop.features.online.OnlineFeatureStore` as flat
+    arrays (built once per loaded state, off the request path)."""
+
+    def __init__(self, online) -> None:
+        self.online = online
+        c_range, t_range = online._c_range, online._t_range
+        self.cards = self._flat(
+            c_range, online._c_hours, online._c_n, online._c_s, online._c_ss, online._c_small
+        )
+        self.terminals = self._flat(t_range, online._t_hours, online._t_n)
+
+    @staticmethod
+    def _flat(ranges: dict, hours: list, *cols: list) -> Flat:
+        bounds = np.array(list(ranges.values()), _I8).reshape(-1, 2)
+        order = np.argsort(bounds[:, 0], kind="stable")
+        bounds = bounds[order]
+        dtypes = [_I8 if isinstance(c[0] if c else 0, int) else _F8 for c in cols]
+        arrays = [np.asarray(c, dt) for c, dt in zip(cols, dtypes, strict=True)]
+        return flat(bounds[:, 0], bounds[:, 1] - bounds[:, 0], np.asarray(hours, _I8), *arrays)
+
+
+def identities(ids: list[str], t: list[int], cids: list[str], tids: list[str], amounts) -> list:
+    """:func:`fraudloop.features.online.identity` of each row (same strings), without a dict
+    lookup and a time conversion per row."""
+    blake = hashlib.blake2b
+    return [
+        f"{i}#" + blake(f"{ti}|{c}|{te}|{a!r}".encode(), digest_size=12).hexdigest()
+        for i, ti, c, te, a in zip(ids, t, cids, tids, amounts, strict=True)
+    ]
+
+
+def observe(online, rows: np.ndarray, t: np.ndarray, amounts, cids, tids) -> None:
+    """``OnlineFeatureStore.observe`` of the batch's rows ``rows`` (in order), without a call,
+    a dict lookup of the transaction and a time conversion per row."""
+    obs_c, obs_pairs, obs_pair_n, obs_t = (
+        online._obs_c,
+        online._obs_pairs,
+        online._obs_pair_n,
+        online._obs_t,
+    )
+    hours = (t // HOUR_NS).tolist()
+    times = t.tolist()
+    for i in rows.tolist():
+        cid, tid, hour, amount = cids[i], tids[i], hours[i], amounts[i]
+        entry = (hour, times[i], amount, 1 if amount < SMALL_AMOUNT else 0)
+        entries = obs_c.get(cid)
+        if entries is None:
+            obs_c[cid] = [entry]
+        else:
+            entries.append(entry)
+        pair = (cid, tid)
+        obs_pairs[pair] = hour
+        obs_pair_n[pair] = obs_pair_n.get(pair, 0) + 1
+        counts = obs_t.get(tid)
+        if counts is None:
+            obs_t[tid] = {hour: 1}
+        else:
+            counts[hour] = counts.get(hour, 0) + 1
+    online.observed += len(rows)
+
+
+def gather(arrays: StoreArrays, t, amount, cids, tids, fresh) -> BatchInputs:
+    """The batch's inputs from the in-process store (its overlay as it is now)."""
+    import pandas as pd
+
+    online = arrays.online
+    cu, cards = pd.factorize(np.asarray(cids, dtype=object))
+    tu, terms = pd.factorize(np.asarray(tids, dtype=object))
+    cu, tu = cu.astype(_I8), tu.astype(_I8)
+    pu, pairs = pd.factorize(cu * len(terms) + tu)
+    pu = pu.astype(_I8)
+
+    c_range, c_last, obs_c = online._c_range, online._c_last, online._obs_c
+    nc = len(cards)
+    c_lo, c_hi, c_last_a = np.zeros(nc, _I8), np.zeros(nc, _I8), np.full(nc, NO_TIME, _I8)
+    c_obs, c_obs_n = np.zeros(nc, _I8), np.zeros(nc, _I8)
+    co: list = []
+    for u, cid in enumerate(cards.tolist()):
+        r = c_range.get(cid)
+        if r is not None:
+            c_lo[u], c_hi[u] = r
+        c_last_a[u] = c_last.get(cid, NO_TIME)
+        entries = obs_c.get(cid)
+        if entries:
+            c_obs[u], c_obs_n[u] = len(co), len(entries)
+            co.extend(entries)
+    co_arr = np.array(co, dtype=object).reshape(-1, 4) if co else np.zeros((0, 4), dtype=object)
+
+    t_range, obs_t, t_frauds = online._t_range, online._obs_t, online._t_frauds
+    nt = len(terms)
+    t_lo, t_hi = np.zeros(nt, _I8), np.zeros(nt, _I8)
+    to: list = []
+    tf: list = []
+    for u, tid in enumerate(terms.tolist()):
+        r = t_range.get(tid)
+        if r is not None:
+            t_lo[u], t_hi[u] = r
+        counts = obs_t.get(tid)
+        if counts:
+            to.extend((u, h, c) for h, c in counts.items())
+        segs = t_frauds.get(tid)
+        if segs:
+            tf.extend((u, *seg) for seg in segs)
+
+    obs_pairs, known = online._obs_pairs, online._pairs
+    p_seen = np.full(len(pairs), NO_TIME, _I8)
+    cards_l, terms_l = cards.tolist(), terms.tolist()
+    for p, code in enumerate(pairs.tolist()):
+        cid, tid = cards_l[code // nt], terms_l[code % nt]
+        h = obs_pairs.get((cid, tid))
+        if h is None:
+            h = known.get(cid, {}).get(tid)
+        if h is not None:
+            p_seen[p] = h
+    to_a = np.array(to, _I8).reshape(-1, 3)
+    tf_a = np.array(tf, _I8).reshape(-1, 4)
+    return BatchInputs(
+        t=np.asarray(t, _I8),
+        amount=np.asarray(amount, _F8),
+        cu=cu,
+        tu=tu,
+        pu=pu,
+        fresh=np.asarray(fresh, bool),
+        cards=arrays.cards,
+        c_seg=c_lo,
+        c_lo=c_lo,
+        c_hi=c_hi,
+        c_last=c_last_a,
+        c_obs=c_obs,
+        c_obs_n=c_obs_n,
+        co=(
+            co_arr[:, 0].astype(_I8),
+            co_arr[:, 1].astype(_I8),
+            co_arr[:, 2].astype(_F8),
+            co_arr[:, 3].astype(_I8),
+        ),
+        terminals=arrays.terminals,
+        t_seg=t_lo,
+        t_lo=t_lo,
+        t_hi=t_hi,
+        to=(to_a[:, 0], to_a[:, 1], to_a[:, 2]),
+        tf=(tf_a[:, 0], tf_a[:, 1], tf_a[:, 2], tf_a[:, 3]),
+        p_seen=p_seen,
+        label_delay_hours=online.label_delay_hours,
+    )
