@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 from fraudloop.core.tables import canonical_order
+from fraudloop.core.timestamps import parse_iso8601_utc
 from fraudloop.data.expectations import Problem, jsonable
 
 _EPOCH_PATTERN = r"[+-]?\d+(?:\.\d+)?"
@@ -200,28 +201,6 @@ def _to_utc(col: pd.Series, column: str, source: str | None) -> tuple[pd.Series,
         extra = " (epoch numbers are not accepted)" if epoch.any() else ""
         return parsed, [_coercion_problem(column, col, bad, "ISO 8601 timestamps", source, extra)]
     return parsed, []
-
-
-def parse_iso8601_utc(text: pd.Series) -> pd.Series:
-    """ISO 8601 strings -> UTC instants (NaT where a value does not parse): an offset or ``Z``
-    is converted, a value without one is UTC (the timestamp rule above).
-
-    pandas gets mixed columns wrong: parsing ``["...T05:00+02:00", "...T05:00"]`` together,
-    the value without an offset takes the offset of the one before it (03:00 UTC, not 05:00;
-    pandas 2.x, found by the fuzz tests), silently moving rows by hours. So the values with an
-    offset (a ``Z``, ``+`` or ``-`` after the date) and those without are parsed apart."""
-    target = "datetime64[ns, UTC]"
-    out = pd.Series(pd.NaT, index=text.index, dtype=target)
-    text = text.astype("string")
-    present = text.notna().to_numpy()
-    strings = pa.array(text.to_numpy(object, na_value=None), pa.string())
-    after_date = pc.utf8_slice_codeunits(strings, 8)  # Arrow: vectorised, unlike .str
-    offset = pc.match_substring_regex(after_date, r"[Zz+-]").fill_null(False).to_numpy(False)
-    for group in (present & offset, present & ~offset):
-        if group.any():
-            values = text[group].astype(object)
-            out[group] = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
-    return out
 
 
 def _to_flag(col: pd.Series, column: str, source: str | None) -> tuple[pd.Series, list[Problem]]:

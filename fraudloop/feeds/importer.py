@@ -73,7 +73,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 def _parse_utc(values: pd.Series) -> pd.Series:
     """The ingestion rule: offsets are converted to UTC, timestamps without one are UTC."""
-    from fraudloop.data.normalise import parse_iso8601_utc
+    from fraudloop.core.timestamps import parse_iso8601_utc
 
     return parse_iso8601_utc(values.astype("string").str.strip())
 
