@@ -58,7 +58,7 @@ def haproxy_env(replicas: list[str], port: int, stats_port: int) -> dict[str, st
 def haproxy(replicas: list[str], workdir: Path) -> Iterator[Balancer]:
     """HAProxy balancing over ``replicas`` (two host:port); yields once it answers its stats
     page (the replicas' health checks may still be running)."""
-    from tests.servers import wait_until
+    from tests.servers import stop_process, wait_until
 
     binary = shutil.which("haproxy", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
     if binary is None:
@@ -94,11 +94,5 @@ def haproxy(replicas: list[str], workdir: Path) -> Iterator[Balancer]:
         wait_until(up, timeout=30, what="haproxy up")
         yield balancer
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         log.close()

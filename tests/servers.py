@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -55,6 +54,17 @@ def service_thread(store, serve_config: ServeConfig | None = None, ready: bool =
         thread.join(timeout=30)
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM a server a test started, SIGKILL it if it outlives `timeout`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> float:
     """Seconds it took for `predicate` to hold; AssertionError after `timeout`."""
     started = time.monotonic()
@@ -98,12 +108,7 @@ def service_process(store, *args: str, env: dict | None = None):
         wait_until(up, timeout=60, what="service process ready")
         yield base, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc, timeout=30)
         proc.stderr.close()
 
 
@@ -142,11 +147,5 @@ def redis_server(directory, port: int | None = None):
         client.close()
         yield url, proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         proc.stderr.close()

@@ -261,11 +261,22 @@ def test_feature_columns_keep_the_order_they_were_written_in(local_store):
     assert list(back.columns)[-2:] == ["zeta", "alpha"] and str(back["zeta"].dtype) == "float64"
 
 
-def test_features_are_current_only_once_computed_after_every_label_day(local_store):
-    from fraudloop.features.pipeline import features_current
+def _features_of_hour_23() -> pd.DataFrame:
+    """One feature row of 2018-04-02 23:00 (card c, terminal t)."""
+    return pd.DataFrame(
+        {
+            "transaction_id": pd.array(["b"], dtype="string"),
+            "tx_datetime": pd.to_datetime(["2018-04-02 23:10"], utc=True),
+            "customer_id": pd.array(["c"], dtype="string"),
+            "terminal_id": pd.array(["t"], dtype="string"),
+            "amount": [1.0],
+        }
+    )
 
-    hour, day = "2018-04-02-23:00", "2018-04-02"
-    labels = pd.DataFrame(
+
+def _labels_known_on_the_2nd() -> pd.DataFrame:
+    """One fraud label known on 2018-04-02 for a transaction of the 1st (card c, terminal t)."""
+    return pd.DataFrame(
         {
             "transaction_id": pd.array(["a"], dtype="string"),
             "is_fraud": np.array([1], dtype="int8"),
@@ -275,15 +286,14 @@ def test_features_are_current_only_once_computed_after_every_label_day(local_sto
             "terminal_id": pd.array(["t"], dtype="string"),
         }
     )
-    features = pd.DataFrame(
-        {
-            "transaction_id": pd.array(["b"], dtype="string"),
-            "tx_datetime": pd.to_datetime(["2018-04-02 23:10"], utc=True),
-            "customer_id": pd.array(["c"], dtype="string"),
-            "terminal_id": pd.array(["t"], dtype="string"),
-            "amount": [1.0],
-        }
-    )
+
+
+def test_features_are_current_only_once_computed_after_every_label_day(local_store):
+    from fraudloop.features.pipeline import features_current
+
+    hour, day = "2018-04-02-23:00", "2018-04-02"
+    labels = _labels_known_on_the_2nd()
+    features = _features_of_hour_23()
     assert not features_current(local_store, hour, [day])  # nothing computed yet
     write_partition(local_store, "transaction_features", hour, features, [])
     assert not features_current(local_store, hour, [day])  # the day's labels are not in
@@ -300,25 +310,8 @@ def test_a_recompute_from_new_inputs_with_the_same_bytes_records_its_inputs(loca
     from fraudloop.features.pipeline import features_current
 
     hour, day = "2018-04-02-23:00", "2018-04-02"
-    features = pd.DataFrame(
-        {
-            "transaction_id": pd.array(["b"], dtype="string"),
-            "tx_datetime": pd.to_datetime(["2018-04-02 23:10"], utc=True),
-            "customer_id": pd.array(["c"], dtype="string"),
-            "terminal_id": pd.array(["t"], dtype="string"),
-            "amount": [1.0],
-        }
-    )
-    labels = pd.DataFrame(
-        {
-            "transaction_id": pd.array(["a"], dtype="string"),
-            "is_fraud": np.array([1], dtype="int8"),
-            "known_at": pd.to_datetime(["2018-04-02 10:00"], utc=True),
-            "tx_datetime": pd.to_datetime(["2018-04-01 10:00"], utc=True),
-            "customer_id": pd.array(["c"], dtype="string"),
-            "terminal_id": pd.array(["t"], dtype="string"),
-        }
-    )
+    features = _features_of_hour_23()
+    labels = _labels_known_on_the_2nd()
     first = write_partition(local_store, "transaction_features", hour, features, [])
     label_version = write_partition(local_store, "fraud_labels", day, labels, [])
     assert not features_current(local_store, hour, [day])
