@@ -73,10 +73,10 @@ def build_deployable_world(root) -> tuple[LocalObjectStore, pd.DataFrame]:
     register(registry, build_dataset(store, SPEC), GOOD_OTHER_SEED)
     for version in (1, 2, 3):
         build_package(store, registry, version, decision_threshold=0.5)
-        # a lenient latency budget: these tests are about behaviour, and the machine is shared
-        config = StagingConfig(label_delay_days=1, p99_budget_ms=1000.0)
-        report = run_staging(store, registry, version, config)
+        # the default latency budget: on a busy machine the probe-relative rule keeps it fair
+        report = run_staging(store, registry, version, StagingConfig(label_delay_days=1))
         assert report["passed"], report
+        assert report["probe_p99_ms"] > 0, report
     return store, traffic
 
 

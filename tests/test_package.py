@@ -27,7 +27,7 @@ from fraudloop.delivery.package import (
     staging_record,
 )
 from fraudloop.delivery.policy import StagingConfig
-from fraudloop.delivery.staging import run_staging
+from fraudloop.delivery.staging import latency_verdict, run_staging
 from fraudloop.features.compute import FEATURE_NAMES, feature_code_hash
 from fraudloop.model.registry import ModelRegistry
 from tests.servers import service_process
@@ -280,3 +280,27 @@ def test_packaging_a_committed_version_sweeps_what_a_killed_packager_left(world)
     os.utime(leftover, (old, old))
     package = build_package(store, ModelRegistry(store), 1, decision_threshold=0.5)
     assert package.version == 1 and not leftover.exists()
+
+
+def _verdict(score_ms: float, probe_ms: float) -> dict:
+    """The verdict on 200 requests whose p99 is `score_ms`, probes whose p99 is `probe_ms`."""
+    scores = [score_ms / 2] * 190 + [score_ms] * 10
+    probes = [probe_ms / 2] * 190 + [probe_ms] * 10
+    return latency_verdict(scores, probes, StagingConfig(p99_budget_ms=25.0, p99_probe_ratio=4.0))
+
+
+def test_staging_latency_is_judged_against_the_budget_or_the_busy_host_probe():
+    quiet_fast = _verdict(score_ms=3.0, probe_ms=1.0)
+    assert quiet_fast["passed"] and quiet_fast["rule"] == "absolute"
+    # a slow package on a quiet host: the probe answers fast, only the scoring is slow
+    quiet_slow = _verdict(score_ms=40.0, probe_ms=1.0)
+    assert not quiet_slow["passed"] and quiet_slow["rule"] == "none"
+    assert quiet_slow["probe_ratio"] == pytest.approx(40.0)
+    # a correct package on a contended host: the wait for CPU slows the probe as much
+    busy_fast = _verdict(score_ms=46.0, probe_ms=20.0)
+    assert busy_fast["passed"] and busy_fast["rule"] == "relative to the probe"
+    # a slow package stays caught on a contended host
+    busy_slow = _verdict(score_ms=150.0, probe_ms=20.0)
+    assert not busy_slow["passed"]
+    # no probe answered (service gone mid-test): nothing to excuse a miss with
+    assert not _verdict(score_ms=40.0, probe_ms=float("nan"))["passed"]
