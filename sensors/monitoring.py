@@ -86,21 +86,24 @@ def _retrain_sensor(view: str, problems_of, interval_seconds: int, description: 
         store: ObjectStoreResource,
         registry: ModelRegistryResource,
         monitoring: MonitoringResource,
+        settings: SettingsResource,
     ):
-        s, policy = store.open(), monitoring.policy()
+        s, policy, models = store.open(), monitoring.policy(), registry.open()
+        production = models.aliases().get("production")
         signals, cursor = retraining.failing_signals(
-            s,
-            view,
-            context.cursor or None,
-            lambda record: problems_of(record, policy),
-            registry.open().aliases().get("production"),
+            s, view, context.cursor or None, lambda record: problems_of(record, policy), production
         )
         decision = retraining.decide(
             signals,
             last_trigger_at=_last_trigger(context),
             cooldown_hours=policy.retrain_cooldown_hours,
             in_flight=_in_flight(context, s, registry.model_name) if signals else None,
+            data=retraining.training_data(s, models, production, settings.label_delay_days)
+            if signals
+            else None,
         )
+        if decision.waiting:  # keep the cursor: the same signals are looked at again
+            return dg.SensorResult(skip_reason=decision.reason, cursor=context.cursor)
         if not decision.fire:
             return dg.SensorResult(skip_reason=decision.reason, cursor=cursor)
         context.log.info("retraining: %s", decision.reason)

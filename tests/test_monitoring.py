@@ -180,15 +180,35 @@ def write_drift(store, day: str, share: float, version: int = 1) -> None:
     )
 
 
+def features_through(store, hour: str) -> None:
+    """A stored feature partition of `hour`: what a training run's default cutoff follows."""
+    from fraudloop.core.hours import hour_start
+    from fraudloop.core.tables import write_partition
+
+    at = hour_start(hour)
+    frame = pd.DataFrame(
+        {
+            "transaction_id": pd.array([f"tx-{hour}"], dtype="string"),
+            "tx_datetime": pd.to_datetime([at + pd.Timedelta(minutes=10)], utc=True),
+            "customer_id": pd.array(["c"], dtype="string"),
+            "terminal_id": pd.array(["t"], dtype="string"),
+            "amount": [1.0],
+        }
+    )
+    write_partition(store, "transaction_features", hour, frame, [])
+
+
 @pytest.fixture
 def env(env):
-    """The Dagster test env with v1 registered and in production (signals are about it)."""
+    """The Dagster test env with v1 registered and in production (signals are about it), and
+    features stored far enough ahead that a retraining's data reaches every signal here."""
     from fraudloop.model.registry import ModelRegistry
 
     registry = ModelRegistry(env.store)
     for _ in range(2):
         registry.register({"model.txt": b"tree\n"}, {}, actor="test", reason="placeholder")
     registry.promote(1, to="production", actor="test", reason="test")
+    features_through(env.store, "2018-06-30-23:00")
     return env
 
 
@@ -403,3 +423,78 @@ def test_prediction_health_asset_alerts_on_missing_predictions(env):
     ]
     record = read_record(env.store, "health", "2018-05-01-10:00")
     assert record["groups"][0]["requests"] == 30 and record["problems"] == []
+
+
+def test_retraining_waits_until_its_data_reaches_the_signal():
+    """A retraining before the failing day's features are in would train on production's own
+    data again: it waits (and keeps the signal) instead."""
+    day = signal("2018-05-07", source="accuracy")  # judged on 2018-05-07, ends 05-08 00:00
+    common = {"last_trigger_at": None, "cooldown_hours": 24, "in_flight": None}
+    production_end = pd.Timestamp("2018-05-05", tz="UTC")
+
+    def decision(available: str | None, sig=day):
+        at = pd.Timestamp(available, tz="UTC") if available else None
+        data = retraining.TrainingData(at, production_end)
+        return retraining.decide([sig], **common, data=data)
+
+    nothing = decision(None)
+    assert not nothing.fire and nothing.waiting and "no features" in nothing.reason
+    same = decision("2018-05-05")
+    assert same.waiting and "as production's did" in same.reason
+    short = decision("2018-05-07 12:00")
+    assert short.waiting and "2018-05-07 to be in the training data" in short.reason
+    assert decision("2018-05-08").fire
+    # drift: its labels may be a label delay away; anything newer than production's will do
+    drift = signal("2018-05-07", source="drift")
+    assert decision("2018-05-06", sig=drift).fire
+    assert decision("2018-05-05", sig=drift).waiting
+    # waiting never outranks cooling down or a run in flight (those drop the signal)
+    busy = retraining.decide(
+        [day],
+        last_trigger_at=None,
+        cooldown_hours=24,
+        in_flight="run x is queued",
+        data=retraining.TrainingData(None, None),
+    )
+    assert not busy.waiting and "run x is queued" in busy.reason
+
+
+def test_accuracy_sensor_keeps_a_signal_until_the_features_of_its_day_are_in(tmp_path):
+    """The demo's race: accuracy of a day failed before that day's features were computed, and
+    the retraining it started got production's dataset again (an identical, held model)."""
+    from fraudloop.model.registry import ModelRegistry
+    from tests.dagster_runs import DagsterEnv
+
+    with dg.instance_for_test() as instance:
+        env = DagsterEnv.build(
+            instance,
+            {"FRAUDLOOP_HOME": str(tmp_path / "home"), "FRAUDLOOP_LABEL_DELAY_DAYS": "1"},
+        )
+        registry = ModelRegistry(env.store)
+        registry.register({"model.txt": b"tree\n"}, {}, actor="test", reason="placeholder")
+        registry.promote(1, to="production", actor="test", reason="test")
+        accuracy_sensor = env.sensor("accuracy_sensor")
+        features_through(env.store, "2018-05-07-23:00")  # with a 1-day delay: data to 05-07
+        write_record(
+            env.store,
+            "accuracy",
+            "2018-05-07",
+            {
+                "production": {
+                    "model_version": 1,
+                    "ap": 0.1,
+                    "reference_ap": 0.8,
+                    "completeness": 1.0,
+                    "frauds": 30,
+                    "recall": 0.1,
+                    "requests": 500,
+                }
+            },
+        )
+        waiting = evaluate(accuracy_sensor, env)
+        assert not waiting.run_requests
+        assert "2018-05-07 to be in the training data" in waiting.skip_reason.skip_message
+        assert waiting.cursor is None  # the signal is looked at again
+        features_through(env.store, "2018-05-08-23:00")
+        (request,) = evaluate(accuracy_sensor, env, waiting.cursor).run_requests
+        assert request.run_key == "retrain:accuracy:2018-05-07"

@@ -283,11 +283,7 @@ def default_cutoff(store: ObjectStore) -> pd.Timestamp:
     """The cutoff a training run uses unless told: the end of the newest hour whose features are
     stored. Not the newest ingested hour: a retraining requested while features lag behind
     ingestion would otherwise ask for a holdout that does not exist yet."""
-    valid = [
-        key
-        for key in tables.list_partitions(store, FEATURE_TABLE)
-        if (tables.read_pointer(store, FEATURE_TABLE, key) or {}).get("status") == "valid"
-    ]
-    if not valid:
-        raise ModelError("no features have been computed yet; nothing to train on")
-    return hour_start(max(valid)) + pd.Timedelta(hours=1)
+    for key in reversed(tables.list_partitions(store, FEATURE_TABLE)):  # newest first
+        if (tables.read_pointer(store, FEATURE_TABLE, key) or {}).get("status") == "valid":
+            return hour_start(key) + pd.Timedelta(hours=1)
+    raise ModelError("no features have been computed yet; nothing to train on")
