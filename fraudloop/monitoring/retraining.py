@@ -12,7 +12,6 @@ start, so drift and accuracy on the same event ask once.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Callable
 from dataclasses import dataclass
 
