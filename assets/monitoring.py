@@ -13,7 +13,7 @@ from assets import keys
 from assets.common import RETRY, run_partition_keys
 from fraudloop.model.training import training_cost
 from fraudloop.monitoring import records
-from fraudloop.monitoring.accuracy import accuracy_problems, day_accuracy
+from fraudloop.monitoring.accuracy import accuracy_problems, accuracy_severity, day_accuracy
 from fraudloop.monitoring.drift import day_drift, drift_problems
 from fraudloop.monitoring.health import health_problems, hour_health
 from fraudloop.monitoring.records import production_row
@@ -63,13 +63,19 @@ def _table(rows: list[dict], columns: list[str]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join([head, *body]))
 
 
-def _publish(context, s, alerts, view, partition, record, meta, *, title, severity, **details):
+def _publish(
+    context, s, alerts, view, partition, record, meta, *, title, severity, healthy_needed, **details
+):
     """Write a partition's record and metadata; open the view's incident on a *new* finding
     (a partition recomputed with the same problems -- a range run covering it again, more
-    labels arriving -- must not page anyone twice) and resolve it when a partition at least as
-    recent is healthy. Returns 1 if the partition has problems, for the run's count."""
+    labels arriving -- must not page anyone twice) and resolve it once `healthy_needed`
+    partitions newer than the last failing one are healthy. `severity` may be a function of the
+    open incident (None if none). Returns 1 if the partition has problems, for the run's
+    count."""
     problems = record["problems"]
     incident = f"monitoring/{view}"
+    if callable(severity):  # decided on what the incident has seen so far
+        severity = severity(alerts.incident(incident))
     if records.publish(s, view, partition, record):
         alerts.send(
             title=title,
@@ -80,7 +86,12 @@ def _publish(context, s, alerts, view, partition, record, meta, *, title, severi
             **details,
         )
     elif not problems:
-        alerts.resolve(incident, f"{view} is healthy again in {partition}", after=partition)
+        alerts.resolve(
+            incident,
+            f"{view} is healthy again in {partition}",
+            after=partition,
+            healthy_needed=healthy_needed,
+        )
     if problems:
         meta["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))
     context.add_asset_metadata(meta, partition_key=partition)
@@ -193,6 +204,7 @@ def build(partitions: Partitions) -> list:
                 meta,
                 title=f"serving unhealthy in {hour}",
                 severity="critical",
+                healthy_needed=policy.resolve_after_healthy,
             )
         return dg.MaterializeResult(
             metadata={"hours": len(run_partition_keys(context)), "unhealthy": bad}
@@ -269,6 +281,7 @@ def build(partitions: Partitions) -> list:
                 meta,
                 title=f"drift in {day} (v{version})",
                 severity="warning",
+                healthy_needed=policy.resolve_after_healthy,
                 report=link,
             )
         return dg.MaterializeResult(metadata={"days_drifted": drifted_days})
@@ -337,7 +350,11 @@ def build(partitions: Partitions) -> list:
                 record,
                 meta,
                 title=f"accuracy under floor on {day}",
-                severity="critical",
+                severity=lambda incident, day=day, prod=prod: accuracy_severity(
+                    incident, day, (prod or {}).get("model_version"), policy
+                ),
+                healthy_needed=policy.resolve_after_healthy,
+                model_version=(prod or {}).get("model_version"),
             )
         return dg.MaterializeResult(metadata={"days_under_floor": failing})
 

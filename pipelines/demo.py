@@ -477,7 +477,8 @@ def _print_alerts(store) -> None:
     severities = ", ".join(f"{n} {s}" for s, n in counts["by_severity"].items() if n)
     print(
         f"    alerts: {counts['notifications']} notification(s) for {counts['openings']} "
-        f"incident opening(s) ({severities or 'none'}; at most "
+        f"incident opening(s) and {counts['escalations']} escalation(s) "
+        f"({severities or 'none'}; at most "
         f"{counts['most_notifications_per_key']} per incident key), "
         f"{counts['repeats_suppressed']} repeat(s) counted, not sent; "
         f"pages: {len(counts['pages'])}{' ' + str(counts['pages']) if counts['pages'] else ''}"

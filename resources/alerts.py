@@ -70,9 +70,22 @@ class AlertsResource(dg.ConfigurableResource):
         )
         return self.alerter().trigger(alert)
 
-    def resolve(self, dedup_key: str, summary: str, after: str | None = None, **details):
-        """Resolve the incident if open (and not about a later partition than `after`)."""
-        return self.alerter().resolve(dedup_key, summary, after=after, **details)
+    def resolve(
+        self,
+        dedup_key: str,
+        summary: str,
+        after: str | None = None,
+        healthy_needed: int = 1,
+        **details,
+    ):
+        """Resolve the incident if open (once `healthy_needed` partitions from `after` on are
+        healthy; see `Alerter.resolve`)."""
+        return self.alerter().resolve(
+            dedup_key, summary, after=after, healthy_needed=healthy_needed, **details
+        )
+
+    def incident(self, dedup_key: str) -> dict | None:
+        return self.alerter().incident(dedup_key)
 
     def open_incidents(self, prefix: str = "") -> dict[str, dict]:
         return self.alerter().open_incidents(prefix)

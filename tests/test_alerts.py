@@ -86,6 +86,61 @@ def test_an_older_partition_does_not_resolve_a_newer_incident(store):
     assert alerter.open_incidents() == {}
 
 
+def test_a_wavering_condition_is_one_incident_until_it_stays_healthy(store):
+    """Hysteresis: a day above the floor between two under it does not close the incident (and
+    so the next dip does not notify again); two healthy days after the last failing one do."""
+    key = "monitoring/accuracy"
+    with receiver("webhook") as hook:
+        alerter = Alerter(store, [channel("webhook", hook.url)])
+
+        def fail(day):
+            return alerter.trigger(alert(key, details={"partition": day}))
+
+        def healthy(day):
+            return alerter.resolve(key, f"healthy in {day}", after=day, healthy_needed=2)
+
+        assert fail("2018-04-14").notified
+        assert healthy("2018-04-15") is None  # one healthy day: recorded, still open
+        assert alerter.incident(key)["healthy"] == ["2018-04-15"]
+        assert healthy("2018-04-15") is None  # the same day again counts once
+        assert not fail("2018-04-16").notified  # the dip: a repeat, and the streak restarts
+        assert alerter.incident(key)["healthy"] == []
+        assert healthy("2018-04-15") is None  # older than the last failing day: ignored
+        assert healthy("2018-04-17") is None
+        assert alerter.incident(key)["status"] == "open"
+        assert healthy("2018-04-18").notified
+    assert [a["action"] for a in hook.received] == ["trigger", "resolve"]
+    doc = alerter.incident(key)
+    assert doc["status"] == "resolved" and doc["failing"] == ["2018-04-14", "2018-04-16"]
+    assert tally(store)["notifications"] == 1
+
+
+def test_an_open_incident_that_gets_worse_notifies_once_at_its_new_severity(store):
+    key = "monitoring/accuracy"
+    with receiver("webhook") as hook:
+        alerter = Alerter(store, [channel("webhook", hook.url, min_severity="info")])
+        first = alerter.trigger(alert(key, severity="warning", details={"partition": "d1"}))
+        repeat = alerter.trigger(alert(key, severity="warning", details={"partition": "d2"}))
+        worse = alerter.trigger(alert(key, severity="critical", details={"partition": "d3"}))
+        again = alerter.trigger(alert(key, severity="critical", details={"partition": "d4"}))
+        lower = alerter.trigger(alert(key, severity="warning", details={"partition": "d5"}))
+        assert [o.notified for o in (first, repeat, worse, again, lower)] == [
+            True,
+            False,
+            True,
+            False,
+            False,
+        ]
+        assert worse.alert.title.startswith("escalated to critical: ")
+        assert alerter.incident(key)["severity"] == "critical"  # never lowered while open
+        resolved = alerter.resolve(key, "healthy")
+    assert resolved.alert.severity == "critical"  # the pager that was told hears the end
+    assert [a["severity"] for a in hook.received] == ["warning", "critical", "critical"]
+    counts = tally(store)
+    assert counts["notifications"] == counts["openings"] + counts["escalations"] == 2
+    assert counts["pages"] == [key]
+
+
 def test_concurrent_triggers_open_one_incident(store):
     with receiver("webhook") as hook:
         alerter = Alerter(store, [channel("webhook", hook.url)])

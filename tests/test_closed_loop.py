@@ -54,9 +54,11 @@ def test_drift_is_detected_and_a_retrained_model_is_promoted_without_a_human(tmp
     # handled (held candidates, rejected rows): no run-failure incident, and the only page is
     # the model's accuracy under its floor (the production incident the loop then repairs)
     counts = tally(store)
-    assert counts["notifications"] == counts["openings"]
+    assert counts["notifications"] == counts["openings"] + counts["escalations"]
     assert not [a["dedup_key"] for a in alerts if a["dedup_key"].startswith("run/")]
-    assert set(counts["pages"]) <= {"monitoring/accuracy"}
+    # one drift episode pages at most once: accuracy opens as a warning while the loop
+    # retrains, and a day above the floor between two under it does not re-open it
+    assert counts["pages"] in ([], ["monitoring/accuracy"])
     assert "alerts: " in done.stdout
     # the retraining was requested by a monitoring sensor, not by the demo
     from dagster import DagsterInstance, RunsFilter

@@ -14,7 +14,7 @@ from fraudloop.core.alerts import read_events
 from fraudloop.delivery import rollout
 from fraudloop.delivery.prediction_log import PredictionLog, Row, read_predictions
 from fraudloop.monitoring import retraining
-from fraudloop.monitoring.accuracy import accuracy, accuracy_problems
+from fraudloop.monitoring.accuracy import accuracy, accuracy_problems, accuracy_severity
 from fraudloop.monitoring.drift import drift_problems
 from fraudloop.monitoring.health import health, health_problems
 from fraudloop.monitoring.policy import MonitoringPolicy
@@ -498,3 +498,25 @@ def test_accuracy_sensor_keeps_a_signal_until_the_features_of_its_day_are_in(tmp
         features_through(env.store, "2018-05-08-23:00")
         (request,) = evaluate(accuracy_sensor, env, waiting.cursor).run_requests
         assert request.run_key == "retrain:accuracy:2018-05-07"
+
+
+def test_accuracy_under_floor_pages_only_when_it_outlives_automatic_retraining():
+    policy = MonitoringPolicy(accuracy_page_after_days=3)
+
+    def incident(*days, version=1):
+        details = {"partition": days[0], "model_version": version}
+        return {"status": "open", "failing": list(days), "details": details}
+
+    assert accuracy_severity(None, "2018-04-14", 1, policy) == "warning"  # the loop retrains
+    assert accuracy_severity(incident("2018-04-14"), "2018-04-15", 1, policy) == "warning"
+    # the same failing day recomputed is not a new day
+    assert accuracy_severity(incident("2018-04-14", "2018-04-15"), "2018-04-15", 1, policy) == (
+        "warning"
+    )
+    three = incident("2018-04-14", "2018-04-15")
+    assert accuracy_severity(three, "2018-04-16", 1, policy) == "critical"
+    # the retrained model is under its floor too: retraining did not fix it
+    assert accuracy_severity(incident("2018-04-14"), "2018-04-15", 2, policy) == "critical"
+    # a closed incident is history: a new episode starts quiet again
+    closed = {**three, "status": "resolved"}
+    assert accuracy_severity(closed, "2018-04-30", 2, policy) == "warning"

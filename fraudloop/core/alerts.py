@@ -9,6 +9,13 @@ sensor tick seeing the same finding again) so an engineer is told once. A resolv
 incident closes it and tells the channels; a resolve of nothing is silent. Receivers that
 deduplicate themselves (PagerDuty) get the same key, so a retry never opens a second incident.
 
+Two rules keep a wavering condition from paging again and again. A resolve about partitions
+can ask for several healthy partitions newer than the last failing one (hysteresis: a model
+whose daily accuracy wavers around its floor is one incident, not one per dip). And an open
+incident that gets worse (a repeat at a higher severity) notifies once more, at the new
+severity: an incident can open as a warning the loop handles by itself and page only when it
+outlives that.
+
 The incident ledger is `alerts/incidents/<dedup key>.json`, updated with compare-and-swap so
 concurrent run containers and sensors agree on who opened an incident. Each event (trigger,
 resolve) is also one object `alerts/events/<day>/<alert id>.json`, with the outcome of every
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -30,6 +37,7 @@ SEVERITIES = ("info", "warning", "critical")
 ACTIONS = ("trigger", "resolve")
 EVENTS_PREFIX = "alerts/events/"
 INCIDENTS_PREFIX = "alerts/incidents/"
+MAX_PARTITIONS = 50  # failing/healthy partitions an incident remembers (the newest)
 
 
 def severity_rank(severity: str) -> int:
@@ -150,9 +158,19 @@ class Alerter:
         if alert.action != "trigger":
             raise ValueError("trigger() takes a trigger alert")
 
+        partition = alert.details.get("partition")
+
         def change(old):
             if old is not None and old["status"] == "open":
-                return {**old, "count": old["count"] + 1, "last_seen": alert.raised_at}
+                new = {**old, "count": old["count"] + 1, "last_seen": alert.raised_at}
+                if severity_rank(alert.severity) > severity_rank(old["severity"]):
+                    new.update(severity=alert.severity, escalated_at=alert.raised_at)
+                if partition is not None:
+                    failing = set(old.get("failing", [])) | {str(partition)}
+                    newest = max(failing)
+                    new["failing"] = sorted(failing)[-MAX_PARTITIONS:]
+                    new["healthy"] = [h for h in old.get("healthy", []) if h > newest]
+                return new
             return {
                 "dedup_key": alert.dedup_key,
                 "status": "open",
@@ -164,33 +182,56 @@ class Alerter:
                 "opened_by": alert.alert_id,
                 "details": alert.details,
                 "history": (old or {}).get("history", 0) + (old is not None),
+                "failing": [] if partition is None else [str(partition)],
+                "healthy": [],
             }
 
         old, new = self._update(alert.dedup_key, change)
         if old is not None and old["status"] == "open":
-            return Outcome(alert, notified=False, incident=new)
+            if new["severity"] == old["severity"]:
+                return Outcome(alert, notified=False, incident=new)
+            alert = replace(
+                alert,
+                title=f"escalated to {alert.severity}: {alert.title}",
+                details={**alert.details, "escalated_from": old["severity"]},
+            )
         self._record_and_notify(alert)
         return Outcome(alert, notified=True, incident=new)
 
     def resolve(
-        self, dedup_key: str, summary: str, *, after: str | None = None, **details
+        self,
+        dedup_key: str,
+        summary: str,
+        *,
+        after: str | None = None,
+        healthy_needed: int = 1,
+        **details,
     ) -> Outcome | None:
-        """Close an open incident and tell the channels; None when there was nothing open.
+        """Close an open incident and tell the channels; None when nothing was closed.
 
-        `after`: resolve only if the incident's `details['partition']` is not later than this
-        (a backfill of an old healthy day must not close today's incident)."""
+        `after`: the healthy partition this resolve is about. It counts only if it is not older
+        than the newest failing partition of the incident (a backfill of an old healthy day
+        must not close today's incident), and the incident closes once `healthy_needed`
+        distinct such partitions were seen; until then they are only recorded."""
         resolved_at = datetime.now(UTC).isoformat()
 
         def change(old):
             if old is None or old["status"] != "open":
                 return None
+            closed = {"status": "resolved", "resolved_at": resolved_at, "resolution": summary}
+            if after is None:
+                return {**old, **closed}
             opened_for = (old.get("details") or {}).get("partition")
-            if after is not None and opened_for is not None and str(after) < str(opened_for):
+            failing = old.get("failing") or ([str(opened_for)] if opened_for is not None else [])
+            if failing and str(after) < max(failing):
                 return None
-            return {**old, "status": "resolved", "resolved_at": resolved_at, "resolution": summary}
+            healthy = sorted(set(old.get("healthy", [])) | {str(after)})[-MAX_PARTITIONS:]
+            if len(healthy) < healthy_needed:
+                return None if healthy == old.get("healthy") else {**old, "healthy": healthy}
+            return {**old, "healthy": healthy, **closed}
 
         old, new = self._update(dedup_key, change)
-        if new is None:
+        if new is None or new["status"] != "resolved":
             return None
         alert = Alert(
             title=f"resolved: {old['title']}",
@@ -231,8 +272,8 @@ def read_events(store: ObjectStore) -> list[dict[str, Any]]:
 
 def tally(store: ObjectStore, page_severity: str = "critical") -> dict[str, Any]:
     """How loud the record is, per incident: what the demo prints and the on-call figures
-    measure (one notification per incident opening, repeats counted not sent, pages only for
-    `page_severity` and above)."""
+    measure (one notification per incident opening and one per escalation, repeats counted
+    not sent, pages only for `page_severity` and above)."""
     incidents = [
         json.loads(store.get_bytes(info.key))
         for info in store.list(INCIDENTS_PREFIX)
@@ -240,6 +281,7 @@ def tally(store: ObjectStore, page_severity: str = "critical") -> dict[str, Any]
     ]
     events = read_events(store)
     triggers = [e for e in events if e["action"] == "trigger"]
+    escalations = sum(1 for e in triggers if "escalated_from" in e["details"])
     # repeats of closed openings are on their resolve events, of open ones on the ledger
     repeats = sum(int(e["details"].get("repeats", 0)) for e in events if e["action"] == "resolve")
     repeats += sum(int(doc["count"]) - 1 for doc in incidents if doc.get("status") == "open")
@@ -250,7 +292,8 @@ def tally(store: ObjectStore, page_severity: str = "critical") -> dict[str, Any]
     return {
         "incidents": len(incidents),
         "openings": sum(1 + int(doc.get("history", 0)) for doc in incidents),
-        "notifications": len(triggers),
+        "notifications": len(triggers),  # openings + escalations
+        "escalations": escalations,
         "most_notifications_per_key": max(by_key.values(), default=0),
         "repeats_suppressed": repeats,
         "by_severity": by_severity,

@@ -110,3 +110,23 @@ def accuracy_problems(record: dict, policy: MonitoringPolicy) -> list[str]:
             f"{prod['completeness']:.0%} complete"
         ]
     return []
+
+
+def accuracy_severity(
+    incident: dict | None, day: str, version: int | None, policy: MonitoringPolicy
+) -> str:
+    """How loud a day under the accuracy floor is.
+
+    The loop answers such a day by itself (`accuracy_sensor` retrains, the gate and the canary
+    ship the new model), so the first days are a warning; a person is paged when the
+    condition outlives that answer: `accuracy_page_after_days` distinct failing days, or a
+    failing day judged on another production version than the one the incident opened on (the
+    retrained model is under its floor too)."""
+    current = incident if incident and incident.get("status") == "open" else None
+    failing = set((current or {}).get("failing", [])) | {day}
+    opened_on = ((current or {}).get("details") or {}).get("model_version", version)
+    if len(failing) >= policy.accuracy_page_after_days:
+        return "critical"
+    if version is not None and opened_on is not None and version != opened_on:
+        return "critical"
+    return "warning"

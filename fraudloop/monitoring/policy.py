@@ -32,6 +32,17 @@ class MonitoringPolicy:
         0.9,
         "a day's accuracy is judged once this share of labels arrived",
     )
+    resolve_after_healthy: int = setting(
+        "FRAUDLOOP_RESOLVE_AFTER_HEALTHY",
+        2,
+        "a health/drift/accuracy incident resolves after this many healthy partitions in a row",
+    )
+    accuracy_page_after_days: int = setting(
+        "FRAUDLOOP_ACCURACY_PAGE_AFTER_DAYS",
+        3,
+        "accuracy under floor is a warning (the loop retrains by itself) and pages once this "
+        "many days failed, or when a retrained production fails too",
+    )
     retrain_cooldown_hours: int = setting(
         "FRAUDLOOP_RETRAIN_COOLDOWN_HOURS",
         24,
