@@ -47,6 +47,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.exception_handlers import http_exception_handler
@@ -244,7 +245,8 @@ class Decisions(NamedTuple):
         ids = self.transaction_ids
         if not _plain_ids(ids):
             return json.dumps({"request_id": rid, "scores": self.dicts()}).encode()
-        head = '{"request_id": "' + rid + '", "transaction_id": "%s", "score": %r, "decision": "'
+        head = '{"request_id": "' + rid + '", "transaction_id": "%s", "score": %s, "decision": "'
+        scores = float_texts(self.scores)
         if any(isinstance(v, list) for v in (self.thresholds, self.versions, self.roles)) or (
             self.fallback is not False
         ):
@@ -254,7 +256,7 @@ class Decisions(NamedTuple):
             thresholds, versions, roles, fallback = self._columns()
             flags = ["true" if f else "false" for f in fallback]
             values = zip(
-                ids, self.scores, self.decisions, thresholds, versions, roles, flags, strict=True
+                ids, scores, self.decisions, thresholds, versions, roles, flags, strict=True
             )
             body = ", ".join([row % v for v in values])
         else:  # one threshold, version and role: two templates, by decision
@@ -264,9 +266,30 @@ class Decisions(NamedTuple):
             )
             by = {d: head + d.replace("%", "%%") + tail for d in ("approve", "review")}
             body = ", ".join(
-                [by[d] % (i, s) for i, s, d in zip(ids, self.scores, self.decisions, strict=True)]
+                [by[d] % (i, s) for i, s, d in zip(ids, scores, self.decisions, strict=True)]
             )
         return ('{"request_id": "' + rid + '", "scores": [' + body + "]}").encode()
+
+
+def _in_time_order(rows: Rows) -> bool:
+    """Already in (time, id) order (the usual batch): nothing to sort."""
+    steps = np.diff(rows.t)
+    if (steps < 0).any():
+        return False
+    ids = rows.ids
+    return all(ids[i] <= ids[i + 1] for i in np.flatnonzero(steps == 0).tolist())
+
+
+def float_texts(values: list[float]) -> list[str]:
+    """``repr`` of each float (what ``json.dumps`` writes), from msgspec's encoder (~15x
+    faster): its text equals ``repr`` for 0 and for magnitudes in [1e-4, 1] (checked on
+    millions of values), where neither uses an exponent; the rest (a score under 1e-4) go
+    through ``repr``."""
+    texts = msgspec.json.encode(values)[1:-1].decode().split(",") if values else []
+    a = np.abs(np.asarray(values, dtype=np.float64))
+    for i in np.flatnonzero(((a < 1e-4) & (a != 0)) | (a > 1)).tolist():
+        texts[i] = repr(values[i])
+    return texts
 
 
 def _plain_ids(ids: list[str]) -> bool:
@@ -380,8 +403,8 @@ class ScoringService:
         served_ns = time.time_ns()
         n = len(rows)
         self._check_times(rows.t)
-        if n > 1:  # scored in time order (ties by id), answered in input order
-            order = np.lexsort((np.array(rows.ids), rows.t))
+        if n > 1 and not _in_time_order(rows):  # scored in time order (ties by id), answered
+            order = np.lexsort((np.array(rows.ids), rows.t))  # in input order
             matrix = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
             matrix[order] = self._features(rows.take(order))
         else:
