@@ -71,6 +71,8 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+#: decisions spooled as a line each up to this many (single requests); more as one block record
+ROW_LINES_UP_TO = 2
 #: what identifies one decision in the log (readers deduplicate on it)
 DECISION_KEY = ["transaction_id", "model_version", "role"]
 
@@ -273,6 +275,8 @@ class PredictionLog:
         (None otherwise)."""
         block = rows if isinstance(rows, Block) else Block.of_rows(list(rows))
         if self.spool is not None:
+            if block.n <= ROW_LINES_UP_TO:  # a single request: one plain line is cheaper
+                return self.spool.append(block.rows())
             return self.spool.append_record(block.encode(), block.n)
         with self._count_lock:
             self._buffer.append(block)

@@ -81,8 +81,6 @@ DEMO_PSEUDONYM_KEY = b"fraudloop-demo-not-a-secret"
 #: pseudonyms remembered (card and terminal ids), then forgotten all at once
 PSEUDONYM_MEMO = 500_000
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
-#: a decision by whether the score reached the threshold (indexed by a bool array as int8)
-_DECISIONS = np.array(["approve", "review"], dtype=object)
 
 
 class BodyLimit:
@@ -177,7 +175,7 @@ class OffPath:
             model_version=slot.version,
             role=role,
             score=scores.tolist(),
-            decision=_DECISIONS[(scores >= slot.threshold).view(np.int8)].tolist(),
+            decision=["review" if s >= slot.threshold else "approve" for s in scores.tolist()],
             threshold=slot.threshold,
             latency_ms=per_row_ms,
             cpu_ms=cpu_ms,
@@ -468,7 +466,8 @@ class ScoringService:
         latest = time.time_ns() + int(self.config.max_clock_skew_seconds * 1e9)
         # without a state, only a time below int64 (clipped to its minimum) is too old
         oldest = -(2**63) + 1 if first is None else first * HOUR_NS  # the first hour's start
-        if int(times.min()) >= oldest and int(times.max()) <= latest:
+        lo, hi = (int(times[0]),) * 2 if len(times) == 1 else (int(times.min()), int(times.max()))
+        if lo >= oldest and hi <= latest:
             return
         i = int(np.argmax((times < oldest) | (times > latest)))
         if times[i] < oldest:
@@ -553,35 +552,37 @@ class ScoringService:
         n = len(rows)
         prod, c = dep.production, dep.canary
         score_list = scores.tolist()
+        routed = canary.tolist()  # plain lists: a single request pays no numpy call per step
+        fell_list = fallback.tolist()
         threshold: Any
         version: Any
         logged_version: Any
         answered_role: Any
         route: Any
-        if c is None or not canary.any():  # production answers all (the usual case)
+        if c is None or not any(routed):  # production answers all (the usual case)
             threshold = prod.threshold
             version = logged_version = prod.version
             answered_role = route = "production"
-            review = scores >= prod.threshold
+            decisions = ["review" if s >= threshold else "approve" for s in score_list]
             hashes = row_hashes(slot_matrix(prod, matrix))
         else:
-            by_canary = canary & ~fallback
-            by = by_canary.tolist()
+            by = [r and not f for r, f in zip(routed, fell_list, strict=True)]
             threshold = [c.threshold if b else prod.threshold for b in by]
             version = [c.version if b else prod.version for b in by]
-            logged_version = [c.version if r else prod.version for r in canary.tolist()]
+            logged_version = [c.version if r else prod.version for r in routed]
             answered_role = ["canary" if b else "production" for b in by]
-            route = ["canary" if r else "production" for r in canary.tolist()]
-            review = scores >= np.array(threshold)
+            route = ["canary" if r else "production" for r in routed]
+            pairs = zip(score_list, threshold, strict=True)
+            decisions = ["review" if s >= t else "approve" for s, t in pairs]
             hashes = [""] * n
+            by_canary = np.array(by, dtype=bool)
             for slot, which in ((c, by_canary), (prod, ~by_canary)):
                 idx = np.flatnonzero(which)
                 hashed = row_hashes(slot_matrix(slot, matrix[idx])) if len(idx) else []
                 for i, h in zip(idx.tolist(), hashed, strict=True):
                     hashes[i] = h
-        decisions = _DECISIONS[review.view(np.int8)].tolist()
-        fell: Any = fallback.tolist() if fallback.any() else False
-        status: Any = ["fallback" if f else "ok" for f in fell] if fell else "ok"
+        fell: Any = fell_list if any(fell_list) else False
+        status: Any = ["fallback" if f else "ok" for f in fell_list] if fell else "ok"
         block = Block(
             n,
             request_id,
@@ -602,19 +603,24 @@ class ScoringService:
             status,
         )
         m = self.metrics
-        routed = canary.sum() if c is not None else 0
-        for role, slot, count in (("canary", c, routed), ("production", prod, n - routed)):
+        n_canary = routed.count(True) if c is not None else 0
+        for role, slot, count in (("canary", c, n_canary), ("production", prod, n - n_canary)):
             if not count:
                 continue
             version_label = str(slot.version)
             m.predictions.labels(version_label, role).inc(count)
             observe_many(m.latency.labels(version_label, role), ms / 1000, count)
-            mine = canary if role == "canary" else ~canary
-            flagged = int(review.sum() if count == n else (review & mine).sum())
+            if count == n:
+                flagged = decisions.count("review")
+            else:
+                mine = role == "canary"
+                flagged = sum(
+                    1 for r, d in zip(routed, decisions, strict=True) if r == mine and d == "review"
+                )
             if flagged:
                 m.flagged.labels(version_label, role).inc(flagged)
         logged = self.predlog.extend(block) if self.predlog is not None else None
-        if routed:
+        if n_canary:
             idx = np.flatnonzero(canary)
             self.offpath.submit(("control", prod, block.take(idx.tolist()), matrix[idx]))
         if dep.shadow is not None:
