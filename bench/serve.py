@@ -68,9 +68,10 @@ from bench.loadgen import Result, run_constant_rate, run_max_throughput  # noqa:
 from bench.report import Report, arguments  # noqa: E402
 from fraudloop.core.settings import store_env  # noqa: E402
 from fraudloop.core.store import LocalObjectStore  # noqa: E402
-from fraudloop.delivery.contract import BatchRequest, Transaction  # noqa: E402
+from fraudloop.delivery.contract import Transaction  # noqa: E402
 from fraudloop.delivery.prediction_log import PredictionLog, read_predictions  # noqa: E402
 from fraudloop.model.registry import ModelRegistry  # noqa: E402
+from fraudloop.serving import batch_body  # noqa: E402
 from fraudloop.serving.app import ScoringService, row_hashes, slot_matrix  # noqa: E402
 from fraudloop.serving.config import ServeConfig  # noqa: E402
 
@@ -278,11 +279,15 @@ class Timed:
         delattr(self.owner, self.name)
 
 
+PARSE_STAGE = "JSON body into validated columns (batch_body.parse: msgspec + arrays)"
+DECIDE_STAGE = "ScoringService.decide_rows, of which:"
+
+
 def batch_profile(
     service: ScoringService, bodies: list[dict], slot, rows: int = 10_000, reps: int = 6
 ) -> dict:
-    """Where the time of one batch request goes, per row: what FastAPI does before the handler
-    (json.loads, then pydantic validation), the real `ScoringService.decide` with its main steps
+    """Where the time of one batch request goes, per row: the body into columns (the service's
+    own parser, `batch_body.parse`), the real `ScoringService.decide_rows` with its main steps
     timed by wrapping them on this instance (so the profile follows the service's code, not a
     copy of it), the response JSON, and the background prediction-log flush of the rows. Each
     stage also reports the part spent in the garbage collector. Means over the repetitions after
@@ -317,19 +322,17 @@ def batch_profile(
                 LocalObjectStore(Path(scratch.name) / f"s{rep}"), "bench", flush_seconds=3600
             )
             clock(None)
-            obj = json.loads(body)
-            clock("JSON parse of the request (json.loads)")
-            batch = BatchRequest.model_validate(obj)
-            clock("pydantic validation (BatchRequest of Transaction)")
-            decided, _ = service.decide(batch.transactions)
-            wall, in_gc = clock("ScoringService.decide, of which:")
+            columns = batch_body.parse(body)
+            clock(PARSE_STAGE)
+            decided, _ = service.decide_rows(columns)
+            wall, in_gc = clock(DECIDE_STAGE)
             add("  online features (_features)", features.wall, features.gc)
             add("  feature matrix + LightGBM predict (_predict)", predict.wall, predict.gc)
             add("    of which LightGBM Booster.predict (whole batch)", booster.wall, booster.gc)
             add("  answers + log rows + metrics (_answer)", answer.wall, answer.gc)
             top = (features, predict, answer)
             add(
-                "  the rest (records, time-order sort, routing)",
+                "  the rest (time-order sort, routing)",
                 wall - sum(w.wall for w in top),
                 in_gc - sum(w.gc for w in top),
             )
@@ -355,12 +358,7 @@ def batch_profile(
         name: {"us": per_row([w for w, _ in v]), "gc_us": per_row([g for _, g in v])}
         for name, v in stages.items()
     }
-    path = (
-        "JSON parse of the request (json.loads)",
-        "pydantic validation (BatchRequest of Transaction)",
-        "ScoringService.decide, of which:",
-        "JSON of the response",
-    )
+    path = (PARSE_STAGE, DECIDE_STAGE, "JSON of the response")
     return {
         "rows": rows,
         "body_bytes": len(body),

@@ -10,6 +10,7 @@ import random
 import shutil
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -17,7 +18,7 @@ from fraudloop.core.store import LocalObjectStore
 from fraudloop.delivery import rollout
 from fraudloop.delivery.prediction_log import read_predictions
 from fraudloop.model.registry import ModelRegistry
-from fraudloop.serving.app import Decisions
+from fraudloop.serving.app import Decisions, float_texts
 from fraudloop.serving.prometheus import observe_many
 from tests.servers import service_thread, wait_until
 from tests.serving_home import requests_of
@@ -64,6 +65,13 @@ def test_the_batch_json_is_what_json_dumps_writes():
     assert json.loads(odd.json()) == json.loads(
         json.dumps({"request_id": "r1", "scores": odd.dicts()})
     )
+
+
+def test_scores_are_written_as_repr_writes_them():
+    rng = np.random.default_rng(7)
+    values = [0.0, -0.0, 1.0, 1e-4, 9.99e-5, 1e-17, 5e-324, 0.1 + 0.2, 0.9999999999999999]
+    values += rng.random(20_000).tolist() + (10.0 ** rng.uniform(-12, 0, 20_000)).tolist()
+    assert float_texts(values) == [repr(v) for v in values]
 
 
 @pytest.mark.slow

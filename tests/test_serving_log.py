@@ -4,6 +4,7 @@ hours are deleted."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,13 @@ import pytest
 from fraudloop.core.errors import ConfigError
 from fraudloop.core.hours import HOUR_NS
 from fraudloop.core.store import LocalObjectStore
-from fraudloop.delivery.prediction_log import PredictionLog, Pseudonyms, Row, read_predictions
+from fraudloop.delivery.prediction_log import (
+    Block,
+    PredictionLog,
+    Pseudonyms,
+    Row,
+    read_predictions,
+)
 from fraudloop.serving.spool import Spool, claim_spool
 
 T0 = 1_523_000_000 * 10**9 // HOUR_NS * HOUR_NS  # an hour boundary in April 2018
@@ -100,11 +107,17 @@ WRITER = textwrap.dedent(
     """
     import os, signal, sys
     from tests.test_serving_log import rows
+    from fraudloop.delivery.prediction_log import Block
     from fraudloop.serving.spool import Spool, claim_spool
 
     spool = Spool(sys.argv[1], "dead-1")
     for start in range(0, 300, 30):
-        spool.append(rows(30, first=start)).result(timeout=10)  # committed: "answered"
+        part = rows(30, first=start)
+        if sys.argv[3] == "blocks" and start % 60:  # a batch request: one record
+            committed = spool.append_record(Block.of_rows(part).encode(), len(part))
+        else:
+            committed = spool.append(part)
+        committed.result(timeout=10)  # committed: "answered"
     with open(sys.argv[2], "w") as done:
         done.write("300")
     os.kill(os.getpid(), signal.SIGKILL)
@@ -112,10 +125,11 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_spooled_rows_survive_kill_9_and_are_drained_by_the_next_process(tmp_path):
+@pytest.mark.parametrize("records", ["rows", "blocks"])
+def test_spooled_rows_survive_kill_9_and_are_drained_by_the_next_process(tmp_path, records):
     marker = tmp_path / "committed"
     proc = subprocess.run(
-        [sys.executable, "-c", WRITER, str(tmp_path / "spool"), str(marker)],
+        [sys.executable, "-c", WRITER, str(tmp_path / "spool"), str(marker), records],
         cwd=os.getcwd(),
         capture_output=True,
         timeout=60,
@@ -125,8 +139,9 @@ def test_spooled_rows_survive_kill_9_and_are_drained_by_the_next_process(tmp_pat
     leftovers = list((tmp_path / "spool").glob("*.open"))
     assert len(leftovers) == 1  # the killed process's segment, never closed
     # a torn last line (the kill hit mid-write; that request was never answered) is skipped
+    torn = Block.of_rows(rows(5, first=900)).encode()[:-40]
     with leftovers[0].open("ab") as segment:
-        segment.write(b'["req","T-torn"')
+        segment.write(b'["req","T-torn"' if records == "rows" else torn)
     store = LocalObjectStore(tmp_path / "home")
     plog = PredictionLog(store, "next-1", spool=Spool(tmp_path / "spool", "next-1"))
     assert plog.flush() == 300
@@ -156,6 +171,38 @@ def test_a_spool_directory_has_one_owner_and_a_restart_takes_the_free_slot(tmp_p
     for spool in (b, again):
         spool.close()
         spool.release()
+
+
+def test_a_block_record_holds_its_rows_exactly():
+    odd = rows(4)
+    odd[1] = odd[1]._replace(transaction_id="has space", score=0.1 + 0.2, amount=1e-300)
+    odd[2] = odd[2]._replace(feature_hash="", tx_ns=-(2**62))
+    block = Block.of_rows(odd)
+    shared = block._replace(request_id="one", model_version=3, role="canary", status="ok")
+    for b in (block, shared):
+        decoded = Block.decode(json.loads(b.encode()))
+        assert decoded.rows() == b.rows()
+        assert [type(v) for v in decoded.rows()[1]] == [type(v) for v in b.rows()[1]]
+    assert shared.take([3, 0]).rows() == [shared.rows()[3], shared.rows()[0]]
+
+
+def test_a_segment_of_rows_and_blocks_is_drained_in_order_once(tmp_path):
+    store = LocalObjectStore(tmp_path / "home")
+    spool = Spool(tmp_path / "spool", "mix-1")
+    plog = PredictionLog(store, "mix-1", spool=spool)
+    plog.extend(rows(3)).result(timeout=10)
+    plog.extend(Block.of_rows(rows(7, first=3))).result(timeout=10)
+    spool.append(rows(2, first=10)).result(timeout=10)
+    assert plog.buffered == 12
+    assert plog.flush() == 12 and plog.buffered == 0
+    log = read_predictions(store, dedupe=False)
+    assert sorted(log["transaction_id"]) == sorted(f"T{i}" for i in range(12))
+    expected = rows(3) + rows(7, first=3) + rows(2, first=10)
+    by_id = {r.transaction_id: r for r in expected}
+    for got in log.to_dict("records"):
+        want = by_id[got["transaction_id"]]
+        assert (got["amount"], got["tx_datetime"].value) == (want.amount, want.tx_ns)
+    plog.close()
 
 
 def test_pseudonyms_are_keyed_and_stable():

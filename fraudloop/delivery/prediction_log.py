@@ -20,15 +20,17 @@ older than ``retention_hours`` before the newest one logged.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
+import json
 import logging
 import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -69,6 +71,8 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+#: decisions spooled as a line each up to this many (single requests); more as one block record
+ROW_LINES_UP_TO = 2
 #: what identifies one decision in the log (readers deduplicate on it)
 DECISION_KEY = ["transaction_id", "model_version", "role"]
 
@@ -94,34 +98,128 @@ class Row(NamedTuple):
     status: str
 
 
-def _table(rows: list[Row], instance: str) -> pa.Table:
-    arrays = dict(zip(Row._fields, zip(*rows, strict=True), strict=True))
-    return pa.table(
-        {
-            "request_id": pa.array(arrays["request_id"], pa.string()),
-            "transaction_id": pa.array(arrays["transaction_id"], pa.string()),
-            "customer_id": pa.array(arrays["customer_id"], pa.string()),
-            "terminal_id": pa.array(arrays["terminal_id"], pa.string()),
-            "tx_datetime": pa.array(np.array(arrays["tx_ns"], dtype="int64"), pa.int64()).cast(
-                pa.timestamp("ns", tz="UTC")
-            ),
-            "amount": pa.array(arrays["amount"], pa.float64()),
-            "served_at": pa.array(np.array(arrays["served_ns"], dtype="int64"), pa.int64()).cast(
-                pa.timestamp("ns", tz="UTC")
-            ),
-            "model_version": pa.array(arrays["model_version"], pa.int64()),
-            "role": pa.array(arrays["role"], pa.string()),
-            "score": pa.array(arrays["score"], pa.float64()),
-            "decision": pa.array(arrays["decision"], pa.string()),
-            "threshold": pa.array(arrays["threshold"], pa.float64()),
-            "latency_ms": pa.array(arrays["latency_ms"], pa.float64()),
-            "cpu_ms": pa.array(arrays["cpu_ms"], pa.float64()),
-            "feature_hash": pa.array(arrays["feature_hash"], pa.string()),
-            "status": pa.array(arrays["status"], pa.string()),
-            "instance": pa.array([instance] * len(rows), pa.string()),
-        },
-        schema=SCHEMA,
+_STRINGS = frozenset(
+    (
+        "request_id",
+        "transaction_id",
+        "customer_id",
+        "terminal_id",
+        "role",
+        "decision",
+        "feature_hash",
+        "status",
     )
+)
+_INTS = frozenset(("tx_ns", "served_ns", "model_version"))
+_ARROW = {
+    "tx_ns": pa.timestamp("ns", tz="UTC"),
+    "served_ns": pa.timestamp("ns", tz="UTC"),
+    "model_version": pa.int64(),
+    **{name: pa.float64() for name in ("amount", "score", "threshold", "latency_ms", "cpu_ms")},
+    **{name: pa.string() for name in _STRINGS},
+}
+_FILE_NAME = {"tx_ns": "tx_datetime", "served_ns": "served_at"}
+
+
+class Block(NamedTuple):
+    """Decisions as columns, :class:`Row`'s fields: each a list (one value per row) or a single
+    value that every row shares (the request id, the answering version...). A batch request is
+    logged as one block: one spool record, no object per row."""
+
+    n: int
+    request_id: Any
+    transaction_id: Any
+    customer_id: Any
+    terminal_id: Any
+    tx_ns: Any
+    amount: Any
+    served_ns: Any
+    model_version: Any
+    role: Any
+    score: Any
+    decision: Any
+    threshold: Any
+    latency_ms: Any
+    cpu_ms: Any
+    feature_hash: Any
+    status: Any
+
+    @classmethod
+    def of_rows(cls, rows: list[Row]) -> Block:
+        columns = [list(c) for c in zip(*rows, strict=True)] or [[] for _ in Row._fields]
+        return cls(len(rows), *columns)
+
+    def column(self, name: str) -> list:
+        value = getattr(self, name)
+        return value if isinstance(value, list) else [value] * self.n
+
+    def rows(self) -> list[Row]:
+        return [Row(*values) for values in zip(*map(self.column, Row._fields), strict=True)]
+
+    def take(self, idx: list[int]) -> Block:
+        """The rows at ``idx``."""
+        picked = {
+            name: [value[i] for i in idx] if isinstance(value, list) else value
+            for name, value in zip(Row._fields, self[1:], strict=True)
+        }
+        return Block(len(idx), **picked)
+
+    def table(self, instance: str) -> pa.Table:
+        arrays = {}
+        for name in Row._fields:
+            values = self.column(name)
+            if name in _INTS:
+                data = pa.array(np.asarray(values, dtype="int64"), pa.int64())
+                data = data.cast(_ARROW[name]) if name in _FILE_NAME else data
+            else:
+                data = pa.array(values, _ARROW[name])
+            arrays[_FILE_NAME.get(name, name)] = data
+        arrays["instance"] = pa.array([instance] * self.n, pa.string())
+        return pa.table(arrays, schema=SCHEMA)
+
+    # ---- one spool record
+    def encode(self) -> bytes:
+        """One JSON line (the spool's record): numbers as little-endian bytes in base64
+        (exact), strings joined by a space when none holds one, shared values once."""
+        out: dict[str, Any] = {}
+        for name in Row._fields:
+            value = getattr(self, name)
+            if not isinstance(value, list):
+                out[name] = {"v": value}
+            elif name in _INTS:
+                out[name] = {"i8": _b64(np.asarray(value, dtype="<i8"))}
+            elif name in _STRINGS:
+                joined = " ".join(value)
+                ok = self.n > 0 and joined.count(" ") == self.n - 1
+                out[name] = {"s": joined} if ok else {"l": value}
+            else:
+                out[name] = {"f8": _b64(np.asarray(value, dtype="<f8"))}
+        return json.dumps({"block": self.n, "c": out}, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def decode(cls, record: dict) -> Block:
+        columns = []
+        for name in Row._fields:
+            (kind, value), *_ = record["c"][name].items()
+            if kind == "i8":
+                value = np.frombuffer(base64.b64decode(value), "<i8").tolist()
+            elif kind == "f8":
+                value = np.frombuffer(base64.b64decode(value), "<f8").tolist()
+            elif kind == "s":
+                value = value.split(" ")
+            columns.append(value)
+        return cls(record["block"], *columns)
+
+
+def _b64(values: np.ndarray) -> str:
+    return base64.b64encode(values.tobytes()).decode()
+
+
+def _table(blocks: list[Block], instance: str) -> pa.Table:
+    if len(blocks) == 1:
+        return blocks[0].table(instance)
+    columns = [[v for b in blocks for v in b.column(name)] for name in Row._fields]
+    return Block(sum(b.n for b in blocks), *columns).table(instance)
 
 
 class PredictionLog:
@@ -152,14 +250,16 @@ class PredictionLog:
         #: a :class:`fraudloop.serving.spool.Spool`: rows are durable there before the store
         self.spool = spool
         self.retention_hours = retention_hours
-        self._buffer: list[Row] = []
-        self._failed: list[tuple[str, list[Row]]] = []  # (key stem, rows), retried as they are
+        self._buffer: list[Block] = []
+        self._failed: list[tuple[str, list[Block]]] = []  # (key stem, blocks), retried as they are
         self._flush_lock = threading.Lock()  # one flush at a time; appends never wait for it
         self._seq = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._newest_hour = ""
+        self._pending_rows = 0  # in _buffer
+        self._count_lock = threading.Lock()  # _buffer and its row count, together
         self.rows_written = 0
         self.files_written = 0
         self.rows_dropped = 0
@@ -170,13 +270,19 @@ class PredictionLog:
     def append(self, row: Row) -> None:
         self.extend([row])
 
-    def extend(self, rows: Iterable[Row]):
-        """Log ``rows``; with a spool, returns the future of their fsync (None otherwise)."""
-        rows = list(rows)
+    def extend(self, rows: Iterable[Row] | Block):
+        """Log ``rows`` (or a block of them); with a spool, returns the future of their fsync
+        (None otherwise)."""
+        block = rows if isinstance(rows, Block) else Block.of_rows(list(rows))
         if self.spool is not None:
-            return self.spool.append(rows)
-        self._buffer.extend(rows)
-        if len(self._buffer) >= self.flush_rows:
+            if block.n <= ROW_LINES_UP_TO:  # a single request: one plain line is cheaper
+                return self.spool.append(block.rows())
+            return self.spool.append_record(block.encode(), block.n)
+        with self._count_lock:
+            self._buffer.append(block)
+            self._pending_rows += block.n
+            full = self._pending_rows >= self.flush_rows
+        if full:
             self._wake.set()
         return None
 
@@ -185,7 +291,7 @@ class PredictionLog:
         """Rows not yet in the store (in memory, or spooled and not drained)."""
         if self.spool is not None:
             return max(self.spool.rows_appended - self.rows_written, 0)
-        return len(self._buffer) + sum(len(rows) for _, rows in self._failed)
+        return self._pending_rows + sum(_rows(blocks) for _, blocks in self._failed)
 
     # ---- background
     def start(self) -> None:
@@ -225,15 +331,16 @@ class PredictionLog:
         with self._flush_lock:
             if self.spool is not None:
                 return self._drain_spool()
-            rows, self._buffer = self._buffer, []  # atomic under the GIL
-            if rows:
+            with self._count_lock:
+                blocks, self._buffer, self._pending_rows = self._buffer, [], 0
+            if blocks:
                 self._seq += 1
-                self._failed.append((f"{self.instance}-{self._seq:08d}", rows))
+                self._failed.append((f"{self.instance}-{self._seq:08d}", blocks))
             written = 0
             while self._failed:
-                stem, rows = self._failed[0]
+                stem, blocks = self._failed[0]
                 try:
-                    written += self._write(rows, stem, self.instance)
+                    written += self._write(blocks, stem, self.instance)
                 except Exception:
                     self.write_errors += 1
                     self._bound_failed()
@@ -242,27 +349,29 @@ class PredictionLog:
             return written
 
     def _bound_failed(self) -> None:
-        while sum(len(r) for _, r in self._failed) > self.max_buffer_rows and self._failed:
-            self.rows_dropped += len(self._failed.pop(0)[1])
+        while sum(_rows(b) for _, b in self._failed) > self.max_buffer_rows and self._failed:
+            self.rows_dropped += _rows(self._failed.pop(0)[1])
 
     def _drain_spool(self) -> int:
         written = 0
         for segment in self.spool.rotate():
             stem = segment.name.rsplit(".", 1)[0]  # <instance>-<seq>
-            rows = [Row(*values) for values in self.spool.read(segment)]
-            if rows:
+            blocks = _blocks(self.spool.read(segment))
+            if blocks:
                 try:
-                    written += self._write(rows, stem, stem.rsplit("-", 1)[0])
+                    written += self._write(blocks, stem, stem.rsplit("-", 1)[0])
                 except Exception:
                     self.write_errors += 1
                     raise
             self.spool.remove(segment)
         return written
 
-    def _write(self, rows: list[Row], stem: str, instance: str) -> int:
-        table = _table(rows, instance)
+    def _write(self, blocks: list[Block], stem: str, instance: str) -> int:
+        table = _table(blocks, instance)
+        rows = table.num_rows
         # hour numbers, formatted once per hour (formatting every row's time cost ~4 us a row)
-        codes, numbers = pd.factorize(np.array([r.tx_ns for r in rows], dtype="int64") // HOUR_NS)
+        times = table.column("tx_datetime").cast(pa.int64()).to_numpy()
+        codes, numbers = pd.factorize(times // HOUR_NS)
         uniques = [
             pd.Timestamp(int(h) * HOUR_NS, tz="UTC").strftime(HOUR_KEY_FORMAT) for h in numbers
         ]
@@ -272,9 +381,9 @@ class PredictionLog:
             pq.write_table(part, sink, compression="zstd")
             self.store.put_bytes(f"{PREFIX}/{hour}/{stem}.parquet", sink.getvalue())
             self.files_written += 1
-        self.rows_written += len(rows)
+        self.rows_written += rows
         self._retain(max(uniques))
-        return len(rows)
+        return rows
 
     def _retain(self, newest: str) -> None:
         """Delete hours older than ``retention_hours`` before the newest logged hour (counted
@@ -291,6 +400,27 @@ class PredictionLog:
             if hour < cutoff:  # hour keys sort as time
                 self.store.delete(info.key)
                 self.hours_deleted += 1
+
+
+def _rows(blocks: list[Block]) -> int:
+    return sum(b.n for b in blocks)
+
+
+def _blocks(records: list) -> list[Block]:
+    """A spool segment's records (a row as a list, a block as a dict) as blocks, in order."""
+    out: list[Block] = []
+    rows: list[Row] = []
+    for record in records:
+        if isinstance(record, dict):
+            if rows:
+                out.append(Block.of_rows(rows))
+                rows = []
+            out.append(Block.decode(record))
+        else:
+            rows.append(Row(*record))
+    if rows:
+        out.append(Block.of_rows(rows))
+    return [b for b in out if b.n]
 
 
 class Pseudonyms:

@@ -18,20 +18,24 @@ order, each row observed before the next is read:
 - the arithmetic of ``assemble`` is repeated with numpy operations that round as Python's do
   (IEEE double, one operation at a time).
 
-Stores gather the per-entity inputs (:class:`BatchInputs`) in their own way; the in-process one is
-:func:`inputs_from_store`, the Redis one builds them from one script reply. A test holds this
-module to the row-by-row path on both stores.
+A batch comes as :class:`Rows` (columns, no dict per row). Stores gather the per-entity inputs
+in their own way (the in-process one in :func:`gather`, the Redis one from one script reply) and
+both build them with :meth:`BatchInputs.from_rows`. A test holds this module to the row-by-row
+path on both stores.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from fraudloop.core.hours import DAY_NS, HOUR_NS, SECOND_NS
 from fraudloop.features.compute import FEATURE_NAMES, ZSCORE_MIN_RELATIVE_STD
+from fraudloop.features.online import tx_time_ns
 from fraudloop.features.state import (
     CUSTOMER_HORIZON_HOURS,
     CUSTOMER_WINDOW_HOURS,
@@ -48,6 +52,101 @@ HOUR_OFFSET = 1 << 31
 MAX_PAIRS = 4_000_000
 _I8 = np.int64
 _F8 = np.float64
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Transactions as columns: what a batch is on its way through the service (parsed from the
+    request body into these, never into a dict per row). ``t`` is int64 nanoseconds; ``amounts``
+    are the Python floats a row's dict would hold (identities are formatted from them)."""
+
+    ids: list[str]
+    t: np.ndarray
+    cids: list[str]
+    tids: list[str]
+    amounts: list[float]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of(cls, txs: Sequence[dict[str, Any]]) -> Rows:
+        """Columns of transaction dicts (``transaction_id``, ``tx_datetime``, ...)."""
+        return cls(
+            [str(tx["transaction_id"]) for tx in txs],
+            np.array([tx_time_ns(tx["tx_datetime"]) for tx in txs], dtype=_I8),
+            [str(tx["customer_id"]) for tx in txs],
+            [str(tx["terminal_id"]) for tx in txs],
+            [float(tx["amount"]) for tx in txs],
+        )
+
+    def take(self, idx: np.ndarray) -> Rows:
+        at = idx.tolist()
+        return Rows(
+            [self.ids[i] for i in at],
+            self.t[idx],
+            [self.cids[i] for i in at],
+            [self.tids[i] for i in at],
+            [self.amounts[i] for i in at],
+        )
+
+    def part(self, start: int, stop: int) -> Rows:
+        return Rows(
+            self.ids[start:stop],
+            self.t[start:stop],
+            self.cids[start:stop],
+            self.tids[start:stop],
+            self.amounts[start:stop],
+        )
+
+    def dicts(self, at: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Rows as the dicts the row-by-row paths take (all, or those at ``at``)."""
+        times = self.t.tolist()
+        return [
+            {
+                "transaction_id": self.ids[i],
+                "tx_datetime": times[i],
+                "customer_id": self.cids[i],
+                "terminal_id": self.tids[i],
+                "amount": self.amounts[i],
+            }
+            for i in (range(len(self.ids)) if at is None else at)
+        ]
+
+    def identities(self) -> list[str]:
+        """:func:`~fraudloop.features.online.identity` of each row."""
+        return identities(self.ids, self.t.tolist(), self.cids, self.tids, self.amounts)
+
+
+def as_rows(txs: Rows | Sequence[dict[str, Any]]) -> Rows:
+    return txs if isinstance(txs, Rows) else Rows.of(txs)
+
+
+@dataclass(frozen=True)
+class Entities:
+    """A batch's cards, terminals and (card, terminal) pairs, each row coded by its index among
+    the unique ones (first-seen order)."""
+
+    cu: np.ndarray
+    cards: list[str]
+    tu: np.ndarray
+    terms: list[str]
+    pu: np.ndarray
+    pairs: list[tuple[int, int]]  # (card index, terminal index) of each unique pair
+
+    @classmethod
+    def of(cls, cids: list[str], tids: list[str]) -> Entities:
+        import pandas as pd
+
+        cu, cards = pd.factorize(np.asarray(cids, dtype=object))
+        tu, terms = pd.factorize(np.asarray(tids, dtype=object))
+        cu, tu = cu.astype(_I8), tu.astype(_I8)
+        nt = len(terms)
+        pu, codes = pd.factorize(cu * nt + tu)
+        codes = np.asarray(codes, dtype=_I8)
+        div = max(nt, 1)
+        pairs = list(zip((codes // div).tolist(), (codes % div).tolist(), strict=True))
+        return cls(cu, cards.tolist(), tu, terms.tolist(), pu.astype(_I8), pairs)
 
 
 @dataclass
@@ -94,6 +193,70 @@ class BatchInputs:
     tf: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     p_seen: np.ndarray
     label_delay_hours: int
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Rows,
+        entities: Entities,
+        fresh: np.ndarray,
+        *,
+        cards: Flat,
+        c_lo: np.ndarray,
+        c_hi: np.ndarray,
+        c_last: np.ndarray,
+        c_obs: np.ndarray,
+        c_obs_n: np.ndarray,
+        co: list,
+        terminals: Flat,
+        t_lo: np.ndarray,
+        t_hi: np.ndarray,
+        to: list,
+        tf: list,
+        p_seen: np.ndarray,
+        label_delay_hours: int,
+    ) -> BatchInputs:
+        """The inputs of a batch from what a store gathered: per unique card its loaded rows'
+        bounds in ``cards`` (a card's segment is its first row), latest loaded time and overlay
+        entries (``co``: (hour, time, amount, small) per entry, any numeric or bytes type); per
+        unique terminal likewise with ``to`` (terminal index, hour, count) and ``tf``
+        (terminal index, tx hour, known from, known until); per unique pair ``p_seen``."""
+        co_cols = _columns(co, (_I8, _I8, _F8, _I8))
+        return cls(
+            t=rows.t,
+            amount=np.asarray(rows.amounts, _F8),
+            cu=entities.cu,
+            tu=entities.tu,
+            pu=entities.pu,
+            fresh=np.asarray(fresh, bool),
+            cards=cards,
+            c_seg=c_lo,
+            c_lo=c_lo,
+            c_hi=c_hi,
+            c_last=c_last,
+            c_obs=c_obs,
+            c_obs_n=c_obs_n,
+            co=co_cols,
+            terminals=terminals,
+            t_seg=t_lo,
+            t_lo=t_lo,
+            t_hi=t_hi,
+            to=_columns(to, (_I8,) * 3),
+            tf=_columns(tf, (_I8,) * 4),
+            p_seen=p_seen,
+            label_delay_hours=int(label_delay_hours),
+        )
+
+
+def _columns(entries: list, dtypes: tuple) -> tuple[np.ndarray, ...]:
+    """Columns of a list of equal-length entries, each column as its dtype."""
+    if not entries:
+        return tuple(np.zeros(0, dt) for dt in dtypes)
+    if all(dt is _I8 for dt in dtypes):
+        table = np.array(entries, _I8).reshape(-1, len(dtypes))
+        return tuple(table[:, k] for k in range(len(dtypes)))
+    table = np.array(entries, dtype=object).reshape(-1, len(dtypes))
+    return tuple(table[:, k].astype(dt) for k, dt in enumerate(dtypes))
 
 
 def flat(segment_starts: np.ndarray, lengths: np.ndarray, hours: np.ndarray, *cols) -> Flat:
@@ -352,9 +515,10 @@ def identities(ids: list[str], t: list[int], cids: list[str], tids: list[str], a
     ]
 
 
-def observe(online, rows: np.ndarray, t: np.ndarray, amounts, cids, tids) -> None:
-    """``OnlineFeatureStore.observe`` of the batch's rows ``rows`` (in order), without a call,
+def observe(online, rows: Rows, at: np.ndarray) -> None:
+    """``OnlineFeatureStore.observe`` of the batch's rows ``at`` (in order), without a call,
     a dict lookup of the transaction and a time conversion per row."""
+    t, amounts, cids, tids = rows.t, rows.amounts, rows.cids, rows.tids
     obs_c, obs_pairs, obs_pair_n, obs_t = (
         online._obs_c,
         online._obs_pairs,
@@ -363,7 +527,7 @@ def observe(online, rows: np.ndarray, t: np.ndarray, amounts, cids, tids) -> Non
     )
     hours = (t // HOUR_NS).tolist()
     times = t.tolist()
-    for i in rows.tolist():
+    for i in at.tolist():
         cid, tid, hour, amount = cids[i], tids[i], hours[i], amounts[i]
         entry = (hour, times[i], amount, 1 if amount < SMALL_AMOUNT else 0)
         entries = obs_c.get(cid)
@@ -379,26 +543,18 @@ def observe(online, rows: np.ndarray, t: np.ndarray, amounts, cids, tids) -> Non
             obs_t[tid] = {hour: 1}
         else:
             counts[hour] = counts.get(hour, 0) + 1
-    online.observed += len(rows)
+    online.observed += len(at)
 
 
-def gather(arrays: StoreArrays, t, amount, cids, tids, fresh) -> BatchInputs:
+def gather(arrays: StoreArrays, rows: Rows, entities: Entities, fresh) -> BatchInputs:
     """The batch's inputs from the in-process store (its overlay as it is now)."""
-    import pandas as pd
-
     online = arrays.online
-    cu, cards = pd.factorize(np.asarray(cids, dtype=object))
-    tu, terms = pd.factorize(np.asarray(tids, dtype=object))
-    cu, tu = cu.astype(_I8), tu.astype(_I8)
-    pu, pairs = pd.factorize(cu * len(terms) + tu)
-    pu = pu.astype(_I8)
-
     c_range, c_last, obs_c = online._c_range, online._c_last, online._obs_c
-    nc = len(cards)
+    nc = len(entities.cards)
     c_lo, c_hi, c_last_a = np.zeros(nc, _I8), np.zeros(nc, _I8), np.full(nc, NO_TIME, _I8)
     c_obs, c_obs_n = np.zeros(nc, _I8), np.zeros(nc, _I8)
     co: list = []
-    for u, cid in enumerate(cards.tolist()):
+    for u, cid in enumerate(entities.cards):
         r = c_range.get(cid)
         if r is not None:
             c_lo[u], c_hi[u] = r
@@ -407,14 +563,13 @@ def gather(arrays: StoreArrays, t, amount, cids, tids, fresh) -> BatchInputs:
         if entries:
             c_obs[u], c_obs_n[u] = len(co), len(entries)
             co.extend(entries)
-    co_arr = np.array(co, dtype=object).reshape(-1, 4) if co else np.zeros((0, 4), dtype=object)
 
     t_range, obs_t, t_frauds = online._t_range, online._obs_t, online._t_frauds
-    nt = len(terms)
+    nt = len(entities.terms)
     t_lo, t_hi = np.zeros(nt, _I8), np.zeros(nt, _I8)
     to: list = []
     tf: list = []
-    for u, tid in enumerate(terms.tolist()):
+    for u, tid in enumerate(entities.terms):
         r = t_range.get(tid)
         if r is not None:
             t_lo[u], t_hi[u] = r
@@ -426,43 +581,31 @@ def gather(arrays: StoreArrays, t, amount, cids, tids, fresh) -> BatchInputs:
             tf.extend((u, *seg) for seg in segs)
 
     obs_pairs, known = online._obs_pairs, online._pairs
-    p_seen = np.full(len(pairs), NO_TIME, _I8)
-    cards_l, terms_l = cards.tolist(), terms.tolist()
-    for p, code in enumerate(pairs.tolist()):
-        cid, tid = cards_l[code // nt], terms_l[code % nt]
+    p_seen = np.full(len(entities.pairs), NO_TIME, _I8)
+    cards_l, terms_l = entities.cards, entities.terms
+    for p, (cu, tu) in enumerate(entities.pairs):
+        cid, tid = cards_l[cu], terms_l[tu]
         h = obs_pairs.get((cid, tid))
         if h is None:
             h = known.get(cid, {}).get(tid)
         if h is not None:
             p_seen[p] = h
-    to_a = np.array(to, _I8).reshape(-1, 3)
-    tf_a = np.array(tf, _I8).reshape(-1, 4)
-    return BatchInputs(
-        t=np.asarray(t, _I8),
-        amount=np.asarray(amount, _F8),
-        cu=cu,
-        tu=tu,
-        pu=pu,
-        fresh=np.asarray(fresh, bool),
+    return BatchInputs.from_rows(
+        rows,
+        entities,
+        fresh,
         cards=arrays.cards,
-        c_seg=c_lo,
         c_lo=c_lo,
         c_hi=c_hi,
         c_last=c_last_a,
         c_obs=c_obs,
         c_obs_n=c_obs_n,
-        co=(
-            co_arr[:, 0].astype(_I8),
-            co_arr[:, 1].astype(_I8),
-            co_arr[:, 2].astype(_F8),
-            co_arr[:, 3].astype(_I8),
-        ),
+        co=co,
         terminals=arrays.terminals,
-        t_seg=t_lo,
         t_lo=t_lo,
         t_hi=t_hi,
-        to=(to_a[:, 0], to_a[:, 1], to_a[:, 2]),
-        tf=(tf_a[:, 0], tf_a[:, 1], tf_a[:, 2], tf_a[:, 3]),
+        to=to,
+        tf=tf,
         p_seen=p_seen,
         label_delay_hours=online.label_delay_hours,
     )

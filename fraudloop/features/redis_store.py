@@ -62,6 +62,11 @@ from fraudloop.features.state import NO_TIME, SMALL_AMOUNT
 # Lua helpers shared by the scripts. Values stay strings in Lua (a nanosecond time does not fit
 # a Lua double); only hours are compared as numbers. Fields are joined with '|', which no id has.
 _LUA_COMMON = """
+-- the served version, its first scorable hour (a number or nil) and its label delay
+local function served(current)
+  local cur = redis.call('HMGET', current, 'version', 'first_hour', 'label_delay_hours')
+  return cur[1], tonumber(cur[2]), cur[3]
+end
 local function split(entry)
   local f = {}
   for part in string.gmatch(entry, '([^|]+)') do f[#f + 1] = part end
@@ -101,10 +106,8 @@ end
 _SCORE = (
     _LUA_COMMON
     + """
-local cur = redis.call('HMGET', KEYS[1], 'version', 'first_hour', 'label_delay_hours')
-local v = cur[1]
+local v, first, delay = served(KEYS[1])
 if not v then return {'none'} end
-local first = tonumber(cur[2])
 local hour = ARGV[5]
 if first and tonumber(hour) < first then return {'old', v} end
 local base = ARGV[1] .. ':v:' .. v .. ':'
@@ -132,7 +135,7 @@ if fresh == 1 then
     end
   end
 end
-return {v, cur[3], c[1], c[2], term, table.concat(oc, ';'), op, table.concat(ot, ';'), fresh}
+return {v, delay, c[1], c[2], term, table.concat(oc, ';'), op, table.concat(ot, ';'), fresh}
 """
 )
 
@@ -145,10 +148,8 @@ return {v, cur[3], c[1], c[2], term, table.concat(oc, ';'), op, table.concat(ot,
 _SCORE_MANY = (
     _LUA_COMMON
     + """
-local cur = redis.call('HMGET', KEYS[1], 'version', 'first_hour', 'label_delay_hours')
-local v = cur[1]
+local v, first, delay = served(KEYS[1])
 if not v then return {'none'} end
-local first = tonumber(cur[2])
 local nc, nt, np, n = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local cards, terms = {}, {}
 local a = 7
@@ -163,7 +164,7 @@ if first then
 end
 if redis.call('LLEN', KEYS[2]) + n > tonumber(ARGV[2]) then return {'full', v} end
 local base = ARGV[1] .. ':v:' .. v .. ':'
-local out = {v, cur[3]}
+local out = {v, delay}
 for i = 1, nc do
   out[#out + 1] = redis.call('HGET', base .. 'c:' .. cards[i], '|')
   out[#out + 1] = table.concat(redis.call('LRANGE', base .. 'oc:' .. cards[i], 0, -1), ';')
@@ -324,38 +325,38 @@ class RedisOnlineStore:
             replies = pipe.execute()
         return [self._features(call, reply) for call, reply in zip(calls, replies, strict=True)]
 
-    def features_and_observe_matrix(self, txs: Sequence[dict[str, Any]]) -> np.ndarray:
-        """:meth:`features_and_observe` as a (transactions x ``FEATURE_NAMES``) matrix, a batch
-        in one script call per :data:`BATCH_CHUNK` rows, its features computed as arrays
-        (:mod:`fraudloop.features.online_batch`): what the rows one by one would give."""
+    def features_and_observe_matrix(
+        self, txs: online_batch.Rows | Sequence[dict[str, Any]]
+    ) -> np.ndarray:
+        """:meth:`features_and_observe` as a (transactions x ``FEATURE_NAMES``) matrix (columns
+        or dicts), a batch in one script call per :data:`BATCH_CHUNK` rows, its features
+        computed as arrays (:mod:`fraudloop.features.online_batch`): what the rows one by one
+        would give."""
         if len(txs) < VECTOR_MIN_ROWS:
-            return _matrix(self.features_and_observe(txs))
-        parts = [self._batch(txs[i : i + BATCH_CHUNK]) for i in range(0, len(txs), BATCH_CHUNK)]
+            dicts = txs.dicts() if isinstance(txs, online_batch.Rows) else txs
+            return _matrix(self.features_and_observe(dicts))
+        rows = online_batch.as_rows(txs)
+        parts = [
+            self._batch(rows.part(i, i + BATCH_CHUNK)) for i in range(0, len(rows), BATCH_CHUNK)
+        ]
         return parts[0] if len(parts) == 1 else np.vstack(parts)
 
-    def _batch(self, txs: Sequence[dict[str, Any]]) -> np.ndarray:
-        import pandas as pd
-
-        n = len(txs)
-        t = np.array([tx_time_ns(tx["tx_datetime"]) for tx in txs], dtype=np.int64)
-        amounts = [float(tx["amount"]) for tx in txs]
-        cids = [str(tx["customer_id"]) for tx in txs]
-        tids = [str(tx["terminal_id"]) for tx in txs]
-        cu, cards = pd.factorize(np.array(cids, dtype=object))
-        tu, terms = pd.factorize(np.array(tids, dtype=object))
-        nt = len(terms)
-        pu, pairs = pd.factorize(cu.astype(np.int64) * nt + tu)
-        hours = (t // HOUR_NS).tolist()
-        args: list = [self.ns, self.max_observed, len(cards), nt, len(pairs), n]
-        args += cards.tolist() + terms.tolist()
-        for code in pairs.tolist():
-            args += (code // nt + 1, code % nt + 1)
-        times = t.tolist()
-        keys = online_batch.identities(
-            [str(tx["transaction_id"]) for tx in txs], times, cids, tids, amounts
-        )
+    def _batch(self, rows: online_batch.Rows) -> np.ndarray:
+        ent = online_batch.Entities.of(rows.cids, rows.tids)
+        hours = (rows.t // HOUR_NS).tolist()
+        args: list = [self.ns, self.max_observed, len(ent.cards), len(ent.terms), len(ent.pairs)]
+        args += [len(rows), *ent.cards, *ent.terms]
+        for c, te in ent.pairs:
+            args += (c + 1, te + 1)
+        amounts = rows.amounts
         for key, c, te, h, ti, am in zip(
-            keys, (cu + 1).tolist(), (tu + 1).tolist(), hours, times, amounts, strict=True
+            rows.identities(),
+            (ent.cu + 1).tolist(),
+            (ent.tu + 1).tolist(),
+            hours,
+            rows.t.tolist(),
+            amounts,
+            strict=True,
         ):
             args += (key, c, te, h, ti, repr(am), 1 if am < SMALL_AMOUNT else 0)
         k = self.keys
@@ -364,10 +365,8 @@ class RedisOnlineStore:
         if status == b"none":
             raise NotLoaded("no online feature state is loaded in Redis")
         if status in (b"old", b"full"):  # what the arrays do not model: row by row
-            return _matrix(self.features_and_observe(txs))
-        return online_batch.features(
-            _batch_inputs(reply, len(cards), nt, len(pairs), t, amounts, cu, tu, pu)
-        )
+            return _matrix(self.features_and_observe(rows.dicts()))
+        return online_batch.features(_batch_inputs(reply, rows, ent))
 
     @staticmethod
     def _args(tx: dict[str, Any]) -> tuple:
@@ -482,9 +481,10 @@ def _matrix(dicts: list[dict[str, float]]) -> np.ndarray:
     )
 
 
-def _batch_inputs(reply, nc, nt, n_pairs, t, amounts, cu, tu, pu) -> online_batch.BatchInputs:
+def _batch_inputs(reply, rows: online_batch.Rows, ent: online_batch.Entities):
     """The batch script's reply as the inputs of :func:`online_batch.features`."""
     i8, f8 = np.int64, np.float64
+    nc, nt = len(ent.cards), len(ent.terms)
     at = 2
     c_lo, c_hi = np.zeros(nc, i8), np.zeros(nc, i8)
     c_last, c_obs, c_obs_n = np.full(nc, NO_TIME, i8), np.zeros(nc, i8), np.zeros(nc, i8)
@@ -517,7 +517,6 @@ def _batch_inputs(reply, nc, nt, n_pairs, t, amounts, cu, tu, pu) -> online_batc
     cards = online_batch.flat(
         c_lo, c_hi - c_lo, cat(hours, i8), cat(cn, i8), cat(cs, f8), cat(css, f8), cat(csm, i8)
     )
-    co_a = np.array(co, dtype=object).reshape(-1, 4)
     t_lo, t_hi = np.zeros(nt, i8), np.zeros(nt, i8)
     th, tn, to, tf = [], [], [], []
     size = 0
@@ -538,42 +537,30 @@ def _batch_inputs(reply, nc, nt, n_pairs, t, amounts, cu, tu, pu) -> online_batc
             flat_ot = ot.split(b";")
             to.extend((u, int(flat_ot[i]), int(flat_ot[i + 1])) for i in range(0, len(flat_ot), 2))
     terminals = online_batch.flat(t_lo, t_hi - t_lo, cat(th, i8), cat(tn, i8))
-    p_seen = np.full(n_pairs, NO_TIME, i8)
-    for p in range(n_pairs):
+    p_seen = np.full(len(ent.pairs), NO_TIME, i8)
+    for p in range(len(ent.pairs)):
         loaded, observed = reply[at], reply[at + 1]
         at += 2
         if observed is not None:
             p_seen[p] = int(observed)
         elif loaded:
             p_seen[p] = int(loaded)
-    fresh = np.frombuffer(reply[at], dtype=np.uint8) == ord("1")
-    to_a, tf_a = np.array(to, i8).reshape(-1, 3), np.array(tf, i8).reshape(-1, 4)
-    return online_batch.BatchInputs(
-        t=t,
-        amount=np.asarray(amounts, f8),
-        cu=cu.astype(i8),
-        tu=tu.astype(i8),
-        pu=pu.astype(i8),
-        fresh=fresh,
+    return online_batch.BatchInputs.from_rows(
+        rows,
+        ent,
+        np.frombuffer(reply[at], dtype=np.uint8) == ord("1"),
         cards=cards,
-        c_seg=c_lo,
         c_lo=c_lo,
         c_hi=c_hi,
         c_last=c_last,
         c_obs=c_obs,
         c_obs_n=c_obs_n,
-        co=(
-            co_a[:, 0].astype(i8),
-            co_a[:, 1].astype(i8),
-            co_a[:, 2].astype(f8),
-            co_a[:, 3].astype(i8),
-        ),
+        co=co,
         terminals=terminals,
-        t_seg=t_lo,
         t_lo=t_lo,
         t_hi=t_hi,
-        to=(to_a[:, 0], to_a[:, 1], to_a[:, 2]),
-        tf=(tf_a[:, 0], tf_a[:, 1], tf_a[:, 2], tf_a[:, 3]),
+        to=to,
+        tf=tf,
         p_seen=p_seen,
         label_delay_hours=int(reply[1]),
     )

@@ -128,16 +128,20 @@ class LiveFeatures:
         matrix = self.features_and_observe_matrix(txs)
         return [dict(zip(FEATURE_NAMES, row, strict=True)) for row in matrix.tolist()]
 
-    def features_and_observe_matrix(self, txs: list[dict[str, Any]]) -> np.ndarray:
-        """The (transactions x ``FEATURE_NAMES``) features of ``txs`` (in time order), each
-        observed before the next is read: a batch as arrays, a handful row by row."""
+    def features_and_observe_matrix(
+        self, txs: online_batch.Rows | list[dict[str, Any]]
+    ) -> np.ndarray:
+        """The (transactions x ``FEATURE_NAMES``) features of ``txs`` (in time order; columns
+        or dicts), each observed before the next is read: a batch as arrays, a handful row by
+        row."""
         with self._lock:
             online = self._online
             if online is None:
                 raise NotLoaded("online features are not loaded")
             if len(txs) < VECTOR_MIN_ROWS:
-                return np.array(self._one_by_one(online, txs), dtype=np.float64)
-            return self._vectorised(online, txs)
+                dicts = txs.dicts() if isinstance(txs, online_batch.Rows) else txs
+                return np.array(self._one_by_one(online, dicts), dtype=np.float64)
+            return self._vectorised(online, online_batch.as_rows(txs))
 
     def _one_by_one(self, online: OnlineFeatureStore, txs: list[dict[str, Any]]) -> list[list]:
         out = []
@@ -160,43 +164,43 @@ class LiveFeatures:
                 online.forget(oldest)
             self.forgotten += 1
 
-    def _vectorised(self, online: OnlineFeatureStore, txs: list[dict[str, Any]]) -> np.ndarray:
+    def _vectorised(self, online: OnlineFeatureStore, rows: online_batch.Rows) -> np.ndarray:
         """:meth:`_one_by_one` as arrays. What the arrays do not model goes row by row: a
         transaction older than the state (TooOld at its row, as before) and an overlay that
         would overflow ``max_observed`` within the batch (forgetting between rows)."""
-        t = np.array([tx_time_ns(tx["tx_datetime"]) for tx in txs], dtype=np.int64)
-        amounts = [float(tx["amount"]) for tx in txs]
-        cids = [str(tx["customer_id"]) for tx in txs]
-        tids = [str(tx["terminal_id"]) for tx in txs]
-        ids = [str(tx["transaction_id"]) for tx in txs]
-        keys = online_batch.identities(ids, t.tolist(), cids, tids, amounts)
-        fresh = np.zeros(len(txs), dtype=bool)
-        batch_seen: set[str] = set()
+        keys = rows.identities()
+        fresh = np.zeros(len(rows), dtype=bool)
+        seen, batch_seen = self._seen, set()
         for i, key in enumerate(keys):
-            if key not in self._seen and key not in batch_seen:
+            if key not in seen and key not in batch_seen:
                 fresh[i] = True
                 batch_seen.add(key)
         first = online.first_hour
-        too_old = first is not None and int((t // HOUR_NS).min()) < first
+        too_old = first is not None and int(rows.t.min()) // HOUR_NS < first
         if too_old or len(self._observed) + len(batch_seen) > self.max_observed:
-            return np.array(self._one_by_one(online, txs), dtype=np.float64)
+            return np.array(self._one_by_one(online, rows.dicts()), dtype=np.float64)
         if self._arrays is None or self._arrays.online is not online:
             self._arrays = online_batch.StoreArrays(online)
-        inputs = online_batch.gather(self._arrays, t, amounts, cids, tids, fresh)
+        entities = online_batch.Entities.of(rows.cids, rows.tids)
+        inputs = online_batch.gather(self._arrays, rows, entities, fresh)
         if (
             online_batch.pair_count(inputs.cu, inputs.fresh, inputs.c_obs_n)
             > (online_batch.MAX_PAIRS)
-            and len(txs) >= 2 * VECTOR_MIN_ROWS
+            and len(rows) >= 2 * VECTOR_MIN_ROWS
         ):  # a few hot cards: halves, in order
-            half = len(txs) // 2
+            half = len(rows) // 2
             return np.vstack(
-                (self._vectorised(online, txs[:half]), self._vectorised(online, txs[half:]))
+                (
+                    self._vectorised(online, rows.part(0, half)),
+                    self._vectorised(online, rows.part(half, len(rows))),
+                )
             )
         matrix = online_batch.features(inputs)
-        rows = np.flatnonzero(fresh)
-        online_batch.observe(online, rows, t, amounts, cids, tids)
-        self._seen.update(keys[i] for i in rows.tolist())
-        self._observed.extend(txs[i] for i in rows.tolist())
+        at = np.flatnonzero(fresh)
+        online_batch.observe(online, rows, at)
+        fresh_at = at.tolist()
+        seen.update(keys[i] for i in fresh_at)
+        self._observed.extend(rows.dicts(fresh_at))
         return matrix
 
     def close(self) -> None:

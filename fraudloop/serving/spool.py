@@ -1,7 +1,9 @@
 """The prediction log's local spool: every decision on disk (fsync'd) before, or within a few
 milliseconds of, its answer, so a ``kill -9`` loses none (or only the documented window).
 
-Decisions are appended as JSON lines to a segment file ``<instance>-<seq>.open``. One writer
+Decisions are appended as JSON lines to a segment file ``<instance>-<seq>.open``: a line per
+row, or one record (a line) for a whole batch (:meth:`Spool.append_record`: its request is
+answered once the whole line is on disk, so a torn one was never answered). One writer
 thread does group commit: it takes everything that arrived while the previous write and fsync
 ran, writes it, fsyncs once, then releases every waiter, so the cost per decision falls as the
 load rises. :meth:`Spool.rotate` closes the current segment (renamed to ``.done``, an atomic
@@ -70,7 +72,7 @@ class Spool:
         self._file = None
         self._file_lock = threading.Lock()  # the writer vs rotate
         self._cond = threading.Condition()
-        self._pending: list[tuple[list[bytes], Future]] = []
+        self._pending: list[tuple[list[bytes], int, Future]] = []  # lines, rows, waiter
         self._stop = False
         self.rows_appended = 0
         self.commits = 0
@@ -81,11 +83,18 @@ class Spool:
     def append(self, rows: list[tuple]) -> Future:
         """Queue ``rows``; the future completes once they are fsync'd (or fails with the error)."""
         lines = [json.dumps(list(r), separators=(",", ":")).encode() + b"\n" for r in rows]
+        return self._queue(lines, len(rows))
+
+    def append_record(self, line: bytes, rows: int) -> Future:
+        """Queue one record (a JSON line ending in a newline) that holds ``rows`` rows."""
+        return self._queue([line], rows)
+
+    def _queue(self, lines: list[bytes], rows: int) -> Future:
         future: Future = Future()
         with self._cond:
             if self._stop:
                 raise RuntimeError("the spool is closed")
-            self._pending.append((lines, future))
+            self._pending.append((lines, rows, future))
             self._cond.notify()
         return future
 
@@ -104,17 +113,17 @@ class Spool:
             try:
                 with self._file_lock:
                     fh = self._current()
-                    fh.write(b"".join(line for lines, _ in batch for line in lines))
+                    fh.write(b"".join(line for lines, _, _ in batch for line in lines))
                     fh.flush()
                     os.fdatasync(fh.fileno())
             except Exception as error:
                 log.error("prediction-log spool write failed: %s", error)
-                for _, future in batch:
+                for _, _, future in batch:
                     future.set_exception(error)
                 continue
             self.commits += 1
-            self.rows_appended += sum(len(lines) for lines, _ in batch)
-            for _, future in batch:
+            self.rows_appended += sum(rows for _, rows, _ in batch)
+            for _, _, future in batch:
                 future.set_result(None)
 
     def _current(self):
@@ -132,8 +141,9 @@ class Spool:
         return sorted(self.directory.glob(f"*{DONE}"), key=lambda p: p.stat().st_mtime_ns)
 
     @staticmethod
-    def read(path: Path) -> list[list]:
-        """The rows of a closed segment; a torn last line (a crash mid-write) is skipped."""
+    def read(path: Path) -> list:
+        """The records of a closed segment (each line's JSON value); a torn last line (a crash
+        mid-write) is skipped."""
         rows = []
         for number, line in enumerate(path.read_bytes().splitlines(keepends=True)):
             if not line.endswith(b"\n"):
