@@ -34,6 +34,7 @@ whole days are ``--days 3 --hours 24``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import statistics
@@ -363,13 +364,17 @@ def play(args, tmp: Path) -> tuple[list[Stage], list[dict], dict]:
             # labels are known from the second day on (one-day delay), as in `make demo`
             for day in warm[1:]:
                 land(feed, store, day_landing_prefix(f"{day:%Y-%m-%d}"))
-            print(f"warm-up: {len(warm)} day(s), a range run per day and job", flush=True)
-            for n, day in enumerate(warm):
-                first, last = f"{day:%Y-%m-%d}-00:00", f"{day:%Y-%m-%d}-23:00"
+            # a range run per day and job (at 100x a day is ~1 M transactions); quick: one
+            chunks = [warm] if args.quick else [[day] for day in warm]
+            print(f"warm-up: {len(warm)} day(s) in {len(chunks)} range run(s) per job", flush=True)
+            for chunk in chunks:
+                first, last = f"{chunk[0]:%Y-%m-%d}-00:00", f"{chunk[-1]:%Y-%m-%d}-23:00"
                 runs.append(loop.run("warmup", "hourly_ingestion_job", first, last))
-                if n:
-                    runs.append(loop.run("warmup", "daily_labels_job", first[:10], first[:10]))
-                    runs.append(loop.run("warmup", "fraud_labels_job", first[:10], first[:10]))
+                labelled = [f"{day:%Y-%m-%d}" for day in chunk if day != days[0]]
+                if labelled:
+                    span = (labelled[0], labelled[-1])
+                    runs.append(loop.run("warmup", "daily_labels_job", *span))
+                    runs.append(loop.run("warmup", "fraud_labels_job", *span))
                 runs.append(loop.run("warmup", "features_job", first, last))
         for n, day in enumerate(days[args.warmup_days :], start=args.warmup_days):
             print(f"day {day}", flush=True)
@@ -407,6 +412,57 @@ def play(args, tmp: Path) -> tuple[list[Stage], list[dict], dict]:
         print("training", flush=True)
         runs.append(loop.run("training", "training_job", "", "", timeout=3600))
     return runs, hours, context
+
+
+def _timed(fn, *args):
+    """(result, CPU seconds of this process, wall seconds): CPU is what a loaded, shared machine
+    changes least."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    out = fn(*args)
+    return out, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def state_publish(days: int, hour_tx: int) -> dict:
+    """The feature state's publish for one hour, in process, on `days` days of history at
+    `hour_tx` transactions an hour (bench/features.py's synthetic state: ~2 transactions per
+    customer a day): the whole canonical blob written (the layout before pieces: after every
+    features run as the latest state, and again as the online store) against the pieces an hour
+    adds; and reading each back."""
+    from bench.features import _bench_state
+    from fraudloop.core.store import LocalObjectStore
+    from fraudloop.features.compute import advance_hour
+    from fraudloop.features.state import FeatureState, hour_key_of
+    from fraudloop.features.state_blocks import read_state, write_state
+
+    state, hour_frame, last_h, customers = _bench_state(hour_tx, days)
+    print(f"state: {days} days at {hour_tx:,} tx/hour, {customers:,} customers", flush=True)
+    out: dict = {"days": days, "hour_tx": hour_tx, "customers": customers}
+    with tempfile.TemporaryDirectory(prefix="fraudloop-bench-state-") as tmp:
+        store = LocalObjectStore(Path(tmp))
+
+        def whole_blob(s):
+            blob = s.to_bytes()
+            store.put_bytes("before/state.bin", blob)
+            return len(blob)
+
+        out["blob_bytes"], out["blob_cpu_s"], out["blob_wall_s"] = _timed(whole_blob, state)
+        data = store.get_bytes("before/state.bin")
+        _, out["blob_load_cpu_s"], out["blob_load_wall_s"] = _timed(FeatureState.from_bytes, data)
+        del data
+        (_, first), out["migrate_cpu_s"], out["migrate_wall_s"] = _timed(write_state, store, state)
+        out["migrate_bytes"] = first["bytes_written"]
+        _, state = advance_hour(state, hour_frame, None, hour_key_of(last_h))
+        (manifest, hour), out["hour_cpu_s"], out["hour_wall_s"] = _timed(write_state, store, state)
+        out["hour_bytes"], out["hour_pieces"] = hour["bytes_written"], hour["pieces_written"]
+        out["manifest_bytes"] = len(manifest)
+        _, out["pieces_load_cpu_s"], out["pieces_load_wall_s"] = _timed(read_state, store, manifest)
+    print(
+        f"  whole blob {out['blob_bytes'] / 1e6:,.1f} MB in {out['blob_cpu_s']:.1f} s CPU; an "
+        f"hour's pieces {out['hour_bytes'] / 1e6:,.2f} MB in {out['hour_cpu_s']:.2f} s CPU; load "
+        f"{out['blob_load_cpu_s']:.1f} s (blob) vs {out['pieces_load_cpu_s']:.1f} s (pieces)",
+        flush=True,
+    )
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def stage_table(runs: list[Stage]) -> list[dict]:
@@ -472,6 +528,14 @@ def main() -> None:
     parser.add_argument("--warmup-days", type=int, help="days landed as range runs first (3)")
     parser.add_argument("--hours", type=int, help="hours of each day played (4; quick: 1)")
     parser.add_argument(
+        "--state-days",
+        type=int,
+        help="days of history of the in-process state publish at the scale's rate (30; quick: 1)",
+    )
+    parser.add_argument(
+        "--loop", action=argparse.BooleanOptionalAction, default=True, help="run the Dagster loop"
+    )
+    parser.add_argument(
         "--launch",
         choices=["daemon", "in-process"],
         help="through the daemon's queue and run launcher (default), or execute_in_process on "
@@ -484,11 +548,40 @@ def main() -> None:
     args.warmup_days = args.warmup_days if args.warmup_days is not None else 3
     args.hours = args.hours if args.hours is not None else (1 if quick else 4)
     args.launch = args.launch or ("in-process" if quick else "daemon")
+    args.state_days = args.state_days if args.state_days is not None else (1 if quick else 30)
     command = (
         f"python bench/scale.py --scale {args.scale:g} --days {args.days} "
         f"--warmup-days {args.warmup_days} --hours {args.hours} --launch {args.launch}"
     )
     report = Report("scale", args, command=command)
+    # the feature state's hourly publish first: in process, CPU-timed, the stage item 2 changed
+    state = state_publish(args.state_days, max(int(420 * args.scale), 50))
+    report.figure(
+        "state_hour_mb",
+        f"what publishing the feature state writes for one hour, {state['days']} days of state at "
+        f"{state['hour_tx']:,} tx/hour ({state['customers']:,} customers)",
+        state["hour_bytes"] / 1e6,
+        "MB",
+        text=f"{state['hour_bytes'] / 1e6:,.2f} MB ({state['hour_pieces']} pieces)",
+        versus="the whole state as one blob (the layout before pieces, written twice an hour)",
+        versus_value=state["blob_bytes"] / 1e6,
+        ratio=state["blob_bytes"] / max(state["hour_bytes"], 1),
+        ratio_means="whole blob / an hour's pieces",
+    )
+    report.figure(
+        "state_hour_cpu_s",
+        "CPU seconds of that publish",
+        state["hour_cpu_s"],
+        "s",
+        versus="serialising and writing the whole blob",
+        versus_value=state["blob_cpu_s"],
+        ratio=state["blob_cpu_s"] / max(state["hour_cpu_s"], 1e-6),
+        ratio_means="whole blob / pieces",
+    )
+    report.details["state_publish"] = state
+    if not args.loop:
+        report.finish()
+        return
     with tempfile.TemporaryDirectory(
         prefix="fraudloop-bench-scale-", ignore_cleanup_errors=True
     ) as tmp:

@@ -4,6 +4,8 @@ The feature state (per-entity hourly aggregates, `fraudloop.features.state`) is 
 to hour. A checkpoint of it is kept per day (``features/state/<day>``: the state after the last
 hour of the previous day, before that day's labels), so computing any hour costs at most one
 checkpoint load plus the hours of its own day, and a range backfill is one sequential pass.
+Checkpoints and the latest state are manifests of immutable pieces
+(`fraudloop.features.state_blocks`): a day's checkpoint writes only the day block that is new.
 
 Labels are fed per day: the bi-temporal ``fraud_labels`` of day D (labels whose ``known_at`` is in
 D) are added at D's first hour; the features use a label only from the first hour starting at or

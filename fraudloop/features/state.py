@@ -29,7 +29,9 @@ arrays.
 Serialisation (:meth:`FeatureState.to_bytes`) is a zip of ``.npy`` arrays written with
 ``allow_pickle=False`` plus a JSON header, in a canonical form (entities recoded in sorted id order,
 rows sorted, fixed zip timestamps), so equal states give byte-identical blobs whatever history
-produced them, and :meth:`FeatureState.from_bytes` never unpickles anything.
+produced them, and :meth:`FeatureState.from_bytes` never unpickles anything. That blob is what
+equality tests compare; the store keeps states as pieces, one per unit
+(:mod:`fraudloop.features.state_blocks`), so that publishing an hour writes that hour.
 
 This module also holds the time helpers and constants shared by the three feature modules.
 """
