@@ -447,15 +447,21 @@ def state_publish(days: int, hour_tx: int) -> dict:
 
         out["blob_bytes"], out["blob_cpu_s"], out["blob_wall_s"] = _timed(whole_blob, state)
         data = store.get_bytes("before/state.bin")
-        _, out["blob_load_cpu_s"], out["blob_load_wall_s"] = _timed(FeatureState.from_bytes, data)
-        del data
+        loaded, out["blob_load_cpu_s"], out["blob_load_wall_s"] = _timed(
+            FeatureState.from_bytes, data
+        )
+        del data, loaded  # two states at once would double the peak memory
         (_, first), out["migrate_cpu_s"], out["migrate_wall_s"] = _timed(write_state, store, state)
         out["migrate_bytes"] = first["bytes_written"]
         _, state = advance_hour(state, hour_frame, None, hour_key_of(last_h))
         (manifest, hour), out["hour_cpu_s"], out["hour_wall_s"] = _timed(write_state, store, state)
         out["hour_bytes"], out["hour_pieces"] = hour["bytes_written"], hour["pieces_written"]
         out["manifest_bytes"] = len(manifest)
-        _, out["pieces_load_cpu_s"], out["pieces_load_wall_s"] = _timed(read_state, store, manifest)
+        del state
+        loaded, out["pieces_load_cpu_s"], out["pieces_load_wall_s"] = _timed(
+            read_state, store, manifest
+        )
+        del loaded
     print(
         f"  whole blob {out['blob_bytes'] / 1e6:,.1f} MB in {out['blob_cpu_s']:.1f} s CPU; an "
         f"hour's pieces {out['hour_bytes'] / 1e6:,.2f} MB in {out['hour_cpu_s']:.2f} s CPU; load "
