@@ -69,7 +69,9 @@ def _put_piece(store: ObjectStore, kind: str, meta: dict, arrays: dict) -> dict:
     data = pack_arrays({"format": PIECE_FORMAT, "version": VERSION, **meta}, arrays)
     sha = sha256_hex(data)
     key = piece_key(kind, sha)
-    written = store.put_if_absent(key, data)
+    # a HEAD first: most label days are unchanged from one publish to the next, and a refused
+    # conditional write still costs a written and fsynced temporary file
+    written = not store.exists(key) and store.put_if_absent(key, data)
     return {"key": key, "sha256": sha, "bytes": len(data), "written": written}
 
 
