@@ -52,6 +52,8 @@ BENCHES: dict[str, tuple[str, ...]] = {
     "orchestration": ("startup_s", "create_s", "queued_s", "startup_share", "worker_start_s"),
     "balancer": ("lb_p99_200_ms", "lb_p99_500_ms", "lb_peak_rps", "kill_failed"),
     "scale": (
+        "state_hour_mb",
+        "state_hour_cpu_s",
         "hour_wall_s",
         "features_growth",
         "features_mb",
