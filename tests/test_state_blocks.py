@@ -24,7 +24,13 @@ from fraudloop.features.feature_store import (
     publish_state,
 )
 from fraudloop.features.pipeline import LATEST_PREFIX, load_latest_state
-from fraudloop.features.state import FeatureState, attach_transactions, hour_key_of, to_utc_ns
+from fraudloop.features.state import (
+    TABLES,
+    FeatureState,
+    attach_transactions,
+    hour_key_of,
+    to_utc_ns,
+)
 from fraudloop.features.state_blocks import read_state, state_from_blob, write_state
 from tests.factories import load_bench_features
 
@@ -75,6 +81,11 @@ def test_pieces_give_back_the_state_written(data, tmp_path):
     back = read_state(store, manifest)
     assert back.to_bytes() == state.to_bytes()
     assert back.hour == state.hour and back.label_delay_hours == state.label_delay_hours
+    for name, units in back.tables.items():  # read back in the order the windows search
+        codes = TABLES[name][0]
+        for rows in units.values():
+            order = np.lexsort((rows.hour, *(rows.cols[c] for c in reversed(codes))))
+            assert (order == np.arange(len(rows))).all(), name
     # what it computes next is what the original computes, across the day boundary
     a, b = state, back
     for hour in range(mid_day + 1, mid_day + 30):

@@ -36,7 +36,6 @@ from fraudloop.features.state import (
     TABLES,
     FeatureState,
     Rows,
-    _as_block,
     _decode_strings,
     _Dictionary,
     _encode_strings,
@@ -106,7 +105,9 @@ def _unit_piece(store: ObjectStore, state: FeatureState, name: str, unit, rows: 
         cols[col] = local
     for col in vals:
         cols[col] = rows.cols[col]
-    perm = np.lexsort(tuple(cols[c] for c in reversed(("hour", *codes))))
+    # sorted by (entity, hour): a day block's order in memory (an hour chunk's too, its hour
+    # being one); ids sorted in every piece and in the state read back keep that order
+    perm = np.lexsort((cols["hour"], *(cols[c] for c in reversed(codes))))
     arrays.update({f"rows.{col}": np.ascontiguousarray(arr[perm]) for col, arr in cols.items()})
     entry = _put_piece(store, name, {"table": name, "first": unit[0], "last": unit[1]}, arrays)
     return {"first": unit[0], "last": unit[1], "rows": len(rows), **entry}
@@ -223,12 +224,9 @@ def read_state(store: ObjectStore, manifest_bytes: bytes) -> FeatureState:
         codes, vals = TABLES[name]
         cols = {c: remap[(i, c)][a[f"rows.{c}"]] for c in codes}
         cols.update({c: a[f"rows.{c}"] for c in vals})
+        # local and global codes both follow sorted id order, so the rows stay sorted
         rows = Rows(a["rows.hour"], cols)
         unit = (int(entry["first"]), int(entry["last"]))
-        if unit[0] == unit[1]:  # an hour's chunk: sorted by (hour, entity codes)
-            rows = rows.take(np.lexsort(tuple(cols[c] for c in reversed(codes))))
-        else:  # a day block: sorted by (entity codes, hour)
-            rows = _as_block(rows, codes)
         state.tables[name][unit] = rows
         _KNOWN[rows] = {k: v for k, v in entry.items() if k != "written"}
     if label_frames:
