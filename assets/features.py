@@ -17,7 +17,7 @@ from fraudloop.core import tables
 from fraudloop.core.hours import hour_start
 from fraudloop.features import pipeline as feature_pipeline
 from fraudloop.features.compute import feature_code_hash
-from fraudloop.features.feature_store import load_online, publish_online
+from fraudloop.features.feature_store import load_online, publish_online_from
 from fraudloop.features.labels import TransactionLookup, build_fraud_labels
 from fraudloop.features.validation import validate_features
 from pipelines.partitions import Partitions
@@ -184,6 +184,9 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
                 "compute_seconds": round(run.seconds, 3),
                 "checkpoints_written": dg.MetadataValue.json(run.checkpoints_written),
                 "latest_state_hour": latest.get("state_hour"),
+                # what the publish wrote: the pieces not stored yet (an hour's chunks)
+                "state_pieces_written": latest.get("pieces_written", 0),
+                "state_bytes_written": latest.get("bytes_written", 0),
                 "feature_code_hash": feature_code_hash(),
             }
         )
@@ -224,8 +227,7 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
         context: dg.AssetExecutionContext, store: ObjectStoreResource
     ) -> dg.MaterializeResult:
         s = store.open()
-        state, pointer = feature_pipeline.load_latest_state(s)
-        published = publish_online(s, state, pointer["state_hour"])
+        published = publish_online_from(s, feature_pipeline.LATEST_PREFIX)
         online, manifest = load_online(s)  # what the service will do: load and verify
         return dg.MaterializeResult(
             metadata={

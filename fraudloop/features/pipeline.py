@@ -4,6 +4,8 @@ The feature state (per-entity hourly aggregates, `fraudloop.features.state`) is 
 to hour. A checkpoint of it is kept per day (``features/state/<day>``: the state after the last
 hour of the previous day, before that day's labels), so computing any hour costs at most one
 checkpoint load plus the hours of its own day, and a range backfill is one sequential pass.
+Checkpoints and the latest state are manifests of immutable pieces
+(`fraudloop.features.state_blocks`): a day's checkpoint writes only the day block that is new.
 
 Labels are fed per day: the bi-temporal ``fraud_labels`` of day D (labels whose ``known_at`` is in
 D) are added at D's first hour; the features use a label only from the first hour starting at or
@@ -39,6 +41,7 @@ from fraudloop.core.store import (
 from fraudloop.features.compute import FEATURE_NAMES, advance_hour, build_features
 from fraudloop.features.feature_store import publish_state
 from fraudloop.features.state import FeatureState
+from fraudloop.features.state_blocks import state_from_blob, write_state
 
 CHECKPOINT_PREFIX = "features/state"
 TX_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]
@@ -80,7 +83,7 @@ def load_latest_state(store: ObjectStore) -> tuple[FeatureState, dict]:
     found = load_blob(store, LATEST_PREFIX)
     if found is None:
         raise LookupError("no feature state yet: materialize transaction_features first")
-    return FeatureState.from_bytes(found[0]), found[1]
+    return state_from_blob(store, found[0]), found[1]
 
 
 def checkpoint_prefix(day: str) -> str:
@@ -92,8 +95,12 @@ def save_checkpoint(store: ObjectStore, day: str, state: FeatureState) -> dict:
     data was recomputed), every later checkpoint is now wrong and is dropped, so the next run
     past it rebuilds from history instead of continuing from a stale state."""
     before = load_pointer(store, checkpoint_prefix(day))
+    manifest, written = write_state(store, state)
     pointer = publish_blob(
-        store, checkpoint_prefix(day), state.to_bytes(), {"day": day, "state_hour": state.hour}
+        store,
+        checkpoint_prefix(day),
+        manifest,
+        {"day": day, "state_hour": state.hour, "layout": "pieces", **written},
     )
     if before is not None and before.get("sha256") != pointer["sha256"]:
         for info in store.list(f"{CHECKPOINT_PREFIX}/"):
@@ -105,7 +112,7 @@ def save_checkpoint(store: ObjectStore, day: str, state: FeatureState) -> dict:
 
 def load_checkpoint(store: ObjectStore, day: str) -> tuple[FeatureState, dict] | None:
     found = load_blob(store, checkpoint_prefix(day))
-    return None if found is None else (FeatureState.from_bytes(found[0]), found[1])
+    return None if found is None else (state_from_blob(store, found[0]), found[1])
 
 
 def _nohour_transactions() -> pd.DataFrame:
@@ -239,7 +246,7 @@ def state_before(
             ) from None
         if sha256_hex(data) != pinned:
             raise StaleCheckpoint(f"{key} does not match its sha256")
-        state = FeatureState.from_bytes(data)
+        state = state_from_blob(store, data)
     for ts in _hours(start.floor("D"), start - timedelta(hours=1)):
         key = ts.strftime(HOUR_KEY_FORMAT)
         transactions, _ = hour_transactions(store, key)

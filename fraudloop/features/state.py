@@ -29,7 +29,9 @@ arrays.
 Serialisation (:meth:`FeatureState.to_bytes`) is a zip of ``.npy`` arrays written with
 ``allow_pickle=False`` plus a JSON header, in a canonical form (entities recoded in sorted id order,
 rows sorted, fixed zip timestamps), so equal states give byte-identical blobs whatever history
-produced them, and :meth:`FeatureState.from_bytes` never unpickles anything.
+produced them, and :meth:`FeatureState.from_bytes` never unpickles anything. That blob is what
+equality tests compare; the store keeps states as pieces, one per unit
+(:mod:`fraudloop.features.state_blocks`), so that publishing an hour writes that hour.
 
 This module also holds the time helpers and constants shared by the three feature modules.
 """
@@ -696,33 +698,15 @@ class FeatureState:
 
     def to_bytes(self) -> bytes:
         """Canonical, deterministic, pickle-free serialisation (zip of .npy + meta.json)."""
-        meta, arrays = self._canonical_arrays()
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as zf:
-            _zip_write(zf, "meta.json", json.dumps(meta, sort_keys=True).encode())
-            for name in sorted(arrays):
-                out = io.BytesIO()
-                np.lib.format.write_array(
-                    out, np.ascontiguousarray(arrays[name]), allow_pickle=False
-                )
-                _zip_write(zf, f"{name}.npy", out.getvalue())
-        return buf.getvalue()
+        return pack_arrays(*self._canonical_arrays())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FeatureState:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            meta = json.loads(zf.read("meta.json"))
-            if meta.get("format") != "fraudloop.features.state" or meta.get("version") != (
-                FORMAT_VERSION
-            ):
-                raise ValueError(f"not a fraudloop feature state (version {FORMAT_VERSION})")
-            a = {
-                name[: -len(".npy")]: np.lib.format.read_array(
-                    io.BytesIO(zf.read(name)), allow_pickle=False
-                )
-                for name in zf.namelist()
-                if name.endswith(".npy")
-            }
+        meta, a = unpack_arrays(data)
+        if meta.get("format") != "fraudloop.features.state" or meta.get("version") != (
+            FORMAT_VERSION
+        ):
+            raise ValueError(f"not a fraudloop feature state (version {FORMAT_VERSION})")
         state = cls(label_delay_hours=int(meta["label_delay_hours"]), hour=meta["hour"])
         state.customers = _Dictionary(
             list(_decode_strings(a["customers.blob"], a["customers.offsets"]))
@@ -774,6 +758,32 @@ def _canonical_dictionary(
     mapping = np.full(len(dictionary), -1, dtype=np.int64)
     mapping[codes[order]] = np.arange(len(codes))
     return ids[order], mapping
+
+
+def pack_arrays(meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
+    """A deterministic zip of ``meta.json`` and one ``.npy`` per array (no pickles)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        _zip_write(zf, "meta.json", json.dumps(meta, sort_keys=True).encode())
+        for name in sorted(arrays):
+            out = io.BytesIO()
+            np.lib.format.write_array(out, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            _zip_write(zf, f"{name}.npy", out.getvalue())
+    return buf.getvalue()
+
+
+def unpack_arrays(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
+    """What :func:`pack_arrays` wrote: (meta, arrays); never unpickles."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        meta = json.loads(zf.read("meta.json"))
+        arrays = {
+            name[: -len(".npy")]: np.lib.format.read_array(
+                io.BytesIO(zf.read(name)), allow_pickle=False
+            )
+            for name in zf.namelist()
+            if name.endswith(".npy")
+        }
+    return meta, arrays
 
 
 def _zip_write(zf: zipfile.ZipFile, name: str, payload: bytes) -> None:
