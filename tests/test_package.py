@@ -27,7 +27,7 @@ from fraudloop.delivery.package import (
     staging_record,
 )
 from fraudloop.delivery.policy import StagingConfig
-from fraudloop.delivery.staging import run_staging
+from fraudloop.delivery.staging import check_lines, run_staging
 from fraudloop.features.compute import FEATURE_NAMES, feature_code_hash
 from fraudloop.model.registry import ModelRegistry
 from tests.servers import service_process
@@ -145,6 +145,25 @@ def test_staging_test_catches_a_package_built_for_other_feature_code(world):
     assert "service ready" in failed and "feature code" in failed["service ready"]["error"]
     with pytest.raises(PackageError, match="failed its staging test"):
         require_staged(store, "fraud", version)
+
+
+def test_staging_leaves_the_replicas_shared_online_store_alone(
+    world, redis_server_url, monkeypatch
+):
+    """A run container's environment names Redis as the online store (the compose file's
+    setting for the replicas): the service under staging keeps its features in its own process,
+    so staging's replayed transactions never reach the production replicas' Redis."""
+    import redis
+
+    store, _ = world
+    monkeypatch.setenv("FRAUDLOOP_ONLINE_STORE", "redis")
+    monkeypatch.setenv("FRAUDLOOP_REDIS_URL", redis_server_url)
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushdb()
+    config = StagingConfig(label_delay_days=1, p99_budget_ms=1000.0)
+    report = run_staging(store, ModelRegistry(store), 1, config)
+    assert report["passed"], check_lines(report)
+    assert client.dbsize() == 0, client.keys("*")[:10]
 
 
 def test_the_serving_closure_runs_without_dagster_ge_or_evidently(world, tmp_path):
