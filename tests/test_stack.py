@@ -1,7 +1,8 @@
 """The system test: the whole loop through the Docker stack, with faults.
 
 The stack (infra/docker-compose.yaml + infra/docker-compose.stack.yaml: PostgreSQL, S3, the
-code-location gRPC server, webserver, daemon, scoring service; host networking on 127.0.0.1)
+code-location gRPC server, webserver, daemon, two scoring replicas sharing Redis behind HAProxy;
+host networking on 127.0.0.1)
 is built and started here; the Docker engine too when none runs (as root). Then, as a user
 would drive it:
 
@@ -15,8 +16,8 @@ would drive it:
 2. v1 is trained (launched through the webserver's GraphQL, like the UI's Launch button), gated,
    packaged, staging-tested and released;
    * PostgreSQL is restarted: the webserver and the daemon reconnect;
-3. the scoring service container follows the aliases in S3 and answers; the following days are
-   replayed as live traffic and landed;
+3. the scoring replicas follow the aliases in S3 and answer through the balancer; the
+   following days are replayed as live traffic through it and landed;
    * S3 is stopped for 30 s during an ingestion run: retries, then success, no half partition;
 4. the new fraud pattern is detected, alerts land in S3 and at a webhook receiver, v2 is trained
    and canaried to 100 %.
@@ -48,8 +49,8 @@ IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
 class Plan:
-    """`make demo`'s plan (pipelines/demo.py: DemoPlan: 60 simulated days at scale 0.2, a new
-    fraud pattern from day 21, two broken files, the demo's settings), delivered to the stack
+    """`make demo`'s plan (pipelines/demo.py: DemoPlan: up to 40 simulated days at scale 0.2, a
+    new fraud pattern from day 13, two broken files, the demo's settings), delivered to the stack
     in pieces by the CLI instead of copied into a directory."""
 
     def __init__(self) -> None:
