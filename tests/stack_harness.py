@@ -116,7 +116,7 @@ class Stack:
             project=project or f"fraudloop-test-{os.getpid()}",
             settings=settings,
         )
-        names = ("pg", "s3", "grpc", "web", "scoring", "scoring2", "balancer", "lbstats")
+        names = ("pg", "s3", "grpc", "web", "scoring", "scoring2", "balancer", "lbstats", "redis")
         stack.ports = {name: free_port() for name in names}
         return stack
 
@@ -135,6 +135,7 @@ class Stack:
             "FRAUDLOOP_STACK_SCORING_2_PORT": str(self.ports["scoring2"]),
             "FRAUDLOOP_STACK_BALANCER_PORT": str(self.ports["balancer"]),
             "FRAUDLOOP_STACK_BALANCER_STATS_PORT": str(self.ports["lbstats"]),
+            "FRAUDLOOP_STACK_REDIS_PORT": str(self.ports["redis"]),
             "FRAUDLOOP_STACK_SETTINGS": str(settings_file),
         }
 
@@ -188,6 +189,8 @@ class Stack:
             "fraudloop-serve:latest",
             "fraudloop-s3:latest",
             "fraudloop-postgres:latest",
+            "fraudloop-redis:latest",
+            "fraudloop-haproxy:latest",
         ]
 
     def up(self) -> float:
@@ -253,7 +256,19 @@ class Stack:
 
     @property
     def scoring(self) -> str:
-        return f"http://127.0.0.1:{self.ports['scoring']}"
+        """What clients call: HAProxy in front of the two replicas."""
+        return f"http://127.0.0.1:{self.ports['balancer']}"
+
+    @property
+    def replicas(self) -> dict[str, str]:
+        """Each scoring replica directly, by the name the balancer gives it (X-Served-By)."""
+        return {
+            "replica-1": f"http://127.0.0.1:{self.ports['scoring']}",
+            "replica-2": f"http://127.0.0.1:{self.ports['scoring2']}",
+        }
+
+    def inspect(self, service: str, template: str) -> str:
+        return docker("inspect", "-f", template, self.container(service))
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         response = httpx.post(

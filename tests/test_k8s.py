@@ -34,9 +34,14 @@ def _documents() -> list[tuple[str, dict]]:
     return docs
 
 
+def _manifest(kind: str, name: str) -> dict:
+    (doc,) = [d for _, d in _documents() if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
 def test_there_are_manifests_to_validate():
     kinds = {doc["kind"] for _, doc in _documents()}
-    assert {"Deployment", "Service"} <= kinds
+    assert {"Deployment", "Service", "StatefulSet", "NetworkPolicy"} <= kinds
 
 
 @pytest.mark.parametrize("name,doc", _documents(), ids=[name for name, _ in _documents()])
@@ -53,7 +58,7 @@ def test_a_misspelt_field_would_be_caught():
     """The validation is strict for real: a typo in a probe is an error."""
     import kubernetes_validate
 
-    deployment = next(doc for _, doc in _documents() if doc["kind"] == "Deployment")
+    deployment = _manifest("Deployment", "fraudloop-scoring")
     broken = yaml.safe_load(yaml.safe_dump(deployment))
     container = broken["spec"]["template"]["spec"]["containers"][0]
     container["readinesProbe"] = container.pop("readinessProbe")
@@ -62,8 +67,9 @@ def test_a_misspelt_field_would_be_caught():
 
 
 def test_scoring_deployment_probes_and_service_wiring():
-    docs = {doc["kind"]: doc for _, doc in _documents()}
-    deployment, service = docs["Deployment"], docs["Service"]
+    deployment = _manifest("Deployment", "fraudloop-scoring")
+    service = _manifest("Service", "fraudloop-scoring")
+    config_map = _manifest("ConfigMap", "fraudloop-scoring")
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -92,7 +98,49 @@ def test_scoring_deployment_probes_and_service_wiring():
     env_names = {e.get("name") for e in container.get("env", [])}
     assert not {n for n in env_names if n and ("SECRET" in n or "TOKEN" in n)}
     refs = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
-    assert {docs["ConfigMap"]["metadata"]["name"]} <= refs
+    assert {config_map["metadata"]["name"]} <= refs
+
+
+def test_scoring_replicas_share_one_redis(monkeypatch):
+    """More than one replica needs the shared online store: the ConfigMap selects Redis, the
+    URL (with its password) comes from the secret, and the documented in-cluster URL names the
+    Redis Service, which only the scoring pods may reach."""
+    from fraudloop.serving.config import ServeConfig
+
+    deployment = _manifest("Deployment", "fraudloop-scoring")
+    config_map = _manifest("ConfigMap", "fraudloop-scoring")["data"]
+    assert deployment["spec"]["replicas"] > 1
+    assert config_map["FRAUDLOOP_ONLINE_STORE"] == "redis"
+    assert "FRAUDLOOP_REDIS_URL" not in config_map  # a password: in the secret only
+    scoring_text = (K8S / "scoring.yaml").read_text()
+    url = "redis://:<password>@fraudloop-redis:6379/0"
+    assert f"FRAUDLOOP_REDIS_URL={url}" in scoring_text
+    # the service reads the ConfigMap and that URL as a valid configuration
+    for name, value in {**config_map, "FRAUDLOOP_REDIS_URL": url}.items():
+        monkeypatch.setenv(name, value)
+    config = ServeConfig.from_env()
+    assert (config.online_store, config.redis_url) == ("redis", url)
+    # the Redis the URL names: a Service on 6379 selecting the StatefulSet's pods
+    service = _manifest("Service", "fraudloop-redis")
+    redis = _manifest("StatefulSet", "fraudloop-redis")
+    pod = redis["spec"]["template"]
+    assert service["spec"]["ports"][0]["port"] == 6379
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    args = container["args"]
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert flags["--port"] == "6379" and flags["--maxmemory-policy"] == "noeviction"
+    assert (flags["--appendonly"], flags["--appendfsync"]) == ("yes", "everysec")
+    assert flags["--dir"] == container["volumeMounts"][0]["mountPath"]
+    password = {e["name"]: e for e in container["env"]}["REDIS_PASSWORD"]
+    assert flags["--requirepass"] == "$(REDIS_PASSWORD)" and "secretKeyRef" in password["valueFrom"]
+    # only the scoring pods reach Redis
+    policy = _manifest("NetworkPolicy", "fraudloop-redis")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (rule,) = policy["spec"]["ingress"]
+    (source,) = rule["from"]
+    scoring_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert source["podSelector"]["matchLabels"].items() <= scoring_labels.items()
 
 
 def test_helm_values_match_the_docker_profile():

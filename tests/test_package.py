@@ -27,7 +27,7 @@ from fraudloop.delivery.package import (
     staging_record,
 )
 from fraudloop.delivery.policy import StagingConfig
-from fraudloop.delivery.staging import latency_verdict, run_staging
+from fraudloop.delivery.staging import check_lines, latency_verdict, run_staging
 from fraudloop.features.compute import FEATURE_NAMES, feature_code_hash
 from fraudloop.model.registry import ModelRegistry
 from tests.servers import service_process
@@ -147,27 +147,89 @@ def test_staging_test_catches_a_package_built_for_other_feature_code(world):
         require_staged(store, "fraud", version)
 
 
+def test_staging_leaves_the_replicas_shared_online_store_alone(
+    world, redis_server_url, monkeypatch
+):
+    """A run container's environment names Redis as the online store (the compose file's
+    setting for the replicas): the service under staging keeps its features in its own process,
+    so staging's replayed transactions never reach the production replicas' Redis."""
+    import redis
+
+    store, _ = world
+    monkeypatch.setenv("FRAUDLOOP_ONLINE_STORE", "redis")
+    monkeypatch.setenv("FRAUDLOOP_REDIS_URL", redis_server_url)
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushdb()
+    config = StagingConfig(label_delay_days=1, p99_budget_ms=1000.0)
+    report = run_staging(store, ModelRegistry(store), 1, config)
+    assert report["passed"], check_lines(report)
+    assert client.dbsize() == 0, client.keys("*")[:10]
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def serving_closure() -> set[str]:
+    """The distributions of the scoring image: uv.lock's tree from the project's dependencies
+    with PRUNED_FROM_IMAGE cut out, as `uv export --prune` does (a pruned package and whatever
+    only it pulls in are left out); extras followed, markers ignored (a superset)."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    packages = {p["name"]: p for p in lock["package"]}
+    todo = [(d["name"], tuple(d.get("extra", ()))) for d in packages["fraudloop"]["dependencies"]]
+    closure: set[str] = set()
+    done: set[tuple[str, tuple]] = set()
+    while todo:
+        name, extras = todo.pop()
+        if name in PRUNED_FROM_IMAGE or (name, extras) in done:
+            continue
+        done.add((name, extras))
+        closure.add(name)
+        package = packages[name]
+        deps = list(package.get("dependencies", ()))
+        for extra in extras:
+            deps += package.get("optional-dependencies", {}).get(extra, ())
+        todo += [(d["name"], tuple(d.get("extra", ()))) for d in deps]
+    return closure
+
+
+def outside_the_serving_closure() -> list[str]:
+    """Top-level import names that only distributions outside the scoring image provide."""
+    from importlib.metadata import packages_distributions
+
+    closure = {_canonical(n) for n in serving_closure()}
+    return sorted(
+        module
+        for module, dists in packages_distributions().items()
+        if module.isidentifier() and not any(_canonical(d) in closure for d in dists)
+    )
+
+
 def test_the_serving_closure_runs_without_dagster_ge_or_evidently(world, tmp_path):
     """The image leaves these out (the pipeline's libraries, the Dagster layer, the stages serving
     does not import): prove the service starts and scores with them unimportable, serving an
-    exported package directory the way the container does."""
+    exported package directory the way the container does. Blocked: every module of a
+    distribution outside the image's closure of uv.lock, so a module the service needs only
+    through a pruned package (httptools came with dagster-webserver's uvicorn[standard] and
+    broke the serving image's build) fails here too, without Docker."""
     store, traffic = world
     target = export_package(store, "fraud", 1, tmp_path / "pkg")
     assert load_package_dir(target).sha256 == load_package(store, "fraud", 1).sha256
+    outside = outside_the_serving_closure()
+    assert {"dagster", "great_expectations", "evidently", "sklearn", "psycopg2"} <= set(outside)
     blocker = tmp_path / "blocker"
     blocker.mkdir()
+    project = ("pipelines", "assets", "resources", "sensors", "fraudloop.feeds", "fraudloop.data")
     (blocker / "sitecustomize.py").write_text(
         textwrap.dedent(
-            """
+            f"""
             import sys
-            BLOCKED = ("dagster", "great_expectations", "evidently", "sklearn", "psycopg2",
-                       "pipelines", "assets", "resources", "sensors", "fraudloop.feeds",
-                       "fraudloop.data", "fraudloop.monitoring")
+            BLOCKED = {tuple(outside) + project + ("fraudloop.monitoring",)!r}
 
             class Block:
                 def find_spec(self, name, path=None, target=None):
                     if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-                        raise ImportError(f"{name} is not in the serving image")
+                        raise ModuleNotFoundError(f"{{name}} is not in the serving image")
                     return None
 
             sys.meta_path.insert(0, Block())

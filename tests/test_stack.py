@@ -1,7 +1,8 @@
 """The system test: the whole loop through the Docker stack, with faults.
 
 The stack (infra/docker-compose.yaml + infra/docker-compose.stack.yaml: PostgreSQL, S3, the
-code-location gRPC server, webserver, daemon, scoring service; host networking on 127.0.0.1)
+code-location gRPC server, webserver, daemon, two scoring replicas sharing Redis behind HAProxy;
+host networking on 127.0.0.1)
 is built and started here; the Docker engine too when none runs (as root). Then, as a user
 would drive it:
 
@@ -15,8 +16,8 @@ would drive it:
 2. v1 is trained (launched through the webserver's GraphQL, like the UI's Launch button), gated,
    packaged, staging-tested and released;
    * PostgreSQL is restarted: the webserver and the daemon reconnect;
-3. the scoring service container follows the aliases in S3 and answers; the following days are
-   replayed as live traffic and landed;
+3. the scoring replicas follow the aliases in S3 and answer through the balancer; the
+   following days are replayed as live traffic through it and landed;
    * S3 is stopped for 30 s during an ingestion run: retries, then success, no half partition;
 4. the new fraud pattern is detected, alerts land in S3 and at a webhook receiver, v2 is trained
    and canaried to 100 %.
@@ -48,8 +49,8 @@ IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
 class Plan:
-    """`make demo`'s plan (pipelines/demo.py: DemoPlan: 60 simulated days at scale 0.2, a new
-    fraud pattern from day 21, two broken files, the demo's settings), delivered to the stack
+    """`make demo`'s plan (pipelines/demo.py: DemoPlan: up to 40 simulated days at scale 0.2, a
+    new fraud pattern from day 13, two broken files, the demo's settings), delivered to the stack
     in pieces by the CLI instead of copied into a directory."""
 
     def __init__(self) -> None:
@@ -422,6 +423,7 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     )
     assert quarantined == plan.demo.quarantined_hours, quarantined
     timeline.say("history ingested, labelled and featured; the broken file's hour quarantined")
+    timeline.mark("history_ready")
 
     # ---- 2. v1: trained, gated, packaged, staging-tested, released ----
     launch(
@@ -432,6 +434,7 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     timeline.say("training_job launched through the webserver's GraphQL")
     v1 = wait_for(lambda: production(store), 900, "v1 in production", poll=3)
     timeline.say(f"v{v1} released to production")
+    timeline.mark("v1_released")
 
     # FAULT: PostgreSQL restarted: the webserver and the daemon reconnect.
     postgres = stack.container("postgres")
@@ -452,14 +455,22 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
         f"{figures['postgres_recovery_seconds']:.0f} s"
     )
 
-    # ---- 3. the scoring service follows the aliases in S3; traffic; more deliveries ----
-    wait_for(lambda: httpx.get(f"{stack.scoring}/readyz").status_code == 200, 120, "scoring ready")
-    status = httpx.get(f"{stack.scoring}/v1/deployment").json()
-    assert status["deployment"].get("production") == v1, status
+    # ---- 3. the scoring replicas follow the aliases in S3; traffic through the balancer ----
+    timeline.mark("replay_began")
+    for name, replica in stack.replicas.items():
+        wait_for(lambda r=replica: httpx.get(f"{r}/readyz").status_code == 200, 120, name)
+        status = httpx.get(f"{replica}/v1/deployment").json()
+        assert status["deployment"].get("production") == v1, (name, status)
+    served: dict[str, int] = {}
+
+    def count_replica(response: httpx.Response) -> None:
+        name = response.headers.get("x-served-by", "(not the balancer)")
+        served[name] = served.get(name, 0) + 1
+
     sent = 0
     promoted_to = None
     s3_fault_done = False
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(timeout=60, event_hooks={"response": [count_replica]}) as client:
         for first_day in range(plan.history_days, plan.days, plan.chunk_days):
             days = [
                 plan.day(n) for n in range(first_day, min(first_day + plan.chunk_days, plan.days))
@@ -501,15 +512,16 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
                 promoted_to = production(store)
                 timeline.mark("promoted")
     assert promoted_to and promoted_to > v1, f"no retrained version reached production (v{v1})"
-    timeline.say(f"v{promoted_to} serves 100 % ({sent:,} requests replayed)")
-    wait_for(
-        lambda: (
-            httpx.get(f"{stack.scoring}/v1/deployment").json()["deployment"].get("production")
-            == promoted_to
-        ),
-        30,
-        "the scoring service to follow the new production alias",
-    )
+    timeline.say(f"v{promoted_to} serves 100 % ({sent:,} transactions replayed)")
+    for name, replica in stack.replicas.items():
+        wait_for(
+            lambda r=replica: (
+                httpx.get(f"{r}/v1/deployment").json()["deployment"].get("production")
+                == promoted_to
+            ),
+            30,
+            f"{name} to follow the new production alias",
+        )
     body = {
         "transaction_id": "stack-probe-1",
         "tx_datetime": f"{plan.day(plan.days - 1)}T12:00:00+00:00",
@@ -519,6 +531,7 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     }
     answer = httpx.post(f"{stack.scoring}/v1/score", json=body).json()
     assert answer["model_version"] == promoted_to, answer
+    _assert_replicas_share_redis_behind_haproxy(stack, served)
 
     # ---- 4. where everything went ----
     # the sensors keep starting runs for the days just landed (features, monitoring): on a
@@ -544,6 +557,7 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     triggers = {r.tags.get("fraudloop/trigger") for r in training}
     assert triggers & {"drift_sensor", "accuracy_sensor"}, triggers
     _assert_step_logs_outlive_the_container(stack, instance, training)
+    timeline.mark("checked")
     _print_figures(stack, instance, timeline, figures, v1, promoted_to)
 
 
@@ -708,6 +722,29 @@ def _assert_runs_were_containers_in_postgres(stack, instance) -> None:
         assert listing == "", f"{service}: {listing}"
 
 
+def _assert_replicas_share_redis_behind_haproxy(stack, served: dict[str, int]) -> None:
+    """The replayed traffic went through HAProxy (Debian's, fraudloop-haproxy) to both
+    replicas, and the replicas share their online features in Redis (Debian's redis-server,
+    fraudloop-redis): each reports the same count of observed transactions, which two
+    in-process stores, each seeing about half of the traffic, would not."""
+    print(f"batch requests per replica, as the balancer answered them: {served}")
+    assert served.get("replica-1") and served.get("replica-2"), served
+    assert stack.inspect("balancer", "{{.Config.Image}}") == "fraudloop-haproxy:latest"
+    assert stack.inspect("redis", "{{.Config.Image}}") == "fraudloop-redis:latest"
+    for service in ("scoring", "scoring-2"):
+        env = stack.inspect(service, "{{range .Config.Env}}{{println .}}{{end}}").splitlines()
+        assert "FRAUDLOOP_ONLINE_STORE=redis" in env, (service, env)
+    observed = {
+        name: httpx.get(f"{url}/v1/deployment").json()["observed_transactions"]
+        for name, url in stack.replicas.items()
+    }
+    assert len(set(observed.values())) == 1 and observed["replica-1"] > 0, observed
+    keys = docker(
+        "exec", stack.container("redis"), "redis-cli", "-p", str(stack.ports["redis"]), "dbsize"
+    )  # fmt: skip
+    assert int(keys) > 0, keys
+
+
 def _assert_artifacts_in_s3_not_on_disk(stack, store, instance) -> None:
     prefixes = {info.key.split("/", 1)[0] for info in store.list("")}
     expected = {
@@ -819,4 +856,25 @@ def _print_figures(stack, instance, timeline, figures, v1, v2) -> None:
         )
     back = figures["postgres_recovery_seconds"]
     print(f"  PostgreSQL restart -> webserver and daemon back: {back:.0f} s")
+    # where the test's wall time went (the fixture's build and up come before the timeline)
+    marks = timeline.marks
+    phases = [
+        ("images built", figures["build_seconds"]),
+        ("rebuilt, nothing changed", figures["rebuild_seconds"]),
+        ("stack up to healthy", figures["up_seconds"]),
+        ("history landed -> ingested, labelled, featured (2 faults)", marks["history_ready"]),
+        ("v1 trained -> production", marks["v1_released"] - marks["history_ready"]),
+        ("PostgreSQL restart", marks["replay_began"] - marks["v1_released"]),
+        (
+            "replay + landing until the drift (S3 fault)",
+            marks["drift_landed"] - marks["replay_began"],
+        ),
+        ("drift landed -> v2 at 100 %", delivery),
+        ("final checks (runs settle, Postgres, S3, GraphQL)", marks["checked"] - marks["promoted"]),
+    ]
+    figures.update({f"phase_{i}_seconds": seconds for i, (_, seconds) in enumerate(phases)})
+    print("  where the wall time went:")
+    for name, seconds in phases:
+        print(f"    {seconds:7.0f} s  {name}")
+    print(f"    {sum(s for _, s in phases):7.0f} s  total")
     print(json.dumps({k: round(v, 1) for k, v in figures.items()}))

@@ -167,6 +167,10 @@ class _Service:
             **os.environ,
             **store_env(store),
             "FRAUDLOOP_SERVE_LOG_PREDICTIONS": "0",  # staging traffic is not production's log
+            # nor its online features: the replicas' shared Redis (FRAUDLOOP_ONLINE_STORE=redis
+            # in a run container's environment) must not see staging's replayed transactions,
+            # and a run container has no Redis URL (the service under test keeps its own)
+            "FRAUDLOOP_ONLINE_STORE": "memory",
             "PYTHONUNBUFFERED": "1",
         }
         self.proc = subprocess.Popen(

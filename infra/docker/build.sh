@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Build the stack's images from the repository's Dockerfiles with the locked dependencies.
 #
-#   infra/docker/build.sh            # all images: code, instance, serve, s3, postgres, redis
+#   infra/docker/build.sh            # all images: code, instance, serve, s3, postgres, redis, haproxy
 #   infra/docker/build.sh code serve # some of them
 #
 # BASE_IMAGE: FRAUDLOOP_BASE_IMAGE if set (e.g. python:3.11-slim where a registry is reachable);
 # otherwise the local Debian bookworm imported by base-image.sh (built first when missing).
 # Builds use BuildKit (cache mounts keep uv's downloads between builds) through Debian's docker
 # CLI, and the host's network: the engine here runs without a bridge (--bridge=none).
-# Tag: FRAUDLOOP_IMAGE_TAG (default latest). Prints the seconds each image took.
+# Tag: FRAUDLOOP_IMAGE_TAG (default latest). Prints the seconds each image took (two lanes run at
+# once: see the end; FRAUDLOOP_BUILD_JOBS=1 builds one image at a time).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -44,10 +45,8 @@ build() {
   printf 'built %-9s in %6.1f s\n' "$name" "$(echo "$(date +%s.%N) - $started" | bc)"
 }
 
-targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(code instance serve s3 postgres redis haproxy)
-for target in "${targets[@]}"; do
-  case "$target" in
+image() {
+  case "$1" in
     code)
       build code -f infra/docker/Dockerfile.dagster --target code \
         --build-arg "DAGSTER_CURRENT_IMAGE=fraudloop-dagster:$TAG" -t "fraudloop-dagster:$TAG" . ;;
@@ -65,7 +64,33 @@ for target in "${targets[@]}"; do
     haproxy)
       build haproxy -f infra/docker/Dockerfile.haproxy -t "fraudloop-haproxy:$TAG" infra/docker ;;
     *)
-      echo "unknown image $target (code instance serve s3 postgres redis haproxy)" >&2
+      echo "unknown image $1 (code instance serve s3 postgres redis haproxy)" >&2
       exit 2 ;;
   esac
+}
+
+lane() { for target in "$@"; do image "$target"; done; }
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(code instance serve s3 postgres redis haproxy)
+# Two lanes by default: the project's images (code, instance, serve share stages and spend their
+# time installing and byte-compiling the locked venv: CPU) one after the other, and the service
+# images (s3, postgres, redis, haproxy: mostly apt and pip downloads) beside them, so the
+# downloads overlap the CPU work. FRAUDLOOP_BUILD_JOBS=1 builds one image at a time.
+project=() services=()
+for target in "${targets[@]}"; do
+  case "$target" in
+    code | instance | serve) project+=("$target") ;;
+    *) services+=("$target") ;;
+  esac
 done
+if [ "${FRAUDLOOP_BUILD_JOBS:-2}" = 1 ] || [ ${#project[@]} -eq 0 ] || [ ${#services[@]} -eq 0 ]; then
+  lane "${targets[@]}"
+  exit 0
+fi
+lane "${services[@]}" &
+services_lane=$!
+status=0
+( lane "${project[@]}" ) || status=$?
+wait "$services_lane" || status=$?
+exit "$status"
