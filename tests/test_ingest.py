@@ -595,3 +595,107 @@ def test_a_label_of_a_rejected_transaction_is_rejected_not_the_label_day(local_s
     # a corrected re-delivery of the hour makes the id a transaction again
     ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", GOOD)], [])
     assert id_index.rejected_transactions(local_store, frame["transaction_id"]) == set()
+
+
+# --- labels of a transactions hour that could not be read ------------------------------------
+
+JUNK = b"\x00\x9c\xff\x10 not a table \xfe\n\x00"  # not UTF-8: the hour is quarantined whole
+
+
+def _labels_for(*frames: pd.DataFrame, day: str = "2018-04-08") -> list[tuple[str, bytes]]:
+    ids = pd.concat([f["transaction_id"] for f in frames], ignore_index=True)
+    labels = pd.DataFrame({"transaction_id": ids, "is_fraud": 0, "known_at": f"{day}T10:00Z"})
+    labels.loc[::7, "is_fraud"] = 1
+    return [(f"landing/labels/{day}/l.csv", labels.to_csv(index=False).encode())]
+
+
+def _ingest_label_day(store, files, day: str = "2018-04-08"):
+    """As the raw_labels asset calls it: known ids and unreadable hours of the lookback."""
+    from fraudloop.core.tables import unreadable_hours
+
+    known = known_transaction_ids(store, day, lookback_days=7)
+    unread = unreadable_hours(store, day, lookback_days=7)
+    return ingest_labels_day(store, day, files, known, unreadable_hours=unread)
+
+
+def test_labels_of_an_unreadable_hour_are_held_and_let_in_by_its_corrected_redelivery(store):
+    """The limit the README used to list: an hour whose file cannot be read has unknown ids, so
+    its labels failed the known-ids check and took the whole label day with them. Now only
+    those labels wait, named by the hour; the corrected hour lets them in."""
+    import json
+
+    from fraudloop.core.tables import unreadable_hours
+    from fraudloop.data import held_labels
+    from fraudloop.data.rows import held_reason
+
+    ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    h6_key = hour_landing_prefix(H6) + "b.csv"
+    h6 = _hour_csv(H6, rows=30, seed=2)
+    broken = ingest_transactions_hour(store, H6, [(h6_key, JUNK)], [])
+    assert broken.status == "quarantined"
+    assert unreadable_hours(store, "2018-04-08", lookback_days=7) == [H6]
+
+    good, late = pd.read_csv(io.BytesIO(GOOD), dtype=str), pd.read_csv(io.BytesIO(h6), dtype=str)
+    files = _labels_for(good, late)
+    day = _ingest_label_day(store, files)
+    assert day.status == "valid", day.reason_summary
+    assert (day.rows, day.rows_held, day.rows_rejected) == (60, 30, 0)
+    (file,) = day.files
+    assert file["held_by_reason"] == {held_reason([H6]): 30}
+    assert H6 in held_reason([H6]) and file["rows_accepted"] == 60
+    assert set(read_partition(store, "labels", "2018-04-08")["transaction_id"]) == set(
+        good["transaction_id"]
+    )
+    record = json.loads(store.get_bytes(day.held_key))
+    assert record["waiting_for"] == [H6] and record["rows_held"] == 30
+    (held_file,) = record["files"]
+    assert held_file["key"] == files[0][0]
+    assert [row["raw"].split(",")[0] for row in held_file["rows"]] == list(late["transaction_id"])
+    assert held_file["rows"][0]["line"] == 62  # header + 60 rows before it
+    assert f"30 row(s) of l.csv held until transactions hour {H6}" in reason_markdown(day)
+    assert held_labels.released(store) == []  # the hour is still unreadable
+
+    # a re-delivery that is still junk releases nothing; the corrected one does
+    ingest_transactions_hour(store, H6, [(h6_key, JUNK + b"again")], [])
+    assert held_labels.released(store) == []
+    assert ingest_transactions_hour(store, H6, [(h6_key, h6)], []).status == "valid"
+    (released,) = held_labels.released(store)
+    assert released[0] == "2018-04-08"
+
+    again = _ingest_label_day(store, files)
+    assert again.status == "valid" and (again.rows, again.rows_held) == (90, 0)
+    assert again.held_key is None and not store.exists(day.held_key)
+    assert held_labels.released(store) == []
+
+
+def test_held_labels_are_bounded_by_what_the_hour_could_hold(store):
+    """Unknown ids beyond what the unreadable hour can have delivered (its same hour on earlier
+    days, times the row-count ratio) are not its labels: nothing is held, and the known-ids check
+    judges the day as before."""
+    earlier = "2018-03-31-06:00"
+    small = _hour_csv(earlier, rows=5, seed=1)
+    ingest_transactions_hour(store, earlier, [(hour_landing_prefix(earlier) + "c.csv", small)], [])
+    ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    ingest_transactions_hour(store, H6, [(hour_landing_prefix(H6) + "b.csv", JUNK)], [])
+    strangers = pd.DataFrame({"transaction_id": [f"x-{i}" for i in range(41)]})  # limit 5*4+20
+    good = pd.read_csv(io.BytesIO(GOOD), dtype=str)
+    day = _ingest_label_day(store, _labels_for(good, strangers))
+    assert day.status == "quarantined" and day.rows_held == 0
+    assert "never ingested" in day.reason_summary
+    within = _ingest_label_day(store, _labels_for(good, strangers.head(40)))
+    assert within.status == "valid" and within.rows_held == 40
+
+
+def test_a_label_day_whose_every_label_waits_is_valid_and_empty(store):
+    """Every label of the day belongs to the unreadable hour: the day is ingested with no rows
+    (nothing in it is wrong), not quarantined, and fills in once the hour is corrected."""
+    h6_key = hour_landing_prefix(H6) + "b.csv"
+    h6 = _hour_csv(H6, rows=30, seed=2)
+    ingest_transactions_hour(store, H6, [(h6_key, JUNK)], [])
+    files = _labels_for(pd.read_csv(io.BytesIO(h6), dtype=str))
+    day = _ingest_label_day(store, files)
+    assert day.status == "valid" and (day.rows, day.rows_held) == (0, 30)
+    assert len(read_partition(store, "labels", "2018-04-08")) == 0
+    ingest_transactions_hour(store, H6, [(h6_key, h6)], [])
+    assert _ingest_label_day(store, files).rows == 30
+
