@@ -8,6 +8,7 @@ import re
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -699,3 +700,82 @@ def test_a_label_day_whose_every_label_waits_is_valid_and_empty(store):
     ingest_transactions_hour(store, H6, [(h6_key, h6)], [])
     assert _ingest_label_day(store, files).rows == 30
 
+
+# --- an amount column that holds ids ---------------------------------------------------------
+
+
+def _integer_id_hour(key: str, seed: int, rows: int = 200) -> pd.DataFrame:
+    """An hour of a feed whose customer and terminal ids are integers (the handbook's data):
+    amounts with cents around $50."""
+    rng = np.random.default_rng(seed)
+    start = hour_start(key)
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"{start:%Y%m%d%H}{i:05d}" for i in range(rows)],
+            "tx_datetime": [
+                (start + pd.Timedelta(seconds=int(s))).strftime("%Y-%m-%dT%H:%M:%SZ")
+                for s in np.sort(rng.integers(0, 3600, rows))
+            ],
+            "customer_id": [str(c) for c in rng.integers(0, 5000, rows)],
+            "terminal_id": [str(t) for t in rng.integers(0, 10000, rows)],
+            "amount": [f"{a:.2f}" for a in rng.gamma(2.0, 27.0, rows)],
+        }
+    )
+
+
+def _ingest_frame(store, key: str, frame: pd.DataFrame):
+    data = frame.to_csv(index=False, lineterminator="\n").encode()
+    return ingest_transactions_hour(store, key, [(hour_landing_prefix(key) + "part.csv", data)])
+
+
+def _with_history(store, key: str, days: int = 3, whole: bool = False) -> None:
+    """The same hour on `days` earlier days, ingested (so their amount profiles are kept)."""
+    for back in range(days, 0, -1):
+        earlier = (hour_start(key) - pd.Timedelta(days=back)).strftime("%Y-%m-%d-%H:00")
+        frame = _integer_id_hour(earlier, seed=back)
+        if whole:
+            frame["amount"] = frame["amount"].astype(float).round().astype(int).astype(str)
+        assert _ingest_frame(store, earlier, frame).status == "valid"
+
+
+def test_an_amount_column_holding_integer_customer_ids_is_caught(local_store):
+    """The mislabelled header of issue 16 on a feed with integer ids: customer_id holds the
+    terminal ids, terminal_id the customer ids, amount the customer ids again. Every row passes
+    the row checks (integers are valid ids and plausible amounts); the amount column as a whole
+    does not look like the amounts of this hour on earlier days."""
+    key = "2018-04-08-14:00"
+    _with_history(local_store, key)
+    good = _integer_id_hour(key, seed=9)
+    shifted = good.assign(
+        customer_id=good["terminal_id"], terminal_id=good["customer_id"], amount=good["customer_id"]
+    )
+    outcome = _ingest_frame(local_store, key, shifted)
+    assert outcome.status == "quarantined" and outcome.rows_rejected == 0
+    (problem,) = outcome.problems
+    assert problem.check == "amount_looks_like_ids" and problem.column == "amount"
+    assert "100% of 200 values are whole numbers" in problem.message
+    assert "same hour on 3 earlier day(s)" in problem.message
+    assert outcome.files[0]["status"] == "quarantined"
+    assert read_pointer(local_store, "transactions", key)["status"] == "quarantined"
+    # the same file unshifted is fine
+    assert _ingest_frame(local_store, key, good).status == "valid"
+
+
+def test_genuine_round_dollar_amounts_are_not_taken_for_ids(local_store):
+    """No false positives: amounts rounded to whole dollars keep the median of genuine amounts,
+    whether the feed always sent them or switches to them today, and the first hours of a feed
+    (no history) are not judged."""
+    key = "2018-04-08-14:00"
+    rounded = _integer_id_hour(key, seed=9)
+    rounded["amount"] = rounded["amount"].astype(float).round().astype(int).astype(str)
+    assert _ingest_frame(local_store, key, rounded).status == "valid"  # no history yet
+    _with_history(local_store, key)  # a feed with cents, switching to round dollars today
+    assert _ingest_frame(local_store, key, rounded).status == "valid"
+    other = "2018-04-08-15:00"
+    _with_history(local_store, other, whole=True)  # a feed that always sent round dollars
+    whole = _integer_id_hour(other, seed=11)
+    whole["amount"] = whole["amount"].astype(float).round().astype(int).astype(str)
+    assert _ingest_frame(local_store, other, whole).status == "valid"
+    # ... and so do a few large round amounts among them (a busy hour of a car dealer)
+    whole.loc[:20, "amount"] = "12000"
+    assert _ingest_frame(local_store, other, whole).status == "valid"

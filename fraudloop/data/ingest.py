@@ -39,9 +39,10 @@ from fraudloop.core.hours import day_start, hour_start
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 from fraudloop.core.store import ObjectStore, sha256_hex
 from fraudloop.core.tables import canonical_order, mark_quarantined, write_partition
-from fraudloop.data import held_labels, id_index
+from fraudloop.data import held_labels, id_index, plausibility
 from fraudloop.data.expectations import Problem, ValidationOutcome, jsonable
 from fraudloop.data.normalise import normalise_labels, normalise_transactions
+from fraudloop.data.plausibility import amount_profile
 from fraudloop.data.policy import IngestPolicy
 from fraudloop.data.quarantine import (
     quarantine_files,
@@ -303,7 +304,9 @@ def _ingest(
     row_check,
     validate,
     limits: IngestPolicy,
+    file_check=None,
 ) -> IngestOutcome:
+    """``file_check(key, frame)`` judges a whole file's normalised rows (a Problem or None)."""
     started = time.perf_counter()
     timings = {"read_s": 0.0, "normalise_s": 0.0, "rows_s": 0.0, "validate_s": 0.0}
     timings["write_s"] = 0.0
@@ -329,6 +332,8 @@ def _ingest(
         outcome.rows_held = sum(f.get("rows_held", 0) for f in outcome.files)
         if not problems and accepted.empty and not outcome.rows_held:
             problems.append(Problem("rows", "no_valid_rows", "no row of the partition is valid"))
+        if not problems and file_check is not None:
+            problems = _check_files(deliveries, outcome.files, file_check)
     if not problems:
         t = time.perf_counter()
         canonical = _concat(table, [accepted])
@@ -350,6 +355,18 @@ def _ingest(
     return outcome
 
 
+def _check_files(deliveries: list[_Delivery], files: list[dict], file_check) -> list[Problem]:
+    """Whole-file plausibility (a column that no longer looks like itself): a file that fails
+    is quarantined, the partition with it."""
+    problems = []
+    for delivery, result in zip(deliveries, files, strict=True):
+        problem = file_check(delivery.key, delivery.frame)
+        if problem is not None:
+            problems.append(problem)
+            result["status"] = "quarantined"
+    return problems
+
+
 def _write_data_docs(store: ObjectStore, outcome: IngestOutcome) -> str | None:
     """Publish the validation's Data Docs page beside the reports, named by the validated inputs
     (so a re-run of the same delivery rewrites the same page)."""
@@ -368,6 +385,9 @@ def _accept(
     file beside the file's bytes."""
     table, partition_key = outcome.table, outcome.partition_key
     statistics = outcome.validation.statistics if outcome.validation else None
+    if table == "transactions" and statistics is not None:
+        # what the next days' files of this hour are compared with (fraudloop.data.plausibility)
+        statistics = {**statistics, "amount_profile": amount_profile(canonical["amount"])}
     version = write_partition(
         store, table, partition_key, canonical, outcome.sources, validation=statistics
     )
@@ -540,6 +560,13 @@ def ingest_transactions_hour(
             ),
         )
 
+    profiles = plausibility.history_profiles(store, partition_key, limits.row_count_history_days)
+
+    def file_check(key: str, frame: pd.DataFrame) -> Problem | None:
+        return plausibility.amounts_look_like_ids(
+            frame["amount"], profiles, limits.amount_median_ratio, source=key
+        )
+
     return _ingest(
         store,
         "transactions",
@@ -549,6 +576,7 @@ def ingest_transactions_hour(
         row_check,
         lambda frame: validate_transactions(frame, params=params),
         limits,
+        file_check,
     )
 
 
