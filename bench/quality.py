@@ -5,7 +5,7 @@
     .venv/bin/python bench/quality.py --search 8      # + a seeded random search (8 draws)
     .venv/bin/python bench/quality.py --windows 14,28,56,84   # + window lengths compared
     .venv/bin/python bench/quality.py --weighting none,balanced,5  # + class weighting, full fits
-    .venv/bin/python bench/quality.py --before class_weight=none   # + the defaults before a change
+    .venv/bin/python bench/quality.py --before window_days=28   # + the defaults before a change
     .venv/bin/python bench/quality.py --quick         # scale 0.1, short fits: a smoke run
     .venv/bin/python bench/quality.py --json PATH
 
@@ -46,8 +46,9 @@ validation part of that window (its latest 20 %); the test-week columns are show
 information and decide nothing. ``--weighting`` makes full candidates through
 ``train_candidate`` (the job's window, rate and rounds), one per class weight, and judges them on
 the gate's holdout (08-01..07, after the window and before the test week). ``--before`` trains
-the defaults before a change (``TrainConfig`` fields as ``key=value``) the same way and on the same
-data, so the table's "before" row is measured in the same run, not copied from an earlier one.
+the defaults before a change (``window_days`` or ``TrainConfig`` fields as ``key=value``) the same
+way and on the same data, so the table's "before" row is measured in the same run, not copied
+from an earlier one.
 """
 
 from __future__ import annotations
@@ -335,20 +336,25 @@ def random_search(train_df, test, base: TrainConfig, draws: int, seed: int, repo
     return [{"params": p, **o} for p, o in results]
 
 
-def overrides(text: str) -> dict:
-    """``key=value,key=value`` as ``TrainConfig`` fields, each parsed like the field's default
-    (``class_weight`` stays text: the config reads "balanced" or a number from it)."""
-    defaults, out = TrainConfig(), {}
+def overrides(text: str) -> tuple[dict, dict]:
+    """``key=value,key=value`` as (dataset, ``TrainConfig``) fields, each parsed like the
+    field's default (``class_weight`` stays text: the config reads "balanced" or a number from
+    it). The one dataset field is ``window_days`` (the setting ``FRAUDLOOP_TRAIN_WINDOW_DAYS``),
+    up to the job's own window: the stored hours are the job's."""
+    defaults, dataset, config = TrainConfig(), {}, {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
+        if key == "window_days":
+            dataset[key] = int(value)
+            continue
         if not hasattr(defaults, key) or key == "features":
-            raise SystemExit(f"--before: {key!r} is not a TrainConfig field")
+            raise SystemExit(f"--before: {key!r} is not window_days or a TrainConfig field")
         kind = type(getattr(defaults, key))
         if kind is bool:
-            out[key] = value.lower() in ("1", "true", "yes")
+            config[key] = value.lower() in ("1", "true", "yes")
         else:
-            out[key] = value if kind is str else kind(value)
-    return out
+            config[key] = value if kind is str else kind(value)
+    return dataset, config
 
 
 class Candidates:
@@ -356,15 +362,29 @@ class Candidates:
     configuration: the shipped defaults, the "before" defaults and the weighting variants share
     a fit when their configurations are equal."""
 
-    def __init__(self, store, dataset):
-        self.registry, self.dataset, self.made = ModelRegistry(store), dataset, {}
+    def __init__(self, store, spec: datasets.DatasetSpec):
+        self.store, self.registry = store, ModelRegistry(store)
+        self.spec, self.datasets, self.made = spec, {}, {}
 
-    def get(self, config: TrainConfig):
-        key = repr(sorted(config.to_dict().items()))
+    def dataset_of(self, spec: datasets.DatasetSpec | None = None):
+        spec = spec or self.spec
+        if spec.window_days > self.spec.window_days:
+            raise SystemExit(f"--before: window_days over the job's {self.spec.window_days}")
+        if spec not in self.datasets:
+            self.datasets[spec] = datasets.build_dataset(self.store, spec)
+        return self.datasets[spec]
+
+    @property
+    def dataset(self):
+        return self.dataset_of()
+
+    def get(self, config: TrainConfig, spec: datasets.DatasetSpec | None = None):
+        spec = spec or self.spec
+        key = (spec.window_days, repr(sorted(config.to_dict().items())))
         if key not in self.made:
             candidate = train_candidate(
                 self.registry,
-                self.dataset,
+                self.dataset_of(spec),
                 config,
                 cpu_hour_price=0.0,
                 actor="bench:quality",
@@ -449,7 +469,8 @@ def main(argv: list[str] | None = None) -> None:
         "--before",
         default="",
         metavar="KEY=VALUE,...",
-        help="TrainConfig fields of the defaults before a change: adds their row, same run",
+        help="window_days or TrainConfig fields of the defaults before a change: their row, "
+        "measured in the same run",
     )
     args = ap.parse_args(argv)
     spec, config = job_configuration()
@@ -478,11 +499,15 @@ def main(argv: list[str] | None = None) -> None:
     store = LocalObjectStore(Path(workdir.name) / "store")
     started = time.perf_counter()
     written = store_inputs(store, feats, labels, spec)
-    dataset = datasets.build_dataset(store, spec)
+    candidates = Candidates(store, spec)
+    dataset = candidates.dataset
     dataset_s = time.perf_counter() - started
-    candidates = Candidates(store, dataset)
     candidate, model = candidates.get(config)
-    before = candidates.get(replace(config, **overrides(args.before))) if args.before else None
+    before_data, before_config = overrides(args.before)
+    before_spec = replace(spec, **before_data)
+    before = None
+    if args.before:
+        before = candidates.get(replace(config, **before_config), before_spec)
     train_df = dataset.train
     print(
         f"training_job as of {spec.cutoff}: window {spec.window_days} d "
@@ -512,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
             (
                 f"LightGBM, defaults before ({args.before})",
                 f"{len(config.features)} fraudloop",
-                f"{first}..{last} ({spec.window_days} d)",
+                f"{before_spec.train_start:%m-%d}..{last} ({before_spec.window_days} d)",
                 metrics(test, before[1].predict(test)),
                 f"{before[0].training_seconds:.1f} s ({before[0].best_iteration} rounds)",
             )
@@ -570,7 +595,7 @@ def main(argv: list[str] | None = None) -> None:
         details["weighting"] = weighting(candidates, test, config, weights, report)
     workdir.cleanup()
     if before is not None:
-        details["before"] = {"overrides": overrides(args.before), **before[0].metrics}
+        details["before"] = {"overrides": args.before, **before[0].metrics}
     if args.windows:
         lengths = [int(d) for d in args.windows.split(",")]
         details["windows"] = windows(feats, delay, config, lengths, report)
