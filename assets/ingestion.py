@@ -44,6 +44,8 @@ def _partition_metadata(outcome: ingest.IngestOutcome, store, reports: ReportsRe
         # rows kept vs lost: a quarantined partition loses every row it delivered
         "rows_accepted": outcome.rows if valid else 0,
         "rows_rejected": outcome.rows_rejected if valid else outcome.rows,
+        # labels waiting for an unreadable transactions hour: ingested once it is
+        "rows_held": outcome.rows_held,
         "sources": dg.MetadataValue.json(outcome.sources),
         "compute_seconds": round(outcome.seconds, 3),
     }
@@ -68,7 +70,7 @@ def _partition_metadata(outcome: ingest.IngestOutcome, store, reports: ReportsRe
         meta["max_timestamp"] = outcome.max_timestamp
     if outcome.data_docs_key:
         meta["data_docs"] = dg.MetadataValue.url(reports.link(outcome.data_docs_key))
-    if not valid or outcome.rows_rejected:
+    if not valid or outcome.rows_rejected or outcome.rows_held:
         meta["reason"] = dg.MetadataValue.md(ingest.reason_markdown(outcome))
         meta["quarantine"] = dg.MetadataValue.json(outcome.quarantine_keys)
     return meta
@@ -132,7 +134,7 @@ def _ingest_partitions(
         outcome = ingest_one(key, ingest.landed_files(s, table, key))
         outcomes[key] = outcome
         context.add_asset_metadata(_partition_metadata(outcome, s, reports), partition_key=key)
-        if outcome.status != "valid" or outcome.rows_rejected:
+        if outcome.status != "valid" or outcome.rows_rejected or outcome.rows_held:
             context.log.warning(f"{key}: {outcome.status}: {outcome.reason or ''}")
         _alert_quarantine(alerts, table, key, outcome, open_incidents)
     return dg.MaterializeResult(
@@ -186,7 +188,9 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
         description=(
             "Delayed fraud labels that became known on one UTC day (`landing/labels/<day>/`): "
             "bi-temporal (`known_at`), validated with Great Expectations, including that every "
-            "label refers to an ingested transaction of the lookback window."
+            "label refers to an ingested transaction of the lookback window. Labels that may "
+            "belong to a transactions hour quarantined as unreadable are held (`rows_held`) "
+            "and ingested once that hour is."
         ),
     )
     def raw_labels(
@@ -201,11 +205,17 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
         ids_by_hour: dict = {}
 
         def ingest_day(key: str, files) -> ingest.IngestOutcome:
-            known = tables.known_transaction_ids(
-                s, day_start(key), limits.label_lookback_days, cache=ids_by_hour
-            )
+            window = (s, day_start(key), limits.label_lookback_days)
+            known = tables.known_transaction_ids(*window, cache=ids_by_hour)
+            unreadable = tables.unreadable_hours(*window, cache=ids_by_hour)
             return ingest.ingest_labels_day(
-                s, key, files, known, limits, mostly=config.known_ids_mostly
+                s,
+                key,
+                files,
+                known,
+                limits,
+                mostly=config.known_ids_mostly,
+                unreadable_hours=unreadable,
             )
 
         return _ingest_partitions(context, s, alerts, reports, "labels", ingest_day)

@@ -4,6 +4,8 @@
     .venv/bin/python bench/quality.py --ablation      # + the extra features' ablation
     .venv/bin/python bench/quality.py --search 8      # + a seeded random search (8 draws)
     .venv/bin/python bench/quality.py --windows 14,28,56,84   # + window lengths compared
+    .venv/bin/python bench/quality.py --weighting none,balanced,5  # + class weighting, full fits
+    .venv/bin/python bench/quality.py --before window_days=28   # + the defaults before a change
     .venv/bin/python bench/quality.py --quick         # scale 0.1, short fits: a smoke run
     .venv/bin/python bench/quality.py --json PATH
 
@@ -41,7 +43,12 @@ Protocol (Le Borgne et al., "Reproducible ML for Credit Card Fraud Detection", c
 
 ``--ablation`` and ``--search`` fit on the job's training window only and choose by the
 validation part of that window (its latest 20 %); the test-week columns are shown beside for
-information and decide nothing.
+information and decide nothing. ``--weighting`` makes full candidates through
+``train_candidate`` (the job's window, rate and rounds), one per class weight, and judges them on
+the gate's holdout (08-01..07, after the window and before the test week). ``--before`` trains
+the defaults before a change (``window_days`` or ``TrainConfig`` fields as ``key=value``) the same
+way and on the same data, so the table's "before" row is measured in the same run, not copied
+from an earlier one.
 """
 
 from __future__ import annotations
@@ -329,6 +336,125 @@ def random_search(train_df, test, base: TrainConfig, draws: int, seed: int, repo
     return [{"params": p, **o} for p, o in results]
 
 
+def overrides(text: str) -> tuple[dict, dict]:
+    """``key=value,key=value`` as (dataset, ``TrainConfig``) fields, each parsed like the
+    field's default (``class_weight`` stays text: the config reads "balanced" or a number from
+    it). The one dataset field is ``window_days`` (the setting ``FRAUDLOOP_TRAIN_WINDOW_DAYS``),
+    up to the job's own window: the stored hours are the job's."""
+    defaults, dataset, config = TrainConfig(), {}, {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        if key == "window_days":
+            dataset[key] = int(value)
+            continue
+        if not hasattr(defaults, key) or key == "features":
+            raise SystemExit(f"--before: {key!r} is not window_days or a TrainConfig field")
+        kind = type(getattr(defaults, key))
+        if kind is bool:
+            config[key] = value.lower() in ("1", "true", "yes")
+        else:
+            config[key] = value if kind is str else kind(value)
+    return dataset, config
+
+
+class Candidates:
+    """Candidates of `training_job`'s path (``train_candidate``) on one dataset, made once per
+    configuration: the shipped defaults, the "before" defaults and the weighting variants share
+    a fit when their configurations are equal."""
+
+    def __init__(self, store, spec: datasets.DatasetSpec):
+        self.store, self.registry = store, ModelRegistry(store)
+        self.spec, self.datasets, self.made = spec, {}, {}
+
+    def dataset_of(self, spec: datasets.DatasetSpec | None = None):
+        spec = spec or self.spec
+        if spec.window_days > self.spec.window_days:
+            raise SystemExit(f"--before: window_days over the job's {self.spec.window_days}")
+        if spec not in self.datasets:
+            self.datasets[spec] = datasets.build_dataset(self.store, spec)
+        return self.datasets[spec]
+
+    @property
+    def dataset(self):
+        return self.dataset_of()
+
+    def get(self, config: TrainConfig, spec: datasets.DatasetSpec | None = None):
+        spec = spec or self.spec
+        key = (spec.window_days, repr(sorted(config.to_dict().items())))
+        if key not in self.made:
+            candidate = train_candidate(
+                self.registry,
+                self.dataset_of(spec),
+                config,
+                cpu_hour_price=0.0,
+                actor="bench:quality",
+                reason="handbook protocol",
+            )
+            text = self.registry.get_file(candidate.version, MODEL_FILE).decode()
+            self.made[key] = (candidate, load_model(text))
+        return self.made[key]
+
+
+def positive_weight(config: TrainConfig, y: np.ndarray) -> float:
+    """The ``scale_pos_weight`` `booster.train` gives the refit on labels `y`."""
+    if config.class_weight == "balanced":
+        return float((y == 0).sum() / max((y == 1).sum(), 1))
+    return 1.0 if config.class_weight == "none" else float(config.class_weight)
+
+
+def unweighted(score: np.ndarray, weight: float) -> np.ndarray:
+    """Scores of a model trained with positives weighted ``weight`` mapped back to probabilities
+    (prior correction: the weighted odds are ``weight`` times the true ones). Monotone: AP and
+    CP@100 are unchanged, Brier and ECE are what a calibrated model would show."""
+    return score / (score + weight * (1.0 - score))
+
+
+def weighting(candidates: Candidates, test, base: TrainConfig, weights, report: Report) -> dict:
+    """Class weighting against none, full candidates of the job's path, judged on the gate's
+    holdout (after the window, before the test week); the test week is information only."""
+    holdout = candidates.dataset.holdout
+    y_train = candidates.dataset.train["is_fraud"].to_numpy()
+    y_hold = holdout["is_fraud"].to_numpy()
+    report.note(
+        "\nclass weighting (full candidates through train_candidate; chosen on the gate's "
+        "holdout 08-01..07; the test week decides nothing):"
+    )
+    report.note(
+        "| class_weight | pos weight | holdout AUC | AP | CP@100 | Brier raw | Brier corrected | "
+        "ECE corrected | test AP | test CP@100 | rounds | fit |"
+    )
+    report.note("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    out = {}
+    for value in weights:
+        config = replace(base, class_weight=value)
+        candidate, model = candidates.get(config)
+        weight = positive_weight(config, y_train)
+        raw = model.predict(holdout)
+        fixed = calibration(y_hold, unweighted(raw, weight))
+        hold_m, test_m = metrics(holdout, raw), metrics(test, model.predict(test))
+        out[str(value)] = {
+            "pos_weight": weight,
+            "holdout": hold_m,
+            "test": test_m,
+            "brier_raw": calibration(y_hold, raw).brier,
+            "brier_corrected": fixed.brier,
+            "ece_corrected": fixed.ece,
+            "rounds": candidate.best_iteration,
+            "seconds": candidate.training_seconds,
+        }
+        row = out[str(value)]
+        report.note(
+            f"| {value} | {weight:.1f} | {hold_m[0]:.3f} | {hold_m[1]:.3f} | {hold_m[2]:.3f} | "
+            f"{row['brier_raw']:.5f} | {row['brier_corrected']:.5f} | {fixed.ece:.5f} | "
+            f"{test_m[1]:.3f} | {test_m[2]:.3f} | {candidate.best_iteration} | "
+            f"{candidate.training_seconds:.0f} s |"
+        )
+        print(report.notes[-1], flush=True)
+    best = max(out, key=lambda k: (out[k]["holdout"][1], out[k]["holdout"][2]))
+    report.note(f"best by holdout AP (then CP@100): class_weight {best}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = arguments(__doc__)
     ap.add_argument("--seed", type=int, default=42, help="simulator seed")
@@ -336,6 +462,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ablation", action="store_true", help="the extra features' ablation")
     ap.add_argument("--search", type=int, default=0, metavar="N", help="random search draws")
     ap.add_argument("--windows", default="", help="window lengths to compare, e.g. 14,28,56,84")
+    ap.add_argument(
+        "--weighting", default="", help="class weights to compare, e.g. none,balanced,5"
+    )
+    ap.add_argument(
+        "--before",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="window_days or TrainConfig fields of the defaults before a change: their row, "
+        "measured in the same run",
+    )
     args = ap.parse_args(argv)
     spec, config = job_configuration()
     if args.quick:  # a tenth of the customers, a 14-day window, short one-thread fits
@@ -358,21 +494,20 @@ def main(argv: list[str] | None = None) -> None:
         f"seed {args.seed}, scale {args.scale}; features in {features_s:.1f} s"
     )
 
-    with tempfile.TemporaryDirectory(prefix="fraudloop-bench-quality-") as tmp:
-        store = LocalObjectStore(Path(tmp) / "store")
-        started = time.perf_counter()
-        written = store_inputs(store, feats, labels, spec)
-        dataset = datasets.build_dataset(store, spec)
-        dataset_s = time.perf_counter() - started
-        candidate = train_candidate(
-            ModelRegistry(store),
-            dataset,
-            config,
-            cpu_hour_price=0.0,
-            actor="bench:quality",
-            reason="handbook protocol",
-        )
-        model = load_model(ModelRegistry(store).get_file(candidate.version, MODEL_FILE).decode())
+    # the registry of the candidates lives until the comparisons after the table are made
+    workdir = tempfile.TemporaryDirectory(prefix="fraudloop-bench-quality-")
+    store = LocalObjectStore(Path(workdir.name) / "store")
+    started = time.perf_counter()
+    written = store_inputs(store, feats, labels, spec)
+    candidates = Candidates(store, spec)
+    dataset = candidates.dataset
+    dataset_s = time.perf_counter() - started
+    candidate, model = candidates.get(config)
+    before_data, before_config = overrides(args.before)
+    before_spec = replace(spec, **before_data)
+    before = None
+    if args.before:
+        before = candidates.get(replace(config, **before_config), before_spec)
     train_df = dataset.train
     print(
         f"training_job as of {spec.cutoff}: window {spec.window_days} d "
@@ -397,6 +532,16 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[tuple[str, str, str, Metrics, str]] = []
     for name, (score, secs) in sklearn_baselines(handbook, test).items():
         rows.append((name, "15 handbook", "07-25..07-31", metrics(test, score), f"{secs:.1f} s"))
+    if before is not None:
+        rows.append(
+            (
+                f"LightGBM, defaults before ({args.before})",
+                f"{len(config.features)} fraudloop",
+                f"{before_spec.train_start:%m-%d}..{last} ({before_spec.window_days} d)",
+                metrics(test, before[1].predict(test)),
+                f"{before[0].training_seconds:.1f} s ({before[0].best_iteration} rounds)",
+            )
+        )
     rows.append(
         (
             "**LightGBM (training_job defaults)**",
@@ -445,6 +590,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{candidate.model_sha256[:16]}; total {time.perf_counter() - t0:.0f} s"
     )
     details: dict = {}
+    weights = [w.strip() for w in args.weighting.split(",") if w.strip()]
+    if weights:
+        details["weighting"] = weighting(candidates, test, config, weights, report)
+    workdir.cleanup()
+    if before is not None:
+        details["before"] = {"overrides": args.before, **before[0].metrics}
     if args.windows:
         lengths = [int(d) for d in args.windows.split(",")]
         details["windows"] = windows(feats, delay, config, lengths, report)

@@ -12,6 +12,7 @@ import dagster as dg
 from assets import keys
 from fraudloop.core import keyspace
 from fraudloop.core.store import sha256_hex
+from fraudloop.data import held_labels
 from fraudloop.data.landing import (
     WatchCursor,
     defer,
@@ -58,6 +59,22 @@ def run_request_for(run) -> dg.RunRequest:
     return dg.RunRequest(run_key=run.run_key, job_name=job, tags=tags)
 
 
+def held_label_requests(store, partitions: Partitions) -> list[dg.RunRequest]:
+    """Label days that hold labels for an unreadable transactions hour which can be read now
+    (`fraudloop.data.held_labels`): one run each, keyed by the state of the hours it waited
+    for, so a day is ingested again once per change of those hours."""
+    return [
+        dg.RunRequest(
+            run_key=f"held-labels/{day}@{version}",
+            job_name=daily_labels_job.name,
+            partition_key=day,
+            tags={"fraudloop/trigger": "new_data_sensor: held labels released"},
+        )
+        for day, version in held_labels.released(store)
+        if partitions.daily.has_partition_key(day)
+    ]
+
+
 def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
     partitions_of = {"transactions": partitions.hourly, "labels": partitions.daily}
 
@@ -75,7 +92,10 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
         s = store.open()
         cursor = WatchCursor.from_json(context.cursor)
         changed, next_cursor = detect_changes(s.list(f"{keyspace.LANDING}/"), cursor)
+        released = held_label_requests(s, partitions)
         if not changed:
+            if released:
+                return dg.SensorResult(run_requests=released, cursor=next_cursor.to_json())
             return dg.SkipReason("no new or changed files in the landing zone")
         delivered = feed_events(changed)
         versions = []
@@ -92,7 +112,8 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
                 context.log.info(f"{landed.key} vanished before it could be read; skipped")
         if not versions:
             return dg.SensorResult(
-                skip_reason="new files, but none for a configured partition",
+                run_requests=released,
+                skip_reason=None if released else "new files, but none for a configured partition",
                 cursor=next_cursor.to_json(),
                 asset_events=delivered,
             )
@@ -108,14 +129,15 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
             context.log.info(f"{len(waiting)} label file(s) wait for transaction ingestion")
         if not versions:
             return dg.SensorResult(
-                skip_reason="label files wait for transactions being ingested",
+                run_requests=released,
+                skip_reason=None if released else "label files wait for transactions ingestion",
                 cursor=next_cursor.to_json(),
                 asset_events=delivered,
             )
         runs = group_into_runs(versions)
         context.log.info(f"{len(versions)} new file version(s) -> {len(runs)} run(s)")
         return dg.SensorResult(
-            run_requests=[run_request_for(run) for run in runs],
+            run_requests=[run_request_for(run) for run in runs] + released,
             cursor=next_cursor.to_json(),
             asset_events=delivered,
         )

@@ -108,5 +108,9 @@ def run(env: DagsterEnv, assets, partition_key=None, start=None, end=None, resou
 def execute(env: DagsterEnv, request: dg.RunRequest):
     """Run a sensor's request as the daemon would: its job from the code location."""
     return env.job(request.job_name).execute_in_process(
-        instance=env.instance, tags=request.tags, resources=env.resources, raise_on_error=False
+        instance=env.instance,
+        tags=request.tags,
+        resources=env.resources,
+        raise_on_error=False,
+        partition_key=request.partition_key,  # a single-partition request (ranges are tags)
     )

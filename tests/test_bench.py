@@ -115,6 +115,31 @@ def test_bench_quick_mode_runs_and_reports_every_figure(name, tmp_path):
         assert doc["details"]["identical"] is True, "reproduce gave another model"
 
 
+@pytest.mark.slow
+def test_quality_measures_the_before_row_and_the_class_weights_in_the_same_run(tmp_path):
+    """`--before` (the defaults before a change) and `--weighting` train through the job's
+    path in the same run; their figures are in the JSON, finite."""
+    out = tmp_path / "quality.json"
+    flags = ["--before", "window_days=7", "--weighting", "none,balanced"]
+    done = subprocess.run(
+        [sys.executable, "bench/quality.py", "--quick", "--json", str(out), *flags],
+        cwd=ROOT,
+        env={**os.environ, QUICK_ENV: ""},
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    details = json.loads(out.read_text())["details"]
+    assert details["before"]["overrides"] == "window_days=7"
+    assert _finite(details["before"]["ap"])
+    assert "LightGBM, defaults before (window_days=7)" in done.stdout
+    weighting = details["weighting"]
+    assert set(weighting) == {"none", "balanced"} and weighting["balanced"]["pos_weight"] > 1
+    for row in weighting.values():
+        assert all(_finite(v) for v in (*row["holdout"], *row["test"], row["brier_corrected"]))
+
+
 def test_results_table_is_generated_from_full_runs():
     """docs/results.md's bench table is `python bench/report.py` over bench/results/*.json, and
     those are full-size runs of every bench."""

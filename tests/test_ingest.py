@@ -8,6 +8,7 @@ import re
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -595,3 +596,186 @@ def test_a_label_of_a_rejected_transaction_is_rejected_not_the_label_day(local_s
     # a corrected re-delivery of the hour makes the id a transaction again
     ingest_transactions_hour(local_store, KEY, [(PREFIX + "a.csv", GOOD)], [])
     assert id_index.rejected_transactions(local_store, frame["transaction_id"]) == set()
+
+
+# --- labels of a transactions hour that could not be read ------------------------------------
+
+JUNK = b"\x00\x9c\xff\x10 not a table \xfe\n\x00"  # not UTF-8: the hour is quarantined whole
+
+
+def _labels_for(*frames: pd.DataFrame, day: str = "2018-04-08") -> list[tuple[str, bytes]]:
+    ids = pd.concat([f["transaction_id"] for f in frames], ignore_index=True)
+    labels = pd.DataFrame({"transaction_id": ids, "is_fraud": 0, "known_at": f"{day}T10:00Z"})
+    labels.loc[::7, "is_fraud"] = 1
+    return [(f"landing/labels/{day}/l.csv", labels.to_csv(index=False).encode())]
+
+
+def _ingest_label_day(store, files, day: str = "2018-04-08"):
+    """As the raw_labels asset calls it: known ids and unreadable hours of the lookback."""
+    from fraudloop.core.tables import unreadable_hours
+
+    known = known_transaction_ids(store, day, lookback_days=7)
+    unread = unreadable_hours(store, day, lookback_days=7)
+    return ingest_labels_day(store, day, files, known, unreadable_hours=unread)
+
+
+def test_labels_of_an_unreadable_hour_are_held_and_let_in_by_its_corrected_redelivery(store):
+    """The limit the README used to list: an hour whose file cannot be read has unknown ids, so
+    its labels failed the known-ids check and took the whole label day with them. Now only
+    those labels wait, named by the hour; the corrected hour lets them in."""
+    import json
+
+    from fraudloop.core.tables import unreadable_hours
+    from fraudloop.data import held_labels
+    from fraudloop.data.rows import held_reason
+
+    ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    h6_key = hour_landing_prefix(H6) + "b.csv"
+    h6 = _hour_csv(H6, rows=30, seed=2)
+    broken = ingest_transactions_hour(store, H6, [(h6_key, JUNK)], [])
+    assert broken.status == "quarantined"
+    assert unreadable_hours(store, "2018-04-08", lookback_days=7) == [H6]
+
+    good, late = pd.read_csv(io.BytesIO(GOOD), dtype=str), pd.read_csv(io.BytesIO(h6), dtype=str)
+    files = _labels_for(good, late)
+    day = _ingest_label_day(store, files)
+    assert day.status == "valid", day.reason_summary
+    assert (day.rows, day.rows_held, day.rows_rejected) == (60, 30, 0)
+    (file,) = day.files
+    assert file["held_by_reason"] == {held_reason([H6]): 30}
+    assert H6 in held_reason([H6]) and file["rows_accepted"] == 60
+    assert set(read_partition(store, "labels", "2018-04-08")["transaction_id"]) == set(
+        good["transaction_id"]
+    )
+    record = json.loads(store.get_bytes(day.held_key))
+    assert record["waiting_for"] == [H6] and record["rows_held"] == 30
+    (held_file,) = record["files"]
+    assert held_file["key"] == files[0][0]
+    assert [row["raw"].split(",")[0] for row in held_file["rows"]] == list(late["transaction_id"])
+    assert held_file["rows"][0]["line"] == 62  # header + 60 rows before it
+    assert f"30 row(s) of l.csv held until transactions hour {H6}" in reason_markdown(day)
+    assert held_labels.released(store) == []  # the hour is still unreadable
+
+    # a re-delivery that is still junk releases nothing; the corrected one does
+    ingest_transactions_hour(store, H6, [(h6_key, JUNK + b"again")], [])
+    assert held_labels.released(store) == []
+    assert ingest_transactions_hour(store, H6, [(h6_key, h6)], []).status == "valid"
+    (released,) = held_labels.released(store)
+    assert released[0] == "2018-04-08"
+
+    again = _ingest_label_day(store, files)
+    assert again.status == "valid" and (again.rows, again.rows_held) == (90, 0)
+    assert again.held_key is None and not store.exists(day.held_key)
+    assert held_labels.released(store) == []
+
+
+def test_held_labels_are_bounded_by_what_the_hour_could_hold(store):
+    """Unknown ids beyond what the unreadable hour can have delivered (its same hour on earlier
+    days, times the row-count ratio) are not its labels: nothing is held, and the known-ids check
+    judges the day as before."""
+    earlier = "2018-03-31-06:00"
+    small = _hour_csv(earlier, rows=5, seed=1)
+    ingest_transactions_hour(store, earlier, [(hour_landing_prefix(earlier) + "c.csv", small)], [])
+    ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    ingest_transactions_hour(store, H6, [(hour_landing_prefix(H6) + "b.csv", JUNK)], [])
+    strangers = pd.DataFrame({"transaction_id": [f"x-{i}" for i in range(41)]})  # limit 5*4+20
+    good = pd.read_csv(io.BytesIO(GOOD), dtype=str)
+    day = _ingest_label_day(store, _labels_for(good, strangers))
+    assert day.status == "quarantined" and day.rows_held == 0
+    assert "never ingested" in day.reason_summary
+    within = _ingest_label_day(store, _labels_for(good, strangers.head(40)))
+    assert within.status == "valid" and within.rows_held == 40
+
+
+def test_a_label_day_whose_every_label_waits_is_valid_and_empty(store):
+    """Every label of the day belongs to the unreadable hour: the day is ingested with no rows
+    (nothing in it is wrong), not quarantined, and fills in once the hour is corrected."""
+    h6_key = hour_landing_prefix(H6) + "b.csv"
+    h6 = _hour_csv(H6, rows=30, seed=2)
+    ingest_transactions_hour(store, H6, [(h6_key, JUNK)], [])
+    files = _labels_for(pd.read_csv(io.BytesIO(h6), dtype=str))
+    day = _ingest_label_day(store, files)
+    assert day.status == "valid" and (day.rows, day.rows_held) == (0, 30)
+    assert len(read_partition(store, "labels", "2018-04-08")) == 0
+    ingest_transactions_hour(store, H6, [(h6_key, h6)], [])
+    assert _ingest_label_day(store, files).rows == 30
+
+
+# --- an amount column that holds ids ---------------------------------------------------------
+
+
+def _integer_id_hour(key: str, seed: int, rows: int = 200) -> pd.DataFrame:
+    """An hour of a feed whose customer and terminal ids are integers (the handbook's data):
+    amounts with cents around $50."""
+    rng = np.random.default_rng(seed)
+    start = hour_start(key)
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"{start:%Y%m%d%H}{i:05d}" for i in range(rows)],
+            "tx_datetime": [
+                (start + pd.Timedelta(seconds=int(s))).strftime("%Y-%m-%dT%H:%M:%SZ")
+                for s in np.sort(rng.integers(0, 3600, rows))
+            ],
+            "customer_id": [str(c) for c in rng.integers(0, 5000, rows)],
+            "terminal_id": [str(t) for t in rng.integers(0, 10000, rows)],
+            "amount": [f"{a:.2f}" for a in rng.gamma(2.0, 27.0, rows)],
+        }
+    )
+
+
+def _ingest_frame(store, key: str, frame: pd.DataFrame):
+    data = frame.to_csv(index=False, lineterminator="\n").encode()
+    return ingest_transactions_hour(store, key, [(hour_landing_prefix(key) + "part.csv", data)])
+
+
+def _with_history(store, key: str, days: int = 3, whole: bool = False) -> None:
+    """The same hour on `days` earlier days, ingested (so their amount profiles are kept)."""
+    for back in range(days, 0, -1):
+        earlier = (hour_start(key) - pd.Timedelta(days=back)).strftime("%Y-%m-%d-%H:00")
+        frame = _integer_id_hour(earlier, seed=back)
+        if whole:
+            frame["amount"] = frame["amount"].astype(float).round().astype(int).astype(str)
+        assert _ingest_frame(store, earlier, frame).status == "valid"
+
+
+def test_an_amount_column_holding_integer_customer_ids_is_caught(local_store):
+    """The mislabelled header of issue 16 on a feed with integer ids: customer_id holds the
+    terminal ids, terminal_id the customer ids, amount the customer ids again. Every row passes
+    the row checks (integers are valid ids and plausible amounts); the amount column as a whole
+    does not look like the amounts of this hour on earlier days."""
+    key = "2018-04-08-14:00"
+    _with_history(local_store, key)
+    good = _integer_id_hour(key, seed=9)
+    shifted = good.assign(
+        customer_id=good["terminal_id"], terminal_id=good["customer_id"], amount=good["customer_id"]
+    )
+    outcome = _ingest_frame(local_store, key, shifted)
+    assert outcome.status == "quarantined" and outcome.rows_rejected == 0
+    (problem,) = outcome.problems
+    assert problem.check == "amount_looks_like_ids" and problem.column == "amount"
+    assert "100% of 200 values are whole numbers" in problem.message
+    assert "same hour on 3 earlier day(s)" in problem.message
+    assert outcome.files[0]["status"] == "quarantined"
+    assert read_pointer(local_store, "transactions", key)["status"] == "quarantined"
+    # the same file unshifted is fine
+    assert _ingest_frame(local_store, key, good).status == "valid"
+
+
+def test_genuine_round_dollar_amounts_are_not_taken_for_ids(local_store):
+    """No false positives: amounts rounded to whole dollars keep the median of genuine amounts,
+    whether the feed always sent them or switches to them today, and the first hours of a feed
+    (no history) are not judged."""
+    key = "2018-04-08-14:00"
+    rounded = _integer_id_hour(key, seed=9)
+    rounded["amount"] = rounded["amount"].astype(float).round().astype(int).astype(str)
+    assert _ingest_frame(local_store, key, rounded).status == "valid"  # no history yet
+    _with_history(local_store, key)  # a feed with cents, switching to round dollars today
+    assert _ingest_frame(local_store, key, rounded).status == "valid"
+    other = "2018-04-08-15:00"
+    _with_history(local_store, other, whole=True)  # a feed that always sent round dollars
+    whole = _integer_id_hour(other, seed=11)
+    whole["amount"] = whole["amount"].astype(float).round().astype(int).astype(str)
+    assert _ingest_frame(local_store, other, whole).status == "valid"
+    # ... and so do a few large round amounts among them (a busy hour of a car dealer)
+    whole.loc[:20, "amount"] = "12000"
+    assert _ingest_frame(local_store, other, whole).status == "valid"

@@ -459,3 +459,47 @@ def test_a_corrected_reimport_reaches_the_sensor_and_replaces_the_quarantined_ho
     pointer = tables.read_pointer(env.store, "transactions", H5)
     assert pointer["status"] == "valid" and pointer["rows"] == 40
     assert len(tables.read_partition(env.store, "transactions", H5)) == 40
+
+
+def test_labels_held_for_an_unreadable_hour_are_let_in_when_the_sensor_sees_it_corrected(env):
+    """Through the sensor and real runs: an hour delivered as junk is quarantined whole; the
+    next label day is ingested except the labels of that hour (held, shown as `rows_held`);
+    the corrected hour is ingested and the sensor then asks for the label day once more, which
+    lets them in."""
+    import pandas as pd
+
+    h6 = "2018-04-01-06:00"
+    _, good = land_hour(env.store, H5, rows=30)
+    late_key, late = land_hour(env.store, h6, rows=20, seed=4)
+    env.store.put_bytes(late_key, b"\x00\x9c\xff junk \xfe\n")
+    result, cursor = tick(env)
+    for request in result.run_requests:
+        assert execute(env, request).success
+    assert tables.read_pointer(env.store, "transactions", h6)["status"] == "quarantined"
+
+    land_labels(env.store, "2018-04-08", pd.concat([good, late], ignore_index=True))
+    result, cursor = tick(env, cursor)
+    (request,) = result.run_requests
+    assert execute(env, request).success
+    meta = latest(env, "raw_labels", "2018-04-08").metadata
+    assert meta["status"].value == "valid"
+    assert (meta["rows_accepted"].value, meta["rows_held"].value) == (30, 20)
+    assert f"held until transactions hour {h6}" in meta["reason"].value
+    again, cursor = tick(env, cursor)
+    assert isinstance(again, dg.SkipReason)  # nothing to release: the hour is still junk
+
+    env.store.put_bytes(late_key, csv_bytes(late))  # the corrected re-delivery
+    result, cursor = tick(env, cursor)
+    (request,) = result.run_requests
+    assert (request.job_name, request.partition_key) == ("hourly_ingestion_job", h6)
+    assert execute(env, request).success
+    result, cursor = tick(env, cursor)
+    (request,) = result.run_requests
+    assert (request.job_name, request.partition_key) == ("daily_labels_job", "2018-04-08")
+    assert request.run_key.startswith("held-labels/2018-04-08@")
+    assert execute(env, request).success
+    pointer = tables.read_pointer(env.store, "labels", "2018-04-08")
+    assert pointer["status"] == "valid" and pointer["rows"] == 50
+    assert latest(env, "raw_labels", "2018-04-08").metadata["rows_held"].value == 0
+    done, cursor = tick(env, cursor)
+    assert isinstance(done, dg.SkipReason)

@@ -501,32 +501,31 @@ def _verified_bytes(
     return data
 
 
-def known_transaction_ids(
+#: what the id cache of :func:`known_transaction_ids` holds for a quarantined hour whose ids
+#: could not be read (its file is not a table): see :func:`unreadable_hours`
+UNREADABLE = "unreadable"
+
+
+def _window_ids(
     store: ObjectStore,
     day: str | pd.Timestamp,
     lookback_days: int,
-    *,
-    max_workers: int = 16,
-    cache: dict[str, pd.Series | None] | None = None,
-) -> pd.Index:
-    """Unique ids of the valid transactions partitions from ``lookback_days`` before ``day``
-    through the end of ``day`` (the set labels known on ``day`` may refer to).
-
-    A quarantined hour contributes the ids it delivered when they could be read (kept beside
-    its quarantined files), so its labels are not rejected for the transactions' fault; missing
-    hours contribute nothing; a tampered partition raises IntegrityError. Reads only the
-    transaction_id column (after verifying each object's sha256), fetching hours concurrently.
-    """
-
+    max_workers: int,
+    cache: dict | None,
+) -> list[tuple[str, pd.Series | str | None]]:
+    """Per hour of the labels' window, oldest first: its ids (a Series), :data:`UNREADABLE` or
+    None (missing, or quarantined before ids were kept). Each hour is read once per cache."""
     start = day_start(day) if isinstance(day, str) else pd.Timestamp(day)
     start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
     first = start.floor("D") - timedelta(days=lookback_days)
     hours = int((start.floor("D") + timedelta(days=1) - first) / timedelta(hours=1))
     keys = [(first + timedelta(hours=h)).strftime(HOUR_KEY_FORMAT) for h in range(hours)]
 
-    def ids_of(key: str) -> pd.Series | None:
+    def ids_of(key: str) -> pd.Series | str | None:
         pointer = read_pointer(store, "transactions", key)
-        if pointer and pointer.get("status") == "quarantined" and pointer.get("delivered_ids_key"):
+        if pointer and pointer.get("status") == "quarantined":
+            if not pointer.get("delivered_ids_key"):
+                return UNREADABLE
             data = store.get_bytes(pointer["delivered_ids_key"])
             return pq.read_table(pa.BufferReader(data)).column(0).to_pandas()
         if not pointer or pointer.get("status") != "valid":
@@ -539,11 +538,47 @@ def known_transaction_ids(
     missing = [k for k in keys if k not in cache]
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         cache.update(zip(missing, pool.map(ids_of, missing), strict=True))
-    parts = [cache[k] for k in keys if cache[k] is not None]
+    return [(k, cache[k]) for k in keys]
+
+
+def known_transaction_ids(
+    store: ObjectStore,
+    day: str | pd.Timestamp,
+    lookback_days: int,
+    *,
+    max_workers: int = 16,
+    cache: dict | None = None,
+) -> pd.Index:
+    """Unique ids of the valid transactions partitions from ``lookback_days`` before ``day``
+    through the end of ``day`` (the set labels known on ``day`` may refer to).
+
+    A quarantined hour contributes the ids it delivered when they could be read (kept beside
+    its quarantined files), so its labels are not rejected for the transactions' fault; missing
+    hours contribute nothing; a tampered partition raises IntegrityError. Reads only the
+    transaction_id column (after verifying each object's sha256), fetching hours concurrently.
+    """
+    window = _window_ids(store, day, lookback_days, max_workers, cache)
+    parts = [ids for _, ids in window if isinstance(ids, pd.Series)]
     if not parts:
         return pd.Index([], dtype="string", name="transaction_id")
     ids = pd.concat(parts, ignore_index=True).astype("string")
     return pd.Index(ids.unique(), dtype="string", name="transaction_id")
+
+
+def unreadable_hours(
+    store: ObjectStore,
+    day: str | pd.Timestamp,
+    lookback_days: int,
+    *,
+    max_workers: int = 16,
+    cache: dict | None = None,
+) -> list[str]:
+    """The quarantined hours of the same window whose ids could not be read (the file was not
+    a table): a label of one of their transactions looks like a label of a transaction never
+    delivered, so ingestion holds such labels instead of failing the label day. Shares
+    ``cache`` with :func:`known_transaction_ids` (each pointer is read once)."""
+    window = _window_ids(store, day, lookback_days, max_workers, cache)
+    return [key for key, ids in window if isinstance(ids, str) and ids == UNREADABLE]
 
 
 def history_counts(

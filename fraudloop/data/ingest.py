@@ -39,9 +39,10 @@ from fraudloop.core.hours import day_start, hour_start
 from fraudloop.core.schema import LABEL_COLUMNS, TRANSACTION_COLUMNS
 from fraudloop.core.store import ObjectStore, sha256_hex
 from fraudloop.core.tables import canonical_order, mark_quarantined, write_partition
-from fraudloop.data import id_index
+from fraudloop.data import held_labels, id_index, plausibility
 from fraudloop.data.expectations import Problem, ValidationOutcome, jsonable
 from fraudloop.data.normalise import normalise_labels, normalise_transactions
+from fraudloop.data.plausibility import amount_profile
 from fraudloop.data.policy import IngestPolicy
 from fraudloop.data.quarantine import (
     quarantine_files,
@@ -54,6 +55,7 @@ from fraudloop.data.rows import RowVerdict, label_verdict, transaction_verdict
 from fraudloop.data.validation import (
     LabelSuiteParams,
     TransactionSuiteParams,
+    as_id_index,
     history_basis,
     row_count_bounds,
     validate_labels,
@@ -87,6 +89,8 @@ class IngestOutcome:
     # ("ingested" | "rows_rejected" | "quarantined" | "held_back"), quarantine_key, summary
     files: list[dict[str, Any]] = field(default_factory=list)
     rows_rejected: int = 0
+    rows_held: int = 0  # labels waiting for an unreadable transactions hour (not ingested yet)
+    held_key: str | None = None  # their record (fraudloop.data.held_labels)
     timings: dict[str, float] = field(default_factory=dict)
     validation: ValidationOutcome | None = None
     data_docs_key: str | None = None  # the Great Expectations Data Docs page of the validation
@@ -122,6 +126,8 @@ class IngestOutcome:
             "quarantine_keys": list(self.quarantine_keys),
             "files": jsonable(self.files),
             "rows_rejected": self.rows_rejected,
+            "rows_held": self.rows_held,
+            "held_key": self.held_key,
             "sources": jsonable(self.sources),
             "timings": dict(self.timings),
             "validation": self.validation.to_dict() if self.validation else None,
@@ -231,7 +237,7 @@ def _judge_rows(
     frames = [d.frame for d in deliveries]
     combined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     verdict = row_check(combined)
-    rejected = verdict.rejected
+    rejected, held = verdict.rejected, verdict.held
     problems, files = [], []
     offset = 0
     for delivery in deliveries:
@@ -250,6 +256,12 @@ def _judge_rows(
             "rejected_by_reason": counts,
             "status": "ingested",
         }
+        waiting = np.flatnonzero(held[offset : offset + n])
+        if len(waiting):  # not rejected, not ingested: they wait (and do not count as bad)
+            result["rows_held"] = len(waiting)
+            result["rows_accepted"] -= len(waiting)
+            result["held_by_reason"] = verdict.held_counts(own)
+            result["held"] = _rejected_rows(delivery, waiting, verdict, offset)
         if len(positions):
             whole = share > limits.max_rejected_share
             # a file quarantined whole keeps its bytes: its first rows are listed as examples
@@ -275,11 +287,11 @@ def _judge_rows(
                 result["status"] = "rows_rejected"
                 result["summary"] = (
                     f"{table} {partition_key}: {len(positions):,} of {n:,} rows of {name} "
-                    f"rejected ({top}); {n - len(positions):,} ingested"
+                    f"rejected ({top}); {result['rows_accepted']:,} ingested"
                 )
         files.append(result)
         offset += n
-    accepted = combined[~rejected].reset_index(drop=True)
+    accepted = combined[~rejected & ~held].reset_index(drop=True)
     return accepted, combined.loc[rejected, "transaction_id"], problems, files
 
 
@@ -292,7 +304,9 @@ def _ingest(
     row_check,
     validate,
     limits: IngestPolicy,
+    file_check=None,
 ) -> IngestOutcome:
+    """``file_check(key, frame)`` judges a whole file's normalised rows (a Problem or None)."""
     started = time.perf_counter()
     timings = {"read_s": 0.0, "normalise_s": 0.0, "rows_s": 0.0, "validate_s": 0.0}
     timings["write_s"] = 0.0
@@ -315,8 +329,11 @@ def _ingest(
         )
         timings["rows_s"] = time.perf_counter() - t
         outcome.rows_rejected = sum(f["rows_rejected"] for f in outcome.files)
-        if not problems and accepted.empty:
+        outcome.rows_held = sum(f.get("rows_held", 0) for f in outcome.files)
+        if not problems and accepted.empty and not outcome.rows_held:
             problems.append(Problem("rows", "no_valid_rows", "no row of the partition is valid"))
+        if not problems and file_check is not None:
+            problems = _check_files(deliveries, outcome.files, file_check)
     if not problems:
         t = time.perf_counter()
         canonical = _concat(table, [accepted])
@@ -338,6 +355,18 @@ def _ingest(
     return outcome
 
 
+def _check_files(deliveries: list[_Delivery], files: list[dict], file_check) -> list[Problem]:
+    """Whole-file plausibility (a column that no longer looks like itself): a file that fails
+    is quarantined, the partition with it."""
+    problems = []
+    for delivery, result in zip(deliveries, files, strict=True):
+        problem = file_check(delivery.key, delivery.frame)
+        if problem is not None:
+            problems.append(problem)
+            result["status"] = "quarantined"
+    return problems
+
+
 def _write_data_docs(store: ObjectStore, outcome: IngestOutcome) -> str | None:
     """Publish the validation's Data Docs page beside the reports, named by the validated inputs
     (so a re-run of the same delivery rewrites the same page)."""
@@ -355,13 +384,12 @@ def _accept(
     """Write the accepted rows as the partition's version; quarantine the rejected rows of each
     file beside the file's bytes."""
     table, partition_key = outcome.table, outcome.partition_key
+    statistics = outcome.validation.statistics if outcome.validation else None
+    if table == "transactions" and statistics is not None:
+        # what the next days' files of this hour are compared with (fraudloop.data.plausibility)
+        statistics = {**statistics, "amount_profile": amount_profile(canonical["amount"])}
     version = write_partition(
-        store,
-        table,
-        partition_key,
-        canonical,
-        outcome.sources,
-        validation=outcome.validation.statistics if outcome.validation else None,
+        store, table, partition_key, canonical, outcome.sources, validation=statistics
     )
     outcome.status = "valid"
     outcome.rows, outcome.sha256, outcome.key = version.rows, version.sha256, version.key
@@ -407,7 +435,10 @@ def _quarantine_partition(store, outcome: IngestOutcome, files, problems, frames
             {"key": key, "status": "quarantined" if key in broken else "held_back"}
             for key, _ in files
         ]
+    outcome.rows_held = 0  # the whole file waits for a re-delivery, held rows with it
     for result in outcome.files:
+        result.pop("held", None)
+        result.pop("rows_held", None)
         result["quarantine_key"] = by_source[result["key"]]
         if result.get("rejected"):
             write_rejected_rows(store, result["quarantine_key"], result.pop("rejected"))
@@ -457,6 +488,9 @@ def reason_markdown(outcome: IngestOutcome) -> str:
         for file in outcome.files:
             if file.get("status") == "rows_rejected":
                 lines.append(f"- {file['summary']} (quarantine: `{file['quarantine_key']}`)")
+            for reason, count in file.get("held_by_reason", {}).items():
+                name = posixpath.basename(file["key"])
+                lines.append(f"- {count:,} row(s) of {name} {reason} (`{outcome.held_key}`)")
         return "\n".join(lines)
     lines = [title, "", outcome.reason_summary or ""]
     if outcome.problems:
@@ -526,6 +560,13 @@ def ingest_transactions_hour(
             ),
         )
 
+    profiles = plausibility.history_profiles(store, partition_key, limits.row_count_history_days)
+
+    def file_check(key: str, frame: pd.DataFrame) -> Problem | None:
+        return plausibility.amounts_look_like_ids(
+            frame["amount"], profiles, limits.amount_median_ratio, source=key
+        )
+
     return _ingest(
         store,
         "transactions",
@@ -535,6 +576,7 @@ def ingest_transactions_hour(
         row_check,
         lambda frame: validate_transactions(frame, params=params),
         limits,
+        file_check,
     )
 
 
@@ -546,16 +588,26 @@ def ingest_labels_day(
     limits: IngestPolicy | None = None,
     *,
     mostly: float | None = None,
+    unreadable_hours: Sequence[str] = (),
 ) -> IngestOutcome:
     """Ingest one day of labels; with ``known_transaction_ids`` every label must refer to one
     (at least a share ``mostly`` of them; default ``limits.known_ids_mostly``, i.e. 1.0).
-    See :func:`fraudloop.core.tables.known_transaction_ids` for the set."""
+    See :func:`fraudloop.core.tables.known_transaction_ids` for the set.
+
+    ``unreadable_hours`` (:func:`fraudloop.core.tables.unreadable_hours`) are quarantined hours
+    whose ids could not be read: a label of an unknown transaction that may be theirs is held
+    (recorded by :mod:`fraudloop.data.held_labels`, re-ingested once such an hour is), the rest
+    of the day is ingested."""
     limits = limits or IngestPolicy()
     params = LabelSuiteParams(
         day_start=day_start(day_key),
         check_known_ids=known_transaction_ids is not None,
         known_ids_mostly=float(limits.known_ids_mostly if mostly is None else mostly),
     )
+    known, hold_limit = None, None
+    if known_transaction_ids is not None and unreadable_hours:
+        known = as_id_index(known_transaction_ids)
+        hold_limit = held_labels.hold_limit(store, unreadable_hours, limits)
 
     def row_check(frame: pd.DataFrame) -> RowVerdict:
         return label_verdict(
@@ -564,9 +616,12 @@ def ingest_labels_day(
             id_pattern=limits.id_pattern,
             transaction_times=id_index.transaction_times(store, frame["transaction_id"]),
             rejected_transactions=id_index.rejected_transactions(store, frame["transaction_id"]),
+            known_ids=known,
+            unreadable_hours=unreadable_hours if known is not None else (),
+            hold_limit=hold_limit,
         )
 
-    return _ingest(
+    outcome = _ingest(
         store,
         "labels",
         day_key,
@@ -578,3 +633,6 @@ def ingest_labels_day(
         ),
         limits,
     )
+    if outcome.status != "missing":
+        outcome.held_key = held_labels.update(store, outcome, unreadable_hours)
+    return outcome

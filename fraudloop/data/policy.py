@@ -32,6 +32,9 @@ class IngestPolicy:
         "FRAUDLOOP_ROW_COUNT_RATIO", 4.0, "row-count bounds: allowed factor vs that history"
     )
     row_count_slack: int = 20  # rows always allowed either way (quiet hours are noisy)
+    #: an all-whole-number amount column whose median is this far from the same hour's history
+    #: is ids, not amounts (fraudloop.data.plausibility)
+    amount_median_ratio: float = 4.0
     label_lookback_days: int = setting(
         "FRAUDLOOP_LABEL_LOOKBACK_DAYS", 45, "how old a labelled transaction may be"
     )

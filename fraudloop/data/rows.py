@@ -13,10 +13,13 @@ how many rows each check rejected and, for each rejected row, every reason it fa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from fraudloop.core.hours import hour_start
 
 ID_COLUMNS = ("transaction_id", "customer_id", "terminal_id")
 CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
@@ -30,27 +33,53 @@ class RowVerdict:
 
     rows: int
     by_reason: dict[str, np.ndarray] = field(default_factory=dict)
+    #: rows neither accepted nor rejected: they wait for something outside the file (a label
+    #: whose transaction hour could not be read); a rejection of the same row wins
+    held_by_reason: dict[str, np.ndarray] = field(default_factory=dict)
 
     def reject(self, mask, reason: str) -> None:
+        self._add(self.by_reason, mask, reason)
+
+    def hold(self, mask, reason: str) -> None:
+        self._add(self.held_by_reason, mask, reason)
+
+    def _add(self, masks: dict[str, np.ndarray], mask, reason: str) -> None:
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
-            self.by_reason[reason] = self.by_reason.get(reason, np.zeros(self.rows, bool)) | mask
+            masks[reason] = masks.get(reason, np.zeros(self.rows, bool)) | mask
 
     @property
     def rejected(self) -> np.ndarray:
+        return self._any(self.by_reason)
+
+    @property
+    def held(self) -> np.ndarray:
+        return self._any(self.held_by_reason) & ~self.rejected
+
+    def _any(self, masks: dict[str, np.ndarray]) -> np.ndarray:
         out = np.zeros(self.rows, dtype=bool)
-        for mask in self.by_reason.values():
+        for mask in masks.values():
             out |= mask
         return out
 
     def reasons_of(self, row: int) -> list[str]:
-        return [reason for reason, mask in self.by_reason.items() if mask[row]]
+        masks = self.by_reason if self.rejected[row] else self.held_by_reason
+        return [reason for reason, mask in masks.items() if mask[row]]
 
     def counts(self, within: np.ndarray | None = None) -> dict[str, int]:
         """Rejected rows per reason (restricted to the rows of ``within``), largest first."""
+        return self._counts(self.by_reason, within)
+
+    def held_counts(self, within: np.ndarray | None = None) -> dict[str, int]:
+        """Held (not rejected) rows per reason, like :meth:`counts`."""
+        held = self.held
+        return self._counts({r: m & held for r, m in self.held_by_reason.items()}, within)
+
+    @staticmethod
+    def _counts(masks: dict[str, np.ndarray], within: np.ndarray | None) -> dict[str, int]:
         counts = {
             reason: int((mask & within).sum() if within is not None else mask.sum())
-            for reason, mask in self.by_reason.items()
+            for reason, mask in masks.items()
         }
         return dict(sorted(((r, c) for r, c in counts.items() if c), key=lambda rc: -rc[1]))
 
@@ -137,13 +166,21 @@ def label_verdict(
     id_pattern: str,
     transaction_times: pd.Series | None = None,
     rejected_transactions: set[str] | None = None,
+    known_ids: pd.Index | None = None,
+    unreadable_hours: Sequence[str] = (),
+    hold_limit: int | None = None,
 ) -> RowVerdict:
-    """The rejected rows of a day of canonical labels.
+    """The rejected (and held) rows of a day of canonical labels.
 
     ``transaction_times`` maps a transaction id to its ``tx_datetime``: a label cannot be known
     before its transaction happened (``known_at < tx_datetime`` is rejected, whatever the day).
     A label of a transaction whose row was rejected (``rejected_transactions``) is rejected with
     it: it cannot be used, and the label day must not fail for the transactions' fault.
+
+    A label whose id is not among ``known_ids`` while an hour of ``unreadable_hours`` (quarantined
+    whole, its ids unknown) started before the label was known may be a label of that hour: it
+    is held, not rejected, and the reason names the hour(s) it waits for
+    (:func:`hold_for_unreadable_hours`).
     """
     verdict = RowVerdict(len(frame))
     check_ids(frame, verdict, ("transaction_id",), id_pattern)
@@ -159,4 +196,47 @@ def label_verdict(
     if rejected_transactions:
         orphan = _mask(frame["transaction_id"].astype("string").isin(rejected_transactions))
         verdict.reject(orphan, "its transaction was rejected at ingestion")
+    if known_ids is not None and unreadable_hours:
+        hold_for_unreadable_hours(frame, verdict, known_ids, unreadable_hours, hold_limit)
     return verdict
+
+
+def held_reason(hours: Sequence[str]) -> str:
+    """Why a label is held, naming the hour(s) it waits for (one reason per set of hours)."""
+    which = f"hour {hours[0]}" if len(hours) == 1 else f"one of the hours {', '.join(hours)}"
+    return (
+        f"held until transactions {which} is ingested (quarantined whole: its transaction ids "
+        "could not be read)"
+    )
+
+
+def hold_for_unreadable_hours(
+    frame: pd.DataFrame,
+    verdict: RowVerdict,
+    known_ids: pd.Index,
+    unreadable_hours: Sequence[str],
+    hold_limit: int | None = None,
+) -> None:
+    """Hold the labels of unknown transactions that may belong to an unreadable hour.
+
+    Which hour a label belongs to cannot be told (labels carry no ``tx_datetime``): a label
+    waits for every unreadable hour that began before it was known. More waiting labels than
+    ``hold_limit`` (what those hours could have held, from the same hours on earlier days) are
+    not that hour's labels: nothing is held, and the known-ids check judges them as usual.
+    """
+    ids = frame["transaction_id"].astype("string")
+    unknown = _mask(ids.notna() & ~ids.isin(known_ids)) & ~verdict.rejected
+    if not unknown.any():
+        return
+    starts = pd.DatetimeIndex([hour_start(h) for h in unreadable_hours]).as_unit("ns")
+    known_at = pd.DatetimeIndex(frame["known_at"]).as_unit("ns")
+    # per row, how many of the (sorted) hours began at or before its known_at
+    order = np.argsort(starts.asi8)
+    hours = [unreadable_hours[i] for i in order]
+    begun = np.searchsorted(starts.asi8[order], known_at.asi8, side="right")
+    begun[known_at.isna()] = 0
+    waiting = unknown & (begun > 0)
+    if hold_limit is not None and waiting.sum() > hold_limit:
+        return
+    for count in np.unique(begun[waiting]):
+        verdict.hold(waiting & (begun == count), held_reason(hours[:count]))

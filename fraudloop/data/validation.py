@@ -215,7 +215,7 @@ def validate_labels(
         )
     view = frame
     if params.check_known_ids:
-        known = _as_index(known_transaction_ids)
+        known = as_id_index(known_transaction_ids)
         if "transaction_id" in frame.columns:
             ids = frame["transaction_id"].astype("string")
             # The id where it is not known, else null; null ids stay null (the not-null check
@@ -227,7 +227,7 @@ def validate_labels(
     return run_suite("labels", view, labels_suite(params))
 
 
-def _as_index(ids: Iterable[str] | pd.Series | pd.Index | None) -> pd.Index:
+def as_id_index(ids: Iterable[str] | pd.Series | pd.Index | None) -> pd.Index:
     if ids is None:
         return pd.Index([], dtype="string")
     if isinstance(ids, pd.Index):
