@@ -61,9 +61,9 @@ def rows(n: int, *, role="production", version=1, latency=1.0, fallback=0, seed=
 def frame(*groups) -> pd.DataFrame:
     import pyarrow as pa
 
-    from fraudloop.delivery.prediction_log import _table
+    from fraudloop.delivery.prediction_log import Block, _table
 
-    return pa.concat_tables([_table(g, "test") for g in groups]).to_pandas()
+    return pa.concat_tables([_table([Block.of_rows(g)], "test") for g in groups]).to_pandas()
 
 
 def test_health_per_version_and_role_with_cost():
