@@ -180,6 +180,26 @@ def write_drift(store, day: str, share: float, version: int = 1) -> None:
     )
 
 
+def write_failing_accuracy(store, day: str) -> None:
+    """An accuracy record of `day` under the floor for v1 (AP 0.1 against its holdout's 0.8)."""
+    write_record(
+        store,
+        "accuracy",
+        day,
+        {
+            "production": {
+                "model_version": 1,
+                "ap": 0.1,
+                "reference_ap": 0.8,
+                "completeness": 1.0,
+                "frauds": 30,
+                "recall": 0.1,
+                "requests": 500,
+            }
+        },
+    )
+
+
 def features_through(store, hour: str) -> None:
     """A stored feature partition of `hour`: what a training run's default cutoff follows."""
     from fraudloop.core.hours import hour_start
@@ -272,22 +292,7 @@ def test_retraining_waits_while_a_rollout_is_active_and_cooldown_is_shared(env):
         status=dg.DagsterRunStatus.SUCCESS,
     )
     # accuracy on the very next day: within the 24 h cooldown the drift trigger started
-    write_record(
-        env.store,
-        "accuracy",
-        "2018-05-07",
-        {
-            "production": {
-                "model_version": 1,
-                "ap": 0.1,
-                "reference_ap": 0.8,
-                "completeness": 1.0,
-                "frauds": 30,
-                "recall": 0.1,
-                "requests": 500,
-            }
-        },
-    )
+    write_failing_accuracy(env.store, "2018-05-07")
     cooled = evaluate(accuracy_sensor, env)
     assert not cooled.run_requests and "cooling down" in cooled.skip_reason.skip_message
     # later accuracy failures, but a canary rollout is running: no second candidate
@@ -475,22 +480,7 @@ def test_accuracy_sensor_keeps_a_signal_until_the_features_of_its_day_are_in(tmp
         registry.promote(1, to="production", actor="test", reason="test")
         accuracy_sensor = env.sensor("accuracy_sensor")
         features_through(env.store, "2018-05-07-23:00")  # with a 1-day delay: data to 05-07
-        write_record(
-            env.store,
-            "accuracy",
-            "2018-05-07",
-            {
-                "production": {
-                    "model_version": 1,
-                    "ap": 0.1,
-                    "reference_ap": 0.8,
-                    "completeness": 1.0,
-                    "frauds": 30,
-                    "recall": 0.1,
-                    "requests": 500,
-                }
-            },
-        )
+        write_failing_accuracy(env.store, "2018-05-07")
         waiting = evaluate(accuracy_sensor, env)
         assert not waiting.run_requests
         assert "2018-05-07 to be in the training data" in waiting.skip_reason.skip_message
