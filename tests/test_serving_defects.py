@@ -313,7 +313,7 @@ def test_readiness_follows_an_s3_outage_and_recovers(world, s3_endpoint, s3_buck
         aws_region="us-east-1",
     )
     store = open_store(settings, 1.0)  # the service's client: short timeouts
-    for prefix in ("models/", "featurestore/"):
+    for prefix in ("models/", "featurestore/", "features/blocks/"):  # the state and its pieces
         for info in local.list(prefix):
             store.put_bytes(info.key, local.get_bytes(info.key))
     body = requests_of(traffic.head(1))[0]

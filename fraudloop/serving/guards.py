@@ -33,6 +33,52 @@ def bearer_token(authorization: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+class CoalescingTransport:
+    """A transport whose writes of one event-loop turn leave as one `write` (one TCP segment for
+    a small answer).
+
+    uvicorn writes a response's head and its body separately. A replica killed (SIGKILL) with
+    unread bytes on a kept-alive connection closes it with a reset, which can drop the second
+    segment after the first was sent: the balancer then holds a head with no body, too late to
+    retry elsewhere, and its client gets a broken answer (seen once in 1,000 requests during a
+    replica kill). Sent as one segment, an answer arrives whole or not at all, and "not at all"
+    is what the balancer retries."""
+
+    def __init__(self, transport, loop: asyncio.AbstractEventLoop):
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, data) -> None:
+        self._pending.append(bytes(data))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def writelines(self, lines) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
 def header_deadline_protocol(seconds: float) -> type[HttpToolsProtocol]:
     """A uvicorn HTTP protocol class that closes a connection whose request head is not complete
     ``seconds`` after it began (pass it as ``uvicorn.run(http=...)``)."""
@@ -55,7 +101,7 @@ def header_deadline_protocol(seconds: float) -> type[HttpToolsProtocol]:
                 self.transport.close()
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            super().connection_made(CoalescingTransport(transport, self.loop))
             self._arm()
 
         def on_message_begin(self) -> None:
