@@ -178,6 +178,9 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
         for result in run.hours:
             context.add_asset_metadata(_feature_metadata(s, result), partition_key=result.hour)
         latest = feature_pipeline.publish_latest_state(s, run.state, run.state_hour)
+        swept = {}
+        if run.checkpoints_written:  # once a day: the pieces that day's publishes left behind
+            swept = feature_pipeline.sweep_state_pieces(s, feature_store.sweep_grace_hours)
         summary = run_summary(outcomes)
         summary.update(
             {
@@ -187,6 +190,7 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
                 # what the publish wrote: the pieces not stored yet (an hour's chunks)
                 "state_pieces_written": latest.get("pieces_written", 0),
                 "state_bytes_written": latest.get("bytes_written", 0),
+                **{f"sweep_{k}": v for k, v in swept.items()},
                 "feature_code_hash": feature_code_hash(),
             }
         )

@@ -260,7 +260,8 @@ def build(partitions: Partitions) -> list:
             meta = {
                 "status": "computed",
                 "model_version": version,
-                "rows": result.rows_current,
+                "rows": result.rows_current_total,
+                "rows_compared": result.rows_current,
                 "drifted_share": result.drifted_share,
                 "dataset_drift": result.dataset_drift,
                 "prediction_drift_score": result.prediction_drift_score or 0.0,

@@ -39,6 +39,7 @@ def build_resources(config: ProjectConfig) -> dict:
             store=store,
             label_delay_days=settings.label_delay_days,
             history_start=settings.history_start,
+            sweep_grace_hours=settings.state_sweep_grace_hours,
         ),
         "ingestion": IngestionResource.of(config.ingest),
         "training": TrainingResource.of(config.model),

@@ -16,6 +16,7 @@ class FeatureStoreResource(dg.ConfigurableResource):
     store: dg.ResourceDependency[ObjectStoreResource]
     label_delay_days: int
     history_start: str
+    sweep_grace_hours: float = 24.0
 
     @property
     def label_delay(self) -> timedelta:

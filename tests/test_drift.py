@@ -118,6 +118,22 @@ def test_small_reference_gives_p_values(reference):
     assert result.feature_scores["flag"] > 0.05 and not result.drifted["flag"]
 
 
+def test_a_large_day_is_compared_on_a_bounded_sample(reference):
+    """A day of 100x traffic must not make the report grow with it: the current side is sampled
+    to its bound too, the record says how many rows the day held, and a shift is still seen."""
+    current = table(12_000, seed=3, shift_std=3.0)
+    result, _ = drift_report(
+        reference, current, ["normal", "flag"], max_reference_rows=2_000, max_current_rows=1_500
+    )
+    assert (result.rows_reference, result.rows_current) == (2_000, 1_500)
+    assert result.rows_current_total == 12_000
+    assert result.drifted == {"normal": True, "flag": False}
+    again, _ = drift_report(
+        reference, current, ["normal", "flag"], max_reference_rows=2_000, max_current_rows=1_500
+    )
+    assert again.feature_scores == result.feature_scores  # the sample is the seed's alone
+
+
 def test_no_prediction_column(reference):
     result, _ = drift_report(reference, table(500, seed=4), ["amount"], prediction=None)
     assert result.prediction_drift_score is None and result.prediction_drifted is None

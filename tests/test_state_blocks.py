@@ -3,6 +3,8 @@ chunks only, pieces verified, and a store written in the old one-blob layout sti
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,12 +20,18 @@ from fraudloop.core.store import (
 from fraudloop.features import state_blocks
 from fraudloop.features.compute import advance_hour, build_features
 from fraudloop.features.feature_store import (
+    FEATURESTORE_PREFIX,
     ONLINE_PREFIX,
     load_online,
     publish_online_from,
     publish_state,
 )
-from fraudloop.features.pipeline import LATEST_PREFIX, load_latest_state
+from fraudloop.features.pipeline import (
+    CHECKPOINT_PREFIX,
+    LATEST_PREFIX,
+    load_latest_state,
+    sweep_state_pieces,
+)
 from fraudloop.features.state import (
     TABLES,
     FeatureState,
@@ -209,3 +217,42 @@ def test_online_publish_reuses_the_latest_pieces(data, tmp_path):
     older = _state_at(data, int(data[2].max()) - 5)
     publish_state(store, LATEST_PREFIX + "-older", older, older.hour_key)
     assert publish_online_from(store, LATEST_PREFIX + "-older")["sha256"] == latest["sha256"]
+
+
+def test_the_sweep_deletes_only_pieces_no_manifest_names_once_past_their_grace(data, tmp_path):
+    """A day of hourly publishes leaves the day's hour chunks (replaced by its block) and old
+    label pieces behind; the sweep removes those, never a piece the latest state, the online
+    store, a checkpoint or the previous blob of a prefix still names, and none within grace."""
+    store = LocalObjectStore(tmp_path)
+    hour = int(data[2].max()) - 40
+    hour -= hour % 24 - 5  # 05:00 of a day
+    state = _state_at(data, hour)
+    checkpoint = f"{CHECKPOINT_PREFIX}/2000-01-01"
+    publish_state(store, checkpoint, state, state.hour_key)
+    for h in range(hour + 1, hour + 22):  # to 02:00 of the next day
+        _, state = _advance(data, state, h)
+        publish_state(store, LATEST_PREFIX, state, state.hour_key)
+        publish_online_from(store, LATEST_PREFIX)
+    pieces = {i.key for i in store.list(state_blocks.BLOCKS_PREFIX + "/")}
+
+    now = time.time()
+    young = sweep_state_pieces(store, grace_hours=1)
+    assert young["pieces_deleted"] == 0 and young["pieces_unreferenced_in_grace"] > 0
+    assert {i.key for i in store.list(state_blocks.BLOCKS_PREFIX + "/")} == pieces
+
+    swept = state_blocks.sweep_pieces(
+        store, (CHECKPOINT_PREFIX, FEATURESTORE_PREFIX), 3600, now=now + 7200
+    )
+    assert swept["pieces_deleted"] == young["pieces_unreferenced_in_grace"] > 0
+    assert swept["bytes_deleted"] > 0
+    left = {i.key for i in store.list(state_blocks.BLOCKS_PREFIX + "/")}
+    assert len(left) == len(pieces) - swept["pieces_deleted"] == swept["pieces_referenced"]
+    # every manifest still stored reads whole: the current and previous of each prefix
+    for prefix in (LATEST_PREFIX, ONLINE_PREFIX, checkpoint):
+        for key in load_blob(store, prefix)[1]["history"]:
+            read_state(store, store.get_bytes(key))
+    assert load_latest_state(store)[0].to_bytes() == state.to_bytes()
+    again = state_blocks.sweep_pieces(
+        store, (CHECKPOINT_PREFIX, FEATURESTORE_PREFIX), 3600, now=now + 7200
+    )
+    assert again["pieces_deleted"] == 0

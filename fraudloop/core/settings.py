@@ -149,6 +149,11 @@ class Settings:
     label_delay_days: int = setting(
         "FRAUDLOOP_LABEL_DELAY_DAYS", 7, "days until a label is known (terminal windows, accuracy)"
     )
+    state_sweep_grace_hours: float = setting(
+        "FRAUDLOOP_STATE_SWEEP_GRACE_HOURS",
+        24.0,
+        "feature-state pieces no manifest names are deleted at a day's checkpoint once this old",
+    )
     alert_webhook_url: str | None = setting(
         "FRAUDLOOP_ALERT_WEBHOOK_URL", None, "every alert event is POSTed here as JSON", secret=True
     )
@@ -214,6 +219,8 @@ class Settings:
                 )
         if self.store_temp_max_age_seconds <= 0:
             raise ConfigError("FRAUDLOOP_STORE_TEMP_MAX_AGE_SECONDS must be positive")
+        if self.state_sweep_grace_hours < 1:
+            raise ConfigError("FRAUDLOOP_STATE_SWEEP_GRACE_HOURS must be >= 1 (longer than a run)")
         if self.label_delay_days < 0:
             raise ConfigError("FRAUDLOOP_LABEL_DELAY_DAYS must not be negative")
         return self

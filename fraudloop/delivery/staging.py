@@ -36,7 +36,7 @@ from fraudloop.core.settings import store_env
 from fraudloop.core.store import ObjectStore
 from fraudloop.delivery.package import Package, load_package, record_staging
 from fraudloop.delivery.policy import StagingConfig
-from fraudloop.features.feature_store import publish_online
+from fraudloop.features.feature_store import FEATURESTORE_PREFIX, publish_online
 from fraudloop.features.pipeline import StaleCheckpoint, state_before
 from fraudloop.model.booster import load_model
 
@@ -256,7 +256,7 @@ def run_staging(
     offline = offline.head(config.max_rows)
     model = load_model(package.model_text)
     expected = dict(zip(offline["transaction_id"], model.predict(offline), strict=True))
-    prefix = f"featurestore/staging/{registry.name}-v{version}"
+    prefix = f"{FEATURESTORE_PREFIX}/staging/{registry.name}-v{version}"
     previous_hour = (hour_start(hour) - timedelta(hours=1)).strftime(HOUR_KEY_FORMAT)
     publish_online(store, state, previous_hour, prefix=prefix)
     report.update(hour=hour, rows=len(offline))

@@ -30,7 +30,9 @@ from fraudloop.features.state_blocks import (
     write_state,
 )
 
-ONLINE_PREFIX = "featurestore/online"
+#: the online store and the staging tests' states (``featurestore/staging/<model>-v<n>``)
+FEATURESTORE_PREFIX = "featurestore"
+ONLINE_PREFIX = f"{FEATURESTORE_PREFIX}/online"
 
 
 def publish_state(

@@ -39,9 +39,9 @@ from fraudloop.core.store import (
     sha256_hex,
 )
 from fraudloop.features.compute import FEATURE_NAMES, advance_hour, build_features
-from fraudloop.features.feature_store import publish_state
+from fraudloop.features.feature_store import FEATURESTORE_PREFIX, publish_state
 from fraudloop.features.state import FeatureState
-from fraudloop.features.state_blocks import state_from_blob, write_state
+from fraudloop.features.state_blocks import state_from_blob, sweep_pieces, write_state
 
 CHECKPOINT_PREFIX = "features/state"
 TX_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]
@@ -77,6 +77,12 @@ LATEST_PREFIX = f"{CHECKPOINT_PREFIX}/latest"
 def publish_latest_state(store: ObjectStore, state: FeatureState, state_hour: str) -> dict:
     """Keep the newest state computed so far (the online store is published from it)."""
     return publish_state(store, LATEST_PREFIX, state, state_hour)
+
+
+def sweep_state_pieces(store: ObjectStore, grace_hours: float) -> dict:
+    """Delete the state pieces that neither a checkpoint, the latest state, the online store nor a
+    staging test's state names any more (see :func:`sweep_pieces`)."""
+    return sweep_pieces(store, (CHECKPOINT_PREFIX, FEATURESTORE_PREFIX), grace_hours * 3600)
 
 
 def load_latest_state(store: ObjectStore) -> tuple[FeatureState, dict]:

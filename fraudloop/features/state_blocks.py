@@ -26,12 +26,13 @@ written before this change keeps working, and its next publish writes pieces.
 from __future__ import annotations
 
 import json
+import time
 import weakref
 
 import numpy as np
 import pandas as pd
 
-from fraudloop.core.store import IntegrityError, ObjectStore, sha256_hex
+from fraudloop.core.store import IntegrityError, ObjectNotFound, ObjectStore, sha256_hex
 from fraudloop.features.state import (
     TABLES,
     FeatureState,
@@ -246,6 +247,55 @@ def state_from_blob(store: ObjectStore, data: bytes) -> FeatureState:
     """A published state in either layout: a manifest of pieces, or one ``to_bytes`` zip (the
     layout before pieces; read as it is, the next publish writes pieces)."""
     return read_state(store, data) if is_manifest(data) else FeatureState.from_bytes(data)
+
+
+def sweep_pieces(
+    store: ObjectStore, roots: tuple[str, ...], grace_seconds: float, now: float | None = None
+) -> dict:
+    """Delete the pieces no stored manifest under `roots` names, once older than `grace_seconds`.
+
+    Pieces are written before the manifest that names them and are shared between manifests, so
+    nothing deletes them when a manifest goes (an hour's chunks once its day block is in, a label
+    day's piece once more labels arrived). Every manifest a reader may still follow is a stored
+    ``.bin`` under `roots` (``publish_blob`` keeps the last two of each prefix; checkpoints are
+    kept), so a piece none of them names is garbage, except one a writer has stored but not yet
+    published: the grace period, far longer than any run, spares those.
+    """
+    now = time.time() if now is None else now
+    referenced: set[str] = set()
+    manifests = 0
+    for root in roots:
+        for info in store.list(f"{root}/"):
+            if not info.key.endswith(".bin"):
+                continue
+            try:
+                data = store.get_bytes(info.key)
+            except ObjectNotFound:  # a blob removed by its prefix's publish since the listing
+                continue
+            if not is_manifest(data):
+                continue  # a state in the old one-blob layout names no pieces
+            manifest = json.loads(data)
+            entries = [e for units in manifest["tables"].values() for e in units]
+            referenced.update(e["key"] for e in entries + manifest["labels"])
+            manifests += 1
+    deleted = young = 0
+    freed = 0
+    for info in store.list(f"{BLOCKS_PREFIX}/"):
+        if info.key in referenced:
+            continue
+        if now - info.modified < grace_seconds:
+            young += 1
+            continue
+        store.delete(info.key)
+        deleted += 1
+        freed += info.size
+    return {
+        "manifests": manifests,
+        "pieces_referenced": len(referenced),
+        "pieces_deleted": deleted,
+        "bytes_deleted": freed,
+        "pieces_unreferenced_in_grace": young,
+    }
 
 
 def manifest_summary(data: bytes) -> dict:

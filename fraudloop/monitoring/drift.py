@@ -78,7 +78,8 @@ class DriftResult:
     dataset_drift: bool
     prediction_drift_score: float | None
     prediction_drifted: bool | None
-    #: rows compared, the reference after sampling down to ``max_reference_rows``
+    #: rows compared, each side after sampling down to its bound (``max_reference_rows``,
+    #: ``max_current_rows``)
     rows_reference: int
     rows_current: int
     #: wall time of ``Report.run`` and reading its result. Evidently builds the report's plots
@@ -88,6 +89,8 @@ class DriftResult:
     html_seconds: float = 0.0
     #: the prediction column's method, as :attr:`feature_methods` for the features
     prediction_method: str | None = None
+    #: rows of the current frame before sampling (what the day held)
+    rows_current_total: int | None = None
 
     @property
     def drifted_features(self) -> list[str]:
@@ -113,6 +116,7 @@ def drift_report(
     *,
     drift_share: float = 0.5,
     max_reference_rows: int = 50_000,
+    max_current_rows: int = 50_000,
     seed: int = 0,
 ) -> tuple[DriftResult, str]:
     """Evidently DataDriftPreset over `features` (+ the prediction column as a numerical column
@@ -120,12 +124,15 @@ def drift_report(
 
     The reference is sampled down to `max_reference_rows` (without replacement, by `seed`, kept in
     its original order) because the report's cost grows with it while a 50 k-row sample already
-    pins a distribution far more tightly than one hour of traffic does. Every column is cast to
-    float64 and declared numerical, so Evidently never guesses a type from the values (left to
-    itself it reads a bool column, or an int column with few distinct values, as categorical).
+    pins a distribution far more tightly than one hour of traffic does. The current frame is
+    sampled the same way to `max_current_rows` (by `seed` + 1): a day at 100x scale is ~1 M rows,
+    and the report's time and memory must not grow with traffic (at these sizes Evidently uses
+    normed Wasserstein distances, which do not grow more sensitive with more rows). Every column is
+    cast to float64 and declared numerical, so Evidently never guesses a type from the values (left
+    to itself it reads a bool column, or an int column with few distinct values, as categorical).
     NaN and +/-inf values are dropped per column by Evidently; a column with no finite value in
-    either frame cannot be tested and raises ValueError. `drift_share` is Evidently's
-    dataset-level threshold: dataset drift when drifted columns / columns >= drift_share.
+    either frame cannot be tested and raises ValueError. `drift_share` is Evidently's dataset-level
+    threshold: dataset drift when drifted columns / columns >= drift_share.
 
     The HTML is Evidently's standalone page (its JavaScript inlined; no network needed to open it).
     """
@@ -135,7 +142,7 @@ def drift_report(
     if len(reference) == 0:
         raise ValueError("no reference rows")
     ref = _numeric_frame(_sample(reference, max_reference_rows, seed), columns, "reference")
-    cur = _numeric_frame(current, columns, "current")
+    cur = _numeric_frame(_sample(current, max_current_rows, seed + 1), columns, "current")
 
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
@@ -177,6 +184,7 @@ def drift_report(
         prediction_method=parsed.columns[prediction].method if prediction else None,
         rows_reference=len(ref),
         rows_current=len(cur),
+        rows_current_total=len(current),
         seconds=seconds,
         html_seconds=html_seconds,
     )
@@ -204,7 +212,7 @@ def _columns(features: Sequence[str], prediction: str | None) -> list[str]:
 def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     """At most `max_rows` rows, chosen by `seed` alone (same input, same sample), in frame order."""
     if max_rows < 1:
-        raise ValueError(f"max_reference_rows must be >= 1, got {max_rows}")
+        raise ValueError(f"a drift sample bound must be >= 1 row, got {max_rows}")
     if len(frame) <= max_rows:
         return frame
     keep = np.random.default_rng(seed).choice(len(frame), size=max_rows, replace=False)
@@ -377,7 +385,14 @@ def day_drift(
     if reference is None:
         status = f"v{version} was registered without a drift reference"
         return {"status": status, "model_version": version, "problems": []}, None
-    result, html = drift_report(reference, current, FEATURE_NAMES, "score")
+    result, html = drift_report(
+        reference,
+        current,
+        FEATURE_NAMES,
+        "score",
+        max_reference_rows=policy.drift_max_rows,
+        max_current_rows=policy.drift_max_rows,
+    )
     html_key = record_key("drift", f"{day}-v{version}", "html")
     store.put_bytes(html_key, html.encode())
     record = {"status": "computed", "model_version": version, "report": html_key}

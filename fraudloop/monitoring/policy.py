@@ -22,6 +22,11 @@ class MonitoringPolicy:
     drift_share: float = setting(
         "FRAUDLOOP_DRIFT_SHARE", 0.3, "share of drifted columns (Evidently) that fails a day"
     )
+    drift_max_rows: int = setting(
+        "FRAUDLOOP_DRIFT_MAX_ROWS",
+        50_000,
+        "drift report: rows sampled from each side (the version's reference, the day's traffic)",
+    )
     accuracy_min_ratio: float = setting(
         "FRAUDLOOP_ACCURACY_MIN_RATIO",
         0.75,
