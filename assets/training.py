@@ -80,6 +80,7 @@ def training_dataset(
         window_days=config.window_days or policy.train_window_days,
         holdout_days=config.holdout_days or policy.holdout_days,
         label_delay_days=settings.label_delay_days,
+        max_train_rows=policy.train_max_rows,
     )
     dataset = datasets.build_dataset(s, spec)
     manifest = dataset.manifest
@@ -95,7 +96,9 @@ def training_dataset(
             "holdout_rows": len(dataset.holdout),
             "holdout_frauds": int(dataset.holdout["is_fraud"].sum()),
             "skipped_hours": len(manifest.get("skipped_hours", [])),
-            "unlabelled_rows": int(manifest.get("unlabelled_rows", 0)),
+            "unlabelled_rows": int(manifest["rows"]["unlabelled_rows"]),
+            # 1.0 = the whole window; below, the share of legitimate transactions kept
+            "negative_rate": float(manifest.get("sampling", {}).get("negative_rate", 1.0)),
             "manifest": dg.MetadataValue.json(manifest),
         },
         data_version=dg.DataVersion(manifest["id"]),

@@ -159,6 +159,7 @@ def job_configuration() -> tuple[datasets.DatasetSpec, TrainConfig]:
         window_days=policy.train_window_days,
         holdout_days=policy.holdout_days,
         label_delay_days=delay,
+        max_train_rows=policy.train_max_rows,
     )
     assert spec.holdout_start == ts(TRAIN_END), spec
     assert spec.end <= ts(TEST[0]), "the job's dataset must end before the test week"

@@ -244,3 +244,54 @@ def test_lineage_and_reproduce(store, dataset, monkeypatch):
     store.put_bytes(key, store.get_bytes(key)[:-10])
     with pytest.raises(IntegrityError):
         reproduce(store, registry, v1.version)
+
+
+def test_negative_down_sampling_keeps_every_fraud_and_weighs_the_sample(store, dataset):
+    """Above `max_train_rows` the window keeps every fraud and a hash sample of the rest, weighted
+    1 / rate; the holdout is whole; the sample is rebuilt exactly from the manifest; a fraud
+    label revoked before the cutoff turns the row into a negative that obeys the sample."""
+    from fraudloop.model.datasets import _sampled
+
+    full = dataset.train
+    window_rows = len(full) + dataset.manifest["rows"]["unlabelled_train"]
+    spec = replace(SPEC, max_train_rows=window_rows // 3)
+    sampled = build_dataset(store, spec)
+    sampling = sampled.manifest["sampling"]
+    rate = sampling["negative_rate"]
+    assert sampling["window_rows"] == window_rows and 0.3 < rate < 0.34
+    train = sampled.train
+    frauds = set(full.loc[full["is_fraud"] == 1, "transaction_id"])
+    assert set(train.loc[train["is_fraud"] == 1, "transaction_id"]) == frauds
+    negatives = full[full["is_fraud"] == 0]
+    kept = train[train["is_fraud"] == 0]
+    assert set(kept["transaction_id"]) <= set(negatives["transaction_id"])
+    expected, sd = len(negatives) * rate, (len(negatives) * rate * (1 - rate)) ** 0.5
+    assert abs(len(kept) - expected) < 4 * sd
+    assert (kept["weight"] == 1 / rate).all()
+    assert (train.loc[train["is_fraud"] == 1, "weight"] == 1.0).all()
+    assert abs(train["weight"].sum() - len(full)) < 4 * sd / rate
+    # the rows themselves are the full window's rows
+    same = full.set_index("transaction_id").loc[train["transaction_id"]].reset_index()
+    pd.testing.assert_frame_equal(same, train.drop(columns="weight"), check_dtype=False)
+    pd.testing.assert_frame_equal(sampled.holdout, dataset.holdout)
+    again = load_dataset(store, sampled.manifest)
+    pd.testing.assert_frame_equal(again.train, train)
+    # a bound the window fits under samples nothing
+    whole = build_dataset(store, replace(SPEC, max_train_rows=window_rows))
+    assert "sampling" not in whole.manifest
+    pd.testing.assert_frame_equal(whole.train, full)
+
+    # a fraud revoked before the cutoff, outside the hash sample, leaves the window
+    fraud_rows = full[full["is_fraud"] == 1]
+    outside = fraud_rows[~_sampled(fraud_rows["transaction_id"], rate, sampling["hash_key"])]
+    tid = str(outside["transaction_id"].iloc[0])
+    _add_label(store, "2018-04-17", tid, 0, CUTOFF - timedelta(hours=2))
+    revoked = build_dataset(store, spec)
+    assert tid not in set(revoked.train["transaction_id"])
+    assert len(revoked.train) == len(train) - 1
+
+    # the weights reach the booster: the same sample unweighted is another model
+    weighted = fit(sampled, CONFIG)
+    assert fit(sampled, CONFIG).model_text == weighted.model_text
+    unweighted = fit(replace(sampled, train=train.drop(columns="weight")), CONFIG)
+    assert unweighted.model_text != weighted.model_text

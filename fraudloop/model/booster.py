@@ -211,10 +211,14 @@ def time_split(times: pd.Series, share: float) -> pd.Timestamp | None:
 
 
 def train(
-    features_df: pd.DataFrame, labels: pd.Series | np.ndarray, config: TrainConfig | None = None
+    features_df: pd.DataFrame,
+    labels: pd.Series | np.ndarray,
+    config: TrainConfig | None = None,
+    weights: pd.Series | np.ndarray | None = None,
 ) -> TrainedModel:
     """Train on ``features_df`` (``tx_datetime``, ``transaction_id`` and the config's features)
-    with 0/1 ``labels`` aligned by position.
+    with 0/1 ``labels`` aligned by position, and per-row ``weights`` when the rows are a sample
+    (down-sampled negatives weigh 1 / their rate; the early-stopping metric is weighted too).
 
     Rows are put in (``tx_datetime``, ``transaction_id``) order first, so the model does not
     depend on the order of the input. With ``validation_share`` > 0 the rows at or after
@@ -233,6 +237,7 @@ def train(
     order = np.lexsort((features_df["transaction_id"].astype(str).to_numpy(), t.to_numpy()))
     x_all = _matrix(features_df, config.features)[order]
     y_all = y_all[order]
+    w_all = None if weights is None else np.asarray(weights, dtype=np.float64)[order]
     t_sorted = pd.DatetimeIndex(t.to_numpy()[order])
     split = time_split(pd.Series(t_sorted), config.validation_share)
     if split is not None:
@@ -245,23 +250,35 @@ def train(
     if y_tr.min() == y_tr.max():
         raise ValueError("the training part needs both classes")
 
-    def weight(y: np.ndarray) -> float:
+    def part(rows: np.ndarray) -> np.ndarray | None:
+        return None if w_all is None else w_all[rows]
+
+    def weight(y: np.ndarray, w: np.ndarray | None) -> float:
         if config.class_weight == "balanced":
-            return float((y == 0).sum() / max((y == 1).sum(), 1))
+            w = np.ones(len(y)) if w is None else w
+            return float(w[y == 0].sum() / max(w[y == 1].sum(), 1.0))
         if config.class_weight == "none":
             return 1.0
         return float(config.class_weight)
 
     names = list(config.features)
-    params = config.lgb_params(weight(y_tr))
+    params = config.lgb_params(weight(y_tr, part(~is_valid)))
     history: dict[str, list[float]] = {}
     best_iteration = config.n_estimators
     valid_score = float("nan")
     if is_valid.any():
         if y_all[is_valid].min() == y_all[is_valid].max():
             raise ValueError("the validation split needs both classes (widen validation_share)")
-        dtrain = lgb.Dataset(x_tr, y_tr, feature_name=names, free_raw_data=False)
-        dvalid = lgb.Dataset(x_all[is_valid], y_all[is_valid], reference=dtrain, feature_name=names)
+        dtrain = lgb.Dataset(
+            x_tr, y_tr, weight=part(~is_valid), feature_name=names, free_raw_data=False
+        )
+        dvalid = lgb.Dataset(
+            x_all[is_valid],
+            y_all[is_valid],
+            weight=part(is_valid),
+            reference=dtrain,
+            feature_name=names,
+        )
         booster = lgb.train(
             params,
             dtrain,
@@ -276,11 +293,11 @@ def train(
         best_iteration = int(booster.best_iteration) or config.n_estimators
         valid_score = float(history["valid"][config.metric][best_iteration - 1])
         if config.refit:
-            params = config.lgb_params(weight(y_all))
-            dfull = lgb.Dataset(x_all, y_all, feature_name=names)
+            params = config.lgb_params(weight(y_all, w_all))
+            dfull = lgb.Dataset(x_all, y_all, weight=w_all, feature_name=names)
             booster = lgb.train(params, dfull, num_boost_round=best_iteration)
     else:
-        dtrain = lgb.Dataset(x_tr, y_tr, feature_name=names)
+        dtrain = lgb.Dataset(x_tr, y_tr, weight=part(~is_valid), feature_name=names)
         booster = lgb.train(params, dtrain, num_boost_round=config.n_estimators)
     text = booster.model_to_string(num_iteration=best_iteration if not config.refit else -1)
     return TrainedModel(

@@ -15,19 +15,32 @@ after a transaction, so only transactions before ``end`` are used::
 Labels are taken *as of the cutoff*: per transaction the latest label record with
 ``known_at <= cutoff`` (fraud wins a tie, like the features). Transactions with no label known
 by then are dropped and counted (``unlabelled_rows``).
+
+**Negative down-sampling** bounds what training holds in memory, whatever the traffic: when the
+training window's partitions hold more than ``max_train_rows`` rows (their pointers say how
+many), every fraud is kept and a legitimate transaction only if a keyed hash of its id falls
+under the rate ``r = max_train_rows / rows`` (at 100x, 84 days are ~84 M rows: 20 GB as float64).
+The kept negatives carry the weight ``1 / r`` (column ``weight``), so the booster sees the
+class balance of the full window and its scores stay probabilities. The sample is a function of
+the ids, the rate and the key recorded in the manifest, so a dataset is rebuilt identically, and
+it is applied object by object while reading (features, and labels too: only the label records
+of kept, holdout or fraudulent transactions are held), so the peak memory is that of the sample.
+The holdout is never sampled: the gate and the threshold see every transaction.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fraudloop.core import tables
@@ -41,6 +54,8 @@ FEATURE_TABLE = "transaction_features"
 LABEL_TABLE = "labels"
 DATASET_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *FEATURE_NAMES, "is_fraud")
 READ_WORKERS = 16
+#: the key of the sampling hash (pandas' SipHash key: 16 bytes); recorded in each manifest
+SAMPLE_HASH_KEY = "fraudloop-sample"
 
 
 def _utc(ts: Any) -> pd.Timestamp:
@@ -56,11 +71,15 @@ class DatasetSpec:
     window_days: int = 28
     holdout_days: int = 7
     label_delay_days: int = 7
+    #: negatives of the training window are down-sampled above this many rows; None = never
+    max_train_rows: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cutoff", _utc(self.cutoff))
         if self.window_days < 1 or self.holdout_days < 0 or self.label_delay_days < 0:
             raise ValueError("window_days must be >= 1, holdout/label delay days >= 0")
+        if self.max_train_rows is not None and self.max_train_rows < 1_000:
+            raise ValueError("max_train_rows must be >= 1,000 (or None: never sample)")
 
     @property
     def end(self) -> pd.Timestamp:
@@ -94,7 +113,7 @@ class DatasetSpec:
         return [(first + timedelta(days=d)).strftime(DAY_KEY_FORMAT) for d in range(n)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "cutoff": self.cutoff.isoformat(),
             "window_days": self.window_days,
             "holdout_days": self.holdout_days,
@@ -104,14 +123,19 @@ class DatasetSpec:
             "holdout_start": self.holdout_start.isoformat(),
             "end": self.end.isoformat(),
         }
+        if self.max_train_rows is not None:  # absent: the manifests of before stay as they were
+            out["max_train_rows"] = self.max_train_rows
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetSpec:
+        bound = data.get("max_train_rows")
         return cls(
             cutoff=pd.Timestamp(data["cutoff"]),
             window_days=int(data["window_days"]),
             holdout_days=int(data["holdout_days"]),
             label_delay_days=int(data["label_delay_days"]),
+            max_train_rows=None if bound is None else int(bound),
         )
 
 
@@ -150,20 +174,22 @@ def manifest_id(manifest: dict[str, Any]) -> str:
 
 def _pinned(
     store: ObjectStore, table: str, keys: Iterable[str]
-) -> tuple[dict[str, str], dict[str, str]]:
-    """(partition -> sha256 of the current valid version, partition -> why it was skipped)."""
+) -> tuple[dict[str, str], dict[str, str], int]:
+    """(partition -> sha256 of the current valid version, partition -> why it was skipped, the
+    rows the pinned versions hold as their pointers record them)."""
     keys = list(keys)
     with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
         pointers = list(pool.map(lambda k: tables.read_pointer(store, table, k), keys))
-    pinned, skipped = {}, {}
+    pinned, skipped, rows = {}, {}, 0
     for key, pointer in zip(keys, pointers, strict=True):
         if pointer is None:
             skipped[key] = "missing"
         elif pointer.get("status") == "valid":
             pinned[key] = pointer["sha256"]
+            rows += int(pointer.get("rows") or 0)
         else:
             skipped[key] = str(pointer.get("status"))
-    return pinned, skipped
+    return pinned, skipped, rows
 
 
 def _object_key(table: str, partition: str, sha: str) -> str:
@@ -187,16 +213,26 @@ def _read_object(store: ObjectStore, table: str, partition: str, sha: str) -> pa
 
 
 def _read_all(
-    store: ObjectStore, table: str, pinned: dict[str, str], columns: list[str]
+    store: ObjectStore,
+    table: str,
+    pinned: dict[str, str],
+    columns: list[str],
+    keep: Callable[[pa.Table], pa.Table] | None = None,
 ) -> pd.DataFrame:
-    """The pinned objects (verified) as one frame with the table's canonical dtypes.
+    """The pinned objects (verified) as one frame with the table's canonical dtypes; `keep`
+    filters each object as it is read (the sample), so only what it keeps is ever held at once.
 
     Decoded with pyarrow and converted to pandas once (as :func:`tables.frame_from_parquet` does
     per object): hundreds of small hourly objects would otherwise dominate the build time.
     """
     items = sorted(pinned.items())
+
+    def read(item: tuple[str, str]) -> pa.Table:
+        part = _read_object(store, table, *item).select(columns)
+        return keep(part) if keep is not None else part
+
     with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
-        parts = list(pool.map(lambda kv: _read_object(store, table, *kv).select(columns), items))
+        parts = list(pool.map(read, items))
     dtypes = tables.spec(table).columns
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "string")) for c in columns})
@@ -211,23 +247,94 @@ def _labels_as_of(labels: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
     return latest[["transaction_id", "is_fraud"]].reset_index(drop=True)
 
 
+def _sampled(ids: pa.ChunkedArray | pa.Array | pd.Series, rate: float, key: str) -> np.ndarray:
+    """Which ids fall in the sample of `rate`: a keyed 64-bit hash of the id under the rate."""
+    values = ids.to_numpy() if isinstance(ids, pd.Series) else ids.to_pandas().to_numpy()
+    hashed = pd.util.hash_array(np.asarray(values, dtype=object), hash_key=key, categorize=False)
+    return hashed < np.uint64(min(int(rate * 2.0**64), 2**64 - 1))
+
+
+class _Sample:
+    """The negative down-sampling of one dataset (see the module docstring)."""
+
+    def __init__(self, rate: float, key: str, frauds: set[str], holdout: set[str]):
+        self.rate, self.key, self.frauds, self.holdout = rate, key, frauds, holdout
+
+    def _in(self, table: pa.Table, also: set[str]) -> np.ndarray:
+        ids = table.column("transaction_id")
+        listed = pc.is_in(ids, value_set=pa.array(sorted(also), pa.string())).to_numpy(
+            zero_copy_only=False
+        )
+        return _sampled(ids, self.rate, self.key) | listed
+
+    def label_records(self, table: pa.Table) -> pa.Table:
+        return table.filter(self._in(table, self.frauds | self.holdout))
+
+    def features(self, table: pa.Table) -> pa.Table:
+        return table.filter(self._in(table, self.frauds))
+
+    def weigh(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Negatives outside the hash sample go (a revoked fraud kept by its id), the others
+        weigh 1 / rate: the negatives are exactly the sample."""
+        inside = _sampled(frame["transaction_id"], self.rate, self.key)
+        negative = frame["is_fraud"].to_numpy() == 0
+        frame = frame[inside | ~negative]
+        weight = np.where(frame["is_fraud"].to_numpy() == 0, 1.0 / self.rate, 1.0)
+        return frame.assign(weight=weight)
+
+
+def _fraud_ids(store: ObjectStore, pinned: dict[str, str], cutoff: pd.Timestamp) -> set[str]:
+    """Every transaction with a fraud label known by the cutoff (revoked ones too): few."""
+
+    def frauds(table: pa.Table) -> pa.Table:
+        known = pc.less_equal(table.column("known_at"), pa.scalar(cutoff.to_pydatetime()))
+        return table.filter(pc.and_(known, pc.equal(table.column("is_fraud"), 1)))
+
+    found = _read_all(
+        store, LABEL_TABLE, pinned, ["transaction_id", "is_fraud", "known_at"], frauds
+    )
+    return set(found["transaction_id"].astype(str))
+
+
 def _assemble(
     store: ObjectStore, manifest: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     spec = DatasetSpec.from_dict(manifest["spec"])
     label_columns = ["transaction_id", "is_fraud", "known_at"]
-    labels = _read_all(store, LABEL_TABLE, manifest["labels"], label_columns)
-    labels = _labels_as_of(labels, spec.cutoff)
     columns = list(ID_COLUMNS) + list(manifest["feature_names"])
+    sampling = manifest.get("sampling")
+    sample = None
+    holdout = _read_all(store, FEATURE_TABLE, manifest["features"]["holdout"], columns)
+    if sampling is not None:
+        sample = _Sample(
+            float(sampling["negative_rate"]),
+            sampling["hash_key"],
+            _fraud_ids(store, manifest["labels"], spec.cutoff),
+            set(holdout["transaction_id"].astype(str)),
+        )
+    labels = _read_all(
+        store,
+        LABEL_TABLE,
+        manifest["labels"],
+        label_columns,
+        sample.label_records if sample is not None else None,
+    )
+    labels = _labels_as_of(labels, spec.cutoff)
     out, counts = [], {}
     for split in ("train", "holdout"):
-        feats = _read_all(store, FEATURE_TABLE, manifest["features"][split], columns)
+        if split == "holdout":
+            feats = holdout
+        else:
+            keep = sample.features if sample is not None else None
+            feats = _read_all(store, FEATURE_TABLE, manifest["features"][split], columns, keep)
         joined = feats.merge(labels, on="transaction_id", how="left", validate="many_to_one")
         has_label = joined["is_fraud"].notna()
         counts[f"unlabelled_{split}"] = int((~has_label).sum())
         frame = joined[has_label].astype({"is_fraud": "int8"})
         frame = frame.sort_values(["tx_datetime", "transaction_id"], kind="mergesort")
         frame = frame[[*columns, "is_fraud"]].reset_index(drop=True)
+        if split == "train" and sample is not None:
+            frame = sample.weigh(frame).reset_index(drop=True)
         counts[split] = len(frame)
         counts[f"fraud_{split}"] = int(frame["is_fraud"].sum())
         out.append(frame)
@@ -241,9 +348,9 @@ def build_dataset(store: ObjectStore, spec: DatasetSpec) -> Dataset:
     Hours whose ``transaction_features`` partition is missing or blocked (quarantined) are
     listed under ``skipped_hours``; label days likewise under ``skipped_label_days``.
     """
-    train_f, train_skip = _pinned(store, FEATURE_TABLE, spec.train_hours)
-    hold_f, hold_skip = _pinned(store, FEATURE_TABLE, spec.holdout_hours)
-    labels, label_skip = _pinned(store, LABEL_TABLE, spec.label_days)
+    train_f, train_skip, train_rows = _pinned(store, FEATURE_TABLE, spec.train_hours)
+    hold_f, hold_skip, _ = _pinned(store, FEATURE_TABLE, spec.holdout_hours)
+    labels, label_skip, _ = _pinned(store, LABEL_TABLE, spec.label_days)
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "spec": spec.to_dict(),
@@ -254,6 +361,12 @@ def build_dataset(store: ObjectStore, spec: DatasetSpec) -> Dataset:
         "labels": labels,
         "skipped_label_days": label_skip,
     }
+    if spec.max_train_rows is not None and train_rows > spec.max_train_rows:
+        manifest["sampling"] = {
+            "negative_rate": round(spec.max_train_rows / train_rows, 9),
+            "hash_key": SAMPLE_HASH_KEY,
+            "window_rows": train_rows,
+        }
     train_df, holdout_df, counts = _assemble(store, manifest)
     manifest["rows"] = counts
     manifest["id"] = manifest_id(manifest)

@@ -25,6 +25,13 @@ class ModelPolicy:
     holdout_days: int = setting(
         "FRAUDLOOP_HOLDOUT_DAYS", 7, "days after the window the gate evaluates on"
     )
+    #: 3 M rows: ~3 GB at the training step's peak; the window at 1x (~0.8 M rows) and 10x is
+    #: whole, at 100x (~84 M) its negatives are sampled at ~3.5 % (`fraudloop.model.datasets`)
+    train_max_rows: int = setting(
+        "FRAUDLOOP_TRAIN_MAX_ROWS",
+        3_000_000,
+        "above this many window rows, legitimate transactions are sampled (weighted 1/rate)",
+    )
     decision_threshold: float = setting(
         "FRAUDLOOP_DECISION_THRESHOLD",
         0.5,
@@ -36,6 +43,8 @@ class ModelPolicy:
             raise ValueError("the decision threshold must be in (0, 1)")
         if self.train_window_days < 1 or self.holdout_days < 1:
             raise ValueError("the training window and the holdout need at least one day each")
+        if self.train_max_rows < 1_000:
+            raise ValueError("FRAUDLOOP_TRAIN_MAX_ROWS must be >= 1,000")
 
 
 @dataclass(frozen=True)

@@ -41,17 +41,21 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def fit(dataset: Dataset, config: TrainConfig, splits: Iterable[str] = ("train",)) -> TrainedModel:
-    """Train on the given splits of a dataset (the one way lineage and reproduce train)."""
+    """Train on the given splits of a dataset (the one way lineage and reproduce train); a
+    down-sampled window brings its weights (``weight``; 1 for the rows of an unsampled split)."""
     frames = [getattr(dataset, s) for s in splits]
     data = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return train(data, data["is_fraud"].to_numpy(), config)
+    weights = data["weight"].fillna(1.0).to_numpy() if "weight" in data.columns else None
+    return train(data, data["is_fraud"].to_numpy(), config, weights)
 
 
 def drift_reference(model, train: pd.DataFrame, rows: int = DRIFT_REFERENCE_ROWS) -> bytes:
     """Parquet bytes of a fixed-size sample of the training rows' features with the model's own
     scores: the reference monitoring compares served traffic with. Produced once, with the
-    model, and registered beside it, so monitoring never rebuilds a training artifact."""
-    sample = train.sample(rows, random_state=0) if len(train) > rows else train
+    model, and registered beside it, so monitoring never rebuilds a training artifact. A
+    down-sampled window is drawn by its weights, so the reference has the traffic's class mix."""
+    weights = train["weight"] if "weight" in train.columns else None
+    sample = train.sample(rows, weights=weights, random_state=0) if len(train) > rows else train
     frame = sample[list(FEATURE_NAMES)].assign(score=model.predict(sample))
     sink = io.BytesIO()
     frame.reset_index(drop=True).to_parquet(sink, index=False)
