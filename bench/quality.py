@@ -340,16 +340,19 @@ def random_search(train_df, test, base: TrainConfig, draws: int, seed: int, repo
 def overrides(text: str) -> tuple[dict, dict]:
     """``key=value,key=value`` as (dataset, ``TrainConfig``) fields, each parsed like the
     field's default (``class_weight`` stays text: the config reads "balanced" or a number from
-    it). The one dataset field is ``window_days`` (the setting ``FRAUDLOOP_TRAIN_WINDOW_DAYS``),
-    up to the job's own window: the stored hours are the job's."""
+    it). The dataset fields are ``window_days`` (the setting ``FRAUDLOOP_TRAIN_WINDOW_DAYS``),
+    up to the job's own window: the stored hours are the job's, and ``max_train_rows``
+    (``FRAUDLOOP_TRAIN_MAX_ROWS``: a small bound shows what negative down-sampling costs)."""
     defaults, dataset, config = TrainConfig(), {}, {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
-        if key == "window_days":
+        if key in ("window_days", "max_train_rows"):
             dataset[key] = int(value)
             continue
         if not hasattr(defaults, key) or key == "features":
-            raise SystemExit(f"--before: {key!r} is not window_days or a TrainConfig field")
+            raise SystemExit(
+                f"--before: {key!r} is not window_days, max_train_rows or a TrainConfig field"
+            )
         kind = type(getattr(defaults, key))
         if kind is bool:
             config[key] = value.lower() in ("1", "true", "yes")
@@ -381,7 +384,7 @@ class Candidates:
 
     def get(self, config: TrainConfig, spec: datasets.DatasetSpec | None = None):
         spec = spec or self.spec
-        key = (spec.window_days, repr(sorted(config.to_dict().items())))
+        key = (spec.window_days, spec.max_train_rows, repr(sorted(config.to_dict().items())))
         if key not in self.made:
             candidate = train_candidate(
                 self.registry,
@@ -540,7 +543,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{len(config.features)} fraudloop",
                 f"{before_spec.train_start:%m-%d}..{last} ({before_spec.window_days} d)",
                 metrics(test, before[1].predict(test)),
-                f"{before[0].training_seconds:.1f} s ({before[0].best_iteration} rounds)",
+                f"{before[0].training_seconds:.1f} s ({before[0].best_iteration} rounds, "
+                f"{before[0].train_rows:,} rows)",
             )
         )
     rows.append(

@@ -120,7 +120,7 @@ def test_quality_measures_the_before_row_and_the_class_weights_in_the_same_run(t
     """`--before` (the defaults before a change) and `--weighting` train through the job's
     path in the same run; their figures are in the JSON, finite."""
     out = tmp_path / "quality.json"
-    flags = ["--before", "window_days=7", "--weighting", "none,balanced"]
+    flags = ["--before", "window_days=7,max_train_rows=2000", "--weighting", "none,balanced"]
     done = subprocess.run(
         [sys.executable, "bench/quality.py", "--quick", "--json", str(out), *flags],
         cwd=ROOT,
@@ -131,9 +131,9 @@ def test_quality_measures_the_before_row_and_the_class_weights_in_the_same_run(t
     )
     assert done.returncode == 0, done.stderr[-4000:]
     details = json.loads(out.read_text())["details"]
-    assert details["before"]["overrides"] == "window_days=7"
+    assert details["before"]["overrides"] == "window_days=7,max_train_rows=2000"
     assert _finite(details["before"]["ap"])
-    assert "LightGBM, defaults before (window_days=7)" in done.stdout
+    assert "LightGBM, defaults before (window_days=7,max_train_rows=2000)" in done.stdout
     weighting = details["weighting"]
     assert set(weighting) == {"none", "balanced"} and weighting["balanced"]["pos_weight"] > 1
     for row in weighting.values():

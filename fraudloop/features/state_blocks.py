@@ -31,6 +31,8 @@ import weakref
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraudloop.core.store import IntegrityError, ObjectNotFound, ObjectStore, sha256_hex
 from fraudloop.features.state import (
@@ -40,6 +42,7 @@ from fraudloop.features.state import (
     _decode_strings,
     _Dictionary,
     _encode_strings,
+    _string_array,
     empty_label_records,
     hour_key_of,
     pack_arrays,
@@ -182,21 +185,24 @@ def read_state(store: ObjectStore, manifest_bytes: bytes) -> FeatureState:
     for entry in manifest["labels"]:
         loaded.append(("labels", entry, _get_piece(store, entry)[1]))
 
-    # one dictionary per entity kind over every piece's ids: codes in sorted id order
+    # one dictionary per entity kind over every piece's ids: codes in sorted id order (Arrow
+    # sorts UTF-8 bytewise, which is code point order: Python's order of str)
     remap: dict[tuple[int, str], np.ndarray] = {}
     dictionaries = {}
     for col in _ENTITY:
         parts = [
-            (i, _decode_strings(a[f"ids.{col}.blob"], a[f"ids.{col}.offsets"]))
+            (i, _string_array(a[f"ids.{col}.blob"], a[f"ids.{col}.offsets"]))
             for i, (_, _, a) in enumerate(loaded)
             if f"ids.{col}.blob" in a
         ]
-        everything = np.concatenate([ids for _, ids in parts]) if parts else np.zeros(0, object)
-        codes, uniques = pd.factorize(everything, sort=True)
-        dictionaries[col] = _Dictionary(list(uniques))
+        everything = pa.chunked_array([ids for _, ids in parts], type=pa.large_string())
+        uniques = pc.unique(everything)
+        uniques = uniques.take(pc.array_sort_indices(uniques))
+        codes = pc.index_in(everything, value_set=uniques).to_numpy().astype(np.int64)
+        dictionaries[col] = _Dictionary(uniques.to_pylist())
         start = 0
         for i, ids in parts:
-            remap[(i, col)] = codes[start : start + len(ids)].astype(np.int64)
+            remap[(i, col)] = codes[start : start + len(ids)]
             start += len(ids)
 
     state = FeatureState(
