@@ -476,6 +476,14 @@ def main(argv: list[str] | None = None) -> None:
         help="window_days or TrainConfig fields of the defaults before a change: their row, "
         "measured in the same run",
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE,...",
+        help="another configuration (as --before) trained on the same data, a row of its own; "
+        "repeatable (e.g. max_train_rows=30000: what negative down-sampling costs)",
+    )
     args = ap.parse_args(argv)
     spec, config = job_configuration()
     if args.quick:  # a tenth of the customers, a 14-day window, short one-thread fits
@@ -512,6 +520,12 @@ def main(argv: list[str] | None = None) -> None:
     before = None
     if args.before:
         before = candidates.get(replace(config, **before_config), before_spec)
+    variants = []
+    for text in args.variant:
+        variant_data, variant_config = overrides(text)
+        variant_spec = replace(spec, **variant_data)
+        made = candidates.get(replace(config, **variant_config), variant_spec)
+        variants.append((text, variant_spec, made))
     train_df = dataset.train
     print(
         f"training_job as of {spec.cutoff}: window {spec.window_days} d "
@@ -545,6 +559,17 @@ def main(argv: list[str] | None = None) -> None:
                 metrics(test, before[1].predict(test)),
                 f"{before[0].training_seconds:.1f} s ({before[0].best_iteration} rounds, "
                 f"{before[0].train_rows:,} rows)",
+            )
+        )
+    for text, variant_spec, (variant, variant_model) in variants:
+        rows.append(
+            (
+                f"LightGBM, variant ({text})",
+                f"{len(config.features)} fraudloop",
+                f"{variant_spec.train_start:%m-%d}..{last} ({variant_spec.window_days} d)",
+                metrics(test, variant_model.predict(test)),
+                f"{variant.training_seconds:.1f} s ({variant.best_iteration} rounds, "
+                f"{variant.train_rows:,} rows)",
             )
         )
     rows.append(
@@ -601,6 +626,21 @@ def main(argv: list[str] | None = None) -> None:
     workdir.cleanup()
     if before is not None:
         details["before"] = {"overrides": args.before, **before[0].metrics}
+    if variants:
+        details["variants"] = [
+            {
+                "overrides": text,
+                "train_rows": made.train_rows,
+                "training_seconds": made.training_seconds,
+                "holdout": made.metrics,
+                "test": dict(
+                    zip(
+                        ("auc", "ap", "cp_at_100"), metrics(test, model_.predict(test)), strict=True
+                    )
+                ),
+            }
+            for text, _, (made, model_) in variants
+        ]
     if args.windows:
         lengths = [int(d) for d in args.windows.split(",")]
         details["windows"] = windows(feats, delay, config, lengths, report)

@@ -120,7 +120,8 @@ def test_quality_measures_the_before_row_and_the_class_weights_in_the_same_run(t
     """`--before` (the defaults before a change) and `--weighting` train through the job's
     path in the same run; their figures are in the JSON, finite."""
     out = tmp_path / "quality.json"
-    flags = ["--before", "window_days=7,max_train_rows=2000", "--weighting", "none,balanced"]
+    flags = ["--before", "window_days=7", "--weighting", "none,balanced"]
+    flags += ["--variant", "max_train_rows=2000", "--variant", "num_leaves=7"]
     done = subprocess.run(
         [sys.executable, "bench/quality.py", "--quick", "--json", str(out), *flags],
         cwd=ROOT,
@@ -131,9 +132,14 @@ def test_quality_measures_the_before_row_and_the_class_weights_in_the_same_run(t
     )
     assert done.returncode == 0, done.stderr[-4000:]
     details = json.loads(out.read_text())["details"]
-    assert details["before"]["overrides"] == "window_days=7,max_train_rows=2000"
+    assert details["before"]["overrides"] == "window_days=7"
     assert _finite(details["before"]["ap"])
-    assert "LightGBM, defaults before (window_days=7,max_train_rows=2000)" in done.stdout
+    assert "LightGBM, defaults before (window_days=7)" in done.stdout
+    sampled, leaves = details["variants"]
+    assert (sampled["overrides"], leaves["overrides"]) == ("max_train_rows=2000", "num_leaves=7")
+    assert sampled["train_rows"] < leaves["train_rows"]  # the window's negatives sampled
+    assert all(_finite(v) for row in (sampled, leaves) for v in row["test"].values())
+    assert "LightGBM, variant (max_train_rows=2000)" in done.stdout
     weighting = details["weighting"]
     assert set(weighting) == {"none", "balanced"} and weighting["balanced"]["pos_weight"] > 1
     for row in weighting.values():

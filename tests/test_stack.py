@@ -693,6 +693,12 @@ def _assert_runs_were_containers_in_postgres(stack, instance) -> None:
         if not started:
             never_started.append((run, [e.user_message for e in events]))
             continue
+        if not launched:  # say what the run's record holds before failing on it
+            print(f"  run {run.run_id} ({run.job_name}): {run.status.value}, tags {run.tags}")
+            for e in events:
+                stamp = time.strftime("%H:%M:%S", time.gmtime(e.timestamp))
+                kind = e.dagster_event.event_type.value
+                print(f"    {stamp} {kind}: {(e.user_message or '')[:160]}")
         assert launched, f"run {run.run_id} ({run.job_name}) started without a container launch"
         assert run.tags.get("docker/container_id") == launched[-1], (run.run_id, launched)
     for run, messages in never_started:
