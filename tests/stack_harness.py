@@ -271,9 +271,15 @@ class Stack:
         return docker("inspect", "-f", template, self.container(service))
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
-        response = httpx.post(
-            f"{self.web}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
-        )
+        for attempt in range(3):  # the webserver answers 500 while a reload or a query stalls
+            response = httpx.post(
+                f"{self.web}/graphql",
+                json={"query": query, "variables": variables or {}},
+                timeout=60,
+            )
+            if response.status_code < 500:
+                break
+            time.sleep(2 * (attempt + 1))
         response.raise_for_status()
         body = response.json()
         if body.get("errors"):

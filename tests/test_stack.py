@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from datetime import date, timedelta
@@ -44,6 +45,7 @@ import pytest
 from tests.stack_harness import DOCKER, Stack, WebhookReceiver, docker, wait_for
 
 START = date(2018, 4, 1)
+LAUNCH_EVENT = re.compile(r"\[DockerRunLauncher\] Launching run in a new container ([0-9a-f]{64})")
 LONG = bool(os.environ.get("FRAUDLOOP_STACK_LONG"))
 IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
@@ -683,11 +685,13 @@ def _assert_runs_were_containers_in_postgres(stack, instance) -> None:
     never_started = []
     for run in all_runs:
         events = [e for e in instance.all_logs(run.run_id) if e.dagster_event]
+        # the launcher's engine event: "[DockerRunLauncher] Launching run in a new container
+        # <id> with image ..." (Dagster keeps it in the event's message, not the user message)
         launched = [
-            e.user_message.split()[6]
+            found.group(1)
             for e in events
             if e.dagster_event.event_type == DagsterEventType.ENGINE_EVENT
-            and (e.user_message or "").startswith("Launching run in a new container")
+            and (found := LAUNCH_EVENT.search(e.dagster_event.message or ""))
         ]
         started = any(e.dagster_event.event_type == DagsterEventType.RUN_START for e in events)
         if not started:
@@ -698,7 +702,7 @@ def _assert_runs_were_containers_in_postgres(stack, instance) -> None:
             for e in events:
                 stamp = time.strftime("%H:%M:%S", time.gmtime(e.timestamp))
                 kind = e.dagster_event.event_type.value
-                print(f"    {stamp} {kind}: {(e.user_message or '')[:160]}")
+                print(f"    {stamp} {kind}: {(e.dagster_event.message or '')[:160]}")
         assert launched, f"run {run.run_id} ({run.job_name}) started without a container launch"
         assert run.tags.get("docker/container_id") == launched[-1], (run.run_id, launched)
     for run, messages in never_started:
@@ -718,12 +722,13 @@ def _assert_runs_were_containers_in_postgres(stack, instance) -> None:
     checks = stack.psql("SELECT count(*) FROM asset_check_executions")[0][0]
     assert checks > 0
     assert type(instance.run_launcher).__name__ == "DockerRunLauncher"
-    # no SQLite anywhere in the Dagster containers
+    # no SQLite anywhere in the Dagster containers (find exits 1 on the directories the
+    # containers' unprivileged user may not read: what it lists is the answer)
     for service in ("daemon", "webserver", "code-location"):
         listing = docker(
             "exec", stack.container(service), "sh", "-c",
             "find / -xdev \\( -name '*.db' -o -name '*.sqlite' \\) -newer /etc/hostname "
-            "2>/dev/null",
+            "2>/dev/null || true",
         )  # fmt: skip
         assert listing == "", f"{service}: {listing}"
 
@@ -791,9 +796,12 @@ def _assert_graphql_lists_runs_and_checks(stack, instance) -> None:
     assert expected <= checks, expected - checks
     executions = stack.graphql(
         """{ assetCheckExecutions(assetKey: {path: ["raw_transactions"]},
-               checkName: "transactions_pass_expectations", limit: 50) { runId status } }"""
+               checkName: "transactions_pass_expectations", limit: 10000) { runId status } }"""
     )["assetCheckExecutions"]
-    assert {e["status"] for e in executions} >= {"SUCCEEDED", "FAILED"}, executions
+    statuses = {e["status"] for e in executions}
+    # passed hours, and those of the run container killed mid-run: its planned checks end as
+    # EXECUTION_FAILED, where the UI shows them
+    assert {"SUCCEEDED", "EXECUTION_FAILED"} <= statuses, statuses
 
 
 def _assert_step_logs_outlive_the_container(stack, instance, training) -> None:
