@@ -49,13 +49,17 @@ def in_flight_runs(context, job_name: str, limit: int | None = None) -> list:
         ),
         limit=20,
     )
-    retrying = [
-        run
-        for run in failed
-        if not context.instance.get_runs(
+    retrying = []
+    seen = {run.run_id for run in runs}
+    for run in failed:
+        child = context.instance.get_runs(
             dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id}), limit=1
         )
-    ]
+        if not child:  # the retry is not created yet: the failed run stands for it
+            retrying.append(run)
+        elif child[0].status in IN_FLIGHT and child[0].run_id not in seen:
+            # created after the in-flight query above: without it, neither would be counted
+            retrying.append(child[0])
     return [*runs, *retrying]
 
 

@@ -779,3 +779,39 @@ def test_genuine_round_dollar_amounts_are_not_taken_for_ids(local_store):
     # ... and so do a few large round amounts among them (a busy hour of a car dealer)
     whole.loc[:20, "amount"] = "12000"
     assert _ingest_frame(local_store, other, whole).status == "valid"
+
+
+def test_labels_of_an_hour_landed_but_not_ingested_yet_wait_for_it(store):
+    """A label day ingested before the hours it labels (their run queued, or between a killed
+    container and its retry: found by the Docker stack's test) used to be rejected whole as
+    labels of transactions never ingested, and nothing ever ran it again. The landed hour's
+    labels now wait for it like an unreadable hour's; an hour that never landed is not waited
+    for."""
+    from fraudloop.core.tables import unreadable_hours
+    from fraudloop.data import held_labels
+
+    ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
+    h6_key = hour_landing_prefix(H6) + "b.csv"
+    h6 = _hour_csv(H6, rows=30, seed=2)
+    store.put_bytes(h6_key, h6)  # landed, its ingestion not run yet
+    assert unreadable_hours(store, "2018-04-08", lookback_days=7) == [H6]
+
+    good, late = pd.read_csv(io.BytesIO(GOOD), dtype=str), pd.read_csv(io.BytesIO(h6), dtype=str)
+    files = _labels_for(good, late)
+    day = _ingest_label_day(store, files)
+    assert day.status == "valid", day.reason_summary
+    assert (day.rows, day.rows_held, day.rows_rejected) == (60, 30, 0)
+    assert held_labels.released(store) == []  # the hour is not ingested yet
+
+    assert ingest_transactions_hour(store, H6, [(h6_key, h6)], []).status == "valid"
+    (released,) = held_labels.released(store)
+    assert released[0] == "2018-04-08"
+    again = _ingest_label_day(store, files)
+    assert again.status == "valid" and (again.rows, again.rows_held) == (90, 0)
+
+    # labels of transactions whose hour never landed are judged as before
+    strangers = pd.DataFrame({"transaction_id": [f"x-{i}" for i in range(40)]})
+    other_day = _labels_for(good, strangers, day="2018-04-09")
+    other = _ingest_label_day(store, other_day, day="2018-04-09")
+    assert other.status == "quarantined" and other.rows_held == 0
+    assert "never ingested" in other.reason_summary

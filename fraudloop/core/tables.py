@@ -504,6 +504,9 @@ def _verified_bytes(
 #: what the id cache of :func:`known_transaction_ids` holds for a quarantined hour whose ids
 #: could not be read (its file is not a table): see :func:`unreadable_hours`
 UNREADABLE = "unreadable"
+#: ... and for an hour whose file landed but is not ingested yet (its run queued, running, or
+#: awaiting its retry): its ids are as unknown as an unreadable hour's
+PENDING = "pending"
 
 
 def _window_ids(
@@ -513,8 +516,9 @@ def _window_ids(
     max_workers: int,
     cache: dict | None,
 ) -> list[tuple[str, pd.Series | str | None]]:
-    """Per hour of the labels' window, oldest first: its ids (a Series), :data:`UNREADABLE` or
-    None (missing, or quarantined before ids were kept). Each hour is read once per cache."""
+    """Per hour of the labels' window, oldest first: its ids (a Series), :data:`UNREADABLE`,
+    :data:`PENDING` (landed, no pointer yet) or None (nothing landed, or quarantined before ids
+    were kept). Each hour is read once per cache."""
     start = day_start(day) if isinstance(day, str) else pd.Timestamp(day)
     start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
     first = start.floor("D") - timedelta(days=lookback_days)
@@ -528,7 +532,10 @@ def _window_ids(
                 return UNREADABLE
             data = store.get_bytes(pointer["delivered_ids_key"])
             return pq.read_table(pa.BufferReader(data)).column(0).to_pandas()
-        if not pointer or pointer.get("status") != "valid":
+        if not pointer:
+            landed = any(True for _ in store.list(keyspace.hour_landing_prefix(key)))
+            return PENDING if landed else None
+        if pointer.get("status") != "valid":
             return None
         data = _verified_bytes(store, "transactions", key, pointer)
         column = pq.read_table(pa.BufferReader(data), columns=["transaction_id"]).column(0)
@@ -573,12 +580,14 @@ def unreadable_hours(
     max_workers: int = 16,
     cache: dict | None = None,
 ) -> list[str]:
-    """The quarantined hours of the same window whose ids could not be read (the file was not
-    a table): a label of one of their transactions looks like a label of a transaction never
-    delivered, so ingestion holds such labels instead of failing the label day. Shares
-    ``cache`` with :func:`known_transaction_ids` (each pointer is read once)."""
+    """The hours of the same window whose ids cannot be read: quarantined ones whose file was
+    not a table, and those whose file landed but is not ingested yet (a label file may be
+    ingested before the transactions it labels, e.g. while their run awaits its retry). A label
+    of one of their transactions looks like a label of a transaction never delivered, so
+    ingestion holds such labels instead of failing the label day. Shares ``cache`` with
+    :func:`known_transaction_ids` (each pointer is read once)."""
     window = _window_ids(store, day, lookback_days, max_workers, cache)
-    return [key for key, ids in window if isinstance(ids, str) and ids == UNREADABLE]
+    return [key for key, ids in window if isinstance(ids, str) and ids in (UNREADABLE, PENDING)]
 
 
 def history_counts(

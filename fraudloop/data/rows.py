@@ -205,8 +205,8 @@ def held_reason(hours: Sequence[str]) -> str:
     """Why a label is held, naming the hour(s) it waits for (one reason per set of hours)."""
     which = f"hour {hours[0]}" if len(hours) == 1 else f"one of the hours {', '.join(hours)}"
     return (
-        f"held until transactions {which} is ingested (quarantined whole: its transaction ids "
-        "could not be read)"
+        f"held until transactions {which} is ingested (its transaction ids cannot be read: "
+        "quarantined whole, or landed and not ingested yet)"
     )
 
 
