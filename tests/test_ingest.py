@@ -619,21 +619,19 @@ def _ingest_label_day(store, files, day: str = "2018-04-08"):
     return ingest_labels_day(store, day, files, known, unreadable_hours=unread)
 
 
-def test_labels_of_an_unreadable_hour_are_held_and_let_in_by_its_corrected_redelivery(store):
-    """The limit the README used to list: an hour whose file cannot be read has unknown ids, so
-    its labels failed the known-ids check and took the whole label day with them. Now only
-    those labels wait, named by the hour; the corrected hour lets them in."""
-    import json
-
+def _labels_waiting_for_h6(store, h6_file: bytes | None):
+    """A good hour ingested, hour H6 landed (`h6_file`: its file ingested as delivered; None: not
+    ingested at all), and a label day for both hours: its labels of H6 are held (60 accepted,
+    30 held, 0 rejected). Returns (H6's landing key, its good bytes, the label files, the day)."""
     from fraudloop.core.tables import unreadable_hours
-    from fraudloop.data import held_labels
-    from fraudloop.data.rows import held_reason
 
     ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
     h6_key = hour_landing_prefix(H6) + "b.csv"
     h6 = _hour_csv(H6, rows=30, seed=2)
-    broken = ingest_transactions_hour(store, H6, [(h6_key, JUNK)], [])
-    assert broken.status == "quarantined"
+    if h6_file is None:
+        store.put_bytes(h6_key, h6)  # landed, its ingestion not run yet
+    else:
+        assert ingest_transactions_hour(store, H6, [(h6_key, h6_file)], []).status == "quarantined"
     assert unreadable_hours(store, "2018-04-08", lookback_days=7) == [H6]
 
     good, late = pd.read_csv(io.BytesIO(GOOD), dtype=str), pd.read_csv(io.BytesIO(h6), dtype=str)
@@ -641,6 +639,20 @@ def test_labels_of_an_unreadable_hour_are_held_and_let_in_by_its_corrected_redel
     day = _ingest_label_day(store, files)
     assert day.status == "valid", day.reason_summary
     assert (day.rows, day.rows_held, day.rows_rejected) == (60, 30, 0)
+    return h6_key, h6, files, day
+
+
+def test_labels_of_an_unreadable_hour_are_held_and_let_in_by_its_corrected_redelivery(store):
+    """The limit the README used to list: an hour whose file cannot be read has unknown ids, so
+    its labels failed the known-ids check and took the whole label day with them. Now only
+    those labels wait, named by the hour; the corrected hour lets them in."""
+    import json
+
+    from fraudloop.data import held_labels
+    from fraudloop.data.rows import held_reason
+
+    h6_key, h6, files, day = _labels_waiting_for_h6(store, JUNK)
+    good, late = pd.read_csv(io.BytesIO(GOOD), dtype=str), pd.read_csv(io.BytesIO(h6), dtype=str)
     (file,) = day.files
     assert file["held_by_reason"] == {held_reason([H6]): 30}
     assert H6 in held_reason([H6]) and file["rows_accepted"] == 60
@@ -787,20 +799,9 @@ def test_labels_of_an_hour_landed_but_not_ingested_yet_wait_for_it(store):
     labels of transactions never ingested, and nothing ever ran it again. The landed hour's
     labels now wait for it like an unreadable hour's; an hour that never landed is not waited
     for."""
-    from fraudloop.core.tables import unreadable_hours
     from fraudloop.data import held_labels
 
-    ingest_transactions_hour(store, KEY, [(PREFIX + "a.csv", GOOD)], [])
-    h6_key = hour_landing_prefix(H6) + "b.csv"
-    h6 = _hour_csv(H6, rows=30, seed=2)
-    store.put_bytes(h6_key, h6)  # landed, its ingestion not run yet
-    assert unreadable_hours(store, "2018-04-08", lookback_days=7) == [H6]
-
-    good, late = pd.read_csv(io.BytesIO(GOOD), dtype=str), pd.read_csv(io.BytesIO(h6), dtype=str)
-    files = _labels_for(good, late)
-    day = _ingest_label_day(store, files)
-    assert day.status == "valid", day.reason_summary
-    assert (day.rows, day.rows_held, day.rows_rejected) == (60, 30, 0)
+    h6_key, h6, files, _ = _labels_waiting_for_h6(store, None)
     assert held_labels.released(store) == []  # the hour is not ingested yet
 
     assert ingest_transactions_hour(store, H6, [(h6_key, h6)], []).status == "valid"
@@ -811,6 +812,7 @@ def test_labels_of_an_hour_landed_but_not_ingested_yet_wait_for_it(store):
 
     # labels of transactions whose hour never landed are judged as before
     strangers = pd.DataFrame({"transaction_id": [f"x-{i}" for i in range(40)]})
+    good = pd.read_csv(io.BytesIO(GOOD), dtype=str)
     other_day = _labels_for(good, strangers, day="2018-04-09")
     other = _ingest_label_day(store, other_day, day="2018-04-09")
     assert other.status == "quarantined" and other.rows_held == 0

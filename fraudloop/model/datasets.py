@@ -247,10 +247,9 @@ def _labels_as_of(labels: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
     return latest[["transaction_id", "is_fraud"]].reset_index(drop=True)
 
 
-def _sampled(ids: pa.ChunkedArray | pa.Array | pd.Series, rate: float, key: str) -> np.ndarray:
+def _sampled(ids: pd.Series, rate: float, key: str) -> np.ndarray:
     """Which ids fall in the sample of `rate`: a keyed 64-bit hash of the id under the rate."""
-    values = ids.to_numpy() if isinstance(ids, pd.Series) else ids.to_pandas().to_numpy()
-    hashed = pd.util.hash_array(np.asarray(values, dtype=object), hash_key=key, categorize=False)
+    hashed = pd.util.hash_array(ids.to_numpy(dtype=object), hash_key=key, categorize=False)
     return hashed < np.uint64(min(int(rate * 2.0**64), 2**64 - 1))
 
 
