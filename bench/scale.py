@@ -9,8 +9,8 @@ local run launcher into its own run worker process, as the sensors' runs are.
 
 Per hour: the hour's files land, then ``hourly_ingestion_job``, ``features_job`` (features and
 the online publish, split by their steps) and ``health_job``, one after the other. Per day (its
-labels land with the next day, the demo's one-day label delay): ``daily_labels_job``,
-``fraud_labels_job``, ``daily_monitoring_job`` (drift and accuracy). After the last day: one
+labels land with the next day, the demo's one-day label delay): ``daily_labels_job`` (raw and
+fraud labels), ``daily_monitoring_job`` (drift and accuracy). After the last day: one
 ``training_job`` (dataset, train, evaluate, package, staging test in a real service process,
 release). The first ``--warmup-days`` are ingested and featured as one range run each and not
 timed per hour (history the state and the training set need).
@@ -374,7 +374,6 @@ def play(args, tmp: Path) -> tuple[list[Stage], list[dict], dict]:
                 if labelled:
                     span = (labelled[0], labelled[-1])
                     runs.append(loop.run("warmup", "daily_labels_job", *span))
-                    runs.append(loop.run("warmup", "fraud_labels_job", *span))
                 runs.append(loop.run("warmup", "features_job", first, last))
         for n, day in enumerate(days[args.warmup_days :], start=args.warmup_days):
             print(f"day {day}", flush=True)
@@ -404,7 +403,6 @@ def play(args, tmp: Path) -> tuple[list[Stage], list[dict], dict]:
             label_day = f"{day:%Y-%m-%d}"
             land(feed, store, day_landing_prefix(label_day))
             runs.append(loop.run("labels", "daily_labels_job", label_day, label_day))
-            runs.append(loop.run("labels", "fraud_labels_job", label_day, label_day))
             runs.append(loop.run("relabel", "features_job", played[0], played[-1]))
             if n:
                 prev = f"{days[n - 1]:%Y-%m-%d}"

@@ -1,6 +1,6 @@
 """`make demo`: the closed loop, told through the real Dagster daemon on the local profile.
 
-1. simulate up to 40 days of card transactions into a *feed* outside the system
+1. simulate up to 60 days of card transactions into a *feed* outside the system
    (`.fraudloop-feed/`), with a new fraud pattern (card testing: bursts of small amounts on
    stolen cards) from day `drift_day`; two broken files in the history (a bad row each:
    the row is rejected, the rest of the hour ingested);
@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -44,7 +45,7 @@ ROW_DEFECTS = frozenset({"negative_amount", "nan_amount", "inf_amount", "null_id
 
 @dataclass
 class DemoPlan:
-    days: int = 40  # simulated (the replay stops once the retrained model serves 100 %)
+    days: int = 60  # simulated (the replay stops once the retrained model serves 100 %)
     history_days: int = 12  # landed before v1: warm-up days, the window, the holdout, the delay
     drift_day: int = 13  # first day of the new fraud pattern (0-based from START)
     train_window_days: int = 6
@@ -221,7 +222,7 @@ def _wait(predicate, watcher: Watcher, timeout: float, what: str) -> None:
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _replay_hour(client, base: str, frame, day: date, hour: int) -> int:
+def replay_hour(client, base: str, frame, day: date, hour: int) -> int:
     """Score one simulated hour of transactions through the service, in time order."""
     times = frame["tx_datetime"]
     rows = frame[(times.dt.date == day) & (times.dt.hour == hour)]
@@ -239,6 +240,111 @@ def _replay_hour(client, base: str, frame, day: date, hour: int) -> int:
         chunk = body[start : start + 5000]
         client.post(f"{base}/v1/score/batch", json={"transactions": chunk}).raise_for_status()
     return len(body)
+
+
+class Replay:
+    """Live traffic, and the files landing behind it, chunk by chunk (`make demo` and the Docker
+    stack's system test).
+
+    The traffic never stops for the pipeline: a payment switch does not wait for a feature run,
+    and a canary needs a steady stream to reach its steps' request counts (when the replay paused
+    for the pipeline, a canary waited a minute of its 80 s for traffic; with the traffic at most
+    two chunks ahead of the landed files, 50 s of 63 s). A chunk lands once its traffic is sent
+    and the pipeline has the features up to the chunk before the previous one (one chunk in the
+    pipeline, one landed behind it), so the pipeline trails the traffic as it would in real
+    time, by its own latency. Once the feed is spent, the last day's traffic is sent again until
+    the canary in progress is judged.
+
+    `land(first, days)` puts a chunk's files in the landing zone; `production()` is the version
+    in production; `poll()` watches whatever the caller reports.
+    """
+
+    def __init__(
+        self,
+        plan: DemoPlan,
+        timeline: Timeline,
+        store,
+        send_hour: Callable[[date, int], int],
+        land: Callable[[int, list[date]], None],
+        production: Callable[[], int | None],
+        poll: Callable[[], None] = lambda: None,
+        max_land_wait: float = 120.0,
+        timeout: float | None = None,
+    ):
+        self.plan, self.timeline, self.store = plan, timeline, store
+        self.send_hour, self.land, self.production, self.poll = send_hour, land, production, poll
+        self.first_version = production()
+        #: a chunk lands after this long even if the features it waits for never come (a
+        #: blocked hour): the loop goes on, and the timeline shows it
+        self.max_land_wait = max_land_wait
+        self.timeout = plan.timeout_seconds if timeout is None else timeout
+        self.unlanded: list[tuple[int, list[date], float]] = []  # (first day, days, sent at)
+        self.sent = 0
+
+    def promoted(self) -> int | None:
+        """The retrained version once it serves 100 %."""
+        version = self.production() or 0
+        if version > (self.first_version or 0):
+            self.timeline.mark("promoted")
+            return version
+        return None
+
+    def chunks(self) -> list[tuple[int, list[date]]]:
+        plan = self.plan
+        return [
+            (first, [plan.day(n) for n in range(first, min(first + plan.chunk_days, plan.days))])
+            for first in range(plan.history_days, plan.days, plan.chunk_days)
+        ]
+
+    def land_ready(self) -> None:
+        """Land the oldest chunks whose turn has come."""
+        plan, t = self.plan, self.timeline
+        while self.unlanded:
+            first, days, sent_at = self.unlanded[0]
+            before_previous = f"{plan.day(first - plan.chunk_days - 1):%Y-%m-%d}-23:00"
+            waited = time.monotonic() - sent_at
+            if not _featured(self.store, before_previous) and waited < self.max_land_wait:
+                return
+            if plan.drift_day in range(first, first + len(days)):
+                t.mark("drift_landed")
+            self.land(first, days)
+            t.say(f"{days[0]}..{days[-1]} landed")
+            self.unlanded.pop(0)
+
+    def idle(self, seconds: float) -> None:
+        """Wait, watching the loop and landing what may land."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.poll()
+            self.land_ready()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.5))
+
+    def send(self, days: list[date]) -> None:
+        """The days' traffic hour by hour, spread over the plan's pace."""
+        hours = [(day, h) for day in days for h in range(24)]
+        for day, h in hours:
+            self.sent += self.send_hour(day, h)
+            self.idle(self.plan.pace_seconds / len(hours))
+
+    def run(self) -> int | None:
+        """Replay until the retrained model serves 100 % or the time runs out; returns the
+        version it promoted (None if none)."""
+        plan, t = self.plan, self.timeline
+        for first, days in self.chunks():
+            if self.promoted() or t.now() > self.timeout:
+                return self.promoted()
+            if plan.drift_day in range(first, first + len(days)):
+                t.say(f"-- {plan.day(plan.drift_day)}: the new fraud pattern begins --")
+            self.send(days)
+            t.say(f"{days[0]}..{days[-1]} replayed ({self.sent:,} requests)")
+            self.unlanded.append((first, days, time.monotonic()))
+            self.land_ready()
+        while not self.promoted() and t.now() < self.timeout:
+            self.send([plan.day(plan.days - 1)])  # the feed is spent: its last day again
+        return self.promoted()
 
 
 def run_demo(plan: DemoPlan | None = None) -> int:
@@ -339,43 +445,19 @@ def run_demo(plan: DemoPlan | None = None) -> int:
         )
         base = f"http://127.0.0.1:{port}"
         _wait(lambda: _ready(base), watcher, 60, "the scoring service")
-        first_version = watcher.production()
-        sent = 0
         print("5/6 replay: drift starts on", plan.day(plan.drift_day))
         with httpx.Client(timeout=60) as client:
-            for first in range(plan.history_days, plan.days, plan.chunk_days):
-                days = [plan.day(n) for n in range(first, min(first + plan.chunk_days, plan.days))]
-                if plan.drift_day in range(first, first + len(days)):
-                    timeline.mark("drift_landed")
-                    timeline.say(f"-- {plan.day(plan.drift_day)}: the new fraud pattern begins --")
-                # The chunk's traffic, hour by hour, spread over `pace` seconds of wall time,
-                # so the rollout controller sees a steady stream.
-                hours = [(day, h) for day in days for h in range(24)]
-                gap = plan.pace_seconds / len(hours)
-                for day, h in hours:
-                    sent += _replay_hour(client, base, frame, day, h)
-                    watcher.poll()
-                    if (watcher.production() or 0) > first_version:
-                        timeline.mark("promoted")
-                    time.sleep(gap)
-                _copy_landing(feed, store, days)
-                timeline.say(f"{days[0]}..{days[-1]} replayed ({sent:,} requests) and landed")
-                # Live traffic runs at most one chunk ahead of the pipeline (in real time the
-                # pipeline trails the traffic by its ingestion lag): wait until the features
-                # before this chunk are in.
-                previous = f"{plan.day(first - 1):%Y-%m-%d}-23:00"
-                caught_up = time.monotonic() + 120
-                while time.monotonic() < caught_up and not _featured(store, previous):
-                    watcher.poll()
-                    if (watcher.production() or 0) > first_version:
-                        break
-                    time.sleep(1.0)
-                if (watcher.production() or 0) > first_version:
-                    timeline.mark("promoted")
-                    break
-                if timeline.now() > plan.timeout_seconds:
-                    break
-        promoted = (watcher.production() or 0) > first_version
+            replay = Replay(
+                plan,
+                timeline,
+                store,
+                send_hour=lambda day, h: replay_hour(client, base, frame, day, h),
+                land=lambda _first, days: _copy_landing(feed, store, days),
+                production=watcher.production,
+                poll=watcher.poll,
+            )
+            promoted = replay.run() is not None
+        first_version, sent = replay.first_version, replay.sent
         print("6/6 timeline summary")
         return _summarize(plan, store, instance, timeline, first_version, promoted, sent)
     finally:
@@ -491,19 +573,29 @@ def _print_ap(plan, store, registry, v1: int, v2: int) -> None:
     from fraudloop.core.hours import hours_of_day
     from fraudloop.features.feature_store import read_offline
     from fraudloop.model.booster import load_model
-    from fraudloop.model.evaluation import evaluate
+    from fraudloop.model.evaluation import evaluate, read_evaluation
     from fraudloop.monitoring.accuracy import labels_known
 
     lineage = json.loads(registry.get_file(v2, "lineage.json"))
-    cutoff = pd.Timestamp(lineage["dataset"]["spec"]["cutoff"])
-    days = [
+    spec = lineage["dataset"]["spec"]
+    cutoff = pd.Timestamp(spec["cutoff"])
+    gate = read_evaluation(store, v2)
+    if gate is not None and gate.production_metrics:
+        print(
+            f"    the gate's holdout ({spec['holdout_start'][:10]}.."
+            f"{pd.Timestamp(spec['end']) - pd.Timedelta(days=1):%Y-%m-%d}, after "
+            f"v{v2}'s training window): AP of v{v2} {gate.candidate_metrics['ap']:.3f} vs "
+            f"v{gate.production} {gate.production_metrics['ap']:.3f}"
+        )
+    days = [  # labelled and featured (the replay runs ahead of the pipeline)
         plan.day(n).strftime("%Y-%m-%d")
         for n in range(plan.drift_day, plan.days)
         if pd.Timestamp(plan.day(n), tz="UTC") >= cutoff.floor("D")
         and store.exists(f"raw/labels/{plan.day(n):%Y-%m-%d}/_current.json")
+        and _featured(store, f"{plan.day(n):%Y-%m-%d}-23:00")
     ]
     if not days:
-        print(f"    (no labelled day after v{v2}'s cutoff {cutoff} yet to compare on)")
+        print(f"    (no day after v{v2}'s cutoff {cutoff:%Y-%m-%d} labelled and featured yet)")
         return
     hours = [h for d in days for h in hours_of_day(d)]
     features = read_offline(store, hours)

@@ -6,14 +6,26 @@ measured ~20 s against ~8 s for a trivial two-asset run). Partitioned ranges run
 (every partitioned asset has `BackfillPolicy.single_run()`).
 
 Every run carries its job's place in the run queue (`PRIORITY_TAG`): the daemon launches the
-highest priority first, so a retraining, and the daily drift and accuracy that ask for it, take
-the next free run slot instead of waiting behind a backlog of routine runs (in `make demo` a
-retraining waited 150 s that way); health, a report nobody waits for, goes last.
+highest priority first, so a retraining takes the next free run slot instead of waiting behind
+a backlog (in `make demo` a retraining waited 150 s that way); health, a report nobody waits
+for, goes last. In between, the data path (ingestion, labels, features) and the daily drift and
+accuracy share one priority and go oldest first: a retraining needs both, the new data and the
+signal. (With the data path below the monitoring, a delivery's landed hours waited 84 s in the
+queue behind drift runs and doomed early retrainings in `make demo`.)
 
-Ingestion and derived stages are separate jobs on purpose. A blocking check can only stop the
-downstream steps of a run as a whole, and a range run (a backfill, a landed history) would lose
-every good hour to one quarantined hour. So ingestion runs alone, and `features_sensor` starts
-the derived jobs, whose assets refuse bad partitions one by one (they are marked blocked).
+Transactions ingestion and the features are separate jobs on purpose. A blocking check can only
+stop the downstream steps of a run as a whole, and a range run (a backfill, a landed history)
+would lose every good hour to one quarantined hour. So ingestion runs alone, and
+`features_sensor` starts the features, whose assets refuse bad partitions one by one (they are
+marked blocked). The features also wait for the label days that land with the hours (the terminal
+risk of an hour reads the labels known by then), so they could not share the ingestion's run.
+
+A label day's ingestion and its fraud labels do share a run (`daily_labels_job`): both are daily,
+`fraud_labels` refuses a bad day itself, and the label check blocks only when nothing was
+written (a quarantined day is a WARN, handled). One run fewer on the chain every delivery walks
+(land -> transactions -> labels -> features) saved its start-up and queue wait (`make demo`,
+README). `fraud_labels_job` stays for raw labels materialized alone (a UI re-execution, a
+backfill of `raw_labels`): `features_sensor` starts it for those.
 """
 
 from __future__ import annotations
@@ -41,26 +53,28 @@ hourly_ingestion_job = _job(
     "hourly_ingestion_job",
     [keys.RAW_TRANSACTIONS],
     "Ingest and validate the hourly transaction partition(s) of the run.",
-    priority=0,
+    priority=5,
 )
 daily_labels_job = _job(
     "daily_labels_job",
-    [keys.RAW_LABELS],
-    "Ingest and validate the daily label partition(s) of the run.",
-    priority=0,
+    [keys.RAW_LABELS, keys.FRAUD_LABELS],
+    "Ingest and validate the daily label partition(s) of the run, and join them with their "
+    "transactions (bi-temporal fraud labels).",
+    priority=5,
 )
 fraud_labels_job = _job(
     "fraud_labels_job",
     [keys.FRAUD_LABELS],
-    "Join the label day(s) of the run with their transactions (bi-temporal labels).",
-    priority=0,
+    "Join the label day(s) of the run with their transactions (bi-temporal labels): for raw "
+    "labels materialized outside daily_labels_job.",
+    priority=5,
 )
 features_job = _job(
     "features_job",
     [keys.TRANSACTION_FEATURES, keys.ONLINE_FEATURE_STORE],
     "Compute features for a range of hours (new data, late labels, a fixed feed) and "
     "republish the online feature state.",
-    priority=0,
+    priority=5,
 )
 training_job = _job(
     "training_job",
@@ -91,7 +105,7 @@ daily_monitoring_job = _job(
     "daily_monitoring_job",
     [keys.PREDICTION_DRIFT, keys.MODEL_ACCURACY],
     "Evidently drift and accuracy on matured labels for a range of days.",
-    priority=5,  # what asks for a retraining
+    priority=5,  # what asks for a retraining, beside the data it needs
 )
 
 ALL_JOBS = [

@@ -1,6 +1,8 @@
 """features_sensor: new raw data or new labels -> the derived stages, in the right ranges.
 
-- new `raw_labels` days -> `fraud_labels_job` for those days;
+- new `raw_labels` days materialized without their `fraud_labels` (a UI re-execution, a backfill
+  of `raw_labels` alone) -> `fraud_labels_job` for those days; `daily_labels_job`, which
+  new_data_sensor starts, builds them in the same run;
 - new `raw_transactions` hours or new `fraud_labels` days -> `features_job` over the range
   `fraudloop.features.pipeline.recompute_range` names, in one run.
 
@@ -50,6 +52,16 @@ def _changed(record) -> bool:
     return True if value is None else bool(value.value)
 
 
+def _builds_fraud_labels(context, run_id: str) -> bool:
+    """Does this run build the fraud labels of the raw labels it materialized? It does if it
+    planned `fraud_labels` (a run of `daily_labels_job`, not a subset of it without them): the
+    plan is written when the run is created, so the answer holds while the run is going."""
+    planned = context.instance.get_records_for_run(
+        run_id=run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    ).records
+    return any(r.event_log_entry.dagster_event.asset_key == keys.FRAUD_LABELS for r in planned)
+
+
 def _new_partitions(context, cursor: dict) -> tuple[dict[str, set[str]], dict]:
     found, after = {}, dict(cursor)
     for name, key in WATCHED.items():
@@ -60,6 +72,10 @@ def _new_partitions(context, cursor: dict) -> tuple[dict[str, set[str]], dict]:
         ).records
         if records:
             after[name] = records[-1].storage_id
+            if key == keys.RAW_LABELS:
+                runs = {r.run_id for r in records}
+                joined = {run_id for run_id in runs if _builds_fraud_labels(context, run_id)}
+                records = [r for r in records if r.run_id not in joined]
             changed = {r.partition_key for r in records if r.partition_key and _changed(r)}
             if changed:
                 found[name] = changed

@@ -438,6 +438,36 @@ def test_features_wait_for_upstream_runs_and_then_run_once_over_everything(env):
     assert "held_since" not in json.loads(cursor)
 
 
+def test_a_label_day_ingested_by_its_job_builds_its_fraud_labels_in_the_same_run(env):
+    """`daily_labels_job` (what new_data_sensor starts) ingests a label day and joins its fraud
+    labels in one run: the features sensor then asks for the features from the day's first hour,
+    and no separate fraud-labels run. A re-execution of `raw_labels` alone from that job (a
+    subset without `fraud_labels`) still gets its fraud labels from the sensor."""
+    first = hours("2018-04-02-05:00", "2018-04-02-07:00")
+    frames = {k: land_hour(env.store, k, rows=20, seed=i)[1] for i, k in enumerate(first)}
+    assert run(env, INGEST, start=first[0], end=first[-1]).success
+    _, cursor = tick(env)
+    land_labels(env.store, "2018-04-02", frames[first[0]])
+    labels_run = env.job("daily_labels_job").execute_in_process(
+        instance=env.instance, resources=env.resources, partition_key="2018-04-02"
+    )
+    assert labels_run.success
+    built = materializations(env, "fraud_labels")
+    assert built["2018-04-02"].metadata["status"].value == "valid"
+    result, cursor = tick(env, cursor)
+    (features,) = result.run_requests
+    assert features.job_name == "features_job"
+    assert range_of(features) == ("2018-04-02-00:00", first[-1])
+
+    land_labels(env.store, "2018-04-02", frames[first[1]], name="late.csv")  # the day changes
+    subset = env.job("daily_labels_job").get_subset(asset_selection={asset_keys.RAW_LABELS})
+    assert subset.execute_in_process(
+        instance=env.instance, resources=env.resources, partition_key="2018-04-02"
+    ).success
+    result, cursor = tick(env, cursor)
+    assert [r.job_name for r in result.run_requests] == ["fraud_labels_job"]
+
+
 # --- 5. late data through data versions ----------------------------------------------------------
 
 

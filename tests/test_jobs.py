@@ -47,9 +47,9 @@ def test_a_training_run_from_the_ui_waits_for_a_sensor_retraining_and_back(defs,
 
 
 def test_the_loop_s_runs_go_first(defs):
-    """Retraining and the drift/accuracy runs that ask for it are not stuck behind routine runs:
-    the daemon's queue launches them first (their jobs' priority tags, sorted by Dagster's own
-    queue), health last, the rest oldest first."""
+    """A retraining takes the next free run slot, whatever is queued; the data path (ingestion,
+    labels, features) and the drift/accuracy runs go oldest first among themselves (a
+    retraining needs both); health, a report, goes last."""
     from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
         QueuedRunCoordinatorDaemon,
     )
@@ -58,10 +58,10 @@ def test_the_loop_s_runs_go_first(defs):
     order = [
         "health_job",
         "features_job",
+        "daily_monitoring_job",
         "hourly_ingestion_job",
         "daily_labels_job",
         "fraud_labels_job",
-        "daily_monitoring_job",
         "training_job",
     ]
     runs = []  # oldest first, as the queue reads them
@@ -71,8 +71,8 @@ def test_the_loop_s_runs_go_first(defs):
     launched = QueuedRunCoordinatorDaemon(interval_seconds=1)._priority_sort(runs)
     assert [run.job_name for run in launched] == [
         "training_job",
-        "daily_monitoring_job",
         "features_job",
+        "daily_monitoring_job",
         "hourly_ingestion_job",
         "daily_labels_job",
         "fraud_labels_job",

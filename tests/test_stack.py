@@ -42,6 +42,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from pipelines.demo import Replay, Timeline, replay_hour
 from tests.stack_harness import DOCKER, Stack, WebhookReceiver, docker, wait_for
 
 START = date(2018, 4, 1)
@@ -52,7 +53,7 @@ IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
 class Plan:
-    """`make demo`'s plan (pipelines/demo.py: DemoPlan: up to 40 simulated days at scale 0.2, a
+    """`make demo`'s plan (pipelines/demo.py: DemoPlan: up to 60 simulated days at scale 0.2, a
     new fraud pattern from day 13, two broken files, the demo's settings), delivered to the stack
     in pieces by the CLI instead of copied into a directory."""
 
@@ -122,24 +123,6 @@ class Plan:
             progress=False,
         )
         return summary.frame
-
-
-class Timeline:
-    def __init__(self) -> None:
-        self.began = time.monotonic()
-        self.marks: dict[str, float] = {}
-        self.epochs: dict[str, float] = {}
-
-    def now(self) -> float:
-        return time.monotonic() - self.began
-
-    def say(self, text: str) -> None:
-        print(f"  [{self.now():6.1f} s] {text}", flush=True)
-
-    def mark(self, name: str) -> None:
-        if name not in self.marks:
-            self.marks[name] = self.now()
-            self.epochs[name] = time.time()
 
 
 # ------------------------------------------------------------------------------------- fixtures
@@ -268,12 +251,6 @@ def launch(stack: Stack, job: str, tags: dict[str, str]) -> str:
     result = data["launchRun"]
     assert result["__typename"] == "LaunchRunSuccess", result
     return result["run"]["runId"]
-
-
-def replay_hour(client, base: str, frame, day: date, hour: int) -> int:
-    from pipelines.demo import _replay_hour
-
-    return _replay_hour(client, base, frame, day, hour)
 
 
 def production(store) -> int | None:
@@ -470,50 +447,27 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
         name = response.headers.get("x-served-by", "(not the balancer)")
         served[name] = served.get(name, 0) + 1
 
-    sent = 0
-    promoted_to = None
-    s3_fault_done = False
+    s3_fault = []
+
+    def land(first_day: int, days: list[date]) -> None:
+        stack.cli(*plan.simulate_args(first_day, len(days)))
+        if not s3_fault:  # S3 goes away while the first drifted days are being ingested
+            s3_fault.append(days)
+            _s3_outage(stack, store, instance, timeline, days, figures)
+
     with httpx.Client(timeout=60, event_hooks={"response": [count_replica]}) as client:
-        for first_day in range(plan.history_days, plan.days, plan.chunk_days):
-            days = [
-                plan.day(n) for n in range(first_day, min(first_day + plan.chunk_days, plan.days))
-            ]
-            if plan.drift_day in range(first_day, first_day + len(days)):
-                timeline.mark("drift_landed")
-                timeline.say(f"-- {plan.day(plan.drift_day)}: the new fraud pattern begins --")
-            gap = plan.demo.pace_seconds / (24 * len(days))
-            for day in days:
-                for h in range(24):
-                    sent += replay_hour(client, stack.scoring, frame, day, h)
-                    time.sleep(gap)
-            stack.cli(*plan.simulate_args(first_day, len(days)))
-            timeline.say(
-                f"{days[0]}..{days[-1]} replayed ({sent:,} requests) and landed by the CLI"
-            )
-            if not s3_fault_done:
-                s3_fault_done = True
-                _s3_outage(stack, store, instance, timeline, days, figures)
-            previous = f"{plan.day(first_day - 1):%Y-%m-%d}-23:00"
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                p = pointer(store, "transaction_features", previous)
-                if (p and p.get("status") == "valid") or (production(store) or 0) > v1:
-                    break
-                time.sleep(1.0)
-            if (production(store) or 0) > v1:
-                promoted_to = production(store)
-                timeline.mark("promoted")
-                break
-            if timeline.now() > 2400:
-                break
-        # the canary needs traffic to be judged: keep replaying the last days until promoted
-        deadline = time.monotonic() + 600
-        while promoted_to is None and time.monotonic() < deadline:
-            for h in range(24):
-                sent += replay_hour(client, stack.scoring, frame, plan.day(plan.days - 1), h)
-            if (production(store) or 0) > v1:
-                promoted_to = production(store)
-                timeline.mark("promoted")
+        replay = Replay(
+            plan.demo,
+            timeline,
+            store,
+            send_hour=lambda day, h: replay_hour(client, stack.scoring, frame, day, h),
+            land=land,
+            production=lambda: production(store),
+            max_land_wait=180.0,
+            timeout=3000.0,
+        )
+        promoted_to = replay.run()
+    sent = replay.sent
     assert promoted_to and promoted_to > v1, f"no retrained version reached production (v{v1})"
     timeline.say(f"v{promoted_to} serves 100 % ({sent:,} transactions replayed)")
     for name, replica in stack.replicas.items():
