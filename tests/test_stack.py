@@ -17,7 +17,8 @@ would drive it:
    packaged, staging-tested and released;
    * PostgreSQL is restarted: the webserver and the daemon reconnect;
 3. the scoring replicas follow the aliases in S3 and answer through the balancer; the
-   following days are replayed as live traffic through it and landed;
+   following days are replayed as live traffic through it, which never pauses, and landed by
+   the CLI behind it (`pipelines.demo.Replay`, as in `make demo`);
    * S3 is stopped for 30 s during an ingestion run: retries, then success, no half partition;
 4. the new fraud pattern is detected, alerts land in S3 and at a webhook receiver, v2 is trained
    and canaried to 100 %.
