@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -222,8 +223,9 @@ def _wait(predicate, watcher: Watcher, timeout: float, what: str) -> None:
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def replay_hour(client, base: str, frame, day: date, hour: int) -> int:
-    """Score one simulated hour of transactions through the service, in time order."""
+def replay_hour(client, base: str, frame, day: date, hour: int, shed: Counter | None = None) -> int:
+    """Score one simulated hour of transactions through the service, in time order. A 503 is
+    retried as a client of the service should (`shed` counts them by reason)."""
     times = frame["tx_datetime"]
     rows = frame[(times.dt.date == day) & (times.dt.hour == hour)]
     body = [
@@ -237,9 +239,30 @@ def replay_hour(client, base: str, frame, day: date, hour: int) -> int:
         for r in rows.sort_values(["tx_datetime", "transaction_id"]).itertuples()
     ]
     for start in range(0, len(body), 5000):  # an hour without transactions sends nothing
-        chunk = body[start : start + 5000]
-        client.post(f"{base}/v1/score/batch", json={"transactions": chunk}).raise_for_status()
+        _post_batch(client, f"{base}/v1/score/batch", body[start : start + 5000], shed)
     return len(body)
+
+
+def _post_batch(client, url: str, rows: list[dict], shed: Counter | None, attempts: int = 10):
+    """POST a batch; a 503 (the service shed it, or its online store did not answer in time:
+    nothing was decided, and a transaction observed twice is observed once) is sent again after
+    its Retry-After, at most `attempts` times. Anything else that is not a 2xx raises with the
+    service's own words."""
+    import httpx
+
+    for attempt in range(attempts):
+        response = client.post(url, json={"transactions": rows})
+        if response.status_code != 503 or attempt == attempts - 1:
+            break
+        if shed is not None:
+            shed[response.text[:120]] += 1
+        time.sleep(float(response.headers.get("retry-after", "1")))
+    if response.is_error:
+        raise httpx.HTTPStatusError(
+            f"{response.status_code} from {url}: {response.text[:500]}",
+            request=response.request,
+            response=response,
+        )
 
 
 class Replay:
@@ -255,6 +278,7 @@ class Replay:
     time, by its own latency. Once the feed is spent, the last day's traffic is sent again until
     the canary in progress is judged.
 
+    `send_hour(day, hour, shed)` scores an hour's traffic (counting retried 503s in `shed`);
     `land(first, days)` puts a chunk's files in the landing zone; `production()` is the version
     in production; `poll()` watches whatever the caller reports.
     """
@@ -264,7 +288,7 @@ class Replay:
         plan: DemoPlan,
         timeline: Timeline,
         store,
-        send_hour: Callable[[date, int], int],
+        send_hour: Callable[[date, int, Counter], int],
         land: Callable[[int, list[date]], None],
         production: Callable[[], int | None],
         poll: Callable[[], None] = lambda: None,
@@ -280,6 +304,7 @@ class Replay:
         self.timeout = plan.timeout_seconds if timeout is None else timeout
         self.unlanded: list[tuple[int, list[date], float]] = []  # (first day, days, sent at)
         self.sent = 0
+        self.shed: Counter = Counter()  # requests answered 503 and sent again, by reason
 
     def promoted(self) -> int | None:
         """The retrained version once it serves 100 %."""
@@ -326,7 +351,7 @@ class Replay:
         """The days' traffic hour by hour, spread over the plan's pace."""
         hours = [(day, h) for day in days for h in range(24)]
         for day, h in hours:
-            self.sent += self.send_hour(day, h)
+            self.sent += self.send_hour(day, h, self.shed)
             self.idle(self.plan.pace_seconds / len(hours))
 
     def run(self) -> int | None:
@@ -451,13 +476,15 @@ def run_demo(plan: DemoPlan | None = None) -> int:
                 plan,
                 timeline,
                 store,
-                send_hour=lambda day, h: replay_hour(client, base, frame, day, h),
+                send_hour=lambda day, h, shed: replay_hour(client, base, frame, day, h, shed),
                 land=lambda _first, days: _copy_landing(feed, store, days),
                 production=watcher.production,
                 poll=watcher.poll,
             )
             promoted = replay.run() is not None
         first_version, sent = replay.first_version, replay.sent
+        if replay.shed:
+            timeline.say(f"503s retried by the replay: {dict(replay.shed)}")
         print("6/6 timeline summary")
         return _summarize(plan, store, instance, timeline, first_version, promoted, sent)
     finally:

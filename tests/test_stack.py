@@ -461,7 +461,7 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
             plan.demo,
             timeline,
             store,
-            send_hour=lambda day, h: replay_hour(client, stack.scoring, frame, day, h),
+            send_hour=lambda day, h, shed: replay_hour(client, stack.scoring, frame, day, h, shed),
             land=land,
             production=lambda: production(store),
             max_land_wait=180.0,
@@ -471,6 +471,11 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     sent = replay.sent
     assert promoted_to and promoted_to > v1, f"no retrained version reached production (v{v1})"
     timeline.say(f"v{promoted_to} serves 100 % ({sent:,} transactions replayed)")
+    figures["requests_shed_and_retried"] = dict(replay.shed)
+    if replay.shed:
+        timeline.say(
+            f"503s retried by the replay: {sum(replay.shed.values())}: {dict(replay.shed)}"
+        )
     for name, replica in stack.replicas.items():
         wait_for(
             lambda r=replica: (
