@@ -618,6 +618,14 @@ def _s3_outage(stack, store, instance, timeline, days, figures) -> None:
         if e.dagster_event and e.dagster_event.event_type_value in ("STEP_UP_FOR_RETRY",)
     ]
     figures["s3_outage_step_retries"] = len(retried)
+    # the sensor may have split the landing into more than one run (a tick saw part of the
+    # files): every hour of the days is judged once all of them are ingested
+    wait_for(
+        lambda: all(pointer(store, "transactions", key) for key in hours(days)),
+        600,
+        "every hour of the outage's days ingested",
+        poll=2,
+    )
     for key in hours(days):
         p = pointer(store, "transactions", key)
         assert p and p["status"] == "valid", (key, p)
