@@ -12,6 +12,8 @@ and downstream steps refuse that partition through its `_current.json` pointer),
 partition with nothing written fails the check (ERROR) and stops downstream steps.
 """
 
+import itertools
+
 import dagster as dg
 
 from assets import keys
@@ -125,13 +127,25 @@ def _alert_quarantine(alerts: AlertsResource, table: str, key: str, outcome, ope
 
 
 def _ingest_partitions(
-    context, s, alerts: AlertsResource, reports: ReportsResource, table: str, ingest_one
+    context,
+    s,
+    alerts: AlertsResource,
+    reports: ReportsResource,
+    table: str,
+    ingest_group,
+    group_of=lambda key: key,
 ):
-    """Ingest every partition of the run; report each one to the UI and alert on the bad ones."""
+    """Ingest every partition of the run, `ingest_group([(key, files), ...])` taking the
+    partitions of one `group_of(key)` at a time; report each one to the UI and alert on the bad
+    ones."""
     outcomes: dict[str, ingest.IngestOutcome] = {}
     open_incidents = alerts.open_incidents(f"ingest/{table}/")  # one listing for the run
-    for key in context.partition_keys:
-        outcome = ingest_one(key, ingest.landed_files(s, table, key))
+    batches = [
+        ingest_group([(key, ingest.landed_files(s, table, key)) for key in keys])
+        for _, keys in itertools.groupby(context.partition_keys, key=group_of)
+    ]
+    for outcome in (outcome for batch in batches for outcome in batch):
+        key = outcome.partition_key
         outcomes[key] = outcome
         context.add_asset_metadata(_partition_metadata(outcome, s, reports), partition_key=key)
         if outcome.status != "valid" or outcome.rows_rejected or outcome.rows_held:
@@ -171,10 +185,12 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
     ) -> dg.MaterializeResult:
         s, limits = store.open(), ingestion.policy()
 
-        def ingest_hour(key: str, files) -> ingest.IngestOutcome:
-            return ingest.ingest_transactions_hour(s, key, files, limits=limits)
+        def ingest_day(hours) -> list[ingest.IngestOutcome]:
+            return ingest.ingest_transactions_hours(s, hours, limits=limits)
 
-        return _ingest_partitions(context, s, alerts, reports, "transactions", ingest_hour)
+        return _ingest_partitions(
+            context, s, alerts, reports, "transactions", ingest_day, group_of=lambda key: key[:10]
+        )
 
     @dg.asset(
         key=keys.RAW_LABELS,
@@ -204,11 +220,12 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
         s, limits = store.open(), ingestion.policy()
         ids_by_hour: dict = {}
 
-        def ingest_day(key: str, files) -> ingest.IngestOutcome:
+        def ingest_day(days) -> list[ingest.IngestOutcome]:
+            ((key, files),) = days
             window = (s, day_start(key), limits.label_lookback_days)
             known = tables.known_transaction_ids(*window, cache=ids_by_hour)
             unreadable = tables.unreadable_hours(*window, cache=ids_by_hour)
-            return ingest.ingest_labels_day(
+            outcome = ingest.ingest_labels_day(
                 s,
                 key,
                 files,
@@ -217,6 +234,7 @@ def build(partitions: Partitions, label_lookback_days: int) -> list:
                 mostly=config.known_ids_mostly,
                 unreadable_hours=unreadable,
             )
+            return [outcome]
 
         return _ingest_partitions(context, s, alerts, reports, "labels", ingest_day)
 

@@ -817,3 +817,148 @@ def test_labels_of_an_hour_landed_but_not_ingested_yet_wait_for_it(store):
     other = _ingest_label_day(store, other_day, day="2018-04-09")
     assert other.status == "quarantined" and other.rows_held == 0
     assert "never ingested" in other.reason_summary
+
+
+# --- several hours of a day, one validation ---------------------------------------------------
+
+DAY = "2018-04-02"
+
+
+def _key(hour: int, day: str = DAY) -> str:
+    return f"{day}-{hour:02d}:00"
+
+
+def _file(key: str, data: bytes, name: str = "a.csv") -> list[tuple[str, bytes]]:
+    return [(hour_landing_prefix(key) + name, data)]
+
+
+def _ids(key: str, numbers) -> list[str]:
+    return [f"tx-{hour_start(key):%Y%m%d%H}-{n:06d}" for n in numbers]
+
+
+def _day_before(store) -> None:
+    """What the store holds before the day is ingested: the hours of the day before (the row
+    count bounds of the day's hours) and earlier versions of two of the day's hours."""
+    for hour in range(4, 11):
+        key = _key(hour, "2018-04-01")
+        ingest_transactions_hour(store, key, _file(key, _hour_csv(key, 60, seed=hour)), [])
+    for hour in (6, 9):  # 30 rows each; their new deliveries drop some ids
+        key = _key(hour)
+        ingest_transactions_hour(store, key, _file(key, _hour_csv(key, 30, seed=hour)), [])
+
+
+def _the_day(oversized: bool) -> list[tuple[str, list[tuple[str, bytes]]]]:
+    """One day of deliveries with what makes hours depend on each other: ids that an earlier
+    hour of the day accepts, ids that an earlier hour no longer holds (a re-delivery without
+    them, a quarantined re-delivery), an hour with nothing landed."""
+    h = {n: _key(n) for n in range(4, 11)}
+    day = {
+        h[4]: _file(h[4], _hour_csv(h[4], 300 if oversized else 50, seed=40)),
+        # two ids of hour 4: rejected (accepted there first); when hour 4 is quarantined they
+        # are new
+        h[5]: _file(h[5], _hour_csv(h[5], 50, seed=50, reuse=_ids(h[4], [1, 2]))),
+        h[6]: _file(h[6], b""),  # unreadable: quarantined, its earlier ids leave the index
+        h[7]: _file(h[7], _hour_csv(h[7], 50, seed=70, reuse=_ids(h[6], [3]))),
+        # h[8]: nothing landed
+        h[9]: _file(h[9], _hour_csv(h[9], 20, seed=9)),  # its earlier version held 30 ids
+        h[10]: _file(h[10], _hour_csv(h[10], 50, seed=100, reuse=_ids(h[9], [25]))),
+    }
+    return [(key, day.get(key, [])) for key in h.values()]
+
+
+def _verdicts(outcomes) -> list[tuple]:
+    return [
+        (
+            o.partition_key,
+            o.status,
+            o.rows,
+            o.rows_rejected,
+            o.sha256,
+            [f.get("rejected_by_reason") for f in o.files],
+            [p.check for p in o.problems],
+        )
+        for o in outcomes
+    ]
+
+
+def _index(store) -> list[tuple]:
+    index = id_index.load(store)
+    return sorted(map(tuple, index[["hash", "tx_ns", "hour"]].to_numpy().tolist()))
+
+
+@pytest.mark.parametrize("oversized", [False, True], ids=["one-validation", "fallback"])
+def test_a_day_ingested_at_once_gets_the_verdicts_of_hour_by_hour(tmp_path, oversized):
+    """`ingest_transactions_hours` against the same deliveries ingested hour by hour into a
+    second store: the same statuses, rows, rejections, versions and id index. With `oversized`
+    hour 4 breaks its row-count bounds (a failure only Great Expectations sees), so the hours'
+    shared validation fails and every hour is judged on its own; hour 5's reuse of hour 4's ids
+    is then no duplicate."""
+    from fraudloop.core.store import LocalObjectStore
+    from fraudloop.data.ingest import ingest_transactions_hours
+
+    one_by_one, at_once = LocalObjectStore(tmp_path / "a"), LocalObjectStore(tmp_path / "b")
+    for store in (one_by_one, at_once):
+        _day_before(store)
+    expected = [ingest_transactions_hour(one_by_one, k, f) for k, f in _the_day(oversized)]
+    outcomes = ingest_transactions_hours(at_once, _the_day(oversized))
+    assert _verdicts(outcomes) == _verdicts(expected)
+    assert _index(at_once) == _index(one_by_one)
+    by_hour = {o.partition_key: o for o in outcomes}
+    assert by_hour[_key(6)].status == "quarantined" and by_hour[_key(8)].status == "missing"
+    assert by_hour[_key(7)].rows_rejected == 0 and by_hour[_key(10)].rows_rejected == 0
+    validated = [o for o in outcomes if o.validation is not None]
+    pages = {o.data_docs_key for o in validated}
+    if oversized:
+        assert by_hour[_key(4)].status == "quarantined"
+        assert "expect_table_row_count_to_be_between" in [
+            p.check for p in by_hour[_key(4)].problems
+        ]
+        assert by_hour[_key(5)].rows_rejected == 0
+        assert len(pages) == len(validated)  # each hour validated on its own
+    else:
+        assert by_hour[_key(5)].rows_rejected == 2
+        assert len(validated) == 5 and len(pages) == 1  # one validation, one Data Docs page
+        assert at_once.exists(pages.pop())
+
+
+def test_hours_of_two_days_are_refused(local_store):
+    from fraudloop.data.ingest import ingest_transactions_hours
+
+    with pytest.raises(ValueError, match="one day"):
+        ingest_transactions_hours(local_store, [(_key(4), []), (_key(4, "2018-04-03"), [])])
+
+
+def test_the_several_hours_suite_fails_where_one_hour_s_own_suite_fails():
+    """What the shared suite must see: a row outside its own hour (inside another one's), an
+    hour's row count out of its bounds, an id in two hours; and nothing when all is well."""
+    from fraudloop.data.validation import (
+        TransactionSuiteParams,
+        validate_transactions,
+        validate_transactions_hours,
+    )
+
+    keys = [_key(4), _key(5)]
+    frames = [
+        normalise_transactions(_read_ok("a.csv", _hour_csv(k, 40, seed=i)), k)[0]
+        for i, k in enumerate(keys)
+    ]
+    params = [TransactionSuiteParams(hour_start=hour_start(k), row_bounds=(10, 100)) for k in keys]
+    assert validate_transactions_hours(list(zip(frames, params, strict=True))).passed
+
+    late = frames[0].copy()
+    late.loc[0, "tx_datetime"] = hour_start(keys[1]) + pd.Timedelta(minutes=5)
+    narrow = TransactionSuiteParams(hour_start=hour_start(keys[1]), row_bounds=(50, 100))
+    shared = frames[1].copy()
+    shared.loc[0, "transaction_id"] = frames[0].loc[0, "transaction_id"]
+    for hours in (
+        [(late, params[0]), (frames[1], params[1])],
+        [(frames[0], params[0]), (frames[1], narrow)],
+        [(frames[0], params[0]), (shared, params[1])],
+    ):
+        assert not validate_transactions_hours(hours).passed
+    # the first two fail each hour's own suite as well; the shared id, only the shared one
+    assert not validate_transactions(late, params=params[0]).passed
+    assert not validate_transactions(frames[1], params=narrow).passed
+    assert validate_transactions(shared, params=params[1]).passed
+    with pytest.raises(ValueError, match="empty hour"):
+        validate_transactions_hours([(frames[0].head(0), params[0])])

@@ -60,6 +60,7 @@ from fraudloop.data.validation import (
     row_count_bounds,
     validate_labels,
     validate_transactions,
+    validate_transactions_hours,
 )
 from fraudloop.feeds.deliveries import landing_prefix, superseded
 
@@ -295,6 +296,25 @@ def _judge_rows(
     return accepted, combined.loc[rejected, "transaction_id"], problems, files
 
 
+@dataclass
+class _Prepared:
+    """A partition read and judged row by row, before its Great Expectations verdict."""
+
+    outcome: IngestOutcome
+    files: list[tuple[str, bytes]]
+    deliveries: list[_Delivery] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    #: the accepted rows in canonical form, to validate (None: the partition is already lost)
+    canonical: pd.DataFrame | None = None
+    rejected_ids: pd.Series | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = 0.0
+
+    @property
+    def frames(self) -> list[pd.DataFrame]:
+        return [d.frame for d in self.deliveries if d.frame is not None]
+
+
 def _ingest(
     store: ObjectStore,
     table: str,
@@ -307,24 +327,41 @@ def _ingest(
     file_check=None,
 ) -> IngestOutcome:
     """``file_check(key, frame)`` judges a whole file's normalised rows (a Problem or None)."""
-    started = time.perf_counter()
+    prepared = _prepare(table, partition_key, files, normalise, row_check, limits, file_check)
+    if prepared.canonical is not None:
+        t = time.perf_counter()
+        validation = validate(prepared.canonical)
+        prepared.timings["validate_s"] = time.perf_counter() - t
+        _judge(store, prepared, validation)
+    return _finish(store, prepared)
+
+
+def _prepare(
+    table: str, partition_key: str, files, normalise, row_check, limits: IngestPolicy, file_check
+) -> _Prepared:
+    """Read, normalise and row-check a partition's files: its accepted rows, or the problems
+    that lose it whole."""
     timings = {"read_s": 0.0, "normalise_s": 0.0, "rows_s": 0.0, "validate_s": 0.0}
     timings["write_s"] = 0.0
-    files = sorted(files, key=lambda f: f[0])
-    outcome = IngestOutcome(table, partition_key, "missing")
-    if not files:
+    prepared = _Prepared(
+        IngestOutcome(table, partition_key, "missing"),
+        sorted(files, key=lambda f: f[0]),
+        timings=timings,
+        started=time.perf_counter(),
+    )
+    outcome = prepared.outcome
+    if not prepared.files:
         outcome.reason_summary = f"no files landed for {table} {partition_key}"
-        outcome.timings = {**timings, "total_s": round(time.perf_counter() - started, 4)}
-        return outcome
+        return prepared
     notes: list[str] = []
-    deliveries, problems = _read_all(files, table, partition_key, normalise, limits, timings, notes)
+    deliveries, problems = _read_all(
+        prepared.files, table, partition_key, normalise, limits, timings, notes
+    )
+    prepared.deliveries = deliveries
     outcome.sources, outcome.notes = [d.source for d in deliveries], notes
-    frames = [d.frame for d in deliveries if d.frame is not None]
-
-    canonical = None
     if not problems:
         t = time.perf_counter()
-        accepted, rejected_ids, problems, outcome.files = _judge_rows(
+        accepted, prepared.rejected_ids, problems, outcome.files = _judge_rows(
             table, partition_key, deliveries, row_check, limits
         )
         timings["rows_s"] = time.perf_counter() - t
@@ -334,23 +371,34 @@ def _ingest(
             problems.append(Problem("rows", "no_valid_rows", "no row of the partition is valid"))
         if not problems and file_check is not None:
             problems = _check_files(deliveries, outcome.files, file_check)
+    prepared.problems = problems
     if not problems:
         t = time.perf_counter()
-        canonical = _concat(table, [accepted])
+        prepared.canonical = _concat(table, [accepted])
         timings["normalise_s"] += time.perf_counter() - t
-        t = time.perf_counter()
-        outcome.validation = validate(canonical)
-        timings["validate_s"] = time.perf_counter() - t
-        problems += outcome.validation.problems
-        outcome.data_docs_key = _write_data_docs(store, outcome)
+    return prepared
 
+
+def _judge(store: ObjectStore, prepared: _Prepared, validation: ValidationOutcome) -> None:
+    """Record the Great Expectations verdict on the accepted rows, and its Data Docs page."""
+    prepared.outcome.validation = validation
+    prepared.problems += validation.problems
+    prepared.outcome.data_docs_key = _write_data_docs(store, prepared.outcome)
+
+
+def _finish(store: ObjectStore, prepared: _Prepared) -> IngestOutcome:
+    """Write the partition's version, or quarantine it with its problems."""
+    outcome, timings = prepared.outcome, prepared.timings
+    if not prepared.files:
+        outcome.timings = {**timings, "total_s": round(time.perf_counter() - prepared.started, 4)}
+        return outcome
     t = time.perf_counter()
-    if not problems and canonical is not None:
-        _accept(store, outcome, deliveries, canonical, rejected_ids)
+    if not prepared.problems and prepared.canonical is not None:
+        _accept(store, outcome, prepared.deliveries, prepared.canonical, prepared.rejected_ids)
     else:
-        _quarantine_partition(store, outcome, files, problems, frames)
+        _quarantine_partition(store, outcome, prepared.files, prepared.problems, prepared.frames)
     timings["write_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - started
+    timings["total_s"] = time.perf_counter() - prepared.started
     outcome.timings = {k: round(v, 4) for k, v in timings.items()}
     return outcome
 
@@ -522,6 +570,54 @@ def _concat(table: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
     return canonical_order(table, combined)
 
 
+def _transaction_params(
+    store: ObjectStore, partition_key: str, limits: IngestPolicy, history_counts: list[int] | None
+) -> TransactionSuiteParams:
+    if history_counts is None:
+        history_counts = tables.history_counts(
+            store, "transactions", partition_key, limits.row_count_history_days
+        )
+    return TransactionSuiteParams(
+        hour_start=hour_start(partition_key),
+        amount_max=float(limits.max_amount),
+        row_bounds=row_count_bounds(
+            history_counts, ratio=limits.row_count_ratio, slack=limits.row_count_slack
+        ),
+        row_bounds_basis=history_basis(history_counts),
+    )
+
+
+def _prepare_transactions(
+    store: ObjectStore,
+    partition_key: str,
+    files,
+    params: TransactionSuiteParams,
+    limits: IngestPolicy,
+    elsewhere,
+) -> _Prepared:
+    """`elsewhere(ids)`: the ids another hour already holds, mapped to that hour."""
+
+    def row_check(frame: pd.DataFrame) -> RowVerdict:
+        return transaction_verdict(
+            frame,
+            hour_start=params.hour_start,
+            amount_max=params.amount_max,
+            id_pattern=limits.id_pattern,
+            ingested_elsewhere=elsewhere(frame["transaction_id"]),
+        )
+
+    profiles = plausibility.history_profiles(store, partition_key, limits.row_count_history_days)
+
+    def file_check(key: str, frame: pd.DataFrame) -> Problem | None:
+        return plausibility.amounts_look_like_ids(
+            frame["amount"], profiles, limits.amount_median_ratio, source=key
+        )
+
+    return _prepare(
+        "transactions", partition_key, files, normalise_transactions, row_check, limits, file_check
+    )
+
+
 def ingest_transactions_hour(
     store: ObjectStore,
     partition_key: str,
@@ -536,48 +632,108 @@ def ingest_transactions_hour(
     disables the check. Only storage errors raise; bad input never does.
     """
     limits = limits or IngestPolicy()
-    if history_counts is None:
-        history_counts = tables.history_counts(
-            store, "transactions", partition_key, limits.row_count_history_days
-        )
-    params = TransactionSuiteParams(
-        hour_start=hour_start(partition_key),
-        amount_max=float(limits.max_amount),
-        row_bounds=row_count_bounds(
-            history_counts, ratio=limits.row_count_ratio, slack=limits.row_count_slack
-        ),
-        row_bounds_basis=history_basis(history_counts),
-    )
-
-    def row_check(frame: pd.DataFrame) -> RowVerdict:
-        return transaction_verdict(
-            frame,
-            hour_start=params.hour_start,
-            amount_max=params.amount_max,
-            id_pattern=limits.id_pattern,
-            ingested_elsewhere=id_index.ingested_elsewhere(
-                store, partition_key, frame["transaction_id"]
-            ),
-        )
-
-    profiles = plausibility.history_profiles(store, partition_key, limits.row_count_history_days)
-
-    def file_check(key: str, frame: pd.DataFrame) -> Problem | None:
-        return plausibility.amounts_look_like_ids(
-            frame["amount"], profiles, limits.amount_median_ratio, source=key
-        )
-
-    return _ingest(
+    params = _transaction_params(store, partition_key, limits, history_counts)
+    prepared = _prepare_transactions(
         store,
-        "transactions",
         partition_key,
         files,
-        normalise_transactions,
-        row_check,
-        lambda frame: validate_transactions(frame, params=params),
+        params,
         limits,
-        file_check,
+        lambda ids: id_index.ingested_elsewhere(store, partition_key, ids),
     )
+    if prepared.canonical is not None:
+        t = time.perf_counter()
+        validation = validate_transactions(prepared.canonical, params=params)
+        prepared.timings["validate_s"] = time.perf_counter() - t
+        _judge(store, prepared, validation)
+    return _finish(store, prepared)
+
+
+def ingest_transactions_hours(
+    store: ObjectStore,
+    hours: Sequence[tuple[str, Sequence[tuple[str, bytes]]]],
+    limits: IngestPolicy | None = None,
+) -> list[IngestOutcome]:
+    """Ingest several hours of one day (in order) with one Great Expectations validation.
+
+    The verdicts are exactly those of :func:`ingest_transactions_hour` hour after hour: each
+    hour is read and row-checked as if the hours before it were already written (their
+    accepted ids count as ingested, the ids their earlier versions held do not), and the rows
+    the row checks accept are validated together (:func:`validate_transactions_hours`). In the
+    usual case, where that validation passes, every hour passes its own suite and they are all
+    written; when it fails, the hours are ingested one by one instead, each with its own
+    verdict and messages. Why only within a day: an hour's row-count bounds and amount profile
+    come from the same hour on earlier days, which must be written first.
+    """
+    limits = limits or IngestPolicy()
+    days = {hour_start(key).date() for key, _ in hours}
+    if len(days) > 1:
+        raise ValueError(f"ingest_transactions_hours takes the hours of one day, got {len(days)}")
+    index = id_index.load(store)
+    accepted: dict[str, pd.Series] = {}  # hour -> the ids it accepts, for the hours after it
+    prepared_hours: list[tuple[_Prepared, TransactionSuiteParams]] = []
+    ordered = sorted(hours, key=lambda item: item[0])
+    for key, files in ordered:
+        params = _transaction_params(store, key, limits, None)
+        prepared = _prepare_transactions(
+            store, key, files, params, limits, _elsewhere_before(store, key, index, accepted)
+        )
+        prepared_hours.append((prepared, params))
+        if prepared.canonical is not None:
+            accepted[key] = prepared.canonical["transaction_id"].astype("string")
+        elif prepared.files:  # lost whole: writing its quarantine takes its ids off the index
+            accepted[key] = pd.Series(dtype="string")
+        # (an hour with nothing landed leaves the index as it is)
+    checked = [(p.canonical, params) for p, params in prepared_hours if p.canonical is not None]
+    if checked:
+        t = time.perf_counter()
+        validation = validate_transactions_hours(checked)
+        seconds = (time.perf_counter() - t) / len(checked)
+        if not validation.passed:
+            return [
+                ingest_transactions_hour(store, k, files, limits=limits) for k, files in ordered
+            ]
+        docs = _write_hours_data_docs(store, validation, [p for p, _ in prepared_hours])
+        for prepared, _ in prepared_hours:
+            if prepared.canonical is not None:
+                prepared.timings["validate_s"] = seconds  # its share of the one validation
+                prepared.outcome.validation = validation
+                prepared.outcome.data_docs_key = docs
+    return [_finish(store, prepared) for prepared, _ in prepared_hours]
+
+
+def _elsewhere_before(store: ObjectStore, key: str, index: pd.DataFrame, accepted: dict):
+    """`elsewhere(ids)` for an hour of a batch: the index as it was before the batch, except
+    that the batch's earlier hours hold the ids they accept now (what the index would say had
+    they been written first)."""
+    before = dict(accepted)
+
+    def elsewhere(ids: pd.Series) -> pd.Series:
+        found = id_index.ingested_elsewhere(store, key, ids, index=index)
+        found = found[~found.isin(before.keys())]
+        out = dict(found.items())
+        ids = ids.astype("string").dropna()
+        for hour, held in before.items():
+            for tx_id in ids[ids.isin(held)]:
+                if str(tx_id) not in out or hour < out[str(tx_id)]:
+                    out[str(tx_id)] = hour
+        return pd.Series(out, dtype="string")
+
+    return elsewhere
+
+
+def _write_hours_data_docs(
+    store: ObjectStore, validation: ValidationOutcome, prepared: list[_Prepared]
+) -> str | None:
+    """The Data Docs page of one validation of several hours, named by their range and inputs."""
+    if validation.data_docs is None:
+        return None
+    sources = sorted(s["sha256"] for p in prepared for s in p.outcome.sources)
+    digest = sha256_hex("\n".join(sources).encode())
+    keys = [p.outcome.partition_key for p in prepared]
+    key = keyspace.data_docs_key("transactions", f"{keys[0]}..{keys[-1]}", digest[:16])
+    store.put_bytes(key, validation.data_docs.encode())
+    return key
 
 
 def ingest_labels_day(

@@ -29,7 +29,7 @@ examples, constant GE cost. The derived column exists only in the frame handed t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -194,6 +194,86 @@ def validate_transactions(
             row_bounds_basis=history_basis(history_counts or []),
         )
     return run_suite("transactions", frame, transactions_suite(params), params.row_bounds_basis)
+
+
+#: columns of the several-hours view only (`validate_transactions_hours`): each row's own hour
+#: and that hour's row count with its bounds, so one suite can check what each hour's own suite
+#: checks
+HOUR_START, HOUR_END = "partition_hour_start", "partition_hour_end"
+HOUR_ROWS, HOUR_ROWS_MIN, HOUR_ROWS_MAX = (
+    "partition_rows",
+    "partition_rows_min",
+    "partition_rows_max",
+)
+_NO_ROW_LIMIT = 2**62
+
+
+@lru_cache(maxsize=16)
+def transactions_hours_suite(amount_max: float):
+    """One suite over the rows of several hours that passes exactly when each hour would pass
+    its own :func:`transactions_suite` and no transaction id appears in two of the hours."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    warm_up()
+    suite = gx.ExpectationSuite(name="transactions-hours")
+    for column in TRANSACTION_REQUIRED:
+        suite.add_expectation(gxe.ExpectColumnToExist(column=column))
+    for column in TRANSACTION_REQUIRED:
+        suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column))
+    suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="transaction_id"))
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeBetween(
+            column="amount", min_value=0.0, max_value=float(amount_max)
+        )
+    )
+    pairs = [  # (a, b, or_equal): a >= b, or a > b
+        ("tx_datetime", HOUR_START, True),
+        (HOUR_END, "tx_datetime", False),
+        (HOUR_ROWS, HOUR_ROWS_MIN, True),
+        (HOUR_ROWS_MAX, HOUR_ROWS, True),
+    ]
+    for a, b, or_equal in pairs:
+        suite.add_expectation(
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=a, column_B=b, or_equal=or_equal)
+        )
+    return suite
+
+
+def validate_transactions_hours(
+    hours: Sequence[tuple[pd.DataFrame, TransactionSuiteParams]],
+) -> ValidationOutcome:
+    """Validate the accepted rows of several hours in one Great Expectations call.
+
+    Why: a validation costs about 0.15 s whatever its size (GE resolves a metric graph per
+    expectation), so a run that catches up a day validated hour by hour spent most of its time
+    there. The suite is each hour's own suite with the hour-specific bounds carried by columns
+    of the view. It passes only if every hour would pass its own suite; when it fails, the
+    caller validates each hour on its own for the hour-level verdicts and messages (a
+    transaction id in two of the hours fails it too, which the hours' own suites do not see).
+    Every hour must share one amount cap; an hour with no rows cannot be checked here.
+    """
+    caps = {params.amount_max for _, params in hours}
+    if len(caps) != 1:
+        raise ValueError(f"validate_transactions_hours needs one amount cap, got {sorted(caps)}")
+    if any(frame.empty for frame, _ in hours):
+        raise ValueError("validate_transactions_hours cannot check the row count of an empty hour")
+    views = []
+    for frame, params in hours:
+        low, high = params.row_bounds or (0, _NO_ROW_LIMIT)
+        views.append(
+            frame.assign(
+                **{
+                    HOUR_START: _utc(params.hour_start),
+                    HOUR_END: _utc(params.hour_end),
+                    HOUR_ROWS: len(frame),
+                    HOUR_ROWS_MIN: int(low),
+                    HOUR_ROWS_MAX: int(high),
+                }
+            )
+        )
+    view = pd.concat(views, ignore_index=True)
+    return run_suite("transactions_hours", view, transactions_hours_suite(caps.pop()))
 
 
 def validate_labels(
