@@ -29,7 +29,7 @@ from resources.alerts import AlertsResource
 from resources.monitoring import MonitoringResource
 from resources.settings import SettingsResource
 from resources.store import ObjectStoreResource
-from resources.training import ModelRegistryResource
+from resources.training import ModelRegistryResource, TrainingResource
 from sensors.common import (
     WILL_RETRY_TAG,
     busy_upstream,
@@ -87,25 +87,36 @@ def _retrain_sensor(view: str, problems_of, interval_seconds: int, description: 
         registry: ModelRegistryResource,
         monitoring: MonitoringResource,
         settings: SettingsResource,
+        training: TrainingResource,
     ):
         s, policy, models = store.open(), monitoring.policy(), registry.open()
         production = models.aliases().get("production")
         signals, cursor = retraining.failing_signals(
             s, view, context.cursor or None, lambda record: problems_of(record, policy), production
         )
+        data = None
+        if signals:
+            holdout_days = training.policy().holdout_days
+            data = retraining.training_data(
+                s, models, production, settings.label_delay_days, holdout_days
+            )
         decision = retraining.decide(
             signals,
             last_trigger_at=_last_trigger(context),
             cooldown_hours=policy.retrain_cooldown_hours,
             in_flight=_in_flight(context, s, registry.model_name) if signals else None,
-            data=retraining.training_data(s, models, production, settings.label_delay_days)
-            if signals
-            else None,
+            data=data,
         )
         if decision.waiting:  # keep the cursor: the same signals are looked at again
             return dg.SensorResult(skip_reason=decision.reason, cursor=context.cursor)
         if not decision.fire:
             return dg.SensorResult(skip_reason=decision.reason, cursor=cursor)
+        taken = retraining.claim(s, data, decision)
+        if taken is not None:
+            return dg.SensorResult(
+                skip_reason=f"{decision.reason}: already asked for on the same data by {taken}",
+                cursor=cursor,
+            )
         context.log.info("retraining: %s", decision.reason)
         request = dg.RunRequest(
             job_name=training_job.name,

@@ -310,6 +310,24 @@ def test_retraining_waits_while_a_rollout_is_active_and_cooldown_is_shared(env):
     assert not busy.run_requests and "rollout of v2 is running" in busy.skip_reason.skip_message
 
 
+def test_drift_and_accuracy_in_the_same_tick_ask_for_one_retraining(env):
+    """The daemon evaluates the two sensors in parallel threads: both can decide to retrain
+    before either request is a run the other would see. One data, one request."""
+    accuracy_sensor, drift_sensor = env.sensor("accuracy_sensor"), env.sensor("drift_sensor")
+    write_drift(env.store, "2018-05-07", 0.6)
+    write_failing_accuracy(env.store, "2018-05-07")
+    (request,) = evaluate(drift_sensor, env).run_requests  # no run created in between
+    second = evaluate(accuracy_sensor, env)
+    assert not second.run_requests and second.cursor is not None  # its signals are spent
+    message = second.skip_reason.skip_message
+    assert f"already asked for on the same data by {request.run_key}" in message
+    # newer data is a new question
+    features_through(env.store, "2018-07-01-23:00")
+    write_failing_accuracy(env.store, "2018-05-09")
+    (later,) = evaluate(accuracy_sensor, env, second.cursor).run_requests
+    assert later.run_key == "retrain:accuracy:2018-05-09"
+
+
 def test_monitoring_sensor_asks_for_health_from_the_first_served_hour(env):
     monitoring_sensor = env.sensor("monitoring_sensor")
 
@@ -449,10 +467,10 @@ def test_retraining_waits_until_its_data_reaches_the_signal():
     short = decision("2018-05-07 12:00")
     assert short.waiting and "2018-05-07 to be in the training data" in short.reason
     assert decision("2018-05-08").fire
-    # drift: its labels may be a label delay away; anything newer than production's will do
+    # drift the same: the drifted day's labels are what a candidate must learn from
     drift = signal("2018-05-07", source="drift")
-    assert decision("2018-05-06", sig=drift).fire
-    assert decision("2018-05-05", sig=drift).waiting
+    assert decision("2018-05-06", sig=drift).waiting
+    assert decision("2018-05-08", sig=drift).fire
     # waiting never outranks cooling down or a run in flight (those drop the signal)
     busy = retraining.decide(
         [day],
@@ -464,6 +482,44 @@ def test_retraining_waits_until_its_data_reaches_the_signal():
     assert not busy.waiting and "run x is queued" in busy.reason
 
 
+def test_retraining_waits_until_the_failing_day_can_be_trained_on_not_only_held_out():
+    """The demo's wasted runs: a candidate whose training part ended before the drift was
+    judged on the drifted holdout and held (v2), and the next signal started a run on the very
+    same data (v3, the same model again)."""
+    production_end = pd.Timestamp("2018-04-12", tz="UTC")
+    signals = [signal("2018-04-14", source="accuracy"), signal("2018-04-15")]
+
+    def decision(available: str, newest=None, sigs=signals, last_trigger=None):
+        data = retraining.TrainingData(
+            pd.Timestamp(available, tz="UTC"), production_end, holdout_days=2, newest=newest
+        )
+        return retraining.decide(
+            sigs, last_trigger_at=last_trigger, cooldown_hours=24, in_flight=None, data=data
+        )
+
+    # data to 04-16: training to 04-14 00:00, 04-14 and 04-15 would be the holdout
+    held_out = decision("2018-04-16")
+    assert held_out.waiting and not held_out.fire
+    assert "2018-04-14 to be in the training data" in held_out.reason
+    assert "data up to 2018-04-14 00:00" in held_out.reason
+    # data to 04-17: 04-14 can be learnt, 04-15 not yet: the retraining is for 04-14
+    first = decision("2018-04-17")
+    assert first.fire and first.signal.partition == "2018-04-14"
+    assert first.run_key == "retrain:accuracy:2018-04-14"
+    # that candidate was held; the same data again would rebuild it
+    v2 = (2, pd.Timestamp("2018-04-17", tz="UTC"))
+    again = decision("2018-04-17", newest=v2, last_trigger=first.signal.at - pd.Timedelta(days=1))
+    assert again.waiting and "as v2 did" in again.reason
+    later = decision("2018-04-18", newest=v2, last_trigger=first.signal.at - pd.Timedelta(days=1))
+    assert later.fire and later.signal.partition == "2018-04-15"
+    # the cooldown still counts from the last request: 04-14's request holds 04-14 back
+    cooled = decision("2018-04-18", newest=v2, last_trigger=first.signal.at)
+    assert cooled.fire and cooled.signal.partition == "2018-04-15"
+    assert decision("2018-04-18", sigs=signals[:1], last_trigger=first.signal.at).reason.startswith(
+        "cooling down"
+    )
+
+
 def test_accuracy_sensor_keeps_a_signal_until_the_features_of_its_day_are_in(tmp_path):
     """The demo's race: accuracy of a day failed before that day's features were computed, and
     the retraining it started got production's dataset again (an identical, held model)."""
@@ -473,7 +529,11 @@ def test_accuracy_sensor_keeps_a_signal_until_the_features_of_its_day_are_in(tmp
     with dg.instance_for_test() as instance:
         env = DagsterEnv.build(
             instance,
-            {"FRAUDLOOP_HOME": str(tmp_path / "home"), "FRAUDLOOP_LABEL_DELAY_DAYS": "1"},
+            {
+                "FRAUDLOOP_HOME": str(tmp_path / "home"),
+                "FRAUDLOOP_LABEL_DELAY_DAYS": "1",
+                "FRAUDLOOP_HOLDOUT_DAYS": "1",
+            },
         )
         registry = ModelRegistry(env.store)
         registry.register({"model.txt": b"tree\n"}, {}, actor="test", reason="placeholder")
@@ -485,7 +545,12 @@ def test_accuracy_sensor_keeps_a_signal_until_the_features_of_its_day_are_in(tmp
         assert not waiting.run_requests
         assert "2018-05-07 to be in the training data" in waiting.skip_reason.skip_message
         assert waiting.cursor is None  # the signal is looked at again
+        # data to 05-08: 05-07 is in, as the holdout day only: it still waits
         features_through(env.store, "2018-05-08-23:00")
+        held_out = evaluate(accuracy_sensor, env, waiting.cursor)
+        assert not held_out.run_requests and held_out.cursor is None
+        assert "hold out the 1 day(s) after it" in held_out.skip_reason.skip_message
+        features_through(env.store, "2018-05-09-23:00")
         (request,) = evaluate(accuracy_sensor, env, waiting.cursor).run_requests
         assert request.run_key == "retrain:accuracy:2018-05-07"
 

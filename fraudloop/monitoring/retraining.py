@@ -1,12 +1,13 @@
 """When monitoring asks for a retraining: the decision shared by drift_sensor and accuracy_sensor.
 
 A signal is a monitored partition (a day) whose drift or accuracy check failed. Retraining is
-requested for the newest signal unless one is already in flight (a training run queued or
-running, or a canary rollout in progress: a new candidate would have nowhere to go) or the last
-request was less than the cooldown ago, in *data* time (the partition's time): a replayed or
-backfilled history then behaves exactly like live traffic, and one drifting week does not start
-a retraining per day. The cooldown is shared by both sensors through the tags of the runs they
-start, so drift and accuracy on the same event ask once.
+requested for the newest signal whose day a training run could learn from (inside the training
+part of its dataset, not only in the holdout: see `_trainable`) unless one is already in flight
+(a training run queued or running, or a canary rollout in progress: a new candidate would have
+nowhere to go) or the last request was less than the cooldown ago, in *data* time (the
+partition's time): a replayed or backfilled history then behaves exactly like live traffic, and
+one drifting week does not start a retraining per day. The cooldown is shared by both sensors
+through the tags of the runs they start, so drift and accuracy on the same event ask once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from fraudloop.core import keyspace
 from fraudloop.core.errors import FraudloopError
 from fraudloop.core.hours import day_start
 from fraudloop.core.store import ObjectStore
@@ -52,58 +54,92 @@ class Decision:
 @dataclass(frozen=True)
 class TrainingData:
     """How far the data a training run would use reaches: the end of the holdout a run started
-    now would get (`DatasetSpec.end` of the default cutoff; None: no features stored yet), and
-    the same end for production's own training data (None: unknown)."""
+    now would get (`DatasetSpec.end` of the default cutoff; None: no features stored yet) and
+    its holdout's length, next to the same end for production's own training data and for the
+    newest version registered (None: unknown)."""
 
     available_end: pd.Timestamp | None
     production_end: pd.Timestamp | None
+    holdout_days: int = 0
+    newest: tuple[int, pd.Timestamp] | None = None  # (version, the end of its data)
+
+    @property
+    def train_end(self) -> pd.Timestamp | None:
+        """Where the training part of that data ends (the holdout follows it)."""
+        if self.available_end is None:
+            return None
+        return self.available_end - pd.Timedelta(days=self.holdout_days)
+
+
+def _data_end(registry, version: int) -> pd.Timestamp | None:
+    """The end of a version's dataset, from its recorded lineage (None: not recorded)."""
+    try:
+        lineage = json.loads(registry.get_file(version, "lineage.json"))
+        return pd.Timestamp(lineage["dataset"]["spec"]["end"])
+    except (FraudloopError, KeyError, TypeError, ValueError):
+        return None
 
 
 def training_data(
-    store: ObjectStore, registry, production: int | None, label_delay_days: int
+    store: ObjectStore,
+    registry,
+    production: int | None,
+    label_delay_days: int,
+    holdout_days: int = 0,
 ) -> TrainingData:
-    """What a training run started now would train on, next to what production was trained
-    on (from its recorded lineage; a version registered without one counts as unknown)."""
+    """What a training run started now would train on, next to what production and the newest
+    version were trained on (from their recorded lineage; a version registered without one
+    counts as unknown)."""
     try:
         cutoff = datasets.default_cutoff(store)
     except FraudloopError:
         available = None
     else:
         available = datasets.DatasetSpec(cutoff=cutoff, label_delay_days=label_delay_days).end
-    production_end = None
-    if production is not None:
-        try:
-            lineage = json.loads(registry.get_file(production, "lineage.json"))
-            production_end = pd.Timestamp(lineage["dataset"]["spec"]["end"])
-        except (FraudloopError, KeyError, TypeError, ValueError):
-            production_end = None
-    return TrainingData(available, production_end)
+    production_end = None if production is None else _data_end(registry, production)
+    versions = registry.list_versions()
+    newest = None
+    if versions and (end := _data_end(registry, versions[-1].version)) is not None:
+        newest = (versions[-1].version, end)
+    return TrainingData(available, production_end, holdout_days, newest)
 
 
-def _data_wait(signal: Signal, data: TrainingData) -> str | None:
-    """Why a retraining now would learn nothing from the signal, if it would.
+def _trainable(signals: list[Signal], data: TrainingData) -> tuple[Signal | None, str | None]:
+    """The newest signal a training run now could learn from, or why there is none yet.
 
-    A run's dataset ends where the stored features end (less the label delay). Monitoring can
-    fail a day before that day's features are in, and a run started then gets production's own
-    dataset again: an identical model, held by the gate, a wasted run on the loop's critical
-    path (seen in the demo: v2 bit-identical to v1). An accuracy failure is judged on matured
-    labels, so its day can be in the data as soon as its features are: wait for that. A drift
-    failure's labels may be a whole label delay away; it only needs data newer than
-    production's."""
+    A run's dataset ends where the stored features end (less the label delay), and its last
+    `holdout_days` are the gate's holdout, not training data. A run whose training part ends
+    before the failing day never sees what failed: its candidate is judged on that day and is
+    held by the gate (seen in the demo: a candidate trained on the six days before the drift,
+    AP 0.32 on the drifted holdout). Monitoring can fail a day before that day's features are
+    in, and a run started then gets production's own dataset again, a bit-identical model
+    (training is deterministic); so does a run on the data of the newest candidate, which the
+    gate already held. Either way a wasted run on the loop's critical path: the signal waits
+    for its data instead. Drift and accuracy alike: a drifted day's labels are a label delay
+    away, and training needs them."""
     end = data.available_end
     if end is None:
-        return "no features stored yet: nothing to train on"
+        return None, "no features stored yet: nothing to train on"
     if data.production_end is not None and end <= data.production_end:
-        return (
+        return None, (
             f"a training run now would use data up to {end:%Y-%m-%d %H:%M}, as production's "
             "did: waiting for newer features"
         )
-    if signal.source == "accuracy" and end < signal.at:
-        return (
-            f"waiting for {signal.partition} to be in the training data (it reaches "
-            f"{end:%Y-%m-%d %H:%M}; its features are not all in yet)"
+    if data.newest is not None and end <= data.newest[1]:
+        version, _ = data.newest
+        return None, (
+            f"a training run now would use data up to {end:%Y-%m-%d %H:%M}, as v{version} "
+            "did (the same model again): waiting for newer features"
         )
-    return None
+    ready = [s for s in signals if s.at <= data.train_end]
+    if ready:
+        return max(ready, key=lambda s: (s.at, s.partition)), None
+    oldest = min(signals, key=lambda s: (s.at, s.partition))
+    return None, (
+        f"waiting for {oldest.partition} to be in the training data (a run now would train on "
+        f"data up to {data.train_end:%Y-%m-%d %H:%M} and hold out the "
+        f"{data.holdout_days} day(s) after it)"
+    )
 
 
 def decide(
@@ -128,9 +164,40 @@ def decide(
                 f"next possible for data after {ready:%Y-%m-%d %H:%M}",
                 newest,
             )
-    if data is not None and (wait := _data_wait(newest, data)):
-        return Decision(False, f"not retraining for {newest.partition} yet: {wait}", newest, True)
-    return Decision(True, f"{newest.source} on {newest.partition}: {newest.reason}", newest)
+        signals = [s for s in signals if s.at >= ready]
+    chosen = newest
+    if data is not None:
+        chosen, wait = _trainable(signals, data)
+        if chosen is None:
+            return Decision(
+                False, f"not retraining for {newest.partition} yet: {wait}", newest, True
+            )
+    return Decision(True, f"{chosen.source} on {chosen.partition}: {chosen.reason}", chosen)
+
+
+def claim(store: ObjectStore, data: TrainingData, decision: Decision) -> str | None:
+    """Claim the data a retraining is asked for, once: None if this request got it, else the
+    request that did.
+
+    Why: drift_sensor and accuracy_sensor are evaluated in parallel threads of the daemon, and
+    both can see the same data become trainable in the same tick, before either request is a
+    run the other could see (`in_flight`, the cooldown): the demo started two retrainings on
+    the same data, an identical model trained twice and given a second canary. A training run is
+    a function of its data, so one request per data end is all there is to ask; the claim is
+    an atomic create in the object store, which both sensors share."""
+    key = keyspace.retraining_claim_key(f"{data.available_end:%Y-%m-%dT%H%M}")
+    body = {
+        "request": decision.run_key,
+        "data_end": data.available_end.isoformat(),
+        "reason": decision.reason,
+        "claimed_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+    if store.put_if_absent(key, json.dumps(body).encode()):
+        return None
+    try:
+        return str(json.loads(store.get_bytes(key)).get("request") or "another request")
+    except (FraudloopError, ValueError):
+        return "another request"
 
 
 def failing_signals(
