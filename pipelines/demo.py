@@ -337,10 +337,13 @@ class Replay:
             self.unlanded.pop(0)
 
     def idle(self, seconds: float) -> None:
-        """Wait, watching the loop and landing what may land."""
+        """Wait, watching the loop (the promotion is marked within this poll, not at the next
+        chunk: the delivery time is the loop's, not the replay's) and landing what may land."""
         deadline = time.monotonic() + seconds
         while True:
             self.poll()
+            if self.promoted():
+                return
             self.land_ready()
             left = deadline - time.monotonic()
             if left <= 0:
@@ -351,6 +354,8 @@ class Replay:
         """The days' traffic hour by hour, spread over the plan's pace."""
         hours = [(day, h) for day in days for h in range(24)]
         for day, h in hours:
+            if "promoted" in self.timeline.marks:
+                return
             self.sent += self.send_hour(day, h, self.shed)
             self.idle(self.plan.pace_seconds / len(hours))
 

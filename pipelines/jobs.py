@@ -37,6 +37,12 @@ from fraudloop.monitoring.retraining import RETRAIN_TAG
 
 #: Dagster's run-queue priority (higher first; queued runs of equal priority go oldest first)
 PRIORITY_TAG = "dagster/priority"
+#: the monitoring runs (health, drift and accuracy) carry this tag: a profile with few run slots
+#: limits them to one at a time (infra/local/dagster.yaml), so they never hold every slot while
+#: new data waits to be ingested and featurized (in `make demo`, a health and a drift run
+#: together held a labels run back 7 s, and a features run ~10 s)
+LANE_TAG = "fraudloop/lane"
+MONITORING_LANE = "monitoring"
 
 
 def _job(name: str, assets: list[dg.AssetKey], description: str, priority: int, tags=None):
@@ -100,12 +106,14 @@ health_job = _job(
     [keys.PREDICTION_HEALTH],
     "Serving health (latency, errors, cost, missing predictions) for a range of hours.",
     priority=-5,  # nothing waits for it: an hour's health is a report, not a gate
+    tags={LANE_TAG: MONITORING_LANE},
 )
 daily_monitoring_job = _job(
     "daily_monitoring_job",
     [keys.PREDICTION_DRIFT, keys.MODEL_ACCURACY],
     "Evidently drift and accuracy on matured labels for a range of days.",
     priority=5,  # what asks for a retraining, beside the data it needs
+    tags={LANE_TAG: MONITORING_LANE},
 )
 
 ALL_JOBS = [

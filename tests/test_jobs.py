@@ -46,6 +46,26 @@ def test_a_training_run_from_the_ui_waits_for_a_sensor_retraining_and_back(defs,
     assert not TagConcurrencyLimitsCounter(limits, []).is_blocked(from_ui)
 
 
+def test_monitoring_runs_never_hold_both_run_slots_of_the_local_profile(defs):
+    """With two run slots, a health run and a drift run together would leave new data nothing
+    to run in: the local profile lets one monitoring run go at a time (Dagster's own queue
+    counter over the profile's limits)."""
+    config = yaml.safe_load((ROOT / "infra" / "local" / "dagster.yaml").read_text())
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(name: str):
+        job = defs.resolve_job_def(name)
+        return instance.create_run_for_job(job, tags=job.run_tags)
+
+    health, monitoring = run("health_job"), run("daily_monitoring_job")
+    assert TagConcurrencyLimitsCounter(limits, [health]).is_blocked(monitoring)
+    assert TagConcurrencyLimitsCounter(limits, [monitoring]).is_blocked(run("health_job"))
+    for name in ("hourly_ingestion_job", "daily_labels_job", "features_job", "training_job"):
+        assert not TagConcurrencyLimitsCounter(limits, [health]).is_blocked(run(name))
+    assert not TagConcurrencyLimitsCounter(limits, []).is_blocked(monitoring)
+
+
 def test_the_loop_s_runs_go_first(defs):
     """A retraining takes the next free run slot, whatever is queued; the data path (ingestion,
     labels, features) and the drift/accuracy runs go oldest first among themselves (a
