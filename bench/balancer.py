@@ -6,7 +6,9 @@ Why these figures. A balancer and a shared store add two loopback hops to every 
 (client -> HAProxy -> replica -> Redis); the open-loop p50/p99 at 200 and 500 requests/s say
 what that costs at the rates a card issuer sees. Peak requests/s through the balancer for one
 replica and for two says whether a second replica adds capacity on this machine (the two cores
-also run the load generator, HAProxy and Redis, so it mostly adds availability). The failed
+also run the load generator, HAProxy and Redis, so it mostly adds availability); batch rows/s
+the same way, since a batch is where a second core's worth of replica shows (a replica scores a
+batch in a worker thread, one at a time). The failed
 requests while one replica is killed with SIGKILL under 200 requests/s are the availability
 figure: HAProxy's L7 retries (conn-failure, empty-response, response-timeout, 503) must leave
 none to the client.
@@ -19,6 +21,7 @@ Usage: .venv/bin/python bench/balancer.py [--quick] [--json PATH]
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -32,7 +35,14 @@ sys.path.insert(0, str(REPO))
 
 from bench.loadgen import Result, run_constant_rate, run_max_throughput  # noqa: E402
 from bench.report import Report, arguments  # noqa: E402
-from bench.serve import HOST, Service, bodies_bytes, build_world, redis_server  # noqa: E402
+from bench.serve import (  # noqa: E402
+    HOST,
+    Service,
+    bodies_bytes,
+    build_world,
+    cyclic,
+    redis_server,
+)
 from fraudloop.model.registry import ModelRegistry  # noqa: E402
 from tests.balancer import haproxy  # noqa: E402
 
@@ -46,9 +56,12 @@ class Plan:
     kill_rate: float = 200.0
     kill_s: float = 12.0
     kill_at_s: float = 4.0
+    batch_rows: int = 10_000
+    batch_s: float = 10.0
+    batch_connections: int = 2
 
 
-QUICK = Plan(latency_s=2.0, peak_s=1.5, kill_s=4.0, kill_at_s=1.5)
+QUICK = Plan(latency_s=2.0, peak_s=1.5, kill_s=4.0, kill_at_s=1.5, batch_rows=500, batch_s=1.5)
 
 
 def summary(result: Result) -> dict:
@@ -81,9 +94,12 @@ def baseline(store, workdir: Path, single: list[bytes], plan: Plan) -> dict:
     return out
 
 
-def with_balancer(store, workdir: Path, single: list[bytes], plan: Plan) -> dict:
-    """Two replicas on one Redis behind HAProxy: latency at each rate, peak with one replica
-    in rotation then two, then a replica killed under load (last: it leaves one replica)."""
+def with_balancer(store, workdir: Path, bodies: list[dict], plan: Plan) -> dict:
+    """Two replicas on one Redis behind HAProxy: latency at each rate, peak and batch rows/s
+    with two replicas in rotation then one, then a replica killed under load (last: it leaves
+    one replica)."""
+    single = bodies_bytes(bodies)
+    batches = batch_bodies(bodies, plan.batch_rows)
     out: dict = {}
     with redis_server(workdir) as (url, _client, _proc):
         env = {"FRAUDLOOP_ONLINE_STORE": "redis", "FRAUDLOOP_REDIS_URL": url}
@@ -102,10 +118,12 @@ def with_balancer(store, workdir: Path, single: list[bytes], plan: Plan) -> dict
                     )
                     out[f"rate_{rate:.0f}"] = summary(result) | {"servers": lb.servers()}
                 out["peak_2"] = summary(peak(port, single, plan))
+                out["batch_2"] = batch(port, batches, plan)
             # one replica in rotation: both of HAProxy's slots point at replica 1
             with haproxy([addresses[0], addresses[0]], workdir / "lb-1") as lb:
                 wait_up(lb, 2)
                 out["peak_1"] = summary(peak(port_of(lb.url), single, plan))
+                out["batch_1"] = batch(port_of(lb.url), batches, plan)
             with haproxy(addresses, workdir / "lb-kill") as lb:
                 wait_up(lb, 2)
                 out["kill"] = kill_under_load(lb, replicas[0], single, plan)
@@ -129,6 +147,30 @@ def peak(port: int, single: list[bytes], plan: Plan) -> Result:
     return run_max_throughput(
         HOST, port, "/v1/score", single, plan.peak_s, connections=plan.peak_connections
     )
+
+
+def batch_bodies(bodies: list[dict], rows: int) -> list[bytes]:
+    """`rows`-transaction request bodies covering the traffic once at least."""
+    count = max(2, -(-len(bodies) // rows))
+    return [
+        json.dumps({"transactions": cyclic(bodies, k * rows, rows)}).encode() for k in range(count)
+    ]
+
+
+def batch(port: int, batches: list[bytes], plan: Plan) -> dict:
+    """Batch rows/s through the balancer, closed loop (a transaction sent again is observed
+    once by the shared store, as in bench/serve.py's batch phase)."""
+    result = run_max_throughput(
+        HOST,
+        port,
+        "/v1/score/batch",
+        batches,
+        plan.batch_s,
+        connections=plan.batch_connections,
+        timeout_s=60,
+    )
+    rows_per_s = round(result.ok * plan.batch_rows / result.duration_s)
+    return summary(result) | {"rows_per_request": plan.batch_rows, "rows_per_s": rows_per_s}
 
 
 def kill_under_load(lb, victim: Service, single: list[bytes], plan: Plan) -> dict:
@@ -167,7 +209,7 @@ def main() -> None:
         ModelRegistry(store).promote(1, to="production", actor="bench", reason="bench")
         single = bodies_bytes(bodies)
         out["baseline"] = baseline(store, workdir, single, plan)
-        out["balancer"] = with_balancer(store, workdir, single, plan)
+        out["balancer"] = with_balancer(store, workdir, bodies, plan)
     out["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     figures(bench, out)
     bench.details = out
@@ -204,6 +246,20 @@ def figures(bench: Report, out: dict) -> None:
         versus_text=f"{one['rps']:,.0f} req/s",
         ratio_means="2 replicas / 1 replica",
         target=">= 3,000 req/s",
+    )
+    two, one = lb["batch_2"], lb["batch_1"]
+    bench.figure(
+        "lb_batch_rows_s",
+        f"batch rows/s through HAProxy, 2 replicas + Redis, {two['rows_per_request']:,}-row "
+        f"requests, {out['plan']['batch_connections']} connections",
+        two["rows_per_s"],
+        "rows/s",
+        text=f"{two['rows_per_s']:,} rows/s (p50 {two['p50']:.0f} ms, failed {two['failed']})",
+        versus="1 replica in rotation, same balancer and Redis",
+        versus_value=one["rows_per_s"],
+        versus_text=f"{one['rows_per_s']:,} rows/s",
+        ratio_means="2 replicas / 1 replica",
+        target=">= 200,000 rows/s",
     )
     kill = lb["kill"]
     bench.figure(

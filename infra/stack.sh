@@ -20,6 +20,9 @@
 #   FRAUDLOOP_STACK_SCORING_2_PORT 18001 (second replica)
 #   FRAUDLOOP_STACK_BALANCER_PORT 18080 FRAUDLOOP_STACK_BALANCER_STATS_PORT 18404
 #   FRAUDLOOP_STACK_SETTINGS   (none)                    extra FRAUDLOOP_* settings, env-file format
+#   FRAUDLOOP_STACK_MAX_RUNS   cores + 1                 run containers at a time (the daemon's
+#                              and webserver's dagster.yaml: infra/production/dagster.yaml with
+#                              this max_concurrent_runs; its 8 is for a 16 GB multi-core host)
 #   FRAUDLOOP_STACK_NO_BUILD   unset                     1: use the images as they are
 #   FRAUDLOOP_AUTOMATION       on                        off: leave sensors/schedules stopped
 #   FRAUDLOOP_IMAGE_TAG        latest
@@ -38,6 +41,19 @@ COMPOSE=(docker-compose -p "$PROJECT" --env-file "$ENV_FILE"
 
 secret() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
 
+# infra/production/dagster.yaml with max_concurrent_runs set to $1: the production file sizes
+# the run queue for a multi-core host; on this 2-core machine its 8 run containers at a time
+# drove the load average to ~20 and a features run took minutes (the system test never closed
+# the loop). Everything else is the production file's.
+instance_yaml() {
+  local runs=$1 out
+  [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "max concurrent runs must be a positive integer, got '$runs'" >&2; return 1; }
+  out=$(sed -E "s/^(    max_concurrent_runs:) [0-9]+$/\1 $runs/" "$ROOT/infra/production/dagster.yaml")
+  grep -qx "    max_concurrent_runs: $runs" <<<"$out" \
+    || { echo "infra/production/dagster.yaml has no 'max_concurrent_runs:' line to size" >&2; return 1; }
+  printf '%s\n' "$out"
+}
+
 write_env() {
   mkdir -p "$DIR"
   chmod 700 "$DIR"
@@ -54,6 +70,10 @@ write_env() {
   # added after the first stacks were made: give an older secrets file its own
   grep -q '^FRAUDLOOP_REDIS_PASSWORD=' "$secrets" || echo "FRAUDLOOP_REDIS_PASSWORD=$(secret)" >>"$secrets"
   local s3=${FRAUDLOOP_STACK_S3_PORT:-19000} grpc=${FRAUDLOOP_STACK_GRPC_PORT:-14000}
+  local instance
+  instance="$(cd "$DIR" && pwd)/dagster.yaml"
+  instance_yaml "${FRAUDLOOP_STACK_MAX_RUNS:-$(($(nproc) + 1))}" >"$instance"
+  chmod 644 "$instance"  # read by the containers' user; it holds no secret (env references)
   umask 077
   {
     echo "# written by infra/stack.sh; secrets from $secrets"
@@ -81,6 +101,7 @@ write_env() {
     echo "FRAUDLOOP_S3_BUCKET=${FRAUDLOOP_S3_BUCKET:-fraudloop}"
     echo "FRAUDLOOP_S3_ENDPOINT_URL=http://127.0.0.1:$s3"
     echo "FRAUDLOOP_AUTOMATION=${FRAUDLOOP_AUTOMATION:-on}"
+    echo "FRAUDLOOP_STACK_INSTANCE_YAML=$instance"
     echo "DOCKER_GID=$(stat -c %g /var/run/docker.sock)"
     if [ -n "${FRAUDLOOP_STACK_SETTINGS:-}" ]; then
       echo "# settings from $FRAUDLOOP_STACK_SETTINGS"
@@ -176,6 +197,7 @@ case "$cmd" in
   config) "${COMPOSE[@]}" config ;;
   compose) "${COMPOSE[@]}" "$@" ;;
   env) write_env && echo "$ENV_FILE" ;;
+  instance-yaml) instance_yaml "${1:?usage: infra/stack.sh instance-yaml MAX_CONCURRENT_RUNS}" ;;
   *)
     echo "usage: infra/stack.sh up|down|ps|logs [service]|config|compose ARGS..." >&2
     exit 2 ;;

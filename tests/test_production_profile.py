@@ -453,6 +453,29 @@ def test_stack_override_is_host_networking_only():
     assert compose["services"]["postgres"]["image"].startswith("fraudloop-postgres:")
 
 
+def test_the_local_stack_sizes_the_run_queue_to_its_host():
+    """The production file allows 8 run containers at a time (a 16 GB multi-core host); on 2
+    cores that drove the load to ~20 and the system test never closed the loop. The local
+    stack's daemon and webserver read the same file with only that number changed."""
+    stack_sh = ROOT / "infra" / "stack.sh"
+    done = subprocess.run(
+        ["bash", str(stack_sh), "instance-yaml", "3"], capture_output=True, text=True, check=True
+    )
+    sized, production = yaml.safe_load(done.stdout), _load(PRODUCTION_YAML)
+    assert sized["concurrency"]["runs"]["max_concurrent_runs"] == 3
+    production["concurrency"]["runs"]["max_concurrent_runs"] = 3
+    assert sized == production
+    bad = subprocess.run(
+        ["bash", str(stack_sh), "instance-yaml", "0"], capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "positive integer" in bad.stderr
+    services = _load(COMPOSE_STACK)["services"]
+    for name in ("daemon", "webserver"):
+        (mount,) = services[name]["volumes"]
+        assert mount.startswith("${FRAUDLOOP_STACK_INSTANCE_YAML:?")
+        assert mount.endswith(":/opt/dagster/home/dagster.yaml:ro")
+
+
 def test_compose_holds_no_secrets():
     secret_like = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY")
     for path in (COMPOSE_YAML, COMPOSE_PRODUCTION, COMPOSE_STACK):
