@@ -110,15 +110,14 @@ def _utc(ts: pd.Timestamp) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-@lru_cache(maxsize=256)
-def transactions_suite(params: TransactionSuiteParams):
-    """The transactions suite for one hour (cached per parameters)."""
+def _transaction_rows_suite(name: str, amount_max: float):
+    """A new suite with what every transactions suite checks of its rows: the required columns
+    exist and have no null, unique transaction ids, amounts in [0, amount_max]."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
     warm_up()  # a suite needs an active context
-    start, end = _utc(params.hour_start), _utc(params.hour_end)
-    suite = gx.ExpectationSuite(name=f"transactions-{start:%Y-%m-%dT%H}")
+    suite = gx.ExpectationSuite(name=name)
     for column in TRANSACTION_REQUIRED:
         suite.add_expectation(gxe.ExpectColumnToExist(column=column))
     for column in TRANSACTION_REQUIRED:
@@ -126,9 +125,19 @@ def transactions_suite(params: TransactionSuiteParams):
     suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="transaction_id"))
     suite.add_expectation(
         gxe.ExpectColumnValuesToBeBetween(
-            column="amount", min_value=0.0, max_value=float(params.amount_max)
+            column="amount", min_value=0.0, max_value=float(amount_max)
         )
     )
+    return suite
+
+
+@lru_cache(maxsize=256)
+def transactions_suite(params: TransactionSuiteParams):
+    """The transactions suite for one hour (cached per parameters)."""
+    import great_expectations.expectations as gxe
+
+    start, end = _utc(params.hour_start), _utc(params.hour_end)
+    suite = _transaction_rows_suite(f"transactions-{start:%Y-%m-%dT%H}", params.amount_max)
     suite.add_expectation(
         gxe.ExpectColumnValuesToBeBetween(
             column="tx_datetime", min_value=start, max_value=end, strict_max=True
@@ -212,21 +221,9 @@ _NO_ROW_LIMIT = 2**62
 def transactions_hours_suite(amount_max: float):
     """One suite over the rows of several hours that passes exactly when each hour would pass
     its own :func:`transactions_suite` and no transaction id appears in two of the hours."""
-    import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    warm_up()
-    suite = gx.ExpectationSuite(name="transactions-hours")
-    for column in TRANSACTION_REQUIRED:
-        suite.add_expectation(gxe.ExpectColumnToExist(column=column))
-    for column in TRANSACTION_REQUIRED:
-        suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column))
-    suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="transaction_id"))
-    suite.add_expectation(
-        gxe.ExpectColumnValuesToBeBetween(
-            column="amount", min_value=0.0, max_value=float(amount_max)
-        )
-    )
+    suite = _transaction_rows_suite("transactions-hours", amount_max)
     pairs = [  # (a, b, or_equal): a >= b, or a > b
         ("tx_datetime", HOUR_START, True),
         (HOUR_END, "tx_datetime", False),

@@ -319,18 +319,21 @@ class ModelRegistry:
             ) from None
         return ModelVersion.from_manifest(json.loads(raw))
 
-    def list_versions(self) -> list[ModelVersion]:
-        """Every committed version, oldest first (claimed-but-uncommitted numbers excluded)."""
+    def version_numbers(self) -> list[int]:
+        """The committed version numbers, oldest first, from one listing (no manifest read)."""
         base = f"{self.root}/versions/"
-        numbers = sorted(
+        return sorted(
             int(rest.split("/", 1)[0])
             for info in self.store.list(base)
             if (rest := info.key[len(base) :]).endswith(f"/{MANIFEST}")
             and rest.split("/", 1)[0].isdigit()
             and rest.count("/") == 1
         )
+
+    def list_versions(self) -> list[ModelVersion]:
+        """Every committed version, oldest first (claimed-but-uncommitted numbers excluded)."""
         versions = []
-        for n in numbers:
+        for n in self.version_numbers():
             raw = self.store.get_bytes(f"{self._version_prefix(n)}/{MANIFEST}")
             versions.append(ModelVersion.from_manifest(json.loads(raw)))
         return versions

@@ -97,10 +97,10 @@ def training_data(
     else:
         available = datasets.DatasetSpec(cutoff=cutoff, label_delay_days=label_delay_days).end
     production_end = None if production is None else _data_end(registry, production)
-    versions = registry.list_versions()
+    numbers = registry.version_numbers()  # the sensors ask every tick: no manifest per version
     newest = None
-    if versions and (end := _data_end(registry, versions[-1].version)) is not None:
-        newest = (versions[-1].version, end)
+    if numbers and (end := _data_end(registry, numbers[-1])) is not None:
+        newest = (numbers[-1], end)
     return TrainingData(available, production_end, holdout_days, newest)
 
 
