@@ -63,6 +63,11 @@ class DemoPlan:
     seed: int = 7
     card_testing_cards: int = 10  # stolen cards tested per day once the drift starts
     pace_seconds: float = 10.0  # wall time over which a chunk's traffic is spread
+    #: the traffic may run this many chunks ahead of the landed files; beyond, it slows to an
+    #: hour per `slow_hour_seconds` (~2.4x slower): a canary still sees a steady stream, and a
+    #: pipeline slower than the replay (the Docker stack on 2 cores) does not fall weeks behind
+    max_lead_chunks: int = 2
+    slow_hour_seconds: float = 0.5
     timeout_seconds: float = 900.0
     home: Path = field(default_factory=lambda: Path(".fraudloop").resolve())
     dagster_home: Path = field(default_factory=lambda: Path(".dagster").resolve())
@@ -304,6 +309,7 @@ class Replay:
         self.timeout = plan.timeout_seconds if timeout is None else timeout
         self.unlanded: list[tuple[int, list[date], float]] = []  # (first day, days, sent at)
         self.sent = 0
+        self.slowed = False  # the timeline says when the traffic slows down for the files
         self.shed: Counter = Counter()  # requests answered 503 and sent again, by reason
 
     def promoted(self) -> int | None:
@@ -350,14 +356,20 @@ class Replay:
                 return
             time.sleep(min(left, 0.5))
 
-    def send(self, days: list[date]) -> None:
-        """The days' traffic hour by hour, spread over the plan's pace."""
-        hours = [(day, h) for day in days for h in range(24)]
+    def send(self, days: list[date], slow: bool = False) -> None:
+        """The days' traffic hour by hour, spread over the plan's pace; an hour per
+        `slow_hour_seconds` when asked to, and while the traffic is as far ahead as it may be."""
+        plan, hours = self.plan, [(day, h) for day in days for h in range(24)]
         for day, h in hours:
             if "promoted" in self.timeline.marks:
                 return
             self.sent += self.send_hour(day, h, self.shed)
-            self.idle(self.plan.pace_seconds / len(hours))
+            ahead = len(self.unlanded) >= plan.max_lead_chunks
+            if ahead and not self.slowed:
+                self.timeline.say(f"traffic {len(self.unlanded)} chunks ahead of the files: slower")
+            self.slowed = ahead
+            gap = plan.slow_hour_seconds if slow or ahead else plan.pace_seconds / len(hours)
+            self.idle(max(gap, plan.pace_seconds / len(hours)))
 
     def run(self) -> int | None:
         """Replay until the retrained model serves 100 % or the time runs out; returns the
@@ -373,7 +385,7 @@ class Replay:
             self.unlanded.append((first, days, time.monotonic()))
             self.land_ready()
         while not self.promoted() and t.now() < self.timeout:
-            self.send([plan.day(plan.days - 1)])  # the feed is spent: its last day again
+            self.send([plan.day(plan.days - 1)], slow=True)  # the feed is spent: again
         return self.promoted()
 
 

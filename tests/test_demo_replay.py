@@ -3,6 +3,7 @@ again, anything else that fails stops the replay with the service's own words.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections import Counter
@@ -71,3 +72,70 @@ def test_a_service_that_keeps_shedding_is_given_up_on(server):
     with httpx.Client() as client, pytest.raises(httpx.HTTPStatusError, match="503"):
         _post_batch(client, server, [{"transaction_id": "1"}], Counter(), attempts=3)
     assert Scripted.seen == [1, 1, 1]
+
+
+class FakeClock:
+    """`time` for the replay: sleeping advances it, nothing waits."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_traffic_slows_while_it_is_chunks_ahead_of_a_slow_pipeline(monkeypatch):
+    """A pipeline slower than the traffic (the Docker stack) must not be left weeks behind it:
+    once two chunks wait to land, the hours are sent at the slow gap; when they land, at the
+    plan's pace again; once the feed is spent, its last day again at the slow gap."""
+    import pipelines.demo as demo
+
+    clock = FakeClock()
+    monkeypatch.setattr(demo, "time", clock)
+    plan = demo.DemoPlan(days=22)  # history 12 days, then 5 chunks of 2 days: days 12..21
+    featured = {f"{plan.day(d):%Y-%m-%d}-23:00" for d in range(plan.history_days)}
+    monkeypatch.setattr(demo, "_featured", lambda _store, hour: hour in featured)
+    sends: list[tuple[float, int, int]] = []  # (clock, day number, hour)
+    landed: list[tuple[float, int]] = []
+
+    def send_hour(day, hour, _shed):
+        n = (day - plan.day(0)).days
+        sends.append((clock.now, n, hour))
+        if (n, hour) == (20, 11):  # the pipeline catches up with days 13..17
+            featured.update(f"{plan.day(d):%Y-%m-%d}-23:00" for d in range(12, 18))
+        return 1
+
+    timeline = demo.Timeline()
+    replay = demo.Replay(
+        plan,
+        timeline,
+        store=None,
+        send_hour=send_hour,
+        land=lambda first, _days: landed.append((clock.now, first)),
+        production=lambda: 2 if len(sends) > 5 * 48 + 30 else 1,
+        max_land_wait=1e9,
+        timeout=1e6,
+    )
+    assert replay.run() == 2
+
+    pace, slow = plan.pace_seconds / 48, plan.slow_hour_seconds
+    gaps = {a[1:]: round(b[0] - a[0], 6) for a, b in itertools.pairwise(sends[: 5 * 48 + 1])}
+    assert [first for _, first in landed] == [12, 14, 16, 18, 20]
+    # chunks 12-13, 14-15 land at once; 16-17 waits for day 13's features, 18-19 behind it
+    assert {gaps[(n, h)] for n in range(12, 20) for h in range(24)} == {round(pace, 6)}
+    # two chunks unlanded: day 20 goes slowly until they land (after hour 11), then at pace
+    assert {gaps[(20, h)] for h in range(12)} == {slow}
+    assert {gaps[(20, h)] for h in range(12, 24)} | {gaps[(21, h)] for h in range(23)} == {
+        round(pace, 6)
+    }
+    # the feed is spent: day 21 again, slowly, until the promotion
+    assert sends[5 * 48][1:] == (21, 0)
+    assert {round(b[0] - a[0], 6) for a, b in itertools.pairwise(sends[5 * 48 :])} == {slow}
+    said = [text for _, text in timeline.events]
+    assert "traffic 2 chunks ahead of the files: slower" in said

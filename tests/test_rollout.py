@@ -138,6 +138,23 @@ def test_at_full_share_latency_is_judged_against_the_last_measured_production_p9
     assert relaxed.checks["latency_p99"]["status"] == "pass"
 
 
+def test_a_few_straggling_production_requests_do_not_replace_the_reference_p99():
+    """At 100 % production answers a few dozen stragglers, fast on a quiet moment: too few for a
+    p99. The reference measured on the last step's full sample stays the yardstick, and a step
+    with production's full sample still measures its own."""
+    full = doc(step=2, share=1.0, production_p99_ms=4.0)
+    stragglers = log_frame(300, n_prod=POLICY.min_requests - 1, canary_ms=4.5)
+    stragglers.loc[stragglers["role"] == "production", "latency_ms"] = 0.3
+    analysis = analyze(stragglers, full, POLICY)
+    assert analysis.production_p99_ms == 4.0
+    assert analysis.checks["latency_p99"]["status"] == "pass"  # 4.5 ms <= 1.5 x 4 ms + 2 ms
+    sampled = log_frame(300, n_prod=POLICY.min_requests, canary_ms=4.5)
+    sampled.loc[sampled["role"] == "production", "latency_ms"] = 0.3
+    own = analyze(sampled, full, POLICY)
+    assert own.production_p99_ms == pytest.approx(0.3)
+    assert own.checks["latency_p99"]["status"] == "fail"  # 4.5 ms > 1.5 x 0.3 ms + 2 ms
+
+
 def test_errors_roll_back_before_the_full_sample():
     analysis = analyze(log_frame(25, fallbacks=5), doc(), POLICY)
     assert analysis.checks["error_rate"]["status"] == "fail"
