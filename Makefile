@@ -53,7 +53,7 @@ system-deps:
 
 # Two pytest workers (pytest-xdist), one test file each at a time (`--dist loadfile`: a file's
 # module fixtures, servers and worlds are built once). Much of the suite waits on processes it
-# started (Dagster runs, daemons, servers), so two workers on 2 cores: 21.4 -> 14.2 min
+# started (Dagster runs, daemons, servers), so two workers on 2 cores: 21.4 -> 14.2-15.2 min
 # (2026-12-05). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
