@@ -360,6 +360,7 @@ class Replay:
         """The days' traffic hour by hour, spread over the plan's pace; an hour per
         `slow_hour_seconds` when asked to, and while the traffic is as far ahead as it may be."""
         plan, hours = self.plan, [(day, h) for day in days for h in range(24)]
+        pace = plan.pace_seconds / len(hours)
         for day, h in hours:
             if "promoted" in self.timeline.marks:
                 return
@@ -368,8 +369,7 @@ class Replay:
             if ahead and not self.slowed:
                 self.timeline.say(f"traffic {len(self.unlanded)} chunks ahead of the files: slower")
             self.slowed = ahead
-            gap = plan.slow_hour_seconds if slow or ahead else plan.pace_seconds / len(hours)
-            self.idle(max(gap, plan.pace_seconds / len(hours)))
+            self.idle(max(plan.slow_hour_seconds, pace) if slow or ahead else pace)
 
     def run(self) -> int | None:
         """Replay until the retrained model serves 100 % or the time runs out; returns the

@@ -530,6 +530,8 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
 def _drain(stack: Stack, instance) -> list[str]:
     """Turns every sensor and schedule off through the webserver's GraphQL (the UI's toggles),
     after checking they were on (the stack starts them), then cancels the queued runs."""
+    from dagster import DagsterRunStatus
+
     selector = {"repositoryLocationName": "fraudloop", "repositoryName": "__repository__"}
     data = stack.graphql(
         """query Automation($selector: RepositorySelector!) {
@@ -554,7 +556,7 @@ def _drain(stack: Stack, instance) -> list[str]:
             {"id": state["id"]},
         )[mutation]
         assert result["__typename"] != "PythonError", (name, result)
-    queued = [r.run_id for r in runs(instance, statuses=[_status("QUEUED")])]
+    queued = [r.run_id for r in runs(instance, statuses=[DagsterRunStatus.QUEUED])]
     if queued:
         result = stack.graphql(
             """mutation Cancel($ids: [String!]!) { terminateRuns(runIds: $ids) { __typename } }""",
@@ -562,12 +564,6 @@ def _drain(stack: Stack, instance) -> list[str]:
         )
         assert result["terminateRuns"]["__typename"] == "TerminateRunsResult", result
     return [name for name, _, _ in instigators]
-
-
-def _status(name: str):
-    from dagster import DagsterRunStatus
-
-    return DagsterRunStatus(name)
 
 
 # ------------------------------------------------------------------------------------- faults
@@ -847,7 +843,6 @@ def _assert_step_logs_outlive_the_container(stack, instance, training) -> None:
 
 def _print_figures(stack, instance, timeline, figures, v1, v2) -> None:
     delivery = timeline.marks["promoted"] - timeline.marks["drift_landed"]
-    launch = queue = steps = 0.0
     per_job: dict[str, list[float]] = {}  # job -> [runs, queued, launching, in steps]
     from dagster import DagsterEventType
 
@@ -870,11 +865,9 @@ def _print_figures(stack, instance, timeline, figures, v1, v2) -> None:
         job[0] += 1
         job[3] += in_steps
         if DagsterEventType.RUN_STARTING in times and DagsterEventType.RUN_START in times:
-            launched = times[DagsterEventType.RUN_START] - times[DagsterEventType.RUN_STARTING]
-            queued = times[DagsterEventType.RUN_STARTING] - record.create_timestamp.timestamp()
-            launch, queue = launch + launched, queue + queued
-            job[1], job[2] = job[1] + queued, job[2] + launched
-        steps += in_steps
+            job[1] += times[DagsterEventType.RUN_STARTING] - record.create_timestamp.timestamp()
+            job[2] += times[DagsterEventType.RUN_START] - times[DagsterEventType.RUN_STARTING]
+    queue, launch, steps = (sum(job[i] for job in per_job.values()) for i in (1, 2, 3))
     total = launch + queue + steps
     figures.update(delivery_seconds=delivery, launch_seconds=launch, steps_seconds=steps)
     print("\nfigures (the stack on this machine):")
