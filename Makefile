@@ -58,9 +58,12 @@ system-deps:
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
+# The Docker stack's system test runs last, alone: it starts ~15 containers and runs the loop
+# through them, and beside the other tests on 2 cores both would crawl.
 test: $(VENV)/.synced system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not stack" $(PYTEST_PARALLEL)
+	$(STACK_TEST)
 
 test-fast: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
@@ -122,8 +125,10 @@ stack-images: system-deps
 	bash infra/docker/ensure-dockerd.sh >/dev/null
 	bash infra/docker/build.sh
 
+STACK_TEST = $(VENV)/bin/pytest -m stack tests/test_stack.py -p no:cacheprovider -s
+
 test-stack: $(VENV)/.synced system-deps
-	$(VENV)/bin/pytest -m stack tests/test_stack.py -p no:cacheprovider -s
+	$(STACK_TEST)
 
 test-stack-long: $(VENV)/.synced system-deps
 	FRAUDLOOP_STACK_LONG=1 $(VENV)/bin/pytest -m stack tests/test_stack.py -p no:cacheprovider -s

@@ -36,6 +36,7 @@ import os
 import re
 import subprocess
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -448,13 +449,18 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
         name = response.headers.get("x-served-by", "(not the balancer)")
         served[name] = served.get(name, 0) + 1
 
-    s3_fault = []
+    s3_fault: list[Future] = []
+    checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-outage-check")
 
     def land(first_day: int, days: list[date]) -> None:
         stack.cli(*plan.simulate_args(first_day, len(days)))
         if not s3_fault:  # S3 goes away while the first drifted days are being ingested
-            s3_fault.append(days)
-            _s3_outage(stack, store, instance, timeline, days, figures)
+            run = _s3_outage(stack, store, instance, timeline, days)
+            # the ingestion's recovery is checked beside the replay: held until then, the
+            # replay landed the next days ~60 s late, and v2 came that much later
+            s3_fault.append(
+                checks.submit(_s3_recovery, store, instance, timeline, run, days, figures)
+            )
 
     with httpx.Client(timeout=60, event_hooks={"response": [count_replica]}) as client:
         replay = Replay(
@@ -464,10 +470,18 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
             send_hour=lambda day, h, shed: replay_hour(client, stack.scoring, frame, day, h, shed),
             land=land,
             production=lambda: production(store),
-            max_land_wait=180.0,
+            # land at the pipeline's pace: a chunk lands once the features of the chunk before
+            # the previous one are in (in the stack a chunk's ingestion -> labels -> features
+            # takes ~5-6 min at load 8-14). At 180 s the replay outran it and flooded the
+            # 3-slot run queue with ingestion, labels and monitoring runs that the retraining's
+            # features runs waited behind (run 2: 1,852 s of queueing in the delivery window).
+            max_land_wait=600.0,
             timeout=3000.0,
         )
         promoted_to = replay.run()
+    assert s3_fault, "the replay landed no drifted day: the S3 outage never ran"
+    s3_fault[0].result(timeout=900)  # its assertions fail here, in the test's thread
+    checks.shutdown()
     sent = replay.sent
     assert promoted_to and promoted_to > v1, f"no retrained version reached production (v{v1})"
     timeline.say(f"v{promoted_to} serves 100 % ({sent:,} transactions replayed)")
@@ -500,12 +514,19 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     # the sensors would keep starting runs for the days the replay landed last (the pipeline
     # trails the traffic by minutes here): the operator turns automation off in the UI,
     # cancels what is queued and lets what runs finish
-    stopped = _drain(stack, instance)
-    timeline.say(f"automation off ({len(stopped)} sensors and schedules); queued runs canceled")
-    wait_idle(instance, 600, "the runs in flight to finish")
-    _assert_runs_were_containers_in_postgres(stack, instance)
+    stopped, terminated = _drain(stack, instance)
+    timeline.say(
+        f"automation off ({len(stopped)} sensors and schedules); queued runs canceled, "
+        f"{len(terminated)} running run(s) terminated"
+    )
+    wait_idle(instance, 600, "the terminated runs to end")
+    timeline.say("no run in flight")
+    _assert_runs_were_containers_in_postgres(stack, instance, terminated)
+    timeline.say("checked: every run a container, runs and events in PostgreSQL, no SQLite")
     _assert_artifacts_in_s3_not_on_disk(stack, store, instance)
+    timeline.say("checked: artifacts in S3, no container wrote a local store")
     _assert_graphql_lists_runs_and_checks(stack, instance)
+    timeline.say("checked: the UI's GraphQL lists every run and the asset checks")
     alerts = read_events(store)
     titles = [a["title"] for a in alerts]
     print("alerts, as they landed in S3:\n  " + "\n  ".join(titles))
@@ -527,9 +548,12 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     _print_figures(stack, instance, timeline, figures, v1, promoted_to)
 
 
-def _drain(stack: Stack, instance) -> list[str]:
+def _drain(stack: Stack, instance) -> tuple[list[str], list[str]]:
     """Turns every sensor and schedule off through the webserver's GraphQL (the UI's toggles),
-    after checking they were on (the stack starts them), then cancels the queued runs."""
+    after checking they were on (the stack starts them), then cancels the queued runs and
+    terminates the running ones (the UI's Terminate: the DockerRunLauncher stops their
+    containers). Waiting for them instead cost ~2-3 min of routine runs for the newest days.
+    Returns the instigators stopped and the runs terminated."""
     from dagster import DagsterRunStatus
 
     selector = {"repositoryLocationName": "fraudloop", "repositoryName": "__repository__"}
@@ -556,14 +580,20 @@ def _drain(stack: Stack, instance) -> list[str]:
             {"id": state["id"]},
         )[mutation]
         assert result["__typename"] != "PythonError", (name, result)
-    queued = [r.run_id for r in runs(instance, statuses=[DagsterRunStatus.QUEUED])]
-    if queued:
+    terminated = []
+    running = [DagsterRunStatus(s) for s in ("NOT_STARTED", "STARTING", "STARTED")]
+    for statuses in ([DagsterRunStatus.QUEUED], running):
+        ids = [r.run_id for r in runs(instance, statuses=statuses)]
+        if not ids:
+            continue
         result = stack.graphql(
             """mutation Cancel($ids: [String!]!) { terminateRuns(runIds: $ids) { __typename } }""",
-            {"ids": queued},
+            {"ids": ids},
         )
         assert result["terminateRuns"]["__typename"] == "TerminateRunsResult", result
-    return [name for name, _, _ in instigators]
+        if statuses is running:
+            terminated = ids
+    return [name for name, _, _ in instigators], terminated
 
 
 # ------------------------------------------------------------------------------------- faults
@@ -621,9 +651,9 @@ def _daemon_back(stack, store, instance, timeline, down, landed_days) -> None:
     )
 
 
-def _s3_outage(stack, store, instance, timeline, days, figures) -> None:
-    """S3 stopped for 30 s while an ingestion run of `days` executes: it must retry and succeed,
-    and no partition may be visible half-written."""
+def _s3_outage(stack, store, instance, timeline, days):
+    """S3 stopped for 30 s while an ingestion run of `days` executes (the scoring service stays
+    up); returns the run once S3 answers again."""
 
     start = f"{days[0]:%Y-%m-%d}"
 
@@ -645,6 +675,12 @@ def _s3_outage(stack, store, instance, timeline, days, figures) -> None:
     docker("start", s3)
     timeline.say("S3 started again after 30 s")
     wait_for(lambda: store.exists("featurestore/online/_current.json"), 120, "S3 back", poll=1)
+    return run
+
+
+def _s3_recovery(store, instance, timeline, run, days, figures) -> None:
+    """The ingestion run that S3 went away under retried and succeeded, and no partition of
+    its days is visible half-written."""
 
     def finished():
         current = instance.get_run_by_id(run.run_id)
@@ -682,12 +718,13 @@ def _s3_outage(stack, store, instance, timeline, days, figures) -> None:
 # ------------------------------------------------------------------------------------- checks
 
 
-def _assert_runs_were_containers_in_postgres(stack, instance) -> None:
+def _assert_runs_were_containers_in_postgres(stack, instance, terminated: list[str]) -> None:
     """Every run that started was launched as its own container by the DockerRunLauncher (the
     launch event names the container the run is tagged with). A run may also end without ever
     starting: one the daemon could not launch (PostgreSQL down) is failed and retried by the
     run-retry policy. Such runs are listed, and each must have a retry that did start; a retry
-    inherits its parent's tags, container id included, so the tag alone proves nothing."""
+    inherits its parent's tags, container id included, so the tag alone proves nothing. A run
+    terminated from the UI ended CANCELED (or finished first) and its container is stopped."""
     from dagster import DagsterEventType, DagsterRunStatus
     from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG
 
@@ -725,6 +762,15 @@ def _assert_runs_were_containers_in_postgres(stack, instance) -> None:
         if run.status == DagsterRunStatus.FAILURE:
             retry = run.tags.get(AUTO_RETRY_RUN_ID_TAG)
             assert retry, f"run {run.run_id} failed before it started and was not retried"
+    for run_id in terminated:
+        run = instance.get_run_by_id(run_id)
+        assert run.status in (DagsterRunStatus.CANCELED, DagsterRunStatus.SUCCESS), (
+            f"run {run_id} ({run.job_name}) terminated from the UI ended {run.status.value}"
+        )
+        container = run.tags.get(DOCKER_TAG)
+        if container:
+            state = docker("inspect", "-f", "{{.State.Running}}", container, check=False)
+            assert state != "true", f"run {run_id[:8]} was terminated, its container still runs"
     ids = {r.run_id for r in all_runs}
     rows = dict(stack.psql("SELECT run_id, status FROM runs"))
     assert ids <= set(rows), "runs missing from PostgreSQL"
@@ -767,21 +813,38 @@ def _assert_replicas_share_redis_behind_haproxy(stack, served: dict[str, int]) -
     assert int(keys) > 0, keys
 
 
+def _top_level_prefixes(store) -> set[str]:
+    """The bucket's top-level prefixes in one delimited request: listing every object (~40k
+    here) took ~80 s from moto, which scans the whole bucket for each page of 1,000 keys."""
+    response = store.client.list_objects_v2(Bucket=store.bucket, Prefix=store.prefix, Delimiter="/")
+    assert not response.get("IsTruncated"), "more than 1,000 top-level prefixes"
+    return {
+        found["Prefix"][len(store.prefix) :].rstrip("/")
+        for found in response.get("CommonPrefixes", [])
+    }
+
+
 def _assert_artifacts_in_s3_not_on_disk(stack, store, instance) -> None:
-    prefixes = {info.key.split("/", 1)[0] for info in store.list("")}
+    prefixes = _top_level_prefixes(store)
     expected = {
         "landing", "raw", "quarantine", "features", "featurestore", "models", "predictions",
         "monitoring", "alerts", "dagster",
     }  # fmt: skip
     assert expected <= prefixes, f"missing in S3: {expected - prefixes}"
-    assert store.list("dagster/compute-logs/")
+    logs = store.client.list_objects_v2(
+        Bucket=store.bucket, Prefix=f"{store.prefix}dagster/compute-logs/", MaxKeys=1
+    )
+    assert logs.get("KeyCount", 0) > 0, "no step logs in S3"
     # nothing under a local store: neither the long-running containers nor any run container
     # wrote into FRAUDLOOP_HOME (docker diff works on stopped containers too)
     containers = [stack.container(s) for s in ("code-location", "daemon", "webserver")]
     # (a run queued since the runs settled has no container yet: the check above covers runs)
     containers += [r.tags["docker/container_id"] for r in runs(instance) if DOCKER_TAG in r.tags]
-    for container in containers:
-        diff = docker("diff", container, check=False)
+    # ~60 containers: one `docker diff` each, a few at a time (one by one took ~1-2 s each)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        found = pool.map(lambda c: docker("diff", c, check=False), containers)
+        diffs = dict(zip(containers, found, strict=True))
+    for container, diff in diffs.items():
         local = [line for line in diff.splitlines() if "/opt/dagster/fraudloop/" in line]
         assert not local, f"container {container[:12]} wrote a local store: {local[:5]}"
 
@@ -860,7 +923,8 @@ def _print_figures(stack, instance, timeline, figures, v1, v2) -> None:
             if kind in (DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START):
                 times.setdefault(kind, event.timestamp)
         stats = instance.get_run_step_stats(run.run_id)
-        in_steps = sum((s.end_time or 0) - (s.start_time or 0) for s in stats if s.start_time)
+        # (a step of a run terminated by the drain has no end)
+        in_steps = sum(s.end_time - s.start_time for s in stats if s.start_time and s.end_time)
         job = per_job.setdefault(run.job_name, [0, 0.0, 0.0, 0.0])
         job[0] += 1
         job[3] += in_steps
@@ -900,11 +964,11 @@ def _print_figures(stack, instance, timeline, figures, v1, v2) -> None:
         ("v1 trained -> production", marks["v1_released"] - marks["history_ready"]),
         ("PostgreSQL restart", marks["replay_began"] - marks["v1_released"]),
         (
-            "replay + landing until the drift (S3 fault)",
+            "replay until the first drifted days land",
             marks["drift_landed"] - marks["replay_began"],
         ),
         ("drift landed -> v2 at 100 %", delivery),
-        ("final checks (runs settle, Postgres, S3, GraphQL)", marks["checked"] - marks["promoted"]),
+        ("final checks (drain, Postgres, S3, GraphQL)", marks["checked"] - marks["promoted"]),
     ]
     figures.update({f"phase_{i}_seconds": seconds for i, (_, seconds) in enumerate(phases)})
     print("  where the wall time went:")
