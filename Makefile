@@ -90,7 +90,7 @@ ui: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
 
 # Each bench prints its table and writes every figure to bench/results/<bench>.json; the table
 # of docs/results.md is generated from those files (tests/test_bench.py checks it is current).
-BENCHES := simulate ingest features training quality serve drift orchestration balancer scale
+BENCHES := simulate ingest features training quality serve drift orchestration balancer s3_listing scale
 
 bench: $(VENV)/.synced
 	@mkdir -p bench/results
@@ -125,10 +125,12 @@ stack-images: system-deps
 	bash infra/docker/ensure-dockerd.sh >/dev/null
 	bash infra/docker/build.sh
 
-STACK_TEST = $(VENV)/bin/pytest -m stack tests/test_stack.py -p no:cacheprovider -s
+# --capture=tee-sys: the timeline prints as it happens and is in the failure report too (CI
+# shows a failure's report, not the whole log)
+STACK_TEST = $(VENV)/bin/pytest -m stack tests/test_stack.py -p no:cacheprovider --capture=tee-sys
 
 test-stack: $(VENV)/.synced system-deps
 	$(STACK_TEST)
 
 test-stack-long: $(VENV)/.synced system-deps
-	FRAUDLOOP_STACK_LONG=1 $(VENV)/bin/pytest -m stack tests/test_stack.py -p no:cacheprovider -s
+	FRAUDLOOP_STACK_LONG=1 $(STACK_TEST)

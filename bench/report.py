@@ -263,7 +263,7 @@ def ordered_results(directory: Path = RESULTS_DIR) -> list[Path]:
     """The result files in `make bench` order (then any other)."""
     order = [
         "simulate", "ingest", "features", "training", "quality", "serve", "drift",
-        "orchestration", "balancer", "scale",
+        "orchestration", "balancer", "s3_listing", "scale",
     ]  # fmt: skip
     found = {p.stem: p for p in directory.glob("*.json")}
     return [found[n] for n in order if n in found] + [

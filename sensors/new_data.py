@@ -7,6 +7,8 @@ the exact content: a re-delivered, corrected file is a new run; the same bytes n
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import dagster as dg
 
 from assets import keys
@@ -59,20 +61,51 @@ def run_request_for(run) -> dg.RunRequest:
     return dg.RunRequest(run_key=run.run_key, job_name=job, tags=tags)
 
 
-def held_label_requests(store, partitions: Partitions) -> list[dg.RunRequest]:
-    """Label days that hold labels for an unreadable transactions hour which can be read now
-    (`fraudloop.data.held_labels`): one run each, keyed by the state of the hours it waited
-    for, so a day is ingested again once per change of those hours."""
-    return [
-        dg.RunRequest(
-            run_key=f"held-labels/{day}@{version}",
-            job_name=daily_labels_job.name,
-            partition_key=day,
-            tags={"fraudloop/trigger": "new_data_sensor: held labels released"},
-        )
-        for day, version in held_labels.released(store)
+HELD_TRIGGER = "new_data_sensor: held labels released"
+
+
+def held_label_requests(
+    store, partitions: Partitions, ingesting: list[tuple[str, str]]
+) -> list[dg.RunRequest]:
+    """Label days that hold labels for a transactions hour which can be read now
+    (`fraudloop.data.held_labels`), once no ingestion of those hours is in flight: one run per
+    run of consecutive days, keyed by the state of the hours they waited for, so a day is
+    ingested again once per change of those hours (a landed history's days in one run, not
+    one run each)."""
+    days = [
+        (day, version)
+        for day, version in held_labels.released(store, ingesting)
         if partitions.daily.has_partition_key(day)
     ]
+    groups: list[list[tuple[str, str]]] = []
+    for day, version in sorted(days):
+        follows = groups and date.fromisoformat(day) - date.fromisoformat(groups[-1][-1][0])
+        if follows == timedelta(days=1):
+            groups[-1].append((day, version))
+        else:
+            groups.append([(day, version)])
+    requests = []
+    for group in groups:
+        (first, version), last = group[0], group[-1][0]
+        if len(group) == 1:
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"held-labels/{first}@{version}",
+                    job_name=daily_labels_job.name,
+                    partition_key=first,
+                    tags={"fraudloop/trigger": HELD_TRIGGER},
+                )
+            )
+            continue
+        versions = "|".join(f"{day}@{v}" for day, v in group)
+        requests.append(
+            dg.RunRequest(
+                run_key=f"held-labels/{first}..{last}@{sha256_hex(versions.encode())[:16]}",
+                job_name=daily_labels_job.name,
+                tags=range_tags(first, last, HELD_TRIGGER),
+            )
+        )
+    return requests
 
 
 def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
@@ -92,7 +125,10 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
         s = store.open()
         cursor = WatchCursor.from_json(context.cursor)
         changed, next_cursor = detect_changes(s.list(f"{keyspace.LANDING}/"), cursor)
-        released = held_label_requests(s, partitions)
+        ingesting = [  # (first hour, last hour) of each ingestion run in flight
+            r for r in map(run_range, in_flight_runs(context, hourly_ingestion_job.name, 50)) if r
+        ]
+        released = held_label_requests(s, partitions, ingesting)
         if not changed:
             if released:
                 return dg.SensorResult(run_requests=released, cursor=next_cursor.to_json())
@@ -117,12 +153,7 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
                 cursor=next_cursor.to_json(),
                 asset_events=delivered,
             )
-        ingesting = [
-            r[0]
-            for r in map(run_range, in_flight_runs(context, hourly_ingestion_job.name, 50))
-            if r
-        ]
-        waiting = labels_waiting(versions, ingesting)
+        waiting = labels_waiting(versions, [first for first, _ in ingesting])
         if waiting:
             next_cursor = defer(next_cursor, waiting)
             versions = [(landed, sha) for landed, sha in versions if landed not in waiting]

@@ -163,6 +163,26 @@ class Stack:
         if out.startswith("started "):
             self.started_dockerd = int(out.split()[1])
 
+    def remove_orphaned_stacks(self) -> list[str]:
+        """Removes the containers of test stacks whose test process is gone (a killed test or
+        a machine restarted under it): their services restart with the engine (`restart:
+        unless-stopped`), and one such stack's daemon, launching runs of its own, made a run
+        here 2.6x slower (history 566 s against 215 s)."""
+        label = "com.docker.compose.project"
+        listed = docker("ps", "-a", "--filter", f"label={label}", "--format",
+                        f'{{{{.ID}}}} {{{{.Label "{label}"}}}}', check=False)  # fmt: skip
+        orphans = []
+        for line in listed.splitlines():
+            cid, _, project = line.partition(" ")
+            pid = project.removeprefix("fraudloop-test-")
+            if project == self.project or pid == project or not pid.isdigit():
+                continue
+            if not Path(f"/proc/{pid}").exists():
+                orphans.append(cid)
+        if orphans:
+            docker("rm", "-f", *orphans, check=False)
+        return orphans
+
     def build(self) -> tuple[float, bool]:
         """Builds every image; (seconds, cold) where cold means no stack image existed."""
         cold = not any(image_exists(image) for image in self.images())

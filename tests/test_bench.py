@@ -51,6 +51,7 @@ BENCHES: dict[str, tuple[str, ...]] = {
     "drift": ("warm_s", "html_s"),
     "orchestration": ("startup_s", "create_s", "queued_s", "startup_share", "worker_start_s"),
     "balancer": ("lb_p99_200_ms", "lb_p99_500_ms", "lb_peak_rps", "lb_batch_rows_s", "kill_failed"),
+    "s3_listing": ("head_ms", "hour_list_ms", "log_list_s"),
     "scale": (
         "state_hour_mb",
         "state_hour_cpu_s",

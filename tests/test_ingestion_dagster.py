@@ -503,3 +503,59 @@ def test_labels_held_for_an_unreadable_hour_are_let_in_when_the_sensor_sees_it_c
     assert latest(env, "raw_labels", "2018-04-08").metadata["rows_held"].value == 0
     done, cursor = tick(env, cursor)
     assert isinstance(done, dg.SkipReason)
+
+
+def test_held_label_days_wait_for_the_ingestion_in_flight_then_go_in_one_run_each_stretch(env):
+    """A label day holds rows for an hour that is not ingested yet (its run was killed and
+    retried, say). While an ingestion covering that hour is in flight the day waits; it used to
+    be released at every sensor tick as the retried run wrote hour after hour (the Docker
+    stack's test: ten days released twice each, 20 runs, 4 minutes of the run queue). Once
+    nothing ingests those hours, consecutive days go again in one range run."""
+    import json
+
+    from dagster._core.utils import make_new_run_id
+
+    from fraudloop.data import held_labels
+
+    h6 = "2018-04-01-06:00"
+    land_hour(env.store, h6, rows=20)
+    result, cursor = tick(env)
+    (ingest,) = result.run_requests
+    assert execute(env, ingest).success  # the hour is readable now
+    days = ("2018-04-08", "2018-04-09", "2018-04-11")
+    for day in days:
+        record = {"day": day, "rows_held": 3, "waiting_for": [h6], "files": []}
+        env.store.put_bytes(held_labels.held_key(day), json.dumps(record).encode())
+    retried = dg.DagsterRun(  # the whole day's ingestion, started again
+        job_name="hourly_ingestion_job",
+        run_id=make_new_run_id(),
+        status=dg.DagsterRunStatus.STARTED,
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: "2018-04-01-00:00",
+            ASSET_PARTITION_RANGE_END_TAG: "2018-04-01-23:00",
+        },
+    )
+    env.instance.add_run(retried)
+    waiting, cursor = tick(env, cursor)
+    assert isinstance(waiting, dg.SkipReason), waiting.run_requests
+
+    env.instance.report_run_failed(retried)  # over (no retry tag: nothing will run it again)
+    result, cursor = tick(env, cursor)
+    requests = sorted(result.run_requests, key=lambda r: r.run_key)
+    assert [
+        (
+            r.job_name,
+            r.partition_key,
+            r.tags.get(ASSET_PARTITION_RANGE_START_TAG),
+            r.tags.get(ASSET_PARTITION_RANGE_END_TAG),
+        )
+        for r in requests
+    ] == [
+        ("daily_labels_job", None, "2018-04-08", "2018-04-09"),
+        ("daily_labels_job", "2018-04-11", None, None),
+    ]
+    assert requests[0].run_key.startswith("held-labels/2018-04-08..2018-04-09@")
+    assert requests[1].run_key.startswith("held-labels/2018-04-11@")
+    # the same state of the hours asks for the same runs (Dagster runs a run key once)
+    again, _ = tick(env, cursor)
+    assert sorted(r.run_key for r in again.run_requests) == [r.run_key for r in requests]
