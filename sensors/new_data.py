@@ -7,7 +7,8 @@ the exact content: a re-delivered, corrected file is a new run; the same bytes n
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import functools
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -17,6 +18,7 @@ from fraudloop.core.store import sha256_hex
 from fraudloop.data import held_labels
 from fraudloop.data.landing import (
     WatchCursor,
+    contiguous,
     defer,
     detect_changes,
     group_into_runs,
@@ -65,44 +67,34 @@ HELD_TRIGGER = "new_data_sensor: held labels released"
 
 
 def held_label_requests(
-    store, partitions: Partitions, ingesting: list[tuple[str, str]]
+    store, partitions: Partitions, ingesting: Callable[[], list[tuple[str, str]]]
 ) -> list[dg.RunRequest]:
     """Label days that hold labels for a transactions hour which can be read now
-    (`fraudloop.data.held_labels`), once no ingestion of those hours is in flight: one run per
-    run of consecutive days, keyed by the state of the hours they waited for, so a day is
-    ingested again once per change of those hours (a landed history's days in one run, not
+    (`fraudloop.data.held_labels`), once no ingestion of those hours is in flight (`ingesting`:
+    the hour ranges of ingestion runs in flight, asked only when some day holds labels): one run
+    per stretch of consecutive days, keyed by the state of the hours they waited for, so a day
+    is ingested again once per change of those hours (a landed history's days in one run, not
     one run each)."""
-    days = [
-        (day, version)
+    versions = {
+        day: version
         for day, version in held_labels.released(store, ingesting)
         if partitions.daily.has_partition_key(day)
-    ]
-    groups: list[list[tuple[str, str]]] = []
-    for day, version in sorted(days):
-        follows = groups and date.fromisoformat(day) - date.fromisoformat(groups[-1][-1][0])
-        if follows == timedelta(days=1):
-            groups[-1].append((day, version))
-        else:
-            groups.append([(day, version)])
+    }
     requests = []
-    for group in groups:
-        (first, version), last = group[0], group[-1][0]
+    for group in contiguous("labels", versions):
+        first, last = group[0], group[-1]
         if len(group) == 1:
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"held-labels/{first}@{version}",
-                    job_name=daily_labels_job.name,
-                    partition_key=first,
-                    tags={"fraudloop/trigger": HELD_TRIGGER},
-                )
-            )
-            continue
-        versions = "|".join(f"{day}@{v}" for day, v in group)
+            run_key, tags = f"held-labels/{first}@{versions[first]}", {}
+        else:
+            state = "|".join(f"{day}@{versions[day]}" for day in group)
+            run_key = f"held-labels/{first}..{last}@{sha256_hex(state.encode())[:16]}"
+            tags = range_tags(first, last, HELD_TRIGGER)
         requests.append(
             dg.RunRequest(
-                run_key=f"held-labels/{first}..{last}@{sha256_hex(versions.encode())[:16]}",
+                run_key=run_key,
                 job_name=daily_labels_job.name,
-                tags=range_tags(first, last, HELD_TRIGGER),
+                partition_key=first if len(group) == 1 else None,
+                tags={"fraudloop/trigger": HELD_TRIGGER, **tags},
             )
         )
     return requests
@@ -125,9 +117,14 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
         s = store.open()
         cursor = WatchCursor.from_json(context.cursor)
         changed, next_cursor = detect_changes(s.list(f"{keyspace.LANDING}/"), cursor)
-        ingesting = [  # (first hour, last hour) of each ingestion run in flight
-            r for r in map(run_range, in_flight_runs(context, hourly_ingestion_job.name, 50)) if r
-        ]
+
+        @functools.cache
+        def ingesting() -> list[tuple[str, str]]:
+            """(first hour, last hour) of each ingestion run in flight: two instance queries,
+            made at most once a tick and only when something needs them."""
+            runs = in_flight_runs(context, hourly_ingestion_job.name, 50)
+            return [r for r in map(run_range, runs) if r]
+
         released = held_label_requests(s, partitions, ingesting)
         if not changed:
             if released:
@@ -153,7 +150,7 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
                 cursor=next_cursor.to_json(),
                 asset_events=delivered,
             )
-        waiting = labels_waiting(versions, [first for first, _ in ingesting])
+        waiting = labels_waiting(versions, [first for first, _ in ingesting()])
         if waiting:
             next_cursor = defer(next_cursor, waiting)
             versions = [(landed, sha) for landed, sha in versions if landed not in waiting]

@@ -22,7 +22,7 @@ prefix is how the sensor finds them; a day with nothing held has none)::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,19 +99,20 @@ def _ids_known(pointer: dict | None) -> bool:
 
 
 def released(
-    store: ObjectStore, ingesting: Sequence[tuple[str, str]] = ()
+    store: ObjectStore, ingesting: Callable[[], Sequence[tuple[str, str]]] = tuple
 ) -> list[tuple[str, str]]:
     """Label days to ingest again: one of the hours they wait for can be read now. Each as
     ``(day, version)``, the version naming those hours' current pointers (a run key: the same
     state asks for one run only).
 
-    A day waiting for an hour inside one of the `ingesting` ranges (hour keys, inclusive: the
-    ingestion runs in flight) waits on: its hours are still changing, and every change would
-    ask for another run. In the Docker stack's test a retried 10-day ingestion released ten
-    label days twice each as its hours landed: 20 runs, 4 minutes of the run queue."""
+    A day waiting for an hour inside one of the ranges `ingesting()` returns (hour keys,
+    inclusive: the ingestion runs in flight; asked only when some day holds labels) waits on:
+    its hours are still changing, and every change would ask for another run. In the Docker
+    stack's test a retried 10-day ingestion released ten label days twice each as its hours
+    landed: 20 runs, 4 minutes of the run queue."""
     out = []
     for record in waiting(store):
-        if any(lo <= h <= hi for h in record["waiting_for"] for lo, hi in ingesting):
+        if any(lo <= h <= hi for h in record["waiting_for"] for lo, hi in ingesting()):
             continue
         pointers = {h: tables.read_pointer(store, "transactions", h) for h in record["waiting_for"]}
         ready = sorted(h for h, p in pointers.items() if _ids_known(p))

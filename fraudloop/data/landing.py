@@ -117,20 +117,25 @@ def group_into_runs(versions: Iterable[tuple[LandedFile, str]]) -> list[Partitio
         by_table.setdefault(landed.table, {}).setdefault(landed.partition_key, []).append(
             f"{landed.key}@{sha}"
         )
-    runs = []
-    for table, partitions in sorted(by_table.items()):
-        step = timedelta(hours=1) if table == "transactions" else timedelta(days=1)
-        start_of = hour_start if table == "transactions" else day_start
-        keys = sorted(partitions)
-        group = [keys[0]]
-        for key in keys[1:]:
-            if start_of(key) - start_of(group[-1]) == step:
-                group.append(key)
-                continue
-            runs.append(_run(table, group, partitions))
-            group = [key]
-        runs.append(_run(table, group, partitions))
-    return runs
+    return [
+        _run(table, group, partitions)
+        for table, partitions in sorted(by_table.items())
+        for group in contiguous(table, partitions)
+    ]
+
+
+def contiguous(table: str, keys: Iterable[str]) -> list[list[str]]:
+    """Partition keys of `table` (hours of transactions, days of labels), sorted, in runs of
+    consecutive partitions."""
+    step = timedelta(hours=1) if table == "transactions" else timedelta(days=1)
+    start_of = hour_start if table == "transactions" else day_start
+    groups: list[list[str]] = []
+    for key in sorted(keys):
+        if groups and start_of(key) - start_of(groups[-1][-1]) == step:
+            groups[-1].append(key)
+        else:
+            groups.append([key])
+    return groups
 
 
 def _run(table: str, group: list[str], partitions: dict[str, list[str]]) -> PartitionRun:

@@ -56,22 +56,50 @@ SKIPPED_HEADERS = {"HTTP_CONNECTION", "HTTP_KEEP_ALIVE", "HTTP_TRANSFER_ENCODING
 
 
 class KeyIndex:
-    """The sorted key names of each bucket, rebuilt after a write: a listing then reads only
-    the keys under its prefix (bisect) instead of every key of the bucket. Every write comes
-    through `JournaledApp`, which bumps `generation` before the client gets its answer, so a
-    listing that starts after a write was answered sees it (list-after-write, as on S3)."""
+    """The sorted key names of each bucket: a listing reads only the keys under its prefix
+    (bisect) instead of every key of the bucket. Built at a bucket's first listing, then kept
+    up to date by `written`, which `JournaledApp` calls after every write and before the client
+    gets its answer, so a listing that starts after a write was answered sees it
+    (list-after-write, as on S3). Rebuilding it after every write instead cost a sort of the
+    whole bucket's names per listing, and the stack writes several objects a second."""
 
     def __init__(self) -> None:
-        self.generation = 0
-        self._names: dict[str, tuple[int, list[str]]] = {}  # bucket -> (generation, names)
+        self._names: dict[str, list[str]] = {}  # bucket name -> its key names, sorted
+        self._buckets: dict[str, object] = {}  # bucket name -> moto's bucket
+        # a build and a write's update take turns: a build that missed a write meanwhile is
+        # mended by that write's update, which comes after it
+        self._lock = threading.Lock()
 
     def names(self, bucket) -> list[str]:
-        generation = self.generation  # read first: a write meanwhile makes the next call rebuild
-        cached = self._names.get(bucket.name)
-        if cached is None or cached[0] != generation:
-            cached = (generation, sorted(dict.keys(bucket.keys)))
-            self._names[bucket.name] = cached
-        return cached[1]
+        with self._lock:
+            names = self._names.get(bucket.name)
+            if names is None:
+                names = self._names[bucket.name] = sorted(dict.keys(bucket.keys))
+                self._buckets[bucket.name] = bucket
+            return names
+
+    def written(self, path: str) -> None:
+        """After a write to ``/<bucket>/<key>`` (path-style): the key enters or leaves the index
+        as it now is in moto. A write this cannot place (a bucket-level request such as a
+        multi-object delete, a multipart part, a key spelt otherwise in moto) drops the
+        bucket's index, rebuilt at its next listing."""
+        name, _, key = path.lstrip("/").partition("/")
+        with self._lock:
+            self._update(name, key)
+
+    def _update(self, name: str, key: str) -> None:
+        names, bucket = self._names.get(name), self._buckets.get(name)
+        if names is None or bucket is None:
+            return
+        present = dict.__contains__(bucket.keys, key)
+        at = bisect.bisect_left(names, key)
+        listed = at < len(names) and names[at] == key
+        if key and present and not listed:
+            names.insert(at, key)
+        elif key and listed and not present:
+            del names[at]
+        elif not key or not (present or listed):
+            del self._names[name]
 
     def under(self, bucket, prefix: str | None) -> dict:
         """{name: newest version} of the keys under `prefix`, as moto's scan would see them."""
@@ -83,19 +111,18 @@ class KeyIndex:
                 break
             try:
                 view[name] = bucket.keys[name]
-            except KeyError:  # deleted since the index was built
+            except KeyError:  # deleted since the slice was taken
                 continue
         return view
 
     def install(self) -> None:
         """Route moto's listing scan through the index (same results, same pagination)."""
         scan = moto_s3.S3Backend.list_objects
-        index = self
 
         def list_objects(backend, bucket, prefix, delimiter, marker, max_keys):
             if type(bucket) is not moto_s3.FakeBucket:
                 return scan(backend, bucket, prefix, delimiter, marker, max_keys)
-            view = types.SimpleNamespace(keys=index.under(bucket, prefix))
+            view = types.SimpleNamespace(keys=self.under(bucket, prefix))
             return scan(backend, view, prefix, delimiter, marker, max_keys)
 
         moto_s3.S3Backend.list_objects = list_objects
@@ -158,7 +185,7 @@ class JournaledApp:
                 # container keeps it (no fsync: a host crash is not what this server models)
                 self.handle.write(json.dumps(entry) + "\n")
                 self.handle.flush()
-            INDEX.generation += 1  # under the lock, before the client's answer
+            INDEX.written(path)  # under the lock, before the client's answer
         return chunks
 
 
