@@ -420,3 +420,36 @@ def test_a_few_cards_do_not_roll_back_a_canary_a_broad_shift_does():
     broad = analyze(concentrated(flagged_cards=45, flagged_requests=45), doc(), POLICY)
     assert broad.flag_rate == pytest.approx(few.flag_rate)
     assert {"flag_rate", "score_psi"} <= set(broad.failed), broad.checks
+
+
+def test_one_slow_request_is_not_a_slow_canary_a_slow_tail_is():
+    """A step's p99 over a few hundred requests is its two or three slowest: one request behind a
+    busy core must not roll back a good model; a tail of slow requests still does."""
+    one = log_frame(150, canary_ms=1.0)
+    one.loc[one.index[one["role"] == "canary"][:2], "latency_ms"] = 10.0
+    analysis = analyze(one, doc(), POLICY)
+    assert analysis.canary_p99_ms > analysis.checks["latency_p99"]["bound"]  # the point estimate
+    assert analysis.checks["latency_p99"]["status"] == "pass", analysis.checks["latency_p99"]
+    tail = log_frame(150, canary_ms=1.0)
+    tail.loc[tail.index[tail["role"] == "canary"][:8], "latency_ms"] = 10.0  # 5 % slow
+    slow = analyze(tail, doc(), POLICY).checks["latency_p99"]
+    assert slow["status"] == "fail" and slow["interval"][0] > slow["bound"], slow
+
+
+def test_a_burst_on_a_few_cards_weighs_as_those_cards_not_as_their_requests():
+    """Card testing: ten cards make 40 % of the requests, and the retrained canary scores them
+    far higher than production (under the review threshold here). Per request that is a PSI a
+    broken model would show; per card it is ten cards out of ~190, and the step passes (a
+    shift of every card still fails: test_a_failed_check_rolls_back_at_once)."""
+    frame = log_frame(300, seed=5)
+    canary = frame.index[frame["role"] == "canary"][:120]
+    frame.loc[canary, "score"] = 0.3
+    burst = {rid: f"tester-{i % 10}" for i, rid in enumerate(frame.loc[canary, "request_id"])}
+    frame["customer_id"] = frame["request_id"].map(burst).fillna(frame["customer_id"])
+    rows = frame[frame["role"] == "canary"].merge(
+        frame[frame["role"] == "control"][["request_id", "score"]], on="request_id"
+    )
+    per_request = psi(rows["score_y"].to_numpy(), rows["score_x"].to_numpy())
+    assert per_request > 1.0
+    analysis = analyze(frame, doc(), POLICY)
+    assert analysis.psi < per_request / 3 and not analysis.failed, analysis.checks

@@ -34,6 +34,7 @@ from fraudloop.model.metrics import (
     average_precision,
     calibration,
     card_precision_per_day,
+    per_card_weights,
     precision_recall_at_threshold,
     psi,
 )
@@ -349,7 +350,11 @@ def expected_live(
     differently), not more."""
     out = {"flag_rate": float((cand_scores["score"] >= threshold).mean()), "threshold": threshold}
     if prod_scores is not None:
-        out["psi"] = psi(prod_scores["score"].to_numpy(), cand_scores["score"].to_numpy())
+        # per card, as the rollout analysis measures it (both frames score the same rows)
+        weights = per_card_weights(cand_scores["customer_id"])
+        out["psi"] = psi(
+            prod_scores["score"].to_numpy(), cand_scores["score"].to_numpy(), weights=weights
+        )
         out["production_flag_rate"] = float((prod_scores["score"] >= threshold).mean())
     return out
 

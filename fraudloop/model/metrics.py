@@ -27,6 +27,7 @@ __all__ = [
     "calibration",
     "card_precision_at_k",
     "card_precision_per_day",
+    "per_card_weights",
     "precision_recall_at_threshold",
 ]
 
@@ -247,3 +248,13 @@ def psi(
     pe = np.maximum(e / e.sum(), eps)
     pa_ = np.maximum(a / a.sum(), eps)
     return float(np.sum((pa_ - pe) * np.log(pa_ / pe)))
+
+
+def per_card_weights(cards: np.ndarray | pd.Series) -> np.ndarray:
+    """Row weights that give every card one vote in total, however many rows it has. A score
+    shift is judged per card: a card-testing burst is ten cards making hundreds of requests, and
+    weighted per request a model retrained to catch them looks like a broken one (in the Docker
+    stack such a canary showed a PSI of 3.5 at 100 %; per card the same demo traffic is 0.3-0.5),
+    while a broken model shifts the scores of every card and still shows its whole shift."""
+    codes, _ = pd.factorize(np.asarray(cards))
+    return 1.0 / np.bincount(codes)[codes]
