@@ -17,7 +17,7 @@ export UV_COMPILE_BYTECODE := 1
 # UI no longer marks the partitions of a failed range run as failed (the run is, and alerts).
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= true
 
-.PHONY: demo test test-fast chaos fuzz ui bench bench-quick lint fmt clean help system-deps stack stack-down stack-images stack-images-background test-stack test-stack-long
+.PHONY: demo test test-fast chaos fuzz ui bench bench-quick lint fmt clean help system-deps stack stack-down stack-images test-stack test-stack-long
 
 help:
 	@echo "make demo   - the end-to-end demo on the embedded local profile"
@@ -60,17 +60,14 @@ TEST_WORKERS ?= 3
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
 # The Docker stack's system test runs last, alone: it starts ~15 containers and runs the loop
-# through them, and beside the other tests on 2 cores both would crawl. Its images are built in
-# the background from the start (after the system packages, before the virtualenv's sync:
-# prerequisites run left to right): a cold build is ~3.5 min, mostly network and disk waits.
-test: system-deps stack-images-background $(VENV)/.synced
+# through them, and beside the other tests on 2 cores both would crawl. Its images are built
+# there too, not in the background during the suite: tried (2026-12-06), a cold build beside
+# the suite made the suite 3.3 min slower, as long as the build itself (the build is CPU work:
+# unpacking wheels, writing layers), and loaded the host enough to fail latency checks.
+test: $(VENV)/.synced system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not stack" $(PYTEST_PARALLEL)
-	@bash infra/docker/build-in-background.sh wait
 	$(STACK_TEST)
-
-stack-images-background: system-deps
-	@bash infra/docker/build-in-background.sh start
 
 test-fast: $(VENV)/.synced
 	$(VENV)/bin/ruff check .

@@ -36,7 +36,7 @@ from fraudloop.core.store import ObjectNotFound, ObjectStore, PreconditionFailed
 from fraudloop.delivery.package import require_staged
 from fraudloop.delivery.policy import RolloutPolicy
 from fraudloop.delivery.prediction_log import read_predictions
-from fraudloop.model.metrics import per_card_weights, psi
+from fraudloop.model.metrics import p99_interval, per_card_weights, psi
 
 RUNNING, PAUSED, PROMOTED, ROLLED_BACK, ABORTED = (
     "running",
@@ -241,21 +241,6 @@ def _p99(values: pd.Series) -> float:
     return float(np.percentile(values, 99)) if len(values) else float("nan")
 
 
-def _p99_interval(values: pd.Series, n_boot: int, confidence: float, seed: int = 0):
-    """A bootstrap interval of the p99 latency, resampling requests. A step sees a few hundred
-    requests, so its p99 is its two or three slowest: one request caught behind a garbage
-    collection or a busy core is the p99 (in the Docker stack 3.5 ms against a 3.2 ms bound
-    rolled a good model back). Judged on the interval's low end, a canary fails when its tail is
-    slow, not when one request was."""
-    if not len(values):
-        return float("nan"), float("nan")
-    v = values.to_numpy(dtype=float)
-    picks = np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(np.percentile(v[picks], 99, axis=1), [alpha, 1 - alpha])
-    return float(low), float(high)
-
-
 def _by_customer_interval(
     rows: pd.DataFrame, stat, n_boot: int, confidence: float, seed: int = 0
 ) -> tuple[float, float]:
@@ -306,7 +291,7 @@ def analyze(log: pd.DataFrame, doc: dict[str, Any], policy: RolloutPolicy) -> An
     latency_bound = (
         policy.max_p99_ms if math.isnan(p99) else policy.max_p99_ratio * p99 + policy.p99_slack_ms
     )
-    c99_ci = _p99_interval(answered["latency_ms"], policy.n_boot, policy.confidence)
+    c99_ci = p99_interval(answered["latency_ms"].to_numpy(), policy.n_boot, policy.confidence)
     card = per_card_weights(paired["customer_id"])  # a shift is judged per card, not per request
     shift = psi(paired["score_control"].to_numpy(), paired["score"].to_numpy(), weights=card)
     flag = float((answered["decision"] == "review").mean()) if len(answered) else float("nan")

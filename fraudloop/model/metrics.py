@@ -27,6 +27,7 @@ __all__ = [
     "calibration",
     "card_precision_at_k",
     "card_precision_per_day",
+    "p99_interval",
     "per_card_weights",
     "precision_recall_at_threshold",
 ]
@@ -258,3 +259,24 @@ def per_card_weights(cards: np.ndarray | pd.Series) -> np.ndarray:
     while a broken model shifts the scores of every card and still shows its whole shift."""
     codes, _ = pd.factorize(np.asarray(cards))
     return 1.0 / np.bincount(codes)[codes]
+
+
+def p99_interval(
+    latencies_ms: np.ndarray | list[float],
+    n_boot: int = 200,
+    confidence: float = 0.90,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A bootstrap interval of the p99 latency, resampling requests. The staging test and a
+    canary step see a few hundred requests, so their p99 is their two or three slowest: one
+    request behind a busy core or a garbage collection is the p99 (in the Docker stack 3.5 ms
+    against a 3.2 ms bound rolled a good model back; in the suite at load ~6 a staging test
+    measured 44 ms against 25). Judged on the interval's low end, a package fails for a slow
+    tail, not for one slow request."""
+    values = np.asarray(latencies_ms, dtype=float)
+    if not len(values):
+        return float("nan"), float("nan")
+    picks = np.random.default_rng(seed).integers(0, len(values), (n_boot, len(values)))
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(np.percentile(values[picks], 99, axis=1), [alpha, 1 - alpha])
+    return float(low), float(high)
