@@ -49,6 +49,13 @@ class ProtocolError(ValueError):
     """Raised for an answer that is not an HTTP/1.x response, so it is counted, not crashed on."""
 
 
+class ConnectTimeout(TimeoutError):
+    """Its own name in ``Result.errors``: the timeout ran out while the connection was being
+    (re)opened, before the request was written, so the server never saw it (a full accept queue,
+    or a host too busy to complete a connect in time) rather than answering it too slowly
+    (``TimeoutError``, whose request went out)."""
+
+
 class QueueTimeout(TimeoutError):
     """Its own name in ``Result.errors``: the request waited longer than the timeout for a free
     connection and was dropped unsent, which points at a backlog (server too slow for the offered
@@ -111,13 +118,14 @@ class _Connection:
     """One keep-alive connection, reopened lazily so that a broken one costs only the request
     that was on it."""
 
-    __slots__ = ("host", "port", "reader", "writer")
+    __slots__ = ("host", "port", "reader", "writer", "wrote")
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.wrote = False  # whether the current exchange's request went out
 
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -142,12 +150,14 @@ class _Connection:
         )
 
     async def exchange(self, request: bytes) -> int:
+        self.wrote = False
         if not self._usable():
             # A server may drop an idle connection (uvicorn's keep-alive timeout is 5 s); reopening
             # before sending keeps that from being charged to a request it never saw.
             self.close()
             await self.open()
         self.writer.write(request)
+        self.wrote = True
         await self.writer.drain()
         return await self._read_response()
 
@@ -237,8 +247,9 @@ class _Tally:
             async with asyncio.timeout(self.timeout_s):
                 status = await conn.exchange(request)
         except _FAILURES as exc:
+            unsent = isinstance(exc, TimeoutError) and not conn.wrote
             conn.close()  # whatever state the stream is in, it can no longer be trusted
-            self._error(type(exc).__name__)
+            self._error(ConnectTimeout.__name__ if unsent else type(exc).__name__)
             return False
         elapsed = time.perf_counter() - due
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
@@ -284,13 +295,23 @@ def _build_requests(
     return requests
 
 
-async def _open_pool(host: str, port: int, connections: int) -> list[_Connection]:
+async def _open_pool(host: str, port: int, connections: int, timeout_s: float) -> list[_Connection]:
     if connections < 1:
         raise ValueError("connections must be >= 1")
     pool = [_Connection(host, port) for _ in range(connections)]
-    # Handshakes happen before the clock starts. A refusal here is not fatal: the request that
-    # next uses the connection tries again and is charged with the failure.
-    await asyncio.gather(*(conn.open() for conn in pool), return_exceptions=True)
+
+    async def open_one(conn: _Connection) -> None:
+        # Handshakes happen before the clock starts, each within the timeout: a server whose
+        # accept queue is full drops the SYN, and the kernel retries it for two minutes (the
+        # run hung there). A refusal or a timeout here is not fatal: the request that next
+        # uses the connection tries again and is charged with the failure.
+        try:
+            async with asyncio.timeout(timeout_s):
+                await conn.open()
+        except _FAILURES:
+            conn.close()
+
+    await asyncio.gather(*(open_one(conn) for conn in pool))
     return pool
 
 
@@ -321,7 +342,7 @@ async def arun_constant_rate(
         raise ValueError("rate and duration_s must be positive")
     tally = _Tally(_build_requests(host, port, path, bodies, headers), timeout_s)
     total = math.ceil(rate * duration_s - 1e-9)
-    pool = await _open_pool(host, port, connections)
+    pool = await _open_pool(host, port, connections, timeout_s)
     loop = asyncio.get_running_loop()
     backlog: deque[float] = deque()  # clock starts of requests waiting for a free connection
     # Parked workers, most recently used last: waking the last one keeps a low rate on a few warm
@@ -386,7 +407,7 @@ async def arun_max_throughput(
     if duration_s <= 0:
         raise ValueError("duration_s must be positive")
     tally = _Tally(_build_requests(host, port, path, bodies, headers), timeout_s)
-    pool = await _open_pool(host, port, connections)
+    pool = await _open_pool(host, port, connections, timeout_s)
     start = time.perf_counter()
     stop = start + duration_s
 
