@@ -17,7 +17,7 @@ export UV_COMPILE_BYTECODE := 1
 # UI no longer marks the partitions of a failed range run as failed (the run is, and alerts).
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= true
 
-.PHONY: demo test test-fast chaos fuzz ui bench bench-quick lint fmt clean help system-deps stack stack-down stack-images test-stack test-stack-long
+.PHONY: demo test test-fast chaos fuzz ui bench bench-quick lint fmt clean help system-deps bootstrap stack stack-down stack-images test-stack test-stack-long
 
 help:
 	@echo "make demo   - the end-to-end demo on the embedded local profile"
@@ -51,6 +51,11 @@ demo: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
 system-deps:
 	bash infra/system-deps.sh
 
+# On a fresh machine the virtualenv's sync (uv's downloads, then bytecode) and the system packages
+# (apt) do not depend on each other, so `make test` runs them side by side.
+bootstrap:
+	@$(MAKE) --no-print-directory -j2 $(VENV)/.synced system-deps
+
 # Three pytest workers (pytest-xdist), one test file each at a time (`--dist loadfile`: a file's
 # module fixtures, servers and worlds are built once). Much of the suite waits on processes it
 # started (Dagster runs, daemons, servers, a 60 s freshness window), so more workers than cores:
@@ -64,7 +69,7 @@ PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 # there too, not in the background during the suite: tried (2026-12-06), a cold build beside
 # the suite made the suite 3.3 min slower, as long as the build itself (the build is CPU work:
 # unpacking wheels, writing layers), and loaded the host enough to fail latency checks.
-test: $(VENV)/.synced system-deps
+test: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not stack" $(PYTEST_PARALLEL)
 	$(STACK_TEST)
