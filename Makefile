@@ -59,8 +59,8 @@ bootstrap:
 # Three pytest workers (pytest-xdist), one test file each at a time (`--dist loadfile`: a file's
 # module fixtures, servers and worlds are built once). Much of the suite waits on processes it
 # started (Dagster runs, daemons, servers, a 60 s freshness window), so more workers than cores:
-# on 2 cores one process 21.4 min, two workers 14.1-15.8 min, three 12.7 min (2026-12-06; at two
-# the cores were idle 38 % of the time). TEST_WORKERS=0 runs it in one process.
+# on 2 cores one process 21.4 min, two workers 14.1-15.8 min, three 12.6-13.2 min, four 12.5 min
+# (2026-12-06; at two the cores were idle 38 % of the time). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 3
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
