@@ -38,6 +38,45 @@ ACCURACY_COLUMNS = [
     "precision",
     "cp_at_100",
 ]
+
+
+class JudgedDays(dg.Config):
+    """Which days of the run's range this asset judges again (None: every day of the range).
+
+    A daily run covers a contiguous range and both drift and accuracy. `monitoring_sensor`
+    asks for the days that are due, and those of one asset are often not those of the other:
+    accuracy is judged again as late labels land, drift once a day's features are in. Without
+    this, a run for accuracy on 04-13 and drift on 04-16 re-ran Evidently on 04-13..16 (`make
+    demo`: ~5 s a day, in the run slot the retraining's data waits for). A run launched from the
+    UI or the CLI leaves it unset and judges every day it names."""
+
+    days: list[str] | None = None
+
+    def skips(self, day: str) -> bool:
+        return self.days is not None and day not in self.days
+
+
+#: the daily assets' checks, by asset (their ops take the same config as the asset)
+DAILY_CHECKS = {
+    keys.PREDICTION_DRIFT: "drift_within_threshold",
+    keys.MODEL_ACCURACY: "accuracy_above_floor",
+}
+
+
+def judged_days_config(drift: list[str], accuracy: list[str]) -> dict:
+    """The run config of a daily run that judges only these days of each asset (its check
+    then counts a missing record only on those days)."""
+    ops = {}
+    for key, days in ((keys.PREDICTION_DRIFT, drift), (keys.MODEL_ACCURACY, accuracy)):
+        op = key.to_python_identifier()
+        for name in (op, f"{op}_{DAILY_CHECKS[key]}"):
+            ops[name] = {"config": {"days": list(days)}}
+    return {"ops": ops}
+
+
+#: what a partition the run did not judge again says in the UI
+KEPT = "kept: judged before, nothing it depends on changed since"
+
 HEALTH_COLUMNS = [
     "model_version",
     "role",
@@ -98,13 +137,18 @@ def _publish(
     return int(bool(problems))
 
 
-def _check_records(context, store, view: str, problems_of) -> dg.AssetCheckResult:
+def _check_records(
+    context, store, view: str, problems_of, judged: JudgedDays | None = None
+) -> dg.AssetCheckResult:
+    """A record kept from before (a day the run did not judge again) is checked as it stands;
+    a missing one counts only on a day the run judged."""
     s = store.open()
     failures, missing = {}, []
     for key in run_partition_keys(context):
         record = records.read_record(s, view, key)
         if record is None:
-            missing.append(key)
+            if judged is None or not judged.skips(key):
+                missing.append(key)
             continue
         problems = problems_of(record)
         if problems:
@@ -125,20 +169,48 @@ def _check_records(context, store, view: str, problems_of) -> dg.AssetCheckResul
     )
 
 
-def _record_check(asset, name: str, view: str, partitions_def, problems_of, description: str):
+def _record_check(
+    asset,
+    name: str,
+    view: str,
+    partitions_def,
+    problems_of,
+    description: str,
+    judged_days: bool = False,
+):
     """The check of a monitoring asset: every partition of the run has a record, and the record
-    has no problems under the policy in force (`problems_of(record, policy)`)."""
+    has no problems under the policy in force (`problems_of(record, policy)`). With
+    `judged_days`, it takes its asset's `JudgedDays` config (a daily asset's)."""
+    spec = dict(asset=asset, name=name, partitions_def=partitions_def, description=description)
 
-    @dg.asset_check(asset=asset, name=name, partitions_def=partitions_def, description=description)
-    def check(
+    def evaluate(context, store, monitoring, judged=None) -> dg.AssetCheckResult:
+        policy = monitoring.policy()
+        return _check_records(
+            context, store, view, lambda record: problems_of(record, policy), judged
+        )
+
+    if not judged_days:
+
+        @dg.asset_check(**spec)
+        def check(
+            context: dg.AssetCheckExecutionContext,
+            store: ObjectStoreResource,
+            monitoring: MonitoringResource,
+        ) -> dg.AssetCheckResult:
+            return evaluate(context, store, monitoring)
+
+        return check
+
+    @dg.asset_check(**spec)
+    def daily_check(
         context: dg.AssetCheckExecutionContext,
+        config: JudgedDays,
         store: ObjectStoreResource,
         monitoring: MonitoringResource,
     ) -> dg.AssetCheckResult:
-        policy = monitoring.policy()
-        return _check_records(context, store, view, lambda record: problems_of(record, policy))
+        return evaluate(context, store, monitoring, config)
 
-    return check
+    return daily_check
 
 
 def build(partitions: Partitions) -> list:
@@ -238,6 +310,7 @@ def build(partitions: Partitions) -> list:
     )
     def prediction_drift(
         context: dg.AssetExecutionContext,
+        config: JudgedDays,
         store: ObjectStoreResource,
         registry: ModelRegistryResource,
         monitoring: MonitoringResource,
@@ -247,6 +320,9 @@ def build(partitions: Partitions) -> list:
         s, reg, policy = store.open(), registry.open(), monitoring.policy()
         drifted_days = 0
         for day in run_partition_keys(context):
+            if config.skips(day):
+                context.add_asset_metadata({"status": KEPT}, partition_key=day)
+                continue
             record, result = day_drift(s, reg, day, policy)
             if result is None:
                 # a day judged before its features are in is not judged: no record, so it is
@@ -289,11 +365,12 @@ def build(partitions: Partitions) -> list:
 
     drift_within_threshold = _record_check(
         prediction_drift,
-        "drift_within_threshold",
+        DAILY_CHECKS[keys.PREDICTION_DRIFT],
         "drift",
         partitions.daily,
         drift_problems,
         "Drifted share of features under FRAUDLOOP_DRIFT_SHARE; scores not drifted.",
+        judged_days=True,
     )
 
     @dg.asset(
@@ -314,6 +391,7 @@ def build(partitions: Partitions) -> list:
     )
     def model_accuracy(
         context: dg.AssetExecutionContext,
+        config: JudgedDays,
         store: ObjectStoreResource,
         registry: ModelRegistryResource,
         monitoring: MonitoringResource,
@@ -324,6 +402,9 @@ def build(partitions: Partitions) -> list:
         lookback = ingestion.policy().label_lookback_days
         failing = 0
         for day in run_partition_keys(context):
+            if config.skips(day):
+                context.add_asset_metadata({"status": KEPT}, partition_key=day)
+                continue
             record = day_accuracy(s, reg, day, policy, lookback)
             prod = record["production"]
             meta = {"predictions": record["predictions"]}
@@ -361,11 +442,12 @@ def build(partitions: Partitions) -> list:
 
     accuracy_above_floor = _record_check(
         model_accuracy,
-        "accuracy_above_floor",
+        DAILY_CHECKS[keys.MODEL_ACCURACY],
         "accuracy",
         partitions.daily,
         accuracy_problems,
         "Production's AP on matured labels is at least a set share of its holdout AP.",
+        judged_days=True,
     )
 
     return [

@@ -19,6 +19,7 @@ import dagster as dg
 import pandas as pd
 
 from assets import keys
+from assets.monitoring import judged_days_config
 from fraudloop.delivery import rollout
 from fraudloop.monitoring import retraining
 from fraudloop.monitoring.accuracy import accuracy_problems
@@ -42,13 +43,14 @@ from sensors.common import (
 HEALTH_HELD_SINCE = "health_held_since"
 
 
-def _range_request(job, partitions: list[str], marker: str) -> dg.RunRequest:
+def _range_request(job, partitions: list[str], marker: str, run_config=None) -> dg.RunRequest:
     first, last = min(partitions), max(partitions)
     digest = hashlib.sha256(f"{first}|{last}|{marker}".encode()).hexdigest()[:16]
     return dg.RunRequest(
         job_name=job.name,
         run_key=f"{job.name}:{first}..{last}:{digest}",
         tags=range_tags(first, last, "monitoring_sensor"),
+        run_config=run_config or {},
     )
 
 
@@ -187,12 +189,14 @@ def build(interval_seconds: int) -> list:
         held = json.loads(context.cursor or "{}").get(HEALTH_HELD_SINCE)
         todo, since = _hold_health(context, todo, held)
         cursor = json.dumps({HEALTH_HELD_SINCE: since} if since is not None else {})
-        marker = json.dumps({"health": todo.health, "daily": todo.daily})
+        marker = json.dumps({"health": todo.health, "daily": [todo.drift, todo.accuracy]})
         requests = []
         if todo.health:
             requests.append(_range_request(health_job, todo.health, marker))
         if todo.daily:
-            requests.append(_range_request(daily_monitoring_job, todo.daily, marker))
+            # the range spans the days due for either asset; each judges only its own
+            only = judged_days_config(todo.drift, todo.accuracy)
+            requests.append(_range_request(daily_monitoring_job, todo.daily, marker, only))
         if not requests and since is None and held is None:
             return dg.SkipReason("no monitoring due")
         if not requests:

@@ -110,6 +110,7 @@ def execute(env: DagsterEnv, request: dg.RunRequest):
     return env.job(request.job_name).execute_in_process(
         instance=env.instance,
         tags=request.tags,
+        run_config=request.run_config,
         resources=env.resources,
         raise_on_error=False,
         partition_key=request.partition_key,  # a single-partition request (ranges are tags)

@@ -18,7 +18,7 @@ from fraudloop.monitoring.accuracy import accuracy, accuracy_problems, accuracy_
 from fraudloop.monitoring.drift import drift_problems
 from fraudloop.monitoring.health import health, health_problems
 from fraudloop.monitoring.policy import MonitoringPolicy
-from fraudloop.monitoring.records import read_record, write_record
+from fraudloop.monitoring.records import read_record, record_key, write_record
 
 CONFIG = MonitoringPolicy(
     latency_slo_ms=10.0,
@@ -387,6 +387,65 @@ def test_health_waits_for_transactions_being_ingested(env):
     old = json.dumps({"health_held_since": time.time() - common.MAX_HOLD_SECONDS})
     (request,) = evaluate(monitoring_sensor, env, old).run_requests
     assert request.job_name == "health_job"
+
+
+def test_a_daily_run_judges_only_the_days_due_for_each_asset(env):
+    """A daily run spans every day due for drift or accuracy, but each asset judges only its
+    own: here accuracy is due on 05-01 (its labels matured) and drift on 05-03 (its features
+    are in), so the run covers 05-01..05-03, and 05-01's drift record (judged already, nothing
+    newer served) stays as it was. A run launched without the sensor's config judges all."""
+    from assets.monitoring import KEPT
+    from tests.dagster_runs import execute
+
+    monitoring_sensor = env.sensor("monitoring_sensor")
+    log = PredictionLog(env.store, "test")
+    for day in range(3):
+        log.extend(rows(20, hour=10 + 24 * day, seed=day))
+    log.flush()
+    write_drift(env.store, "2018-05-01", 0.1)
+    judged_before = env.store.get_bytes(record_key("drift", "2018-05-01"))
+    for hour in range(24):
+        env.instance.report_runless_asset_event(
+            dg.AssetMaterialization("transaction_features", partition=f"2018-05-03-{hour:02d}:00")
+        )
+    matured = pd.Timestamp("2018-05-01") + pd.Timedelta(days=env.settings.label_delay_days)
+    env.instance.report_runless_asset_event(
+        dg.AssetMaterialization("raw_labels", partition=f"{matured:%Y-%m-%d}")
+    )
+
+    (request,) = evaluate(monitoring_sensor, env).run_requests
+    assert request.job_name == "daily_monitoring_job"
+    assert request.tags["dagster/asset_partition_range_start"] == "2018-05-01"
+    assert request.tags["dagster/asset_partition_range_end"] == "2018-05-03"
+
+    def statuses(result) -> dict[tuple[str, str], str]:
+        out = {}
+        for event in result.get_asset_materialization_events():
+            done = event.event_specific_data.materialization
+            status = done.metadata.get("status")
+            out[(done.asset_key.path[-1], done.partition)] = status.value if status else "judged"
+        return out
+
+    result = execute(env, request)
+    assert result.success
+    judged = {k: v for k, v in statuses(result).items() if v != KEPT}
+    assert set(judged) == {("prediction_drift", "2018-05-03"), ("model_accuracy", "2018-05-01")}
+    assert judged[("prediction_drift", "2018-05-03")] == "no features yet"  # none stored here
+    assert env.store.get_bytes(record_key("drift", "2018-05-01")) == judged_before
+    assert read_record(env.store, "accuracy", "2018-05-01") is not None
+    assert read_record(env.store, "accuracy", "2018-05-03") is None
+    # the checks count a missing record only where the run judged: drift's 05-03 (no features)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["accuracy_above_floor"].passed
+    assert not checks["drift_within_threshold"].passed
+    assert "no record for 2018-05-03" in checks["drift_within_threshold"].description
+
+    # from the UI (no config): every day of the range, for both assets
+    manual = env.job("daily_monitoring_job").execute_in_process(
+        instance=env.instance, tags=request.tags, resources=env.resources
+    )
+    assert KEPT not in statuses(manual).values() and len(statuses(manual)) == 6
+    assert read_record(env.store, "accuracy", "2018-05-03") is not None
 
 
 def test_a_served_day_without_features_is_not_judged_yet(env):
