@@ -60,6 +60,8 @@ BENCHES: dict[str, tuple[str, ...]] = {
         "features_mb",
         "peak_rss_mb",
         "training_s",
+        "daily_s",
+        "score_tx_per_s",
         "overhead_share",
     ),
 }
