@@ -16,6 +16,7 @@ from fraudloop.model.metrics import (
     calibration,
     card_precision_at_k,
     card_precision_per_day,
+    p99_interval,
     precision_recall_at_threshold,
 )
 
@@ -95,6 +96,23 @@ def test_card_precision_ties_by_card_id():
     frame = _frame([(0, "Z", 0.5, 1), (0, "Y", 0.5, 0)])
     assert card_precision_at_k(frame, k=1) == 0.0  # Y ranks before Z
     assert card_precision_at_k(frame, k=2) == 0.5
+
+
+def test_p99_interval_ranks_and_coverage():
+    """The interval's ends are order statistics chosen by the binomial: of 200 requests the
+    low end is the 6th slowest and the high end the slowest; too few requests to bound an end
+    give the extreme. Over many samples it covers the true p99 at least as often as it says."""
+    latencies = np.arange(1, 201, dtype=float)[::-1]  # any order
+    assert p99_interval(latencies) == (195.0, 200.0)
+    assert p99_interval(np.arange(1.0, 11.0)) == (9.0, 10.0)
+    assert all(np.isnan(p99_interval([])))
+    rng = np.random.default_rng(7)
+    truth = -np.log(0.01)  # the exponential's p99
+    covered = [
+        low <= truth <= high
+        for low, high in (p99_interval(rng.exponential(size=1000)) for _ in range(400))
+    ]
+    assert np.mean(covered) >= 0.87  # nominal 0.90, binomial noise over 400 draws ~0.015
 
 
 def test_precision_recall_at_threshold():
@@ -308,3 +326,31 @@ def test_expected_live_and_the_gate_flag_at_the_deployment_s_threshold():
         )
     low, high = (expected_live(candidate, None, t)["flag_rate"] for t in (0.3, 0.8))
     assert low > high
+
+
+def test_expected_live_weighs_the_score_shift_per_card():
+    """The bound the canary's score shift is held to comes from the holdout measured the way
+    the canary is: per card. A model that now scores one busy card (card testing: hundreds of
+    requests) very differently shifts that card, not the traffic; one that scores every card
+    differently shifts it all."""
+    from fraudloop.model.metrics import psi
+
+    production = _scores(0.6, seed=2)
+    burst = pd.DataFrame(
+        {
+            "transaction_id": [f"B{i}" for i in range(3000)],
+            "tx_datetime": production["tx_datetime"].iloc[0],
+            "customer_id": "C-burst",
+            "is_fraud": 1,
+            "score": 0.05,
+        }
+    )
+    production = pd.concat([production, burst], ignore_index=True)
+    retrained = production.assign(
+        score=np.where(production["customer_id"] == "C-burst", 0.95, production["score"])
+    )
+    per_request = psi(production["score"].to_numpy(), retrained["score"].to_numpy())
+    per_card = expected_live(retrained, production, 0.5)["psi"]
+    assert per_card < per_request / 10
+    broken = production.assign(score=1 - production["score"])
+    assert expected_live(broken, production, 0.5)["psi"] > 10 * per_card

@@ -291,7 +291,7 @@ def analyze(log: pd.DataFrame, doc: dict[str, Any], policy: RolloutPolicy) -> An
     latency_bound = (
         policy.max_p99_ms if math.isnan(p99) else policy.max_p99_ratio * p99 + policy.p99_slack_ms
     )
-    c99_ci = p99_interval(answered["latency_ms"].to_numpy(), policy.n_boot, policy.confidence)
+    c99_ci = p99_interval(answered["latency_ms"].to_numpy(), policy.confidence)
     card = per_card_weights(paired["customer_id"])  # a shift is judged per card, not per request
     shift = psi(paired["score_control"].to_numpy(), paired["score"].to_numpy(), weights=card)
     flag = float((answered["decision"] == "review").mean()) if len(answered) else float("nan")

@@ -392,9 +392,9 @@ def latency_verdict(
     work (``/healthz``, same connection, just after it): the wait for CPU inflates both, while
     a slow package inflates only the scoring. Within `p99_probe_ratio` times the probes' p99 the
     package is not the cause of the miss, and the verdict says which rule passed it. Both rules
-    judge the low end of a bootstrap interval of the p99 (:func:`p99_interval`): of 200 requests
-    the p99 is the third slowest, and spikes that hit a few requests and not their probes
-    decided it.
+    judge the low end of an interval of the p99 (:func:`p99_interval`): of 200 requests the
+    p99 is the third slowest, and spikes that hit a few requests and not their probes decided
+    it.
     """
 
     def p(values: list[float], q: float) -> float:
