@@ -75,7 +75,7 @@ def judged_days_config(drift: list[str], accuracy: list[str]) -> dict:
 
 
 #: what a partition the run did not judge again says in the UI
-KEPT = "kept: judged before, nothing it depends on changed since"
+KEPT = "kept: not due for this asset when the run was asked for (its record stands)"
 
 HEALTH_COLUMNS = [
     "model_version",
