@@ -333,15 +333,18 @@ class Traffic:
         since = frame["tx_datetime"] - pd.Timestamp(START, tz="UTC")
         self.frame = frame
         self.hour_of = (since // pd.Timedelta(hours=1)).to_numpy(dtype=np.int64)
-        self.workdir, self.service, self.client = workdir, None, None
+        self.workdir, self.service, self.client, self.sampler = workdir, None, None, None
 
     def start(self, store) -> float:
-        """Start the service (production must have a version); seconds until it is ready."""
+        """Start the service (production must have a version) and sample its CPU and peak RSS
+        as a run worker's are; seconds until it is ready."""
         import httpx
 
         from bench.serve import Service
 
         self.service = Service(store, self.workdir, {"FRAUDLOOP_SERVE_FLUSH_SECONDS": "1"})
+        self.sampler = WorkerSampler(self.service.proc.pid)
+        self.sampler.start()
         ready = self.service.wait_ready(timeout=600)
         self.client = httpx.Client(timeout=120)
         return ready
@@ -356,11 +359,28 @@ class Traffic:
         first, last = np.searchsorted(self.hour_of, [n, n + 1])
         began = time.perf_counter()
         rows = replay_hour(self.client, self.service.base, self.frame.iloc[first:last], day, hour)
-        return {"scored": rows, "score_s": round(time.perf_counter() - began, 3)}
+        seconds = time.perf_counter() - began
+        return {
+            "scored": rows,
+            "score_s": round(seconds, 3),
+            "tx_per_s": round(rows / max(seconds, 1e-9), 1),
+        }
+
+    def service_usage(self) -> dict:
+        """The service's CPU seconds and peak RSS so far (it is not a run: the stage table
+        does not see it)."""
+        if self.sampler is None:
+            return {}
+        return {
+            "service_cpu_s": round(self.sampler.cpu_s, 1),
+            "service_peak_rss_mb": round(self.sampler.peak_rss_mb),
+        }
 
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+        if self.sampler is not None:
+            self.sampler.stop.set()
         if self.service is not None:
             self.service.close()
 
@@ -482,10 +502,9 @@ def play(args, tmp: Path) -> tuple[list[Stage], list[dict], dict]:
                     }
                 )
                 if scored:
-                    rate = scored["scored"] / max(scored["score_s"], 1e-9)
                     print(
                         f"  scored     {scored['scored']:,} tx in {scored['score_s']:.1f} s "
-                        f"({rate:,.0f} tx/s)",
+                        f"({scored['tx_per_s']:,.0f} tx/s)",
                         flush=True,
                     )
             # the day's labels (known during it) land at its end; the labels runs, then the
@@ -499,6 +518,13 @@ def play(args, tmp: Path) -> tuple[list[Stage], list[dict], dict]:
                 prev = f"{days[n - 1]:%Y-%m-%d}"
                 runs.append(loop.run("daily", "daily_monitoring_job", prev, prev))
                 context.setdefault("daily", []).append(judged(store, prev))
+        if traffic is not None:
+            context.update(traffic.service_usage())
+            print(
+                f"scoring service: {context['service_cpu_s']:,.0f} s CPU, peak RSS "
+                f"{context['service_peak_rss_mb']:,} MB",
+                flush=True,
+            )
         print("training", flush=True)
         runs.append(loop.run("training", "training_job", "", "", timeout=3600))
     return runs, hours, context
@@ -775,7 +801,7 @@ def main() -> None:
     daily = [r for r in runs if r.stage == "daily"]
     if daily:
         slowest = max(range(len(daily)), key=lambda i: daily[i].wall_s)
-        seen = context.get("daily", [{}] * len(daily))[slowest]
+        seen = context["daily"][slowest]  # one per daily run, in order
         report.figure(
             "daily_s",
             f"the daily drift + accuracy run, slowest of {len(daily)} ({seen.get('day')}: "
@@ -790,7 +816,7 @@ def main() -> None:
         )
     scored = [h for h in hours if h.get("scored")]
     if scored:
-        rates = [h["scored"] / max(h["score_s"], 1e-9) for h in scored]
+        rates = [h["tx_per_s"] for h in scored]
         arrival = context["tx_per_hour"] / 3600
         report.figure(
             "score_tx_per_s",
