@@ -66,6 +66,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.loadgen import Result, run_constant_rate, run_max_throughput  # noqa: E402
 from bench.report import Report, arguments  # noqa: E402
+from fraudloop.core.ports import free_port  # noqa: E402
 from fraudloop.core.settings import store_env  # noqa: E402
 from fraudloop.core.store import LocalObjectStore  # noqa: E402
 from fraudloop.delivery.contract import Transaction  # noqa: E402
@@ -132,12 +133,6 @@ def cpu_seconds(pid: int | None = None) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def at_most(value: float, target: float, unit: str) -> str:

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fraudloop.core.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 START = date(2018, 4, 1)
@@ -475,7 +477,7 @@ def run_demo(plan: DemoPlan | None = None) -> int:
         _wait(lambda: watcher.production() is not None, watcher, 600, "v1 in production")
 
         print("4/6 starting the scoring service; replaying live traffic day by day")
-        port = _free_port()
+        port = free_port()
         service = subprocess.Popen(
             [str(BIN / "fraudloop"), "serve", "--port", str(port), "--log-level", "warning"],
             cwd=ROOT,
@@ -530,14 +532,6 @@ def _featured(store, hour: str) -> bool:
 
     pointer = tables.read_pointer(store, "transaction_features", hour)
     return bool(pointer and pointer.get("status") == "valid")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ready(base: str) -> bool:

@@ -37,10 +37,10 @@ from fraudloop.monitoring.retraining import RETRAIN_TAG
 
 #: Dagster's run-queue priority (higher first; queued runs of equal priority go oldest first)
 PRIORITY_TAG = "dagster/priority"
-#: the monitoring runs (health, drift and accuracy) carry this tag: a profile with few run slots
-#: limits them to one at a time (infra/local/dagster.yaml), so they never hold every slot while
-#: new data waits to be ingested and featurized (in `make demo`, a health and a drift run
-#: together held a labels run back 7 s, and a features run ~10 s)
+#: the monitoring runs (health, drift and accuracy) carry this tag: the run queues of the local
+#: and production profiles (infra/*/dagster.yaml) take one of them at a time, so they never hold
+#: every slot while new data waits to be ingested and featurized (in `make demo`, a health and a
+#: drift run together held a labels run back 7 s, and a features run ~10 s)
 LANE_TAG = "fraudloop/lane"
 MONITORING_LANE = "monitoring"
 

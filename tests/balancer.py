@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+from fraudloop.core.ports import free_port
 
 CONFIG = Path(__file__).resolve().parents[1] / "infra" / "haproxy" / "haproxy.cfg"
 

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 
 import dagster as dg
 import pytest
 
+from fraudloop.core.ports import free_port
 from fraudloop.core.store import LocalObjectStore, S3ObjectStore
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

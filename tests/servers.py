@@ -16,10 +16,10 @@ from dataclasses import replace
 import httpx
 import uvicorn
 
+from fraudloop.core.ports import free_port
 from fraudloop.core.settings import store_env
 from fraudloop.serving.app import create_app
 from fraudloop.serving.config import ServeConfig
-from tests.conftest import free_port
 
 TOKEN = "test-admin-token"  # a test-only value, never a real secret
 

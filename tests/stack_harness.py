@@ -22,17 +22,11 @@ from pathlib import Path
 
 import httpx
 
+from fraudloop.core.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 PRODUCTION_YAML = ROOT / "infra" / "production" / "dagster.yaml"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, poll: float = 1.0):

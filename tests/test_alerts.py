@@ -9,9 +9,9 @@ import pytest
 
 from fraudloop.core.alert_channels import PagerDutyChannel, SlackChannel, WebhookChannel
 from fraudloop.core.alerts import Alert, Alerter, ChannelError, read_events, tally
+from fraudloop.core.ports import free_port
 from fraudloop.core.store import LocalObjectStore
 from tests.alert_receivers import receiver
-from tests.conftest import free_port
 
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"  # 32 characters, as PagerDuty requires
 FAST = {"retries": 3, "backoff_seconds": 0.01}

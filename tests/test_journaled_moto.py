@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from fraudloop.core.ports import free_port
 from tests.servers import stop_process, wait_until
 
 SCRIPT = Path(__file__).resolve().parents[1] / "infra" / "docker" / "s3" / "journaled_moto.py"

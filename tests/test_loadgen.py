@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fraudloop.core.ports import free_port
+
 SERVICE_S = 0.02  # /slow's service time
 
 
@@ -279,11 +281,9 @@ def test_async_variant_inside_a_running_loop(server):
 
 
 def test_server_down_counts_refusals():
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    nobody_listens = free_port()
     result = loadgen.run_constant_rate(
-        "127.0.0.1", port, "/", [b"{}"], rate=100, duration_s=0.1, connections=2
+        "127.0.0.1", nobody_listens, "/", [b"{}"], rate=100, duration_s=0.1, connections=2
     )
     assert result.sent == 10
     assert result.errored == 10

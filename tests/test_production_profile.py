@@ -29,7 +29,7 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster_docker import DockerRunLauncher
 
-from tests.conftest import free_port
+from fraudloop.core.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION_YAML = ROOT / "infra" / "production" / "dagster.yaml"
@@ -214,6 +214,8 @@ def test_production_instance_runs_an_asset_on_postgres_and_s3(
     queue = instance.get_concurrency_config().run_queue_config
     assert queue.max_concurrent_runs > 0
     assert {"key": "fraudloop/retrain", "limit": 1} in queue.tag_concurrency_limits
+    monitoring_lane = {"key": "fraudloop/lane", "value": "monitoring", "limit": 1}
+    assert monitoring_lane in queue.tag_concurrency_limits
 
     env = DagsterEnv.build(
         instance,
@@ -592,4 +594,7 @@ def test_dockerfiles_and_helm_values_are_consistent():
     assert deployment["codeServerArgs"][-1] == "pipelines.definitions"
     runs = values["concurrency"]["runs"]
     assert {"key": "fraudloop/retrain", "limit": 1} in runs["tagConcurrencyLimits"]
+    assert {"key": "fraudloop/lane", "value": "monitoring", "limit": 1} in runs[
+        "tagConcurrencyLimits"
+    ]
     assert values["telemetry"]["enabled"] is False

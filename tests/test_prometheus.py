@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fraudloop.core.ports import free_port
 from fraudloop.core.store import LocalObjectStore
-from tests.conftest import free_port
 from tests.servers import service_thread, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 
+from fraudloop.core.ports import free_port
 from fraudloop.core.settings import Settings
 from fraudloop.core.store import sha256_hex
 from fraudloop.delivery.package import MANIFEST, MODEL_FILE, SPEC_FILE, package_prefix
@@ -21,7 +22,6 @@ from fraudloop.delivery.prediction_log import read_predictions
 from fraudloop.model.evaluation import Evaluation, write_evaluation
 from fraudloop.model.registry import ModelRegistry
 from fraudloop.serving.__main__ import open_store
-from tests.conftest import free_port
 from tests.servers import config, service_process, service_thread, wait_until
 from tests.serving_home import requests_of
 

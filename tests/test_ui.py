@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import httpx
 import pytest
 from dagster._core.instance.ref import InstanceRef
 
+from fraudloop.core.ports import free_port
 from fraudloop.core.store import LocalObjectStore
 from pipelines.config import ProjectConfig
 from pipelines.runner import run_partition_range
@@ -47,12 +47,6 @@ JOB = "hourly_ingestion_job"
 SERVER_TIMEOUT = 90.0
 PAGE_TIMEOUT = 30.0
 VIEWPORT = (1400, 900)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -126,7 +120,7 @@ def dagster_ui(tmp: Path) -> Iterator[DagsterUI]:
         )
     finally:
         instance.dispose()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp / "webserver.log"
     webserver_bin = Path(sys.executable).parent / "dagster-webserver"

@@ -17,7 +17,6 @@ import gc
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ import pandas as pd
 
 from fraudloop.core import tables
 from fraudloop.core.hours import HOUR_KEY_FORMAT, hour_start
+from fraudloop.core.ports import free_port
 from fraudloop.core.settings import store_env
 from fraudloop.core.store import ObjectStore
 from fraudloop.delivery.package import Package, load_package, record_staging
@@ -43,12 +43,6 @@ from fraudloop.model.metrics import p99_interval
 
 FEATURE_TABLE = "transaction_features"
 TX_FIELDS = ("transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def candidate_hours(store: ObjectStore, count: int = 3) -> list[str]:
@@ -163,7 +157,7 @@ class _Service:
 
     def __init__(self, store: ObjectStore, version: int, features_prefix: str, timeout: float):
 
-        self.port = _free_port()
+        self.port = free_port()
         env = {
             **os.environ,
             **store_env(store),
