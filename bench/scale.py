@@ -368,9 +368,7 @@ class Traffic:
 
     def service_usage(self) -> dict:
         """The service's CPU seconds and peak RSS so far (it is not a run: the stage table
-        does not see it)."""
-        if self.sampler is None:
-            return {}
+        does not see it); `start` came first."""
         return {
             "service_cpu_s": round(self.sampler.cpu_s, 1),
             "service_peak_rss_mb": round(self.sampler.peak_rss_mb),

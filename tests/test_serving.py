@@ -245,8 +245,7 @@ def _load(base: str, bodies: list[dict], seconds: float, rate: float, stop: thre
         i = 0
         while not stop.is_set() and time.monotonic() - start < seconds:
             due = start + i / rate
-            if due > time.monotonic():
-                time.sleep(max(0.0, due - time.monotonic()))
+            time.sleep(max(0.0, due - time.monotonic()))
             try:
                 response = client.post(f"{base}/v1/score", json=bodies[i % len(bodies)])
                 statuses.append(response.status_code)
