@@ -13,7 +13,12 @@ from fraudloop.core import tables
 from fraudloop.core.hours import HOUR_KEY_FORMAT
 from fraudloop.features.compute import FEATURE_NAMES
 from fraudloop.features.labels import build_fraud_labels
-from fraudloop.features.pipeline import compute_feature_hours, load_checkpoint, rebuild_features
+from fraudloop.features.pipeline import (
+    column_summary,
+    compute_feature_hours,
+    load_checkpoint,
+    rebuild_features,
+)
 from fraudloop.feeds.population import make_population
 from fraudloop.feeds.scenarios import generate_day
 from tests.factories import store_history
@@ -63,6 +68,11 @@ def test_incremental_single_hours_and_one_range_equal_the_full_rebuild(local_sto
     )
     # terminal risk really uses the matured labels (otherwise this test could not fail)
     assert incremental["terminal_risk_7d"].max() > 0
+    # each hour's UI summary describes the rows written for it
+    for result in run.hours[30:33]:
+        written = tables.read_partition(local_store, "transaction_features", result.hour)
+        expected = written[list(FEATURE_NAMES)].describe().T[["mean", "std", "min", "max"]]
+        pd.testing.assert_frame_equal(result.summary, expected, rtol=1e-9)
 
     # recomputing one late hour alone (from its day's checkpoint) gives the same version
     late = "2018-04-10-13:00"
@@ -134,3 +144,14 @@ def test_recomputing_an_old_day_with_late_labels_drops_later_checkpoints(local_s
         rebuilt.sort_values("transaction_id")[list(FEATURE_NAMES)].to_numpy(),
         atol=1e-9,
     )
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3])
+def test_column_summary_skips_missing_values_like_describe(rows):
+    frame = pd.DataFrame(
+        {"a": np.arange(rows, dtype=float), "b": np.full(rows, np.nan), "c": np.ones(rows)}
+    )
+    if rows > 1:
+        frame.loc[0, "c"] = np.nan
+    expected = frame.describe().T[["mean", "std", "min", "max"]].astype(float)
+    pd.testing.assert_frame_equal(column_summary(frame), expected, rtol=1e-12)
