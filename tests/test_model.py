@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from fraudloop.model.booster import TrainConfig, load_model, time_split, train
-from fraudloop.model.evaluation import evaluate, expected_live, gate, weighted_ap
+from fraudloop.model.evaluation import (
+    bootstrap_ap_delta,
+    evaluate,
+    expected_live,
+    gate,
+    weighted_ap,
+)
 from fraudloop.model.metrics import (
     auc_roc,
     average_precision,
@@ -47,6 +53,34 @@ def test_weighted_ap_matches_sklearn():
     assert weighted_ap(y, s, w) == pytest.approx(
         average_precision_score(y, s, sample_weight=w), abs=1e-12
     )
+
+
+def test_bootstrap_replicates_are_each_draws_card_weighted_ap_delta():
+    """The replicates, computed per segment and card, are what sklearn gives with each row
+    weighted by how often its card was drawn (ties, cards never drawn, chunks of any size)."""
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(7)
+    n, n_cards = 400, 60
+    y = (rng.random(n) < 0.1).astype(np.int64)
+    cards = np.unique(rng.integers(0, n_cards, n), return_inverse=True)[1]
+    candidate = np.round(rng.random(n) + y * 0.4, 2)
+    production = np.round(rng.random(n) + y * 0.2, 2)
+    deltas = bootstrap_ap_delta(y, candidate, production, cards, n_boot=7, seed=11, chunk=3)
+
+    draws_rng, units = np.random.default_rng(11), int(cards.max()) + 1
+    expected = []
+    for b in (3, 3, 1):  # the replicates' draws, chunk by chunk
+        for row in draws_rng.integers(0, units, size=(b, units)):
+            w = np.bincount(row, minlength=units)[cards]
+            expected.append(
+                average_precision_score(y, candidate, sample_weight=w)
+                - average_precision_score(y, production, sample_weight=w)
+            )
+    np.testing.assert_allclose(deltas, expected, atol=1e-12)
+    assert np.abs(deltas).min() > 0  # the models differ in every replicate: not a zero test
+    identical = bootstrap_ap_delta(y, candidate, candidate.copy(), cards, n_boot=20, seed=1)
+    assert (identical == 0).all()
 
 
 def _frame(rows):

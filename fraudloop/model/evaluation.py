@@ -97,22 +97,50 @@ def evaluate(
 class _APCurve:
     """Average precision of fixed scores under many weight vectors (one per bootstrap replicate).
 
-    The score order does not change between replicates, only the weights, so the sort and the
-    groups of tied scores are computed once; a replicate is then two cumulative sums. Same value
-    as ``sklearn.metrics.average_precision_score(y, s, sample_weight=w)``.
+    The score order does not change between replicates, only the weights, so everything that
+    depends on the order is computed once. AP only moves at thresholds that hold a positive, so
+    the sorted rows are cut into one segment per such threshold (every row after the previous
+    one, up to and including the rows tied at it); a replicate then needs the weight of each
+    segment's rows and of its positives: two weighted counts over the rows in their own order,
+    with no sort, no reordering and no per-row cumulative sums. At 100x (a holdout day of ~1 M
+    rows) the per-row form took 257 s for the gate's 1,000 replicates, and its chunk of 50
+    reordered weight matrices most of the training run's peak memory. Same value as
+    ``sklearn.metrics.average_precision_score(y, s, sample_weight=w)``.
     """
 
     def __init__(self, y: np.ndarray, s: np.ndarray):
-        self.order = np.argsort(-s, kind="mergesort")
-        ss = s[self.order]
-        # last index of each run of equal scores: a threshold includes all its ties
-        self.ends = np.flatnonzero(np.r_[ss[1:] != ss[:-1], True])
-        self.y = y[self.order].astype(np.float64)
+        order = np.argsort(-s, kind="mergesort")
+        ss, yo = s[order], np.asarray(y)[order]
+        # a threshold includes all the rows tied at it: number the groups of ties, keep those
+        # with a positive, and give each row the first such group at or after it (rows after
+        # the last positive get the segment past the end, which is dropped)
+        group = np.cumsum(np.r_[False, ss[1:] != ss[:-1]])[: len(ss)]
+        positive_groups = np.unique(group[yo > 0])
+        self.n_segments = len(positive_groups)
+        self.segment = np.empty(len(s), dtype=np.intp)
+        self.segment[order] = np.searchsorted(positive_groups, group)
+        self.positives = np.flatnonzero(np.asarray(y) > 0)
+
+    def segment_weights(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per segment: the weight of all its rows, and of its positives (``w`` per row)."""
+        size = self.n_segments + 1
+        alls = np.bincount(self.segment, weights=w, minlength=size)[:-1]
+        pos = self.positives
+        tps = np.bincount(self.segment[pos], weights=w[pos], minlength=size)[:-1]
+        return alls, tps
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        w = np.atleast_2d(w)[:, self.order]
-        tps = np.cumsum(w * self.y, axis=1)[:, self.ends]
-        alls = np.cumsum(w, axis=1)[:, self.ends]
+        """AP under each row of ``w`` (replicates x rows, or one vector of row weights)."""
+        sums = [self.segment_weights(row) for row in np.atleast_2d(w).astype(np.float64)]
+        return self.average_precision(sums)
+
+    @staticmethod
+    def average_precision(sums: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """AP of each replicate from its :meth:`segment_weights`."""
+        alls = np.cumsum(np.stack([a for a, _ in sums]), axis=1)
+        tps = np.cumsum(np.stack([t for _, t in sums]), axis=1)
+        if not tps.shape[1]:
+            return np.full(len(sums), np.nan)
         total = tps[:, -1:]
         with np.errstate(divide="ignore", invalid="ignore"):
             precision = np.where(alls > 0, tps / alls, 1.0)
@@ -161,9 +189,12 @@ def bootstrap_ap_delta(
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
         draws = rng.integers(0, n_units, size=(b, n_units))
-        counts = np.stack([np.bincount(row, minlength=n_units) for row in draws])
-        w = counts[:, units].astype(np.float64)
-        out.append(ap_c(w) - ap_p(w))
+        sums_c, sums_p = [], []
+        for row in draws:  # one replicate's row weights at a time: memory stays O(rows)
+            w = np.bincount(row, minlength=n_units)[units].astype(np.float64)
+            sums_c.append(ap_c.segment_weights(w))
+            sums_p.append(ap_p.segment_weights(w))
+        out.append(ap_c.average_precision(sums_c) - ap_p.average_precision(sums_p))
     return np.concatenate(out) if out else np.zeros(0)
 
 
