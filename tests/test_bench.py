@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import tests.test_docs as docs
+from bench.growth_plot import default_inputs, growth_svg, series
 from bench.report import QUICK_ENV, ordered_results, results_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ BENCHES: dict[str, tuple[str, ...]] = {
         "overhead_share",
     ),
 }
-HELPERS = {"loadgen", "report"}  # modules of bench/ that are not benchmarks
+HELPERS = {"loadgen", "report", "growth_plot"}  # modules of bench/ that are not benchmarks
 
 
 def _finite(value) -> bool:
@@ -161,3 +162,18 @@ def test_results_table_is_generated_from_full_runs():
     assert docs.generated(ROOT / "docs" / "results.md", "bench-results") == (
         results_markdown(paths).strip()
     ), "docs/results.md is stale: paste `python bench/report.py` between the markers"
+
+
+def test_growth_chart_is_generated_from_the_scale_runs():
+    """docs/scale-growth.svg is `python bench/growth_plot.py` over the committed scale runs, which
+    cover three scales for every stage it draws."""
+    data = series(default_inputs())
+    assert data and all(len(points) == 3 for points in data.values()), data.keys()
+    assert [round(tx, -2) for tx, _ in data["training"]] == [400, 4000, 40400]
+    svg = growth_svg(default_inputs())
+    panels = 2  # CPU and peak RSS
+    assert svg.count("<polyline") == panels * len(data)
+    assert svg.count("<circle") == panels * 3 * len(data)
+    assert (ROOT / "docs" / "scale-growth.svg").read_text() == svg, (
+        "docs/scale-growth.svg is stale: run `python bench/growth_plot.py`"
+    )
