@@ -106,7 +106,7 @@ ui: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
 
 # Each bench prints its table and writes every figure to bench/results/<bench>.json; the table
 # of docs/results.md is generated from those files (tests/test_bench.py checks it is current).
-BENCHES := simulate ingest features training quality serve drift orchestration balancer s3_listing scale
+BENCHES := simulate ingest features training gate quality serve drift orchestration balancer s3_listing scale
 
 bench: $(VENV)/.synced
 	@mkdir -p bench/results

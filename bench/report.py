@@ -262,7 +262,7 @@ def results_markdown(paths: list[Path]) -> str:
 def ordered_results(directory: Path = RESULTS_DIR) -> list[Path]:
     """The result files in `make bench` order (then any other)."""
     order = [
-        "simulate", "ingest", "features", "training", "quality", "serve", "drift",
+        "simulate", "ingest", "features", "training", "gate", "quality", "serve", "drift",
         "orchestration", "balancer", "s3_listing", "scale",
     ]  # fmt: skip
     found = {p.stem: p for p in directory.glob("*.json")}

@@ -38,6 +38,7 @@ BENCHES: dict[str, tuple[str, ...]] = {
         "online_p99_us",
     ),
     "training": ("dataset_build_s", "train_s", "reproduce_s"),
+    "gate": ("bootstrap_s", "bootstrap_peak_mb", "replicate_difference"),
     "quality": ("ap_vs_rf", "cp100_vs_rf", "ap_vs_lr", "cp100_vs_lr"),
     "serve": (
         "score_p99_us",
@@ -117,6 +118,8 @@ def test_bench_quick_mode_runs_and_reports_every_figure(name, tmp_path):
         assert row.startswith(f"| {fig['label']} | {fig['text']} | {fig['versus']}: "), row
     if name == "training":
         assert doc["details"]["identical"] is True, "reproduce gave another model"
+    if name == "gate":  # the two bootstrap forms agree, replicate by replicate
+        assert figures["replicate_difference"]["value"] < 1e-9
 
 
 @pytest.mark.slow
