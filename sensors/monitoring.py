@@ -113,10 +113,12 @@ def _retrain_sensor(view: str, problems_of, interval_seconds: int, description: 
             return dg.SensorResult(skip_reason=decision.reason, cursor=context.cursor)
         if not decision.fire:
             return dg.SensorResult(skip_reason=decision.reason, cursor=cursor)
-        taken = retraining.claim(s, data, decision)
+        runs = context.instance.get_runs_count(dg.RunsFilter(job_name=training_job.name))
+        taken = retraining.claim(s, data, decision, f"v{production}-after-{runs}-runs")
         if taken is not None:
             return dg.SensorResult(
-                skip_reason=f"{decision.reason}: already asked for on the same data by {taken}",
+                skip_reason=f"{decision.reason}: already asked for by {taken} "
+                "(no training run has started since)",
                 cursor=cursor,
             )
         context.log.info("retraining: %s", decision.reason)

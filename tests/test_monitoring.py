@@ -312,20 +312,50 @@ def test_retraining_waits_while_a_rollout_is_active_and_cooldown_is_shared(env):
 
 def test_drift_and_accuracy_in_the_same_tick_ask_for_one_retraining(env):
     """The daemon evaluates the two sensors in parallel threads: both can decide to retrain
-    before either request is a run the other would see. One data, one request."""
+    before either request is a run the other would see. One request until a run starts, even
+    when a features run extends the data between the two evaluations (seen in the demo: two
+    data ends 4 hours apart, two runs, the second release failing on the first's canary)."""
     accuracy_sensor, drift_sensor = env.sensor("accuracy_sensor"), env.sensor("drift_sensor")
     write_drift(env.store, "2018-05-07", 0.6)
     write_failing_accuracy(env.store, "2018-05-07")
     (request,) = evaluate(drift_sensor, env).run_requests  # no run created in between
+    features_through(env.store, "2018-07-01-04:00")  # the data moved on in between
     second = evaluate(accuracy_sensor, env)
     assert not second.run_requests and second.cursor is not None  # its signals are spent
     message = second.skip_reason.skip_message
-    assert f"already asked for on the same data by {request.run_key}" in message
-    # newer data is a new question
-    features_through(env.store, "2018-07-01-23:00")
+    assert f"already asked for by {request.run_key}" in message
+    # once the request is a run (finished: nothing in flight), newer data is a new question
+    env.instance.create_run_for_job(
+        dg.GraphDefinition(name="g", node_defs=[]).to_job(name="training_job"),
+        tags=request.tags,
+        status=dg.DagsterRunStatus.SUCCESS,
+    )
+    features_through(env.store, "2018-07-02-23:00")
     write_failing_accuracy(env.store, "2018-05-09")
     (later,) = evaluate(accuracy_sensor, env, second.cursor).run_requests
     assert later.run_key == "retrain:accuracy:2018-05-09"
+
+
+def test_a_claim_whose_request_never_became_a_run_gives_way_when_stale(env):
+    from fraudloop.core.keyspace import retraining_claim_key
+    from fraudloop.monitoring import retraining
+
+    drift_sensor = env.sensor("drift_sensor")
+    write_drift(env.store, "2018-05-07", 0.6)
+    (lost,) = evaluate(drift_sensor, env).run_requests  # the tick died: never a run
+    claims = retraining_claim_key("")[: -len(".json")]
+    (key,) = [o.key for o in env.store.list(claims)]
+    held = json.loads(env.store.get_bytes(key))
+    assert held["request"] == lost.run_key and held["generation"].endswith("-after-0-runs")
+    write_drift(env.store, "2018-05-08", 0.6)
+    blocked = evaluate(drift_sensor, env)
+    assert not blocked.run_requests and lost.run_key in blocked.skip_reason.skip_message
+    stale = pd.Timestamp.now(tz="UTC") - retraining.CLAIM_STALE_AFTER - pd.Timedelta(seconds=1)
+    env.store.put_bytes(key, json.dumps(held | {"claimed_at": stale.isoformat()}).encode())
+    write_drift(env.store, "2018-05-09", 0.6)
+    (retried,) = evaluate(drift_sensor, env, blocked.cursor).run_requests
+    assert retried.run_key == "retrain:drift:2018-05-09"
+    assert len(env.store.list(claims)) == 2
 
 
 def test_monitoring_sensor_asks_for_health_from_the_first_served_hour(env):

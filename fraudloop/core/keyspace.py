@@ -24,10 +24,10 @@ ALERTS = "alerts"  # the durable alert log
 ASSET_VALUES = "asset-values"  # small values passed between Dagster steps (JSON)
 
 
-def retraining_claim_key(data_end: str) -> str:
-    """The record that a retraining was asked for on the data ending at `data_end` (one per
-    data: `fraudloop.monitoring.retraining.claim`)."""
-    return f"{MONITORING}/retraining/claims/{data_end}.json"
+def retraining_claim_key(generation: str) -> str:
+    """The record that a retraining was asked for in `generation` (one per generation:
+    `fraudloop.monitoring.retraining.claim`)."""
+    return f"{MONITORING}/retraining/claims/{generation}.json"
 
 
 def data_docs_key(table: str, partition_key: str, inputs_digest: str) -> str:

@@ -175,29 +175,47 @@ def decide(
     return Decision(True, f"{chosen.source} on {chosen.partition}: {chosen.reason}", chosen)
 
 
-def claim(store: ObjectStore, data: TrainingData, decision: Decision) -> str | None:
-    """Claim the data a retraining is asked for, once: None if this request got it, else the
-    request that did.
+#: a claim whose request never became a run (the tick died between the claim and the run) no
+#: longer blocks after this long: a sensor's request is a run within its tick, seconds
+CLAIM_STALE_AFTER = pd.Timedelta(minutes=10)
+
+
+def claim(
+    store: ObjectStore, data: TrainingData, decision: Decision, generation: str
+) -> str | None:
+    """Claim the next retraining, once: None if this request got it, else the request that did.
 
     Why: drift_sensor and accuracy_sensor are evaluated in parallel threads of the daemon, and
-    both can see the same data become trainable in the same tick, before either request is a
-    run the other could see (`in_flight`, the cooldown): the demo started two retrainings on
-    the same data, an identical model trained twice and given a second canary. A training run is
-    a function of its data, so one request per data end is all there is to ask; the claim is
-    an atomic create in the object store, which both sensors share."""
-    key = keyspace.retraining_claim_key(f"{data.available_end:%Y-%m-%dT%H%M}")
+    both can decide to retrain in the same tick, before either request is a run the other could
+    see (`in_flight`, the cooldown). The demo started two retrainings on the same data (an
+    identical model trained twice, given a second canary); once the claim was per data end, it
+    started two whose data ends differed by the four feature hours a features run wrote between
+    the two sensors' evaluations, 41 ms apart (the second candidate's release then failed on the
+    first one's canary). So the claim is per `generation`: what the sensors saw before deciding
+    (production's version and the number of training runs), which the winner's run changes; the
+    other finds it taken and asks for nothing. An atomic create in the object store, which both
+    sensors share; a claim older than :data:`CLAIM_STALE_AFTER` whose request never became a run
+    gives way to the next attempt of the same generation."""
     body = {
         "request": decision.run_key,
-        "data_end": data.available_end.isoformat(),
+        "generation": generation,
+        "data_end": data.available_end.isoformat() if data.available_end is not None else None,
         "reason": decision.reason,
         "claimed_at": pd.Timestamp.now(tz="UTC").isoformat(),
     }
-    if store.put_if_absent(key, json.dumps(body).encode()):
-        return None
-    try:
-        return str(json.loads(store.get_bytes(key)).get("request") or "another request")
-    except (FraudloopError, ValueError):
-        return "another request"
+    attempt = 0
+    while True:
+        key = keyspace.retraining_claim_key(generation + (f"-{attempt}" if attempt else ""))
+        if store.put_if_absent(key, json.dumps(body).encode()):
+            return None
+        try:
+            held = json.loads(store.get_bytes(key))
+            claimed_at = pd.Timestamp(held["claimed_at"])
+        except (FraudloopError, ValueError, KeyError, TypeError):
+            return "another request"
+        if pd.Timestamp.now(tz="UTC") - claimed_at < CLAIM_STALE_AFTER:
+            return str(held.get("request") or "another request")
+        attempt += 1
 
 
 def failing_signals(
