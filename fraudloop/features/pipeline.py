@@ -268,7 +268,8 @@ def state_before(
 def column_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std, min and max of each float column, NaN skipped (what
     ``describe().T[["mean", "std", "min", "max"]]`` gives) without the quantiles describe also
-    computes and callers drop: those were 54 % of a 36-day feature rebuild's time."""
+    computes and callers drop (under cProfile, 27.8 of the 51 s that computing the 864 hours of
+    `tests/test_training_dagster.py`'s history took)."""
     x = frame.to_numpy(dtype="float64")
     index = frame.columns
     if not len(x):

@@ -129,11 +129,6 @@ class _APCurve:
         tps = np.bincount(self.segment[pos], weights=w[pos], minlength=size)[:-1]
         return alls, tps
 
-    def __call__(self, w: np.ndarray) -> np.ndarray:
-        """AP under each row of ``w`` (replicates x rows, or one vector of row weights)."""
-        sums = [self.segment_weights(row) for row in np.atleast_2d(w).astype(np.float64)]
-        return self.average_precision(sums)
-
     @staticmethod
     def average_precision(sums: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """AP of each replicate from its :meth:`segment_weights`."""
@@ -154,7 +149,8 @@ def weighted_ap(y_true, y_score, weights=None) -> float:
     y = np.asarray(y_true).astype(np.int64)
     s = np.asarray(y_score, dtype=np.float64)
     w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
-    return float(_APCurve(y, s)(w)[0])
+    curve = _APCurve(y, s)
+    return float(curve.average_precision([curve.segment_weights(w)])[0])
 
 
 def _unit_codes(frame: pd.DataFrame, unit: str) -> np.ndarray:
@@ -191,7 +187,7 @@ def bootstrap_ap_delta(
         draws = rng.integers(0, n_units, size=(b, n_units))
         sums_c, sums_p = [], []
         for row in draws:  # one replicate's row weights at a time: memory stays O(rows)
-            w = np.bincount(row, minlength=n_units)[units].astype(np.float64)
+            w = np.bincount(row, minlength=n_units)[units]  # counts: exact as weights
             sums_c.append(ap_c.segment_weights(w))
             sums_p.append(ap_p.segment_weights(w))
         out.append(ap_c.average_precision(sums_c) - ap_p.average_precision(sums_p))

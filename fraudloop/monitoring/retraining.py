@@ -199,7 +199,7 @@ def claim(
     body = {
         "request": decision.run_key,
         "generation": generation,
-        "data_end": data.available_end.isoformat() if data.available_end is not None else None,
+        "data_end": data.available_end.isoformat(),
         "reason": decision.reason,
         "claimed_at": pd.Timestamp.now(tz="UTC").isoformat(),
     }
