@@ -103,6 +103,8 @@ def package_passes_staging(
             "p50_ms": float(report.get("p50_ms", float("nan"))),
             "p99_ms": float(report.get("p99_ms", float("nan"))),
             "max_abs_score_diff": float(report.get("max_abs_diff", float("nan"))),
+            # not judged: a stored hour older than its inputs waits for its recomputation
+            "stored_features_current": bool(report.get("stored_partition", {}).get("current")),
         },
     )
 

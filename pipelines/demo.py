@@ -77,6 +77,11 @@ class DemoPlan:
     def day(self, n: int) -> date:
         return START + timedelta(days=n)
 
+    @property
+    def drift(self) -> str:
+        """The new fraud pattern as a simulator drift spec."""
+        return f"card_testing:{self.card_testing_cards}@{self.day(self.drift_day):%Y-%m-%d}"
+
     def broken_hour(self, day: int, hour: int) -> str:
         return f"{self.day(day):%Y-%m-%d}-{hour:02d}:00"
 
@@ -250,6 +255,35 @@ def replay_hour(client, base: str, frame, day: date, hour: int, shed: Counter | 
     return len(body)
 
 
+class Traffic:
+    """The transactions the replay sends, a day at a time: the simulated feed's, and once the
+    feed is spent, the simulator's following days (same population, same drift), which are
+    sent but never land, as payments go on when a feed stops delivering.
+
+    Until 2026-12-06 a spent feed sent its last day again, the same transactions: to the
+    service each was a retry of one it had observed, which it counts in the card's own windows
+    (`customer_secs_since_prev_tx` 0, one more in every count), and a model retrained on card
+    testing, whose strongest feature that is, flagged 39-53 % of that traffic: the stack's
+    canaries were rolled back on their flag rate and score shift whenever the loop fell behind
+    enough to spend the feed."""
+
+    def __init__(self, plan: DemoPlan, frame: pd.DataFrame):
+        self.plan = plan
+        days = frame["tx_datetime"].dt.date
+        self._days = {day: rows for day, rows in frame.groupby(days.to_numpy())}
+        self._population = None
+
+    def day(self, day: date) -> pd.DataFrame:
+        if day not in self._days:
+            from fraudloop.feeds.population import make_population
+            from fraudloop.feeds.scenarios import generate_day
+
+            if self._population is None:
+                self._population = make_population(self.plan.seed, self.plan.scale)
+            self._days[day] = generate_day(self._population, day, drift=[self.plan.drift])
+        return self._days[day]
+
+
 def _post_batch(client, url: str, rows: list[dict], shed: Counter | None, attempts: int = 10):
     """POST a batch; a 503 (the service shed it, or its online store did not answer in time:
     nothing was decided, and a transaction observed twice is observed once) is sent again after
@@ -386,8 +420,13 @@ class Replay:
             t.say(f"{days[0]}..{days[-1]} replayed ({self.sent:,} requests)")
             self.unlanded.append((first, days, time.monotonic()))
             self.land_ready()
+        spent = plan.days
         while not self.promoted() and t.now() < self.timeout:
-            self.send([plan.day(plan.days - 1)], slow=True)  # the feed is spent: again
+            # the feed is spent: the days after it, as traffic only (`Traffic`)
+            if spent == plan.days:
+                t.say(f"the feed is spent: traffic goes on with {plan.day(spent)}.., never landed")
+            self.send([plan.day(spent)], slow=True)
+            spent += 1
         return self.promoted()
 
 
@@ -418,7 +457,7 @@ def run_demo(plan: DemoPlan | None = None) -> int:
 
     feed = LocalObjectStore(plan.home.with_name(".fraudloop-feed"))
     store = LocalObjectStore(plan.home)
-    drift = f"card_testing:{plan.card_testing_cards}@{plan.day(plan.drift_day):%Y-%m-%d}"
+    drift = plan.drift
     print(f"1/6 simulating {plan.days} days at scale {plan.scale} with drift {drift}")
     summary = simulate(
         feed,
@@ -432,7 +471,7 @@ def run_demo(plan: DemoPlan | None = None) -> int:
         keep_frame=True,
         progress=False,
     )
-    frame = summary.frame
+    traffic = Traffic(plan, summary.frame)
     timeline.say(f"simulated {summary.transactions:,} transactions, {summary.frauds:,} frauds")
 
     print("2/6 starting the daemon with every sensor on; landing the history")
@@ -495,7 +534,9 @@ def run_demo(plan: DemoPlan | None = None) -> int:
                 plan,
                 timeline,
                 store,
-                send_hour=lambda day, h, shed: replay_hour(client, base, frame, day, h, shed),
+                send_hour=lambda day, h, shed: replay_hour(
+                    client, base, traffic.day(day), day, h, shed
+                ),
                 land=lambda _first, days: _copy_landing(feed, store, days),
                 production=watcher.production,
                 poll=watcher.poll,

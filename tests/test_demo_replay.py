@@ -7,10 +7,12 @@ import itertools
 import json
 import threading
 from collections import Counter
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import httpx
+import pandas as pd
 import pytest
 
 from pipelines.demo import _post_batch
@@ -93,7 +95,7 @@ class FakeClock:
 def test_traffic_slows_while_it_is_chunks_ahead_of_a_slow_pipeline(monkeypatch):
     """A pipeline slower than the traffic (the Docker stack) must not be left weeks behind it:
     once two chunks wait to land, the hours are sent at the slow gap; when they land, at the
-    plan's pace again; once the feed is spent, its last day again at the slow gap."""
+    plan's pace again; once the feed is spent, the days after it at the slow gap."""
     import pipelines.demo as demo
 
     clock = FakeClock()
@@ -134,8 +136,45 @@ def test_traffic_slows_while_it_is_chunks_ahead_of_a_slow_pipeline(monkeypatch):
     assert {gaps[(20, h)] for h in range(12, 24)} | {gaps[(21, h)] for h in range(23)} == {
         round(pace, 6)
     }
-    # the feed is spent: day 21 again, slowly, until the promotion
-    assert sends[5 * 48][1:] == (21, 0)
-    assert {round(b[0] - a[0], 6) for a, b in itertools.pairwise(sends[5 * 48 :])} == {slow}
+    # the feed is spent: the following days (traffic only), slowly, until the promotion
+    after = sends[5 * 48 :]
+    assert [(n, h) for _, n, h in after] == [(22 + i // 24, i % 24) for i in range(len(after))]
+    assert len(after) > 24  # into a second day after the feed
+    assert {round(b[0] - a[0], 6) for a, b in itertools.pairwise(after)} == {slow}
+    assert max(first for _, first in landed) == 20  # nothing after the feed lands
     said = [text for _, text in timeline.events]
+    assert f"the feed is spent: traffic goes on with {plan.day(22)}.., never landed" in said
     assert "traffic 2 chunks ahead of the files: slower" in said
+
+
+def test_traffic_after_the_feed_is_new_transactions_of_the_same_simulation(tmp_path):
+    """Once the feed is spent the replay sends the simulator's next days: the same population
+    and drift (a feed day regenerated equals the landed one), new transaction ids, never the
+    feed's transactions again (each would be a retry to the service, scored as one)."""
+    import pipelines.demo as demo
+    from fraudloop.core.store import LocalObjectStore
+    from fraudloop.feeds.files import simulate
+
+    plan = demo.DemoPlan(days=3, drift_day=1, scale=0.05)
+    summary = simulate(
+        LocalObjectStore(tmp_path),
+        plan.day(0),
+        plan.days,
+        seed=plan.seed,
+        scale=plan.scale,
+        label_delay=timedelta(days=1),
+        drift=[plan.drift],
+        keep_frame=True,
+        progress=False,
+    )
+    traffic = demo.Traffic(plan, summary.frame)
+    last = traffic.day(plan.day(2))
+    assert len(last) and set(last["tx_datetime"].dt.date) == {plan.day(2)}
+    regenerated = demo.Traffic(plan, summary.frame.iloc[:0]).day(plan.day(2))
+    pd.testing.assert_frame_equal(
+        regenerated.reset_index(drop=True)[list(last.columns)], last.reset_index(drop=True)
+    )
+    after = traffic.day(plan.day(3))
+    assert len(after) and set(after["tx_datetime"].dt.date) == {plan.day(3)}
+    assert not set(after["transaction_id"]) & set(summary.frame["transaction_id"])
+    assert (after["scenario"] == 4).any()  # the drift goes on: card testing

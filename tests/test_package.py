@@ -147,6 +147,30 @@ def test_staging_test_catches_a_package_built_for_other_feature_code(world):
         require_staged(store, "fraud", version)
 
 
+def test_a_stored_hour_older_than_its_inputs_does_not_fail_a_correct_package(world):
+    """The stored features of the replayed hours were computed before their inputs changed (the
+    day's labels re-landed, the recomputation still queued): the expected scores come from the
+    state the service is given, so the package passes, and the report says the stored hours were
+    not current. Before, a correct package failed "scores equal batch scores" this way."""
+    from fraudloop.core import tables
+    from fraudloop.delivery.staging import FEATURE_TABLE, candidate_hours
+
+    store, _ = world
+    for hour in candidate_hours(store):
+        stored = tables.read_partition(store, FEATURE_TABLE, hour)
+        pointer = tables.read_pointer(store, FEATURE_TABLE, hour)
+        names = list(FEATURE_NAMES)
+        stale = stored.assign(**{n: stored[n].fillna(0) * 2 + 1 for n in names})
+        tables.write_partition(store, FEATURE_TABLE, hour, stale, pointer["sources"])
+    config = StagingConfig(label_delay_days=1, p99_budget_ms=1000.0)
+    report = run_staging(store, ModelRegistry(store), 1, config)
+    assert report["passed"], check_lines(report)
+    assert report["max_abs_diff"] <= config.tolerance
+    assert report["stored_partition"]["current"] is False
+    replayed = tables.read_partition(store, FEATURE_TABLE, report["hour"])
+    assert report["stored_partition"]["rows_differing"] == len(replayed)
+
+
 def test_staging_leaves_the_replicas_shared_online_store_alone(
     world, redis_server_url, monkeypatch
 ):

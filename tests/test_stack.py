@@ -48,7 +48,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from pipelines.demo import Replay, Timeline, Watcher, replay_hour
+from pipelines.demo import Replay, Timeline, Traffic, Watcher, replay_hour
 from tests.stack_harness import DOCKER, Stack, WebhookReceiver, docker, wait_for
 
 START = date(2018, 4, 1)
@@ -71,7 +71,7 @@ class Plan:
         self.history_days = self.demo.history_days
         self.drift_day = self.demo.drift_day
         self.chunk_days = self.demo.chunk_days
-        self.drift = f"card_testing:{self.demo.card_testing_cards}@{self.day(self.drift_day)}"
+        self.drift = self.demo.drift
         self.corrupt = [
             f"{kind}@{self.day(day)}T{hour:02d}" for kind, day, hour in self.demo.corruptions
         ]
@@ -323,7 +323,7 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     timeline = Timeline()
     store = stack.store()
     instance = stack.instance()
-    frame = plan.frame(tmp_path / "feed")
+    traffic = Traffic(plan.demo, plan.frame(tmp_path / "feed"))
     figures = stack.figures
     print(f"stack up and healthy in {figures['up_seconds']:.0f} s; UI {stack.web}")
 
@@ -501,7 +501,9 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
             plan.demo,
             timeline,
             store,
-            send_hour=lambda day, h, shed: replay_hour(client, stack.scoring, frame, day, h, shed),
+            send_hour=lambda day, h, shed: replay_hour(
+                client, stack.scoring, traffic.day(day), day, h, shed
+            ),
             land=land,
             production=lambda: production(store),
             poll=watch,

@@ -146,6 +146,7 @@ def test_first_model_promoted_identical_retrain_held_worse_rejected(stored):
     checks = better.get_asset_check_evaluations()
     staging = next(c for c in checks if c.check_name == "package_passes_staging")
     assert staging.passed and staging.metadata["max_abs_score_diff"].value <= 1e-9
+    assert staging.metadata["stored_features_current"].value is True
     assert registry.aliases()["production"] == 1 and registry.aliases()["canary"] == 4
     state = json.loads(env.store.get_bytes("models/fraud/rollout.json"))
     assert state["status"] == "running" and state["canary_version"] == 4
