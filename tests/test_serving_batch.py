@@ -112,8 +112,8 @@ def test_batches_answer_log_and_count_what_the_rows_one_by_one_get(world, tmp_pa
             or line.startswith("fraudloop_prediction_latency_seconds_count")
         }
 
-    def answered(rows: list[dict]) -> list[tuple]:  # a retry is answered again (it is
-        # scored as the next transaction then): each copy's answer, in any order
+    def answered(rows: list[dict]) -> list[tuple]:  # a retry is answered again (with its
+        # first features): each copy's answer, in any order
         return sorted(tuple(r[k] for k in ANSWER) for r in rows)
 
     one, many = answered(answers["singles"]), answered(answers["batches"])

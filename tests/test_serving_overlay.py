@@ -31,15 +31,17 @@ def live(request):
     """max_observed -> the service's online features of the parametrised kind, on an empty
     state, with (observed in the overlay, peek at a probe's features) accessors."""
 
-    def make(max_observed: int = 1000):
+    def make(max_observed: int = 1000, retry_answer_seconds: float = 600.0):
         if request.param == "memory":
-            features = LiveFeatures(store=None, prefix="unused", max_observed=max_observed)
+            features = LiveFeatures(None, "unused", max_observed, retry_answer_seconds)
             features._online = OnlineFeatureStore(label_delay_hours=24, first_hour=None)
             features.peek = features._online.features
             features.in_overlay = lambda: features._online.observed
             return features
         url = request.getfixturevalue("redis_url")
-        features = RedisFeatures(None, f"unused{max_observed}", url, 1.0, max_observed)
+        features = RedisFeatures(
+            None, f"unused{max_observed}", url, 1.0, max_observed, retry_answer_seconds
+        )
         empty = OnlineFeatureStore(label_delay_hours=24, first_hour=None)
         assert features.shared.load(empty, {"sha256": "empty", "state_hour": ""}) == "switched"
         features.current, features.healthy = features.shared.current(), True
@@ -62,6 +64,33 @@ def test_a_retry_counts_once_and_a_known_id_cannot_block_the_real_transaction(li
     assert features.in_overlay() == 3
     nxt = features.features_and_observe(tx(3))
     assert nxt["customer_nb_tx_1d"] == 4.0  # T1, both T2 contents, and itself
+
+
+def test_a_retry_gets_the_features_of_its_first_scoring(live):
+    """A retry (same id and content, alone or inside a batch, after later transactions of its
+    card) is answered with the features its first request got, not as one more transaction of
+    the card a moment after itself (which is what card testing looks like); and it is still
+    counted once."""
+    features = live()
+    first = [features.features_and_observe(tx(i)) for i in range(3)]
+    assert first[1]["customer_secs_since_prev_tx"] == 60.0
+    assert features.features_and_observe(tx(1)) == first[1]
+    batch = features.features_and_observe_many([tx(3), tx(1), tx(3), tx(0)])
+    assert batch[1] == first[1] and batch[3] == first[0]
+    assert batch[2] == batch[0]  # a copy inside the batch: the first copy's features
+    assert features.in_overlay() == 4
+    assert features.features_and_observe(tx(4))["customer_nb_tx_1h"] == 5.0
+    # a reused id with other content is another transaction, scored as the next one
+    reused = features.features_and_observe(tx(1, amount=99.0))
+    assert reused["customer_nb_tx_1h"] == 6.0 and reused["customer_secs_since_prev_tx"] < 0
+
+
+def test_a_retry_after_its_answer_is_forgotten_is_scored_as_the_next_transaction(live):
+    features = live(retry_answer_seconds=0)
+    features.features_and_observe(tx(0))
+    again = features.features_and_observe(tx(0))
+    assert again["customer_nb_tx_1h"] == 2.0 and again["customer_secs_since_prev_tx"] == 0.0
+    assert features.in_overlay() == 1
 
 
 def test_the_overlay_is_bounded_and_forgets_the_oldest(live):
@@ -112,3 +141,27 @@ def test_the_service_reads_evaluation_records_where_evaluation_writes_them():
     from fraudloop.serving.integrity import evaluation_record_key
 
     assert evaluation_record_key(7) == f"{evaluation_key(7)}.json"
+
+
+def test_the_in_process_memory_of_answers_forgets_by_time_and_by_count():
+    """Each remembered row lives `seconds`; beyond `limit` rows the oldest batches go first;
+    the first answer of an identity stays its answer."""
+    import numpy as np
+
+    from fraudloop.features.retries import RecentAnswers
+
+    now = [0.0]
+    answers = RecentAnswers(seconds=10, limit=3, clock=lambda: now[0])
+    rows = np.arange(8.0).reshape(4, 2)
+    first, again = np.array([0, 1]), np.array([], dtype=int)
+    answers.exchange(["a", "b", "c", "d"], rows, first, again)
+    got = answers.exchange(["a", "b", "a", "x"], rows * 10, np.array([0, 1]), np.array([2, 3]))
+    assert got[0].tolist() == [0.0, 1.0] and got[1] is None  # a kept its first row; x unknown
+    now[0] = 5.0
+    answers.exchange(["c", "d"], rows, np.array([0, 1]), again)  # 4 rows: over the limit
+    answers.exchange([], rows, again, again)  # the oldest batch (a, b) goes
+    assert answers.exchange(["a", "c"], rows, again, np.array([0, 1]))[0] is None
+    assert len(answers) == 2
+    now[0] = 15.0  # c and d were remembered at 5 s: gone at 15 s
+    assert answers.exchange(["c"], rows, again, np.array([0])) == [None]
+    assert len(answers) == 0

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from fraudloop.core.hours import HOUR_NS
-from fraudloop.features import online_batch
+from fraudloop.features import online_batch, retries
 from fraudloop.features.compute import FEATURE_NAMES
 from fraudloop.features.online import (
     NotLoaded,
@@ -238,6 +238,21 @@ end
 return n
 """
 
+# ARGV: key prefix, time to live (ms, 0: remember nothing), n, then n (identity, row) pairs,
+# then the identities wanted. Remembers each row unless its identity has one already (the first
+# answer stays the answer), then returns the wanted rows (nil: none kept).
+_ANSWERS = """
+local prefix, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if ttl > 0 then
+  for i = 0, n - 1 do
+    redis.call('SET', prefix .. ARGV[4 + 2 * i], ARGV[5 + 2 * i], 'PX', ttl, 'NX')
+  end
+end
+local out = {}
+for j = 4 + 2 * n, #ARGV do out[#out + 1] = redis.call('GET', prefix .. ARGV[j]) end
+return out
+"""
+
 REPLAY_CHUNK = 2_000
 #: rows per batch script call (Redis runs one script at a time: this bounds what others wait)
 BATCH_CHUNK = 2_000
@@ -282,16 +297,24 @@ def _unpack_terminal(blob: bytes | None) -> tuple[tuple, list[tuple[int, int, in
 class RedisOnlineStore:
     """Features of single transactions from the state loaded into Redis, shared by replicas."""
 
-    def __init__(self, client, namespace: str, max_observed: int = 2_000_000):
+    def __init__(
+        self,
+        client,
+        namespace: str,
+        max_observed: int = 2_000_000,
+        retry_answer_seconds: float = retries.DEFAULT_SECONDS,
+    ):
         self.client = client
         self.ns = namespace
         self.max_observed = max_observed
+        self.retry_answer_seconds = retry_answer_seconds
         self.keys = {k: f"{namespace}:{k}" for k in ("current", "log", "seen", "loading")}
         self._score = client.register_script(_SCORE)
         self._score_many = client.register_script(_SCORE_MANY)
         self._replay = client.register_script(_REPLAY)
         self._switch = client.register_script(_SWITCH)
         self._prune = client.register_script(_PRUNE)
+        self._answers = client.register_script(_ANSWERS)
 
     # ---- what is served
     def current(self) -> dict[str, str]:
@@ -323,7 +346,22 @@ class RedisOnlineStore:
             for call in calls:
                 self._call(pipe, *call)
             replies = pipe.execute()
-        return [self._features(call, reply) for call, reply in zip(calls, replies, strict=True)]
+        out = [self._features(call, reply) for call, reply in zip(calls, replies, strict=True)]
+        fresh = np.array([reply[-1] == 1 for reply in replies], dtype=bool)
+        matrix = retries.settle(_matrix(out), [c[-1] for c in calls], fresh, self.exchange)
+        return [dict(zip(FEATURE_NAMES, row, strict=True)) for row in matrix.tolist()]
+
+    def exchange(
+        self, keys: Sequence[str], matrix: np.ndarray, first: np.ndarray, again: np.ndarray
+    ) -> list[np.ndarray | None]:
+        """:func:`fraudloop.features.retries.settle`'s memory, shared by the replicas (a
+        balancer's retry goes to another one): one script call."""
+        args: list = [f"{self.ns}:a:", int(self.retry_answer_seconds * 1000), len(first)]
+        for i in first.tolist():
+            args += (keys[i], matrix[i].tobytes())
+        args += [keys[i] for i in again.tolist()]
+        found = self._answers(keys=[], args=args)
+        return [None if row is None else np.frombuffer(row, dtype=np.float64) for row in found]
 
     def features_and_observe_matrix(
         self, txs: online_batch.Rows | Sequence[dict[str, Any]]
@@ -344,13 +382,14 @@ class RedisOnlineStore:
     def _batch(self, rows: online_batch.Rows) -> np.ndarray:
         ent = online_batch.Entities.of(rows.cids, rows.tids)
         hours = (rows.t // HOUR_NS).tolist()
+        keys = rows.identities()
         args: list = [self.ns, self.max_observed, len(ent.cards), len(ent.terms), len(ent.pairs)]
         args += [len(rows), *ent.cards, *ent.terms]
         for c, te in ent.pairs:
             args += (c + 1, te + 1)
         amounts = rows.amounts
         for key, c, te, h, ti, am in zip(
-            rows.identities(),
+            keys,
             (ent.cu + 1).tolist(),
             (ent.tu + 1).tolist(),
             hours,
@@ -366,23 +405,25 @@ class RedisOnlineStore:
             raise NotLoaded("no online feature state is loaded in Redis")
         if status in (b"old", b"full"):  # what the arrays do not model: row by row
             return _matrix(self.features_and_observe(rows.dicts()))
-        return online_batch.features(_batch_inputs(reply, rows, ent))
+        inputs = _batch_inputs(reply, rows, ent)
+        return retries.settle(online_batch.features(inputs), keys, inputs.fresh, self.exchange)
 
     @staticmethod
     def _args(tx: dict[str, Any]) -> tuple:
         t = tx_time_ns(tx["tx_datetime"])
-        return t, float(tx["amount"]), str(tx["customer_id"]), str(tx["terminal_id"]), tx
+        cid, tid = str(tx["customer_id"]), str(tx["terminal_id"])
+        return t, float(tx["amount"]), cid, tid, identity(tx)
 
-    def _call(self, client, t: int, amount: float, cid: str, tid: str, tx: dict, observe=True):
+    def _call(self, client, t: int, amount: float, cid: str, tid: str, key: str, observe=True):
         k = self.keys
-        args = [self.ns, cid, tid, identity(tx), t // HOUR_NS, t, repr(amount)]
+        args = [self.ns, cid, tid, key, t // HOUR_NS, t, repr(amount)]
         args += [1 if amount < SMALL_AMOUNT else 0, self.max_observed, 1 if observe else 0]
         return self._score(
             keys=[k["current"], k["log"], k["seen"], k["loading"]], args=args, client=client
         )
 
     def _features(self, call: tuple, reply: list) -> dict[str, float]:
-        t, amount, _, _, _ = call
+        t, amount = call[:2]
         status = reply[0]
         if status == b"none":
             raise NotLoaded("no online feature state is loaded in Redis")

@@ -83,6 +83,12 @@ class ServeConfig:
         2_000_000,
         "transactions kept in the online overlay since the loaded state; the oldest go first",
     )
+    retry_answer_seconds: float = setting(
+        "FRAUDLOOP_SERVE_RETRY_ANSWER_SECONDS",
+        600.0,
+        "a retried transaction (same id and content) gets its first features for this long; "
+        "later it is scored as a new one (0: never)",
+    )
     max_in_flight: int = setting(
         "FRAUDLOOP_SERVE_MAX_IN_FLIGHT",
         64,
@@ -170,6 +176,8 @@ class ServeConfig:
             raise ConfigError("the FRAUDLOOP_SERVE_*_SECONDS timeouts must be > 0")
         if self.online_store not in ("memory", "redis"):
             raise ConfigError("FRAUDLOOP_ONLINE_STORE must be `memory` or `redis`")
+        if self.retry_answer_seconds < 0:
+            raise ConfigError("FRAUDLOOP_SERVE_RETRY_ANSWER_SECONDS must be >= 0")
         if self.log_retention_hours < 0 or self.spool_commit_ms < 0:
             raise ConfigError("FRAUDLOOP_SERVE_LOG_RETENTION_HOURS and _SPOOL_COMMIT_MS >= 0")
 

@@ -8,8 +8,9 @@ never fails because of a swap.
 Online features: a newly published feature state replaces the loaded one, and the transactions
 the service has scored since that state's hour are replayed into it, so velocity windows never
 lose what the service itself has seen. Each (transaction id, content) is observed once: a client
-retry does not count twice, and a request that reuses a known id with other content (a forged or
-corrupted one) cannot stop the real transaction from being observed: both are recorded. The
+retry does not count twice (and gets its first features: :mod:`fraudloop.features.retries`), and a
+request that reuses a known id with other content (a forged or corrupted one) cannot stop the real
+transaction from being observed: both are recorded. The
 overlay is bounded in time (the service refuses transactions older than the state or later than
 now + the clock skew, and a new state drops what it already contains) and in size (beyond
 ``max_observed`` the oldest observations are forgotten).
@@ -40,6 +41,7 @@ from fraudloop.features.online import (
     identity,
     tx_time_ns,
 )
+from fraudloop.features.retries import DEFAULT_SECONDS, RecentAnswers, settle
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,17 @@ class LiveFeatures:
     reloaded when a newer state is published. :class:`~fraudloop.serving.shared_features.
     RedisFeatures` is the same interface on Redis, shared by replicas."""
 
-    def __init__(self, store: ObjectStore, prefix: str, max_observed: int = 2_000_000):
+    def __init__(
+        self,
+        store: ObjectStore,
+        prefix: str,
+        max_observed: int = 2_000_000,
+        retry_answer_seconds: float = DEFAULT_SECONDS,
+    ):
         self.store = store
         self.prefix = prefix
         self.max_observed = max_observed
+        self.answers = RecentAnswers(retry_answer_seconds)  # a retry's features: its first ones
         self._online: OnlineFeatureStore | None = None
         self.pointer: dict[str, Any] = {}
         self._lock = threading.Lock()  # scoring + observe vs. swap-with-replay
@@ -140,14 +149,34 @@ class LiveFeatures:
                 raise NotLoaded("online features are not loaded")
             if len(txs) < VECTOR_MIN_ROWS:
                 dicts = txs.dicts() if isinstance(txs, online_batch.Rows) else txs
-                return np.array(self._one_by_one(online, dicts), dtype=np.float64)
-            return self._vectorised(online, online_batch.as_rows(txs))
+                keys = [identity(tx) for tx in dicts]
+                fresh = self._fresh(keys)
+                matrix = np.array(self._one_by_one(online, dicts, keys), dtype=np.float64)
+            else:
+                rows = online_batch.as_rows(txs)
+                keys = rows.identities()
+                fresh = self._fresh(keys)
+                matrix = self._vectorised(online, rows, keys)
+            matrix = matrix.reshape(len(keys), len(FEATURE_NAMES))
+            return settle(matrix, keys, fresh, self.answers.exchange)
 
-    def _one_by_one(self, online: OnlineFeatureStore, txs: list[dict[str, Any]]) -> list[list]:
+    def _fresh(self, keys: list[str]) -> np.ndarray:
+        """Which rows are the first sight of their identity (the others are retries)."""
+        fresh = np.zeros(len(keys), dtype=bool)
+        seen, batch_seen = self._seen, set()
+        for i, key in enumerate(keys):
+            if key not in seen and key not in batch_seen:
+                fresh[i] = True
+                batch_seen.add(key)
+        return fresh
+
+    def _one_by_one(
+        self, online: OnlineFeatureStore, txs: list[dict[str, Any]], keys: list[str]
+    ) -> list[list]:
         out = []
-        for tx in txs:
+        for tx, key in zip(txs, keys, strict=True):
             out.append(list(online.features(tx).values()))
-            self._observe(online, tx, identity(tx))
+            self._observe(online, tx, key)
         return out
 
     def _observe(self, online: OnlineFeatureStore, tx: dict[str, Any], key: str) -> None:
@@ -164,21 +193,19 @@ class LiveFeatures:
                 online.forget(oldest)
             self.forgotten += 1
 
-    def _vectorised(self, online: OnlineFeatureStore, rows: online_batch.Rows) -> np.ndarray:
-        """:meth:`_one_by_one` as arrays. What the arrays do not model goes row by row: a
-        transaction older than the state (TooOld at its row, as before) and an overlay that
-        would overflow ``max_observed`` within the batch (forgetting between rows)."""
-        keys = rows.identities()
-        fresh = np.zeros(len(rows), dtype=bool)
-        seen, batch_seen = self._seen, set()
-        for i, key in enumerate(keys):
-            if key not in seen and key not in batch_seen:
-                fresh[i] = True
-                batch_seen.add(key)
+    def _vectorised(
+        self, online: OnlineFeatureStore, rows: online_batch.Rows, keys: list[str]
+    ) -> np.ndarray:
+        """:meth:`_one_by_one` as arrays (``keys``: the rows' identities). What the arrays do not
+        model goes row by row: a transaction older than the state (TooOld at its row, as before)
+        and an overlay that would overflow ``max_observed`` within the batch (forgetting between
+        rows)."""
+        fresh = self._fresh(keys)
+        seen = self._seen
         first = online.first_hour
         too_old = first is not None and int(rows.t.min()) // HOUR_NS < first
-        if too_old or len(self._observed) + len(batch_seen) > self.max_observed:
-            return np.array(self._one_by_one(online, rows.dicts()), dtype=np.float64)
+        if too_old or len(self._observed) + int(fresh.sum()) > self.max_observed:
+            return np.array(self._one_by_one(online, rows.dicts(), keys), dtype=np.float64)
         if self._arrays is None or self._arrays.online is not online:
             self._arrays = online_batch.StoreArrays(online)
         entities = online_batch.Entities.of(rows.cids, rows.tids)
@@ -191,8 +218,8 @@ class LiveFeatures:
             half = len(rows) // 2
             return np.vstack(
                 (
-                    self._vectorised(online, rows.part(0, half)),
-                    self._vectorised(online, rows.part(half, len(rows))),
+                    self._vectorised(online, rows.part(0, half), keys[:half]),
+                    self._vectorised(online, rows.part(half, len(rows)), keys[half:]),
                 )
             )
         matrix = online_batch.features(inputs)

@@ -26,6 +26,7 @@ import numpy as np
 from fraudloop.core.store import ObjectStore, load_pointer
 from fraudloop.features.feature_store import load_online
 from fraudloop.features.redis_store import RedisOnlineStore, namespace
+from fraudloop.features.retries import DEFAULT_SECONDS
 
 log = logging.getLogger(__name__)
 #: loading a state writes big pipelines: its calls get this much time at least
@@ -61,13 +62,16 @@ class RedisFeatures:
         url: str,
         timeout: float,
         max_observed: int = 2_000_000,
+        retry_answer_seconds: float = DEFAULT_SECONDS,
     ):
         import redis
 
         self.store = store
         self.prefix = prefix
         self._errors = (redis.ConnectionError, redis.TimeoutError)
-        self.shared = RedisOnlineStore(redis_client(url, timeout), namespace(prefix), max_observed)
+        self.shared = RedisOnlineStore(
+            redis_client(url, timeout), namespace(prefix), max_observed, retry_answer_seconds
+        )
         self._loader = RedisOnlineStore(
             redis_client(url, max(timeout, LOAD_TIMEOUT_SECONDS)), namespace(prefix), max_observed
         )
@@ -168,5 +172,8 @@ def open_features(store: ObjectStore, config) -> Any:
             config.redis_url,
             config.redis_timeout_seconds,
             config.max_observed,
+            config.retry_answer_seconds,
         )
-    return LiveFeatures(store, config.features_prefix, config.max_observed)
+    return LiveFeatures(
+        store, config.features_prefix, config.max_observed, config.retry_answer_seconds
+    )
