@@ -24,12 +24,12 @@ which figures a neighbour disturbed.
 The world is `tests.serving_home.build_world` (seeded) in a temp dir, with a third version (v3,
 good, another seed) and the packages of v1 and v3 (production loads a package without a staging
 test, and only production serves here); its two days of live traffic (~1,900 transactions) are
-reused cyclically. A reused transaction id is
-observed by the service only once, so the online state stays that of the traffic; from the second
-pass on each request is a retry to the service, whose features are computed all the same and then
-replaced by the remembered ones (`fraudloop.features.retries`: a read instead of a write). The world is
-built in a child process: building it leaves a large heap behind, and this process hosts the
-in-process measurements and the load generator, whose garbage-collection pauses must look like
+reused cyclically. A reused transaction id is observed by the service only once, so the online
+state stays that of the traffic; from the second pass on each request is a retry to the service,
+whose features are computed all the same and then replaced by the remembered ones
+(`fraudloop.features.retries`: a read instead of a write). The world is built in a child
+process: building it leaves a large heap behind, and this process hosts the in-process
+measurements and the load generator, whose garbage-collection pauses must look like
 those of a freshly started service, not like those of a training pipeline.
 
 Each headline figure is printed beside the comparison measured in the same run: the HTTP p99

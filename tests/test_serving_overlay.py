@@ -7,6 +7,7 @@ import pytest
 
 from fraudloop.core.hours import HOUR_NS
 from fraudloop.core.settings import Settings
+from fraudloop.features.compute import FEATURE_NAMES
 from fraudloop.features.online import OnlineFeatureStore
 from fraudloop.serving.__main__ import open_store
 from fraudloop.serving.guards import bearer_token
@@ -83,6 +84,26 @@ def test_a_retry_gets_the_features_of_its_first_scoring(live):
     # a reused id with other content is another transaction, scored as the next one
     reused = features.features_and_observe(tx(1, amount=99.0))
     assert reused["customer_nb_tx_1h"] == 6.0 and reused["customer_secs_since_prev_tx"] < 0
+
+
+def test_a_retry_on_the_other_replica_gets_the_first_replicas_answer(redis_url):
+    """With Redis, a row is remembered before its request is answered: a retry sent at once to
+    another replica sharing the store gets the same features."""
+    replicas = [RedisFeatures(None, "shared", redis_url, 1.0) for _ in range(2)]
+    try:
+        empty = OnlineFeatureStore(label_delay_hours=24, first_hour=None)
+        assert replicas[0].shared.load(empty, {"sha256": "e", "state_hour": ""}) == "switched"
+        for features in replicas:
+            features.current, features.healthy = features.shared.current(), True
+        first = replicas[0].features_and_observe_many([tx(0), tx(1)])
+        assert replicas[1].features_and_observe(tx(1)) == first[1]
+        batch = replicas[1].features_and_observe_matrix([tx(2)] * 20)  # the array path
+        assert (batch == batch[0]).all() and batch[0][FEATURE_NAMES.index("customer_nb_tx_1h")] == 3
+        assert list(replicas[0].features_and_observe(tx(2)).values()) == batch[0].tolist()
+        assert replicas[1].shared.observed() == 3
+    finally:
+        for features in replicas:
+            features.close()
 
 
 def test_a_retry_after_its_answer_is_forgotten_is_scored_as_the_next_transaction(live):

@@ -38,6 +38,9 @@ primary with replicas and Sentinel).
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -59,6 +62,8 @@ from fraudloop.features.online import (
 )
 from fraudloop.features.state import NO_TIME, SMALL_AMOUNT
 
+log = logging.getLogger(__name__)
+
 # Lua helpers shared by the scripts. Values stay strings in Lua (a nanosecond time does not fit
 # a Lua double); only hours are compared as numbers. Fields are joined with '|', which no id has.
 _LUA_COMMON = """
@@ -78,6 +83,11 @@ local function observe(base, cid, tid, hour, t, amount, small)
   redis.call('HSET', pk, 'h|' .. tid, hour)
   redis.call('HINCRBY', pk, 'n|' .. tid, 1)
   redis.call('HINCRBY', base .. 'ot:' .. tid, hour, 1)
+end
+-- a row for a first-seen transaction's retries is on its way: an empty marker until the
+-- scoring replica's writer puts the row there (ttl in ms; 0: rows are not kept)
+local function expect_answer(ns, identity, ttl)
+  if tonumber(ttl) > 0 then redis.call('SET', ns .. ':a:' .. identity, '', 'PX', ttl) end
 end
 local function forget(base, cid, tid, hour)
   redis.call('LPOP', base .. 'oc:' .. cid)
@@ -101,8 +111,8 @@ end
 """
 
 # KEYS: current, log, seen, loading. ARGV: namespace, card, terminal, identity, hour, time,
-# amount, small, max_observed, observe (1) or only read (0). Reads, then observes once per
-# identity, then bounds the overlay.
+# amount, small, max_observed, observe (1) or only read (0), retry rows' time to live (ms).
+# Reads, then observes once per identity, then bounds the overlay; a retry gets its row.
 _SCORE = (
     _LUA_COMMON
     + """
@@ -120,6 +130,7 @@ local ot = redis.call('HGETALL', base .. 'ot:' .. tid)
 local fresh = 0
 if ARGV[10] == '1' then fresh = redis.call('SADD', KEYS[3], ARGV[4]) end
 if fresh == 1 then
+  expect_answer(ARGV[1], ARGV[4], ARGV[11])
   observe(base, cid, tid, hour, ARGV[6], ARGV[7], ARGV[8])
   redis.call('RPUSH', KEYS[2], table.concat(
     {hour, ARGV[4], cid, tid, ARGV[6], ARGV[7], ARGV[8]}, '|'))
@@ -135,16 +146,19 @@ if fresh == 1 then
     end
   end
 end
-return {v, delay, c[1], c[2], term, table.concat(oc, ';'), op, table.concat(ot, ';'), fresh}
+local answer = false  -- a retry: the row remembered for its first scoring, if any
+if fresh == 0 and ARGV[10] == '1' then answer = redis.call('GET', ARGV[1] .. ':a:' .. ARGV[4]) end
+return {v, delay, c[1], c[2], term, table.concat(oc, ';'), op, table.concat(ot, ';'), fresh,
+        answer}
 """
 )
 
 # KEYS: current, log, seen, loading. ARGV: namespace, max_observed, cards, terminals, pairs, rows;
 # the card ids; the terminal ids; per pair its card and terminal (1-based); per row identity,
-# card, terminal, hour, time, amount, small. A batch: reads what its entities held before it,
-# then observes its rows in order (once per identity). 'old' (a row older than the served
-# state) and 'full' (the overlay could overflow, forgetting between rows) change nothing: the
-# caller goes row by row.
+# card, terminal, hour, time, amount, small; last, retry rows' time to live (ms). A batch: reads
+# what its entities held before it, then observes its rows in order (once per identity). 'old'
+# (a row older than the served state) and 'full' (the overlay could overflow, forgetting between
+# rows) change nothing: the caller goes row by row.
 _SCORE_MANY = (
     _LUA_COMMON
     + """
@@ -179,19 +193,22 @@ for p = 0, np - 1 do
   out[#out + 1] = redis.call('HGET', base .. 'c:' .. cid, tid)
   out[#out + 1] = redis.call('HGET', base .. 'op:' .. cid, 'h|' .. tid)
 end
-local fresh = {}
+local fresh, answers = {}, {}
 for r = 0, n - 1 do
   local at = rows_at + 7 * r
   local cid, tid = cards[tonumber(ARGV[at + 1])], terms[tonumber(ARGV[at + 2])]
   local f = redis.call('SADD', KEYS[3], ARGV[at])
   if f == 1 then
+    expect_answer(ARGV[1], ARGV[at], ARGV[#ARGV])
     local hour, t, amount, small = ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], ARGV[at + 6]
     observe(base, cid, tid, hour, t, amount, small)
     redis.call('RPUSH', KEYS[2], table.concat({hour, ARGV[at], cid, tid, t, amount, small}, '|'))
   end
   fresh[#fresh + 1] = f
+  if f == 0 then answers[#answers + 1] = redis.call('GET', ARGV[1] .. ':a:' .. ARGV[at]) end
 end
 out[#out + 1] = table.concat(fresh, '')
+out[#out + 1] = answers
 return out
 """
 )
@@ -238,19 +255,12 @@ end
 return n
 """
 
-# ARGV: key prefix, time to live (ms, 0: remember nothing), n, then n (identity, row) pairs,
-# then the identities wanted. Remembers each row unless its identity has one already (the first
-# answer stays the answer), then returns the wanted rows (nil: none kept).
-_ANSWERS = """
-local prefix, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-if ttl > 0 then
-  for i = 0, n - 1 do
-    redis.call('SET', prefix .. ARGV[4 + 2 * i], ARGV[5 + 2 * i], 'PX', ttl, 'NX')
-  end
-end
-local out = {}
-for j = 4 + 2 * n, #ARGV do out[#out + 1] = redis.call('GET', prefix .. ARGV[j]) end
-return out
+# ARGV: key prefix, time to live (ms), then (identity, feature row) pairs: each row replaces
+# its marker (only the replica that saw the transaction first writes its row).
+_REMEMBER = """
+local prefix, ttl = ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('SET', prefix .. ARGV[i], ARGV[i + 1], 'PX', ttl) end
+return (#ARGV - 2) / 2
 """
 
 REPLAY_CHUNK = 2_000
@@ -294,6 +304,116 @@ def _unpack_terminal(blob: bytes | None) -> tuple[tuple, list[tuple[int, int, in
     return (values[2 : 2 + m], values[2 + m : 2 + 2 * m], 0, m), frauds
 
 
+class AnswerWriter:
+    """Remembers the feature rows of scored transactions in Redis for their retries
+    (:mod:`fraudloop.features.retries`) off the request path: scoring queues its fresh rows and
+    a thread writes what has queued in one script call (every ``interval`` s at most), so a
+    scoring request keeps its single round trip. Written before the answer instead, the second
+    call doubled the Redis path's features + observation (`bench/serve.py`'s feature calls, A/B
+    back to back, 2026-12-06: p50 320-435 us without rows, 720-810 us written before the answer,
+    390-530 us written by this thread; its script calls share the GIL, p99 ~x1.5-2).
+
+    The price is a window: a retry may reach Redis before its row. The scoring script leaves an
+    empty marker for each first-seen transaction, so a retry that finds the marker looks in
+    this replica's queue, then waits for the row (``wait`` s at most, polling): a retry sent at
+    once to the other replica gets the first answer all the same. Only when the first replica
+    died with the row queued does the retry wait the whole time, then get scored as the next
+    transaction, as every retry was before; without a marker (expired) it does not wait."""
+
+    def __init__(
+        self,
+        client,
+        prefix: str,
+        seconds: float,
+        interval: float = 0.01,
+        wait: float = 0.2,
+        max_pending: int = 200_000,
+    ):
+        self.client = client
+        self.prefix = prefix
+        self.ttl_ms = int(seconds * 1000)
+        self.interval = interval
+        self.wait = wait
+        self.max_pending = max_pending
+        self.dropped = 0  # rows not remembered: the queue was full (Redis slow or away)
+        self._script = client.register_script(_REMEMBER)
+        self._pending: dict[str, bytes] = {}
+        self._writing: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def remember(self, keys: list[str], rows: np.ndarray) -> None:
+        if self.ttl_ms <= 0 or not keys:
+            return
+        with self._lock:
+            if len(self._pending) + len(keys) > self.max_pending:
+                self.dropped += len(keys)
+                return
+            for key, row in zip(keys, rows, strict=True):
+                self._pending.setdefault(key, row.tobytes())
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="answers", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def recall(self, keys: list[str], found: list[bytes | None]) -> list[bytes | None]:
+        """``found`` (what the scoring script read for ``keys``: a row, ``b""`` while one is on
+        its way, None when none is kept) completed from this replica's queue, then from Redis
+        as other replicas' rows arrive (``wait`` s at most); None where no row came."""
+        with self._lock:
+            found = [
+                self._pending.get(k, self._writing.get(k, row)) if row == b"" else row
+                for k, row in zip(keys, found, strict=True)
+            ]
+        deadline = time.monotonic() + self.wait
+        while b"" in found and time.monotonic() < deadline:
+            time.sleep(self.interval)
+            missing = [i for i, row in enumerate(found) if row == b""]
+            got = self.client.mget([self.prefix + keys[i] for i in missing])
+            for i, row in zip(missing, got, strict=True):
+                found[i] = row
+        return [row or None for row in found]
+
+    def flush(self) -> int:
+        """Write what has queued now; returns the rows written."""
+        with self._lock:
+            items, self._pending = self._pending, {}
+            self._writing = items
+        try:
+            pairs = list(items.items())
+            for start in range(0, len(pairs), WRITE_CHUNK):
+                args: list = [self.prefix, self.ttl_ms]
+                for key, row in pairs[start : start + WRITE_CHUNK]:
+                    args += (key, row)
+                self._script(keys=[], args=args, client=self.client)
+        finally:
+            with self._lock:
+                self._writing = {}
+        return len(items)
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            time.sleep(self.interval)  # gather what the next requests add
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as error:  # Redis away: scoring answers 503 meanwhile anyway
+                log.warning("rows for retries not written to Redis: %s", error)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self.flush()
+        except Exception as error:
+            log.warning("rows for retries not written to Redis at close: %s", error)
+
+
 class RedisOnlineStore:
     """Features of single transactions from the state loaded into Redis, shared by replicas."""
 
@@ -314,7 +434,11 @@ class RedisOnlineStore:
         self._replay = client.register_script(_REPLAY)
         self._switch = client.register_script(_SWITCH)
         self._prune = client.register_script(_PRUNE)
-        self._answers = client.register_script(_ANSWERS)
+        self.answers = AnswerWriter(client, f"{namespace}:a:", retry_answer_seconds)
+
+    def close(self) -> None:
+        """Write the rows queued for retries; stop their writer."""
+        self.answers.close()
 
     # ---- what is served
     def current(self) -> dict[str, str]:
@@ -347,21 +471,26 @@ class RedisOnlineStore:
                 self._call(pipe, *call)
             replies = pipe.execute()
         out = [self._features(call, reply) for call, reply in zip(calls, replies, strict=True)]
-        fresh = np.array([reply[-1] == 1 for reply in replies], dtype=bool)
-        matrix = retries.settle(_matrix(out), [c[-1] for c in calls], fresh, self.exchange)
+        fresh = np.array([reply[8] == 1 for reply in replies], dtype=bool)
+        answers = [reply[9] for reply in replies if reply[8] != 1]
+        matrix = self._settle(_matrix(out), [c[-1] for c in calls], fresh, answers)
         return [dict(zip(FEATURE_NAMES, row, strict=True)) for row in matrix.tolist()]
 
-    def exchange(
-        self, keys: Sequence[str], matrix: np.ndarray, first: np.ndarray, again: np.ndarray
-    ) -> list[np.ndarray | None]:
-        """:func:`fraudloop.features.retries.settle`'s memory, shared by the replicas (a
-        balancer's retry goes to another one): one script call."""
-        args: list = [f"{self.ns}:a:", int(self.retry_answer_seconds * 1000), len(first)]
-        for i in first.tolist():
-            args += (keys[i], matrix[i].tobytes())
-        args += [keys[i] for i in again.tolist()]
-        found = self._answers(keys=[], args=args)
-        return [None if row is None else np.frombuffer(row, dtype=np.float64) for row in found]
+    def _settle(
+        self, matrix: np.ndarray, keys: list[str], fresh: np.ndarray, answers: list
+    ) -> np.ndarray:
+        """:func:`fraudloop.features.retries.settle` with the rows the scoring script read for
+        the retries (``answers``, one per row not ``fresh``, in order); the fresh rows go to the
+        writer, off the request path."""
+        found = dict(zip(np.flatnonzero(~fresh).tolist(), answers, strict=True))
+
+        def exchange(keys, matrix, first, wanted):
+            self.answers.remember([keys[i] for i in first.tolist()], matrix[first])
+            wanted = wanted.tolist()
+            rows = self.answers.recall([keys[i] for i in wanted], [found[i] for i in wanted])
+            return [None if row is None else np.frombuffer(row, dtype=np.float64) for row in rows]
+
+        return retries.settle(matrix, keys, fresh, exchange)
 
     def features_and_observe_matrix(
         self, txs: online_batch.Rows | Sequence[dict[str, Any]]
@@ -398,6 +527,7 @@ class RedisOnlineStore:
             strict=True,
         ):
             args += (key, c, te, h, ti, repr(am), 1 if am < SMALL_AMOUNT else 0)
+        args.append(self.answers.ttl_ms)
         k = self.keys
         reply = self._score_many(keys=[k["current"], k["log"], k["seen"], k["loading"]], args=args)
         status = reply[0]
@@ -406,7 +536,7 @@ class RedisOnlineStore:
         if status in (b"old", b"full"):  # what the arrays do not model: row by row
             return _matrix(self.features_and_observe(rows.dicts()))
         inputs = _batch_inputs(reply, rows, ent)
-        return retries.settle(online_batch.features(inputs), keys, inputs.fresh, self.exchange)
+        return self._settle(online_batch.features(inputs), keys, inputs.fresh, reply[-1])
 
     @staticmethod
     def _args(tx: dict[str, Any]) -> tuple:
@@ -418,6 +548,7 @@ class RedisOnlineStore:
         k = self.keys
         args = [self.ns, cid, tid, key, t // HOUR_NS, t, repr(amount)]
         args += [1 if amount < SMALL_AMOUNT else 0, self.max_observed, 1 if observe else 0]
+        args.append(self.answers.ttl_ms)
         return self._score(
             keys=[k["current"], k["log"], k["seen"], k["loading"]], args=args, client=client
         )
@@ -429,7 +560,7 @@ class RedisOnlineStore:
             raise NotLoaded("no online feature state is loaded in Redis")
         if status == b"old":
             raise TooOld("transaction is older than the state this store was loaded from")
-        _, delay, c_blob, pair_hour, t_blob, oc, op, ot, _ = reply
+        _, delay, c_blob, pair_hour, t_blob, oc, op, ot = reply[:8]
         hour = t // HOUR_NS
         rows, last = _unpack_customer(c_blob)
         obs = []

@@ -9,8 +9,10 @@ remembers the feature row of each transaction it observes for ``seconds``, and a
 identity it has observed is answered with that row: a client's retry, or a balancer's on another
 replica, gets the score and decision the first request got (from the model serving then).
 
-An identity older than ``seconds`` (or observed by a replica that died before remembering it,
-a window of one round trip) is scored as the next transaction, as before.
+With Redis the rows are written off the request path
+(:class:`fraudloop.features.redis_store.AnswerWriter`); a retry that arrives before its row
+waits for it. An identity older than ``seconds``, or first seen by a replica that died before
+writing its row, is scored as the next transaction, as before.
 """
 
 from __future__ import annotations
@@ -30,13 +32,20 @@ MAX_ANSWERS = 200_000
 
 def settle(matrix: np.ndarray, keys: Sequence[str], fresh: np.ndarray, exchange) -> np.ndarray:
     """Rows of ``matrix`` whose identity was seen before (``~fresh``) replaced by the rows
-    remembered for them; the ``fresh`` rows remembered. ``exchange(keys, matrix, first,
-    again)`` remembers the rows ``first`` under their keys and returns the row remembered for
-    each of the rows ``again`` (None: none kept), in that order: a batch's second copy of an
-    identity finds its first copy's row."""
+    remembered for them; the ``fresh`` rows remembered. A second copy of an identity in the
+    same batch takes its first copy's row. ``exchange(keys, matrix, first, wanted)`` remembers
+    the rows ``first`` under their keys and returns the row remembered for each of the rows
+    ``wanted`` (None: none kept), in that order."""
     again = np.flatnonzero(~fresh)
-    recalled = exchange(keys, matrix, np.flatnonzero(fresh), again)
-    for i, row in zip(again.tolist(), recalled, strict=True):
+    if not len(again):
+        exchange(keys, matrix, np.flatnonzero(fresh), again)
+        return matrix
+    here = {keys[i]: i for i in np.flatnonzero(fresh).tolist()}
+    wanted = np.array([i for i in again.tolist() if keys[i] not in here], dtype=np.int64)
+    rows = exchange(keys, matrix, np.flatnonzero(fresh), wanted)
+    recalled = dict(zip(wanted.tolist(), rows, strict=True))
+    for i in again.tolist():
+        row = matrix[here[keys[i]]] if keys[i] in here else recalled[i]
         if row is not None:
             matrix[i] = row
     return matrix

@@ -157,6 +157,7 @@ class RedisFeatures:
             raise OnlineStoreUnavailable(f"Redis: {error}") from error
 
     def close(self) -> None:
+        self.shared.close()
         self.shared.client.close()
         self._loader.client.close()
 
