@@ -53,7 +53,8 @@ def settle(matrix: np.ndarray, keys: Sequence[str], fresh: np.ndarray, exchange)
 
 class RecentAnswers:
     """The in-process store's memory: identity -> (its batch's feature matrix, row) for
-    ``seconds`` (a reference, not a copy: a batch's rows are remembered without a copy each)."""
+    ``seconds`` (a reference, not a copy: a batch's rows are remembered without a copy each; the
+    service never writes into a matrix it got, and a recalled row is copied out)."""
 
     def __init__(
         self, seconds: float = DEFAULT_SECONDS, limit: int = MAX_ANSWERS, clock=time.monotonic

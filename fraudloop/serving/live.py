@@ -10,10 +10,10 @@ the service has scored since that state's hour are replayed into it, so velocity
 lose what the service itself has seen. Each (transaction id, content) is observed once: a client
 retry does not count twice (and gets its first features: :mod:`fraudloop.features.retries`), and a
 request that reuses a known id with other content (a forged or corrupted one) cannot stop the real
-transaction from being observed: both are recorded. The
-overlay is bounded in time (the service refuses transactions older than the state or later than
-now + the clock skew, and a new state drops what it already contains) and in size (beyond
-``max_observed`` the oldest observations are forgotten).
+transaction from being observed: both are recorded. The overlay is bounded in time (the service
+refuses transactions older than the state or later than now + the clock skew, and a new state
+drops what it already contains) and in size (beyond ``max_observed`` the oldest observations are
+forgotten).
 """
 
 from __future__ import annotations
