@@ -309,9 +309,10 @@ class AnswerWriter:
     (:mod:`fraudloop.features.retries`) off the request path: scoring queues its fresh rows and
     a thread writes what has queued in one script call (every ``interval`` s at most), so a
     scoring request keeps its single round trip. Written before the answer instead, the second
-    call doubled the Redis path's features + observation (`bench/serve.py`'s feature calls, A/B
-    back to back, 2026-12-06: p50 320-435 us without rows, 720-810 us written before the answer,
-    390-530 us written by this thread; its script calls share the GIL, p99 ~x1.5-2).
+    call doubled the Redis path's features + observation (`bench/serve.py`'s `feature_calls`, A/B
+    back to back by a one-off script, 2026-12-06: p50 320-435 us without rows, 720-810 us
+    written before the answer, 390-530 us written by this thread; its script calls share the
+    GIL, p99 ~x1.5-2).
 
     The price is a window: a retry may reach Redis before its row. The scoring script leaves an
     empty marker for each first-seen transaction, so a retry that finds the marker looks in
@@ -335,7 +336,6 @@ class AnswerWriter:
         self.interval = interval
         self.wait = wait
         self.max_pending = max_pending
-        self.dropped = 0  # rows not remembered: the queue was full (Redis slow or away)
         self._script = client.register_script(_REMEMBER)
         self._pending: dict[str, bytes] = {}
         self._writing: dict[str, bytes] = {}
@@ -349,8 +349,7 @@ class AnswerWriter:
             return
         with self._lock:
             if len(self._pending) + len(keys) > self.max_pending:
-                self.dropped += len(keys)
-                return
+                return  # Redis slow or away: these rows are not remembered
             for key, row in zip(keys, rows, strict=True):
                 self._pending.setdefault(key, row.tobytes())
             if self._thread is None and not self._closed:
@@ -427,7 +426,6 @@ class RedisOnlineStore:
         self.client = client
         self.ns = namespace
         self.max_observed = max_observed
-        self.retry_answer_seconds = retry_answer_seconds
         self.keys = {k: f"{namespace}:{k}" for k in ("current", "log", "seen", "loading")}
         self._score = client.register_script(_SCORE)
         self._score_many = client.register_script(_SCORE_MANY)

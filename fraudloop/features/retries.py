@@ -4,7 +4,8 @@ The online stores record each transaction identity once (a retry counts nothing 
 features of the retry itself were computed with its own first observation, and every later one
 of its card, already in the windows: ``customer_secs_since_prev_tx`` 0, one more in every count.
 That is the signature of card testing, and a model that learnt it flags the retry (day 40 of the
-demo's simulation: 9.0 % flagged on first sight, 26.1 % when sent again). So every online store
+demo's simulation, a one-off script in issue 11's note: 9.0 % flagged on first sight, 26.1 %
+when sent again). So every online store
 remembers the feature row of each transaction it observes for ``seconds``, and a request for an
 identity it has observed is answered with that row: a client's retry, or a balancer's on another
 replica, gets the score and decision the first request got (from the model serving then).
@@ -36,13 +37,13 @@ def settle(matrix: np.ndarray, keys: Sequence[str], fresh: np.ndarray, exchange)
     same batch takes its first copy's row. ``exchange(keys, matrix, first, wanted)`` remembers
     the rows ``first`` under their keys and returns the row remembered for each of the rows
     ``wanted`` (None: none kept), in that order."""
-    again = np.flatnonzero(~fresh)
+    first, again = np.flatnonzero(fresh), np.flatnonzero(~fresh)
     if not len(again):
-        exchange(keys, matrix, np.flatnonzero(fresh), again)
+        exchange(keys, matrix, first, again)
         return matrix
-    here = {keys[i]: i for i in np.flatnonzero(fresh).tolist()}
+    here = {keys[i]: i for i in first.tolist()}
     wanted = np.array([i for i in again.tolist() if keys[i] not in here], dtype=np.int64)
-    rows = exchange(keys, matrix, np.flatnonzero(fresh), wanted)
+    rows = exchange(keys, matrix, first, wanted)
     recalled = dict(zip(wanted.tolist(), rows, strict=True))
     for i in again.tolist():
         row = matrix[here[keys[i]]] if keys[i] in here else recalled[i]
