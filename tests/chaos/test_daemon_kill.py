@@ -27,6 +27,23 @@ def _runs():
         return instance.get_runs()
 
 
+def _print_engine_events() -> None:
+    """What each run's record says happened to it (run monitoring, run retries)."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        for run in instance.get_runs():
+            print(f"run {run.run_id[:8]} {run.status.value} tags {dict(run.tags)}")
+            for record in instance.all_logs(run.run_id):
+                event = record.dagster_event
+                if event and event.event_type in (
+                    DagsterEventType.ENGINE_EVENT,
+                    DagsterEventType.RUN_FAILURE,
+                ):
+                    error = getattr(event.event_specific_data, "error", None)
+                    print(f"  {event.event_type.value}: {event.message} {error or ''}"[:2000])
+
+
 def test_a_daemon_killed_mid_run_loses_no_file_and_leaves_no_run_hanging(tmp_path, monkeypatch):
     from dagster import DagsterRunStatus
 
@@ -62,7 +79,11 @@ def test_a_daemon_killed_mid_run_loses_no_file_and_leaves_no_run_hanging(tmp_pat
         return valid == len(pointers) and all(r.is_finished for r in runs)
 
     with running_daemon(env, []):
-        wait_for(settled, 480, "every landed file ingested and every run finished", poll=10)
+        try:
+            wait_for(settled, 480, "every landed file ingested and every run finished", poll=10)
+        except AssertionError:
+            _print_engine_events()
+            raise
 
     runs = {r.run_id: r for r in _runs()}
     assert killed, "the kill landed between runs: it tests nothing"
