@@ -11,7 +11,9 @@ production alias, a SIGTERM whose prediction log must hold every decision answer
 12) the latency of the prediction-log spool in its three modes, decisions lost to a `kill -9`,
 single requests beside 200 half-sent request heads and beside a large batch, and the same open-loop
 latency with the online features in Redis (one and two replicas sharing it) beside the in-process
-store (`--only-online-stores` runs just that phase). Targets
+store, and what remembering each transaction's features for its retries costs each store
+(time and memory, against the same calls without; `--only-online-stores` runs just that
+phase). Targets
 (from the serving issue): p99 <= 10 ms at 200 requests/s, >= 1,000 requests/s, >= 200,000 batch
 rows/s, no failed request across hot swaps. The hot swaps run before the batch phase so that
 their figures are the swaps' own.
@@ -97,6 +99,8 @@ class Plan:
     swap_rate: float = 200.0
     swaps: int = 10
     swap_every_s: float = 2.5
+    retry_rounds: int = 3  # rows remembered for retries or not, alternated (online stores)
+    retry_memory_rows: int = 20_000  # transactions whose rows' memory is measured
 
 
 QUICK = Plan(  # every phase, briefly: a smoke run for the suite
@@ -110,6 +114,8 @@ QUICK = Plan(  # every phase, briefly: a smoke run for the suite
     profile_reps=3,
     swaps=2,
     swap_every_s=1.5,
+    retry_rounds=1,
+    retry_memory_rows=2_000,
 )
 
 
@@ -757,37 +763,132 @@ def split_load(ports: list[int], single: list[bytes], rate: float, seconds: floa
     return results
 
 
-def feature_calls(store, url: str, single: list[bytes], calls: int) -> dict:
-    """One transaction's features + observation, without HTTP: the in-process store against
-    the Redis store (one script call, one round trip on loopback), same transactions."""
-    from fraudloop.serving.live import LiveFeatures
-    from fraudloop.serving.shared_features import RedisFeatures
-
+def call_records(single: list[bytes], calls: int, tag: str) -> list[dict]:
+    """``calls`` transactions of the traffic as the online stores take them, each under an id
+    no other call used (``tag``): every one is first seen by the store it is given to."""
     records = []
-    for body in single[: max(calls, 1)]:
-        tx = Transaction.model_validate_json(body)
+    for i in range(max(calls, 1)):  # the traffic again after its end, under other ids
+        tx = Transaction.model_validate_json(single[i % len(single)])
         records.append(
             {
-                "transaction_id": f"call-{len(records)}-{tx.transaction_id}",
+                "transaction_id": f"{tag}-{len(records)}-{tx.transaction_id}",
                 "tx_datetime": tx.tx_datetime,
                 "customer_id": tx.customer_id,
                 "terminal_id": tx.terminal_id,
                 "amount": tx.amount,
             }
         )
+    return records
+
+
+def timed_calls(features, records: list[dict]) -> list[float]:
+    took = []
+    for rec in records:
+        t0 = time.perf_counter()
+        features.features_and_observe(rec)
+        took.append(time.perf_counter() - t0)
+    return took
+
+
+def feature_calls(store, url: str, single: list[bytes], calls: int) -> dict:
+    """One transaction's features + observation, without HTTP: the in-process store against
+    the Redis store (one script call, one round trip on loopback), same transactions."""
+    from fraudloop.serving.live import LiveFeatures
+    from fraudloop.serving.shared_features import RedisFeatures
+
+    records = call_records(single, calls, "call")
     memory = LiveFeatures(store, "featurestore/online")
     shared = RedisFeatures(store, "featurestore/online", url, timeout=1.0)
     memory.refresh()
     shared.refresh()
     out = {}
     for name, features in (("memory", memory), ("redis", shared)):
-        took = []
-        for rec in records:
-            t0 = time.perf_counter()
-            features.features_and_observe(rec)
-            took.append(time.perf_counter() - t0)
+        took = timed_calls(features, records)
         out[name] = {"p50": round(us(pct(took, 50)), 1), "p99": round(us(pct(took, 99)), 1)}
     shared.close()
+    return out
+
+
+def retry_answers(store, url: str, client, single: list[bytes], plan: Plan) -> dict:
+    """What answering a retry with its first features costs (:mod:`fraudloop.features.
+    retries`), per online store. Time: one transaction's features + observation with the rows
+    remembered for the default time and without (0 s), alternated ``plan.retry_rounds`` times
+    on the same transactions under fresh ids, so that a drift of the machine falls on both;
+    then the same transactions again (each a retry: its row recalled, not computed). Memory, in
+    passes of their own over ``plan.retry_memory_rows`` transactions: Redis's ``used_memory``
+    grown over the pass with rows less without (the marker and the row of each), and in process
+    the bytes allocated and still held, likewise (tracemalloc, which slows the calls)."""
+    import tracemalloc
+
+    from fraudloop.features.retries import DEFAULT_SECONDS
+    from fraudloop.serving.live import LiveFeatures
+    from fraudloop.serving.shared_features import RedisFeatures
+
+    def make(name: str, seconds: float):
+        client.flushall()
+        if name == "memory":
+            features = LiveFeatures(store, "featurestore/online", retry_answer_seconds=seconds)
+        else:
+            features = RedisFeatures(
+                store, "featurestore/online", url, timeout=1.0, retry_answer_seconds=seconds
+            )
+        features.refresh()
+        return features
+
+    def redis_used() -> int:
+        return int(client.info("memory")["used_memory"])
+
+    modes = {f"rows {'kept' if seconds else 'off'}": seconds for seconds in (0.0, DEFAULT_SECONDS)}
+    took: dict = {}
+    for rnd in range(plan.retry_rounds):
+        for name in ("memory", "redis"):
+            for mode, seconds in modes.items():
+                features = make(name, seconds)
+                records = call_records(single, plan.floor_calls, f"retry-{rnd}-{mode[5:]}")
+                passes = took.setdefault(f"{name}, {mode}", {"first": [], "retry": []})
+                passes["first"] += timed_calls(features, records)
+                if name == "redis":
+                    features.shared.answers.flush()  # what the writer thread still holds
+                passes["retry"] += timed_calls(features, records)
+                if name == "redis":
+                    features.close()
+    out: dict = {
+        "calls": plan.floor_calls,
+        "rounds": plan.retry_rounds,
+        "seconds": DEFAULT_SECONDS,
+        "memory_rows": plan.retry_memory_rows,
+    }
+    for mode, passes in took.items():
+        out[mode] = {
+            f"{which}_p{q}": round(us(pct(values, q)), 1)
+            for which, values in passes.items()
+            for q in (50, 99)
+        }
+
+    grown: dict = {"memory": {}, "redis": {}}
+    for mode, seconds in modes.items():
+        records = call_records(single, plan.retry_memory_rows, f"retry-memory-{mode[5:]}")
+        shared = make("redis", seconds)
+        before = redis_used()
+        for rec in records:
+            shared.features_and_observe(rec)
+        shared.shared.answers.flush()
+        grown["redis"][mode] = redis_used() - before
+        shared.close()
+        memory = make("memory", seconds)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for rec in records:
+                memory.features_and_observe(rec)
+            grown["memory"][mode] = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        del memory
+    for name, by_mode in grown.items():
+        held = (by_mode["rows kept"] - by_mode["rows off"]) / plan.retry_memory_rows
+        out[f"{name}_bytes_per_tx"] = round(held, 1)
+        out[f"{name}_grown_bytes"] = by_mode
     return out
 
 
@@ -798,6 +899,7 @@ def online_stores(store, workdir: Path, single: list[bytes], plan: Plan) -> dict
     out: dict = {}
     with redis_server(workdir) as (url, client, proc):
         out["call_us"] = feature_calls(store, url, single, plan.floor_calls)
+        out["retries"] = retry_answers(store, url, client, single, plan)
         client.flushall()
         redis_env = {"FRAUDLOOP_ONLINE_STORE": "redis", "FRAUDLOOP_REDIS_URL": url}
         modes = {"memory, 1 replica": ({}, 1), "redis, 1 replica": (redis_env, 1)}
@@ -1053,9 +1155,33 @@ def batch_figures(bench: Report, batch: dict, profile: dict) -> None:
         )
 
 
+def retry_figures(bench: Report, retries: dict) -> None:
+    """What remembering each transaction's features for its retries costs, per online store,
+    beside the same calls without (the full run's figures and ``--only-online-stores``')."""
+    for name in ("memory", "redis"):
+        kept, off = retries[f"{name}, rows kept"], retries[f"{name}, rows off"]
+        held = retries[f"{name}_bytes_per_tx"]
+        bench.figure(
+            f"retry_rows_{name}_p50_us",
+            f"one first-seen transaction's features + observation, {name} store, its row "
+            f"remembered for retries ({retries['seconds']:.0f} s)",
+            kept["first_p50"],
+            "us",
+            text=f"p50 {kept['first_p50']:.0f} us, p99 {kept['first_p99']:.0f} us; a retry "
+            f"answered with the row: p50 {kept['retry_p50']:.0f} us; {held:,.0f} bytes a "
+            f"transaction kept",
+            versus="rows not remembered (FRAUDLOOP_SERVE_RETRY_ANSWER_SECONDS=0), same "
+            f"transactions, alternated x{retries['rounds']}",
+            versus_value=off["first_p50"],
+            versus_text=f"p50 {off['first_p50']:.0f} us, p99 {off['first_p99']:.0f} us",
+            ratio_means="rows remembered / not",
+        )
+
+
 def online_store_figures(bench: Report, stores: dict) -> None:
     """Redis-backed replicas against the in-process store, same rate, same run (the figures of
-    ``--only-online-stores``; a full run keeps them in its details, beside its own figures)."""
+    ``--only-online-stores``; a full run keeps them in its details, beside its own figures,
+    but for the retry rows' cost, which it reports too)."""
     calls = stores["call_us"]
     bench.figure(
         "redis_features_p99_us",
@@ -1069,6 +1195,7 @@ def online_store_figures(bench: Report, stores: dict) -> None:
         versus_text=f"p50 {calls['memory']['p50']:.0f} us, p99 {calls['memory']['p99']:.0f} us",
         ratio_means="Redis p99 / in-process p99",
     )
+    retry_figures(bench, stores["retries"])
     memory = stores["memory, 1 replica"]
     for key, mode in (
         ("redis_p99_ms", "redis, 1 replica"),
@@ -1194,6 +1321,7 @@ def figures(bench: Report, out: dict) -> None:
         ratio_means="rows / decisions",
         target="equal",
     )
+    retry_figures(bench, out["online_stores"]["retries"])
 
 
 def details(bench: Report, out: dict) -> None:

@@ -49,6 +49,8 @@ BENCHES: dict[str, tuple[str, ...]] = {
         "swap_failed",
         "swap_follow_s",
         "predlog_rows",
+        "retry_rows_memory_p50_us",
+        "retry_rows_redis_p50_us",
     ),
     "drift": ("warm_s", "html_s"),
     "orchestration": ("startup_s", "create_s", "queued_s", "startup_share", "worker_start_s"),
