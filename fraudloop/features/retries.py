@@ -26,8 +26,9 @@ import numpy as np
 
 #: how long a scored transaction's features are kept for its retries (FRAUDLOOP_SERVE_RETRY_...)
 DEFAULT_SECONDS = 600.0
-#: at most this many rows in the in-process memory (~0.4 kB each with their share of the batch
-#: matrix): a burst of batches forgets its oldest answers before the time is up, not the memory
+#: at most this many rows in the in-process memory (0.7 kB each from single requests, measured
+#: by bench/serve.py; less from a batch, whose rows share its matrix): a burst of batches forgets
+#: its oldest answers before the time is up, not the memory
 MAX_ANSWERS = 200_000
 
 

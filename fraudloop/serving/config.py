@@ -87,8 +87,8 @@ class ServeConfig:
         "FRAUDLOOP_SERVE_RETRY_ANSWER_SECONDS",
         600.0,
         "a retried transaction (same id and content) gets its first features for this long; "
-        "later it is scored as a new one (0: never). Redis holds ~0.4 kB per transaction for "
-        "it (240 MB at 1,000 transactions/s)",
+        "later it is scored as a new one (0: never). Redis holds ~0.44 kB per transaction for "
+        "it (265 MB at 1,000 transactions/s; bench/serve.py)",
     )
     max_in_flight: int = setting(
         "FRAUDLOOP_SERVE_MAX_IN_FLIGHT",
