@@ -27,6 +27,21 @@ def _runs():
         return instance.get_runs()
 
 
+def _retries_armed() -> bool:
+    """The daemon's run-retry consumer has kept its cursor. Until it has, a restarted daemon
+    starts reading run failures from the newest event and never retries a run that failed
+    before its first read: on a fresh instance whose first daemon is killed within its first
+    seconds, the killed run, failed by the next daemon's run monitoring, was not retried (seen
+    under load: the test timed out with 4 of its hours never ingested). A daemon that has run
+    for a few seconds, as every deployed one has, has the cursor; this waits for it."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        # the key Dagster's EventLogConsumerDaemon keeps (auto_run_reexecution/event_log_consumer)
+        key = "EVENT_LOG_CONSUMER_CURSOR-PIPELINE_FAILURE"
+        return bool(instance.daemon_cursor_storage.get_cursor_values({key}))
+
+
 def _print_engine_events() -> None:
     """What each run's record says happened to it (run monitoring, run retries)."""
     from dagster import DagsterEventType, DagsterInstance
@@ -54,6 +69,7 @@ def test_a_daemon_killed_mid_run_loses_no_file_and_leaves_no_run_hanging(tmp_pat
         land_hour(store, key, rows=400, seed=i)
 
     with running_daemon(env, ["new_data_sensor"]) as daemon:
+        wait_for(_retries_armed, 120, "the daemon's run-retry consumer to keep a cursor", poll=0.2)
         wait_for(
             lambda: any(r.status == DagsterRunStatus.STARTED for r in _runs()),
             240,
