@@ -156,7 +156,7 @@ class LiveFeatures:
                 rows = online_batch.as_rows(txs)
                 keys = rows.identities()
                 fresh = self._fresh(keys)
-                matrix = self._vectorised(online, rows, keys)
+                matrix = self._vectorised(online, rows, keys, fresh)
             matrix = matrix.reshape(len(keys), len(FEATURE_NAMES))
             return settle(matrix, keys, fresh, self.answers.exchange)
 
@@ -194,13 +194,16 @@ class LiveFeatures:
             self.forgotten += 1
 
     def _vectorised(
-        self, online: OnlineFeatureStore, rows: online_batch.Rows, keys: list[str]
+        self,
+        online: OnlineFeatureStore,
+        rows: online_batch.Rows,
+        keys: list[str],
+        fresh: np.ndarray,
     ) -> np.ndarray:
-        """:meth:`_one_by_one` as arrays (``keys``: the rows' identities). What the arrays do not
-        model goes row by row: a transaction older than the state (TooOld at its row, as before)
-        and an overlay that would overflow ``max_observed`` within the batch (forgetting between
-        rows)."""
-        fresh = self._fresh(keys)
+        """:meth:`_one_by_one` as arrays (``keys``: the rows' identities, ``fresh``: which are
+        first sights, :meth:`_fresh`). What the arrays do not model goes row by row: a
+        transaction older than the state (TooOld at its row, as before) and an overlay that
+        would overflow ``max_observed`` within the batch (forgetting between rows)."""
         seen = self._seen
         first = online.first_hour
         too_old = first is not None and int(rows.t.min()) // HOUR_NS < first
@@ -218,8 +221,8 @@ class LiveFeatures:
             half = len(rows) // 2
             return np.vstack(
                 (
-                    self._vectorised(online, rows.part(0, half), keys[:half]),
-                    self._vectorised(online, rows.part(half, len(rows)), keys[half:]),
+                    self._vectorised(online, rows.part(0, half), keys[:half], fresh[:half]),
+                    self._vectorised(online, rows.part(half, len(rows)), keys[half:], fresh[half:]),
                 )
             )
         matrix = online_batch.features(inputs)
