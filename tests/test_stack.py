@@ -551,14 +551,14 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     # the sensors would keep starting runs for the days the replay landed last (the pipeline
     # trails the traffic by minutes here): the operator turns automation off in the UI,
     # cancels what is queued and terminates what runs
-    stopped, terminated = _drain(stack, instance)
+    stopped, terminated, canceled = _drain(stack, instance)
     timeline.say(
-        f"automation off ({len(stopped)} sensors and schedules); queued runs canceled, "
-        f"{len(terminated)} running run(s) terminated"
+        f"automation off ({len(stopped)} sensors and schedules); {len(canceled)} queued run(s) "
+        f"canceled, {len(terminated)} running run(s) terminated"
     )
     wait_idle(instance, 600, "the terminated runs to end")
     timeline.say("no run in flight")
-    _assert_runs_were_containers_in_postgres(stack, instance, terminated)
+    _assert_runs_were_containers_in_postgres(stack, instance, terminated + canceled)
     timeline.say("checked: every run a container, runs and events in PostgreSQL, no SQLite")
     _assert_artifacts_in_s3_not_on_disk(stack, store, instance)
     timeline.say("checked: artifacts in S3, no container wrote a local store")
@@ -585,12 +585,12 @@ def test_the_loop_runs_through_the_docker_stack_with_faults(stack, plan, webhook
     _print_figures(stack, instance, timeline, figures, v1, promoted_to)
 
 
-def _drain(stack: Stack, instance) -> tuple[list[str], list[str]]:
+def _drain(stack: Stack, instance) -> tuple[list[str], list[str], list[str]]:
     """Turns every sensor and schedule off through the webserver's GraphQL (the UI's toggles),
     after checking they were on (the stack starts them), then cancels the queued runs and
     terminates the running ones (the UI's Terminate: the DockerRunLauncher stops their
     containers). Waiting for them instead cost ~2-3 min of routine runs for the newest days.
-    Returns the instigators stopped and the runs terminated."""
+    Returns the instigators stopped, the running runs terminated and the queued ones canceled."""
     from dagster import DagsterRunStatus
 
     selector = {"repositoryLocationName": "fraudloop", "repositoryName": "__repository__"}
@@ -625,6 +625,7 @@ def _drain(stack: Stack, instance) -> tuple[list[str], list[str]]:
     # and the click is refused too. Once CI counted a refused STARTING run as terminated; it
     # ran to SUCCESS and its container was still exiting when inspected.
     terminated: list[str] = []
+    canceled: list[str] = []  # queued when Terminate was sent: canceled, never started
     waiting = ("NOT_STARTED", "STARTING")
 
     def terminate_what_runs() -> bool:
@@ -645,7 +646,9 @@ def _drain(stack: Stack, instance) -> tuple[list[str], list[str]]:
         assert result["__typename"] == "TerminateRunsResult", result
         for run, answer in zip(pending, result["terminateRunResults"], strict=True):
             if answer["__typename"] == "TerminateRunSuccess":
-                terminated.append(run.run_id)
+                (canceled if run.status == DagsterRunStatus.QUEUED else terminated).append(
+                    run.run_id
+                )
                 continue
             assert answer["__typename"] == "TerminateRunFailure", (run.run_id, answer)
             status = instance.get_run_by_id(run.run_id).status.value
@@ -657,7 +660,7 @@ def _drain(stack: Stack, instance) -> tuple[list[str], list[str]]:
     while not terminate_what_runs():
         assert time.monotonic() < deadline, "runs still queued or running after 300 s"
         time.sleep(2)
-    return [name for name, _, _ in instigators], terminated
+    return [name for name, _, _ in instigators], terminated, canceled
 
 
 # ------------------------------------------------------------------------------------- faults
