@@ -10,13 +10,14 @@ The cursor is the event-log storage id up to which materializations were handled
 materialization triggers exactly once; the run key is derived from it. A materialization that
 re-ingested identical content (metadata `changed: False`) triggers nothing.
 
-The features run waits (`sensors.common.MAX_HOLD_SECONDS` at most) while an ingestion, label or
-fraud-label run is in flight, or a label day has landed and is not ingested yet (its files wait
-in new_data_sensor for the transactions' ingestion to end): their materializations would ask
-for features again a minute later, over mostly the same hours. Waiting makes one run of a
-delivery's hours and its label days (and of a range run whose materializations are still being
-recorded) instead of two or three; the cursor stays where it was for those tables meanwhile, so
-nothing is lost.
+The features run waits (`sensors.common.Hold`) for the ingestion, label and fraud-label runs in
+flight when new hours or labels showed up, and for the label days landed then and not ingested
+yet (their files wait in new_data_sensor for the transactions' ingestion to end): their
+materializations would ask for features again a minute later, over mostly the same hours.
+Waiting makes one run of a delivery's hours and its label days (and of a range run whose
+materializations are still being recorded) instead of two or three; the cursor stays where it
+was for those tables meanwhile, so nothing is lost. Runs that start during the wait do not
+prolong it: the next features run covers what they write.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from fraudloop.features.pipeline import recompute_range
 from pipelines.jobs import daily_labels_job, features_job, fraud_labels_job, hourly_ingestion_job
 from pipelines.partitions import Partitions
 from resources.store import ObjectStoreResource
-from sensors.common import busy_upstream, hold, range_tags
+from sensors.common import Hold, hold, range_tags
 
 WATCHED = {
     "raw_transactions": keys.RAW_TRANSACTIONS,
@@ -40,9 +41,11 @@ WATCHED = {
 }
 #: runs whose materializations lead to another features run
 UPSTREAM = (hourly_ingestion_job.name, daily_labels_job.name, fraud_labels_job.name)
-#: the cursor's entries a held features run leaves unconsumed, and when the hold began
+#: the cursor's entries a held features run leaves unconsumed, and the hold (`Hold.to_json`)
 FEATURE_INPUTS = ("raw_transactions", "fraud_labels")
-HELD_SINCE = "held_since"
+HELD = "held"
+#: the key under which cursors before `Hold` kept when the hold began
+OLD_HELD = "held_since"
 
 
 def _changed(record) -> bool:
@@ -82,16 +85,15 @@ def _new_partitions(context, cursor: dict) -> tuple[dict[str, set[str]], dict]:
     return found, after
 
 
-def _labels_pending(context, store, partitions: Partitions) -> str | None:
-    """A label day that landed (in the configured partitions) and was never ingested."""
+def _labels_pending(context, store, partitions: Partitions) -> list[str]:
+    """The label days that landed (in the configured partitions) and were never ingested."""
     landed = {
         found[1]
         for info in store.list(f"{keyspace.LANDING}/labels/")
         if (found := keyspace.partition_from_landing_key(info.key))
         and partitions.daily.has_partition_key(found[1])
     }
-    waiting = sorted(landed - set(context.instance.get_materialized_partitions(keys.RAW_LABELS)))
-    return f"labels of {waiting[0]} landed, not ingested yet" if waiting else None
+    return sorted(landed - set(context.instance.get_materialized_partitions(keys.RAW_LABELS)))
 
 
 def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
@@ -107,18 +109,19 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
     )
     def features_sensor(context: dg.SensorEvaluationContext, store: ObjectStoreResource):
         cursor = json.loads(context.cursor) if context.cursor else {}
-        held_since = cursor.pop(HELD_SINCE, None)
+        held = Hold.from_json(cursor.pop(HELD, cursor.pop(OLD_HELD, None)))
         found, after = _new_partitions(context, cursor)
         if not found:
-            if after != cursor or held_since is not None:
+            if after != cursor or held is not None:
                 return dg.SensorResult(
                     skip_reason="nothing changed content", cursor=json.dumps(after)
                 )
             return dg.SkipReason("no new raw data or labels")
         marker = ".".join(str(after.get(n, 0)) for n in WATCHED)
-        requests = []
+        requests, requested = [], {}
         if found.get("raw_labels"):
             days = sorted(found["raw_labels"])
+            requested[f"fraud_labels@{marker}"] = days
             requests.append(
                 dg.RunRequest(
                     job_name=fraud_labels_job.name,
@@ -132,18 +135,19 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
             found.get("raw_transactions", set()), found.get("fraud_labels", set()), newest
         )
         if hours is not None:
-            busy = (
-                ("fraud labels requested" if requests else None)
-                or busy_upstream(context, UPSTREAM)
-                or _labels_pending(context, store.open(), partitions)
+            held, busy = hold(
+                context,
+                UPSTREAM,
+                held,
+                requested=requested,
+                pending_days=_labels_pending(context, store.open(), partitions),
             )
-            since = hold(busy, held_since)
-            if since is not None:
+            if held is not None:
                 kept = {name: cursor.get(name) for name in FEATURE_INPUTS}
                 context.log.info(f"features {hours[0]}..{hours[1]} wait: {busy}")
                 return dg.SensorResult(
                     run_requests=requests,
-                    cursor=json.dumps({**after, **kept, HELD_SINCE: since}),
+                    cursor=json.dumps({**after, **kept, HELD: held.to_json()}),
                     skip_reason=None if requests else f"features wait: {busy}",
                 )
             requests.append(

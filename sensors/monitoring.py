@@ -33,14 +33,16 @@ from resources.store import ObjectStoreResource
 from resources.training import ModelRegistryResource, TrainingResource
 from sensors.common import (
     WILL_RETRY_TAG,
-    busy_upstream,
+    Hold,
     hold,
     in_flight_runs,
     range_tags,
     run_range,
 )
 
-HEALTH_HELD_SINCE = "health_held_since"
+HEALTH_HELD = "health_held"
+#: the key under which cursors before `Hold` kept when the hold began
+OLD_HEALTH_HELD = "health_held_since"
 
 
 def _range_request(job, partitions: list[str], marker: str, run_config=None) -> dg.RunRequest:
@@ -137,16 +139,16 @@ def _retrain_sensor(view: str, problems_of, interval_seconds: int, description: 
     return retrain_sensor
 
 
-def _hold_health(context, todo: Due, held: float | None) -> tuple[Due, float | None]:
-    """Health waits (`sensors.common.MAX_HOLD_SECONDS` at most) while transactions are being
-    ingested: the hours of a range run are recorded one by one, and asking now would split them
-    over two health runs. Returns what is due now and when the hold began (None: not held)."""
+def _hold_health(context, todo: Due, held: Hold | None) -> tuple[Due, Hold | None]:
+    """Health waits (`sensors.common.Hold`) for the ingestion runs in flight when its hours
+    showed up: the hours of a range run are recorded one by one, and asking now would split them
+    over two health runs. Returns what is due now and the hold (None: not held)."""
     if not todo.health:
         return todo, None
-    since = hold(busy_upstream(context, [hourly_ingestion_job.name]), held)
-    if since is None:
+    held = hold(context, [hourly_ingestion_job.name], held)[0]
+    if held is None:
         return todo, None
-    return todo.without("health", [(todo.health[0], todo.health[-1])]), since
+    return todo.without("health", [(todo.health[0], todo.health[-1])]), held
 
 
 def _root_cause(error):
@@ -188,9 +190,10 @@ def build(interval_seconds: int) -> list:
         for job, kind in ((health_job, "health"), (daily_monitoring_job, "daily")):
             ranges = [r for r in map(run_range, in_flight_runs(context, job.name)) if r]
             todo = todo.without(kind, ranges)
-        held = json.loads(context.cursor or "{}").get(HEALTH_HELD_SINCE)
-        todo, since = _hold_health(context, todo, held)
-        cursor = json.dumps({HEALTH_HELD_SINCE: since} if since is not None else {})
+        state = json.loads(context.cursor or "{}")
+        held = Hold.from_json(state.get(HEALTH_HELD, state.get(OLD_HEALTH_HELD)))
+        todo, holding = _hold_health(context, todo, held)
+        cursor = json.dumps({HEALTH_HELD: holding.to_json()} if holding is not None else {})
         marker = json.dumps({"health": todo.health, "daily": [todo.drift, todo.accuracy]})
         requests = []
         if todo.health:
@@ -199,10 +202,10 @@ def build(interval_seconds: int) -> list:
             # the range spans the days due for either asset; each judges only its own
             only = judged_days_config(todo.drift, todo.accuracy)
             requests.append(_range_request(daily_monitoring_job, todo.daily, marker, only))
-        if not requests and since is None and held is None:
+        if not requests and holding is None and held is None:
             return dg.SkipReason("no monitoring due")
         if not requests:
-            why = "health waits for ingestion" if since is not None else "no monitoring due"
+            why = "health waits for ingestion" if holding is not None else "no monitoring due"
             return dg.SensorResult(skip_reason=why, cursor=cursor)
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 

@@ -371,19 +371,22 @@ def test_features_sensor_requests_each_change_once_in_the_right_range(env):
     assert len(set(run_keys)) == len(run_keys) == 6  # a new run key on every tick
 
 
-def in_flight(env, job_name: str):
-    """A run of `job_name` the instance sees as running (the daemon's view of it)."""
+def in_flight(env, job_name: str, tags=None):
+    """A run of `job_name` the instance sees as running (the daemon's view of it); `tags` as a
+    sensor request's run carries them (its run key and range)."""
     return env.instance.create_run_for_job(
         dg.GraphDefinition(name="g", node_defs=[]).to_job(name=job_name),
         status=dg.DagsterRunStatus.STARTED,
+        tags=tags,
     )
 
 
 def test_features_wait_for_upstream_runs_and_then_run_once_over_everything(env):
     """New hours and their labels landing together give one features run, not one for the hours
-    and another when the labels' fraud_labels are in: while an ingestion, label or fraud-label
-    run is in flight the features run waits (the cursor keeps the hours), then covers both. The
-    wait is bounded: a busy upstream delays features, never starves them."""
+    and another when the labels' fraud_labels are in: the features run waits for the ingestion,
+    label and fraud-label runs in flight when the hours showed up and for the label days landed
+    then (the cursor keeps the hours), then covers both. The wait is bounded: runs that start
+    during it do not prolong it, and no hold outlasts MAX_HOLD_SECONDS."""
     from sensors import common
 
     cursor = None
@@ -391,31 +394,38 @@ def test_features_wait_for_upstream_runs_and_then_run_once_over_everything(env):
     frames = {k: land_hour(env.store, k, rows=20, seed=i)[1] for i, k in enumerate(first)}
     assert run(env, INGEST, start=first[0], end=first[-1]).success
 
-    # the day's labels are being ingested: the new hours wait for them
+    # a labels run is going, and the day's label file landed, its ingestion not requested yet
+    # (new_data_sensor holds label files while transactions are being ingested): the new hours
+    # wait for both
     labels_run = in_flight(env, "daily_labels_job")
+    land_labels(env.store, "2018-04-02", frames[first[0]])
     held, cursor = tick(env, cursor)
     assert not held.run_requests and "daily_labels_job" in held.skip_reason.skip_message
+    assert json.loads(cursor)["held"]["days"] == ["2018-04-02"]
     again, cursor = tick(env, cursor)  # still held: the hours are not consumed
     assert not again.run_requests
     env.instance.report_run_canceled(labels_run)
-
-    # the day's label file landed, its ingestion not requested yet (new_data_sensor holds label
-    # files while transactions are being ingested): the hours wait for it too
-    land_labels(env.store, "2018-04-02", frames[first[0]])
     held, cursor = tick(env, cursor)
     assert not held.run_requests and "2018-04-02 landed" in held.skip_reason.skip_message
+
+    # an ingestion run that started after the hold began is not waited for ...
+    later_ingestion = in_flight(env, "hourly_ingestion_job")
     assert run(env, ["raw_labels", "labels_pass_expectations"], partition_key="2018-04-02").success
-    # new hours and new raw labels: fraud labels first; features wait for them
+    # ... but the fraud labels of a day the hold waits for are: new hours and new raw labels,
+    # fraud labels first, features wait for them
     result, cursor = tick(env, cursor)
     (request,) = result.run_requests
     assert request.job_name == "fraud_labels_job"
-    fraud_labels = in_flight(env, "fraud_labels_job")
+    fraud_labels = in_flight(
+        env, "fraud_labels_job", tags={**request.tags, "dagster/run_key": request.run_key}
+    )
     held, cursor = tick(env, cursor)
     assert not held.run_requests and "fraud_labels_job" in held.skip_reason.skip_message
     env.instance.report_run_canceled(fraud_labels)
     assert execute(env, request).success
 
-    # one run: from the label day's first hour (terminal risk) to the newest hour
+    # one run (the ingestion run that started later still going): from the label day's first
+    # hour (terminal risk) to the newest hour
     result, cursor = tick(env, cursor)
     (features,) = result.run_requests
     assert features.job_name == "features_job"
@@ -427,15 +437,15 @@ def test_features_wait_for_upstream_runs_and_then_run_once_over_everything(env):
     later = "2018-04-02-09:00"
     land_hour(env.store, later, rows=20, seed=9)
     assert run(env, INGEST, partition_key=later).success
-    in_flight(env, "hourly_ingestion_job")
     held, cursor = tick(env, cursor)
     assert not held.run_requests
     state = json.loads(cursor)
-    state["held_since"] -= common.MAX_HOLD_SECONDS
+    assert state["held"]["runs"] == [later_ingestion.run_id]
+    state["held"]["since"] -= common.MAX_HOLD_SECONDS
     result, cursor = tick(env, json.dumps(state))
     (features,) = result.run_requests
     assert range_of(features) == (later, later)
-    assert "held_since" not in json.loads(cursor)
+    assert "held" not in json.loads(cursor)
 
 
 def test_a_label_day_ingested_by_its_job_builds_its_fraud_labels_in_the_same_run(env):

@@ -382,41 +382,59 @@ def test_monitoring_sensor_asks_for_health_from_the_first_served_hour(env):
 
 def test_health_waits_for_transactions_being_ingested(env):
     """The hours of a range ingestion run are recorded one by one: asking for health while it
-    runs would split them over two health runs. Health waits for it (bounded), then asks once."""
+    runs would split them over two health runs. Health waits for it, then asks once; it does
+    not wait for ingestion runs that started after its hold began (with a steady stream of
+    deliveries one always runs), and never longer than MAX_HOLD_SECONDS."""
     from sensors import common
 
     monitoring_sensor = env.sensor("monitoring_sensor")
     log = PredictionLog(env.store, "test")
     log.extend(rows(20, hour=10))
     log.flush()
-    for hour in ("10", "11"):
-        env.instance.report_runless_asset_event(
-            dg.AssetMaterialization("raw_transactions", partition=f"2018-05-01-{hour}:00")
+
+    def ingested(*hours: str) -> None:
+        for hour in hours:
+            env.instance.report_runless_asset_event(
+                dg.AssetMaterialization("raw_transactions", partition=f"2018-05-01-{hour}:00")
+            )
+
+    def ingesting():
+        return env.instance.create_run_for_job(
+            dg.GraphDefinition(name="g", node_defs=[]).to_job(name="hourly_ingestion_job"),
+            status=dg.DagsterRunStatus.STARTED,
         )
-    ingesting = env.instance.create_run_for_job(
-        dg.GraphDefinition(name="g", node_defs=[]).to_job(name="hourly_ingestion_job"),
-        status=dg.DagsterRunStatus.STARTED,
-    )
+
+    ingested("10", "11")
+    first = ingesting()
     held = evaluate(monitoring_sensor, env)
     assert not held.run_requests and "health waits" in held.skip_reason.skip_message
+    assert json.loads(held.cursor)["health_held"]["runs"] == [first.run_id]
     assert not evaluate(monitoring_sensor, env, held.cursor).run_requests
 
-    env.instance.report_runless_asset_event(
-        dg.AssetMaterialization("raw_transactions", partition="2018-05-01-12:00")
-    )
-    env.instance.report_run_canceled(ingesting)
-    (request,) = evaluate(monitoring_sensor, env, held.cursor).run_requests
+    ingested("12")
+    later = ingesting()  # started after the hold began: not waited for
+    assert not evaluate(monitoring_sensor, env, held.cursor).run_requests
+    env.instance.report_run_canceled(first)
+    result = evaluate(monitoring_sensor, env, held.cursor)
+    (request,) = result.run_requests
     assert request.tags["dagster/asset_partition_range_start"] == "2018-05-01-10:00"
     assert request.tags["dagster/asset_partition_range_end"] == "2018-05-01-12:00"
+    assert json.loads(result.cursor) == {}
+    env.instance.report_run_canceled(later)
 
-    # bounded: a hold older than MAX_HOLD_SECONDS lets health go while ingestion still runs
-    env.instance.create_run_for_job(
-        dg.GraphDefinition(name="g", node_defs=[]).to_job(name="hourly_ingestion_job"),
-        status=dg.DagsterRunStatus.STARTED,
-    )
-    old = json.dumps({"health_held_since": time.time() - common.MAX_HOLD_SECONDS})
-    (request,) = evaluate(monitoring_sensor, env, old).run_requests
+    # bounded: a hold older than MAX_HOLD_SECONDS lets health go while what it waits for runs
+    ingested("13")
+    stuck = ingesting()
+    held = evaluate(monitoring_sensor, env, result.cursor)
+    assert not held.run_requests
+    state = json.loads(held.cursor)
+    assert state["health_held"]["runs"] == [stuck.run_id]
+    state["health_held"]["since"] -= common.MAX_HOLD_SECONDS
+    (request,) = evaluate(monitoring_sensor, env, json.dumps(state)).run_requests
     assert request.job_name == "health_job"
+    # a cursor written before holds named their runs: its hold waited for any ingestion run
+    old = json.dumps({"health_held_since": time.time()})
+    assert evaluate(monitoring_sensor, env, old).run_requests
 
 
 def test_a_daily_run_judges_only_the_days_due_for_each_asset(env):
