@@ -790,25 +790,6 @@ def timed_calls(features, records: list[dict]) -> list[float]:
     return took
 
 
-def feature_calls(store, url: str, single: list[bytes], calls: int) -> dict:
-    """One transaction's features + observation, without HTTP: the in-process store against
-    the Redis store (one script call, one round trip on loopback), same transactions."""
-    from fraudloop.serving.live import LiveFeatures
-    from fraudloop.serving.shared_features import RedisFeatures
-
-    records = call_records(single, calls, "call")
-    memory = LiveFeatures(store, "featurestore/online")
-    shared = RedisFeatures(store, "featurestore/online", url, timeout=1.0)
-    memory.refresh()
-    shared.refresh()
-    out = {}
-    for name, features in (("memory", memory), ("redis", shared)):
-        took = timed_calls(features, records)
-        out[name] = {"p50": round(us(pct(took, 50)), 1), "p99": round(us(pct(took, 99)), 1)}
-    shared.close()
-    return out
-
-
 def retry_answers(store, url: str, client, single: list[bytes], plan: Plan) -> dict:
     """What answering a retry with its first features costs (:mod:`fraudloop.features.
     retries`), per online store. Time: one transaction's features + observation with the rows
@@ -817,7 +798,8 @@ def retry_answers(store, url: str, client, single: list[bytes], plan: Plan) -> d
     then the same transactions again (each a retry: its row recalled, not computed). Memory, in
     passes of their own over ``plan.retry_memory_rows`` transactions: Redis's ``used_memory``
     grown over the pass with rows less without (the marker and the row of each), and in process
-    the bytes allocated and still held, likewise (tracemalloc, which slows the calls)."""
+    the bytes allocated and still held, likewise (tracemalloc, which slows the calls). Its
+    first passes with rows kept are also the per-call cost of each store (``call_us``)."""
     import tracemalloc
 
     from fraudloop.features.retries import DEFAULT_SECONDS
@@ -864,6 +846,15 @@ def retry_answers(store, url: str, client, single: list[bytes], plan: Plan) -> d
             for which, values in passes.items()
             for q in (50, 99)
         }
+    # one transaction's features + observation as the service runs them (rows kept, the
+    # default), first sight: the in-process store against Redis (one script call on loopback)
+    out["call_us"] = {
+        name: {
+            "p50": out[f"{name}, rows kept"]["first_p50"],
+            "p99": out[f"{name}, rows kept"]["first_p99"],
+        }
+        for name in ("memory", "redis")
+    }
 
     grown: dict = {"memory": {}, "redis": {}}
     for mode, seconds in modes.items():
@@ -898,7 +889,6 @@ def online_stores(store, workdir: Path, single: list[bytes], plan: Plan) -> dict
     balancer here, each replica gets half). Same rate, same traffic, one after the other."""
     out: dict = {}
     with redis_server(workdir) as (url, client, proc):
-        out["call_us"] = feature_calls(store, url, single, plan.floor_calls)
         out["retries"] = retry_answers(store, url, client, single, plan)
         client.flushall()
         redis_env = {"FRAUDLOOP_ONLINE_STORE": "redis", "FRAUDLOOP_REDIS_URL": url}
@@ -1182,7 +1172,7 @@ def online_store_figures(bench: Report, stores: dict) -> None:
     """Redis-backed replicas against the in-process store, same rate, same run (the figures of
     ``--only-online-stores``; a full run keeps them in its details, beside its own figures,
     but for the retry rows' cost, which it reports too)."""
-    calls = stores["call_us"]
+    calls = stores["retries"]["call_us"]
     bench.figure(
         "redis_features_p99_us",
         "one transaction's online features + observation in process, Redis store (one script "
