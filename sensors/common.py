@@ -4,6 +4,7 @@ derived run back while the upstream runs that would ask for it again are still g
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -131,19 +132,22 @@ def hold(
     held: Hold | None,
     *,
     requested: dict[str, list[str]] | None = None,
-    pending_days=(),
+    pending_days: Callable[[], Iterable[str]] = tuple,
     now: float | None = None,
 ) -> tuple[Hold | None, str | None]:
     """Should a derived run still wait, and why. `held` is the hold so far (None: not held);
     `requested` maps the run keys of upstream runs this tick requests to the days they cover
-    (they join a new hold, or an old one waiting for those days); `pending_days` are the label
-    days landed and not ingested now. Returns the hold (None: go now) and its reason."""
+    (they join a new hold, or an old one waiting for those days); `pending_days` lists the label
+    days landed and not ingested now (a store listing: called only when a hold begins or waits
+    for days). Returns the hold (None: go now) and its reason."""
     now = time.time() if now is None else now
     requested = requested or {}
     runs = [run for name in job_names for run in in_flight_runs(context, name)]
+    pending: frozenset[str] | None = None
     if held is None:
         ids = frozenset(run.run_id for run in runs) | set(requested)
-        held = Hold(now, ids, frozenset(pending_days))
+        pending = frozenset(pending_days())
+        held = Hold(now, ids, pending)
     elif now - held.since >= MAX_HOLD_SECONDS:
         return None, None
     joining = [key for key, days in requested.items() if key in held.runs or held.days & set(days)]
@@ -152,6 +156,8 @@ def hold(
     for run in runs:
         if held.waits_for(run):
             return held, f"{run.job_name} run {run.run_id[:8]} is {run.status.value.lower()}"
-    if waiting := sorted(held.days & set(pending_days)):
-        return held, f"labels of {waiting[0]} landed, not ingested yet"
+    if held.days:
+        pending = frozenset(pending_days()) if pending is None else pending
+        if waiting := sorted(held.days & pending):
+            return held, f"labels of {waiting[0]} landed, not ingested yet"
     return None, None

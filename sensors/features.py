@@ -140,7 +140,7 @@ def build(partitions: Partitions, interval_seconds: int) -> dg.SensorDefinition:
                 UPSTREAM,
                 held,
                 requested=requested,
-                pending_days=_labels_pending(context, store.open(), partitions),
+                pending_days=lambda: _labels_pending(context, store.open(), partitions),
             )
             if held is not None:
                 kept = {name: cursor.get(name) for name in FEATURE_INPUTS}

@@ -34,11 +34,11 @@ def _retries_armed() -> bool:
     seconds, the killed run, failed by the next daemon's run monitoring, was not retried (seen
     under load: the test timed out with 4 of its hours never ingested). A daemon that has run
     for a few seconds, as every deployed one has, has the cursor; this waits for it."""
-    from dagster import DagsterInstance
+    from dagster import DagsterEventType, DagsterInstance
+    from dagster._daemon.auto_run_reexecution.event_log_consumer import _create_cursor_key
 
     with DagsterInstance.get() as instance:
-        # the key Dagster's EventLogConsumerDaemon keeps (auto_run_reexecution/event_log_consumer)
-        key = "EVENT_LOG_CONSUMER_CURSOR-PIPELINE_FAILURE"
+        key = _create_cursor_key(DagsterEventType.RUN_FAILURE)  # what the consumer keeps
         return bool(instance.daemon_cursor_storage.get_cursor_values({key}))
 
 
