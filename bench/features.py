@@ -374,8 +374,9 @@ def _load(days: int, scale: float, source: str):
     return synthetic_data(n_customers=n_c, n_terminals=n_t, days=days, seed=1), "synthetic"
 
 
-def _bench_state(hour_tx: int, days: int, seed: int = 3):
-    """A state of ``days`` days at ``hour_tx`` transactions an hour, and the next hour's frame.
+def _bench_state(hour_tx: int, days: int, seed: int = 3, new_hours: int = 1):
+    """A state of ``days`` days at ``hour_tx`` transactions an hour, and the frame of the
+    ``new_hours`` hours after it (time order); the state's hour + 1 is returned as ``last``.
 
     Built from integer codes straight into the aggregate tables (no 30 M Python strings): about
     2 transactions per customer a day as in the handbook, each customer on ~78 nearby terminals.
@@ -384,14 +385,14 @@ def _bench_state(hour_tx: int, days: int, seed: int = 3):
     hours = 24 * days
     n_c = max(hour_tx * 24 // 2, 1)
     n_t = 2 * n_c
-    n = hour_tx * (hours + 1)
+    n = hour_tx * (hours + new_hours)
     t0 = pd.Timestamp("2018-05-01", tz="UTC").value
-    t_ns = t0 + np.sort(rng.integers(0, (hours + 1) * HOUR_NS, n))
+    t_ns = t0 + np.sort(rng.integers(0, (hours + new_hours) * HOUR_NS, n))
     cust = rng.integers(0, n_c, n)
     term = (cust * 2 + rng.integers(0, 78, n)) % n_t
     amount = np.round(rng.gamma(2.0, 30.0, n), 2) + 0.01
     hour = t_ns // HOUR_NS
-    last = int(hour.max())
+    last = t0 // HOUR_NS + hours
     old = hour < last
     state = FeatureState.empty()
     state.customers = _Dictionary([f"C{i}" for i in range(n_c)])

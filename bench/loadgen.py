@@ -400,9 +400,11 @@ async def arun_max_throughput(
     connections: int = 16,
     timeout_s: float = 5.0,
     headers: dict | None = None,
+    once: bool = False,
 ) -> Result:
     """Closed loop: each connection sends its next request as soon as the previous answer is in,
-    until ``duration_s`` has passed; answers still in flight then are waited for and counted, and
+    until ``duration_s`` has passed (or, with ``once``, every body has been sent once: a
+    request is not replayed); answers still in flight then are waited for and counted, and
     the measured duration includes them, so ``rps`` is the sustained peak."""
     if duration_s <= 0:
         raise ValueError("duration_s must be positive")
@@ -410,9 +412,10 @@ async def arun_max_throughput(
     pool = await _open_pool(host, port, connections, timeout_s)
     start = time.perf_counter()
     stop = start + duration_s
+    budget = len(tally.requests) if once else None
 
     async def worker(conn: _Connection) -> None:
-        while (now := time.perf_counter()) < stop:
+        while (now := time.perf_counter()) < stop and (budget is None or tally.issued < budget):
             if not await tally.issue(conn, now):
                 # A dead server would otherwise turn this into a busy loop of refused connects,
                 # stealing the CPU the server needs to come back.
@@ -462,10 +465,13 @@ def run_max_throughput(
     connections: int = 16,
     timeout_s: float = 5.0,
     headers: dict | None = None,
+    once: bool = False,
 ) -> Result:
     """Blocking ``arun_max_throughput`` on a fresh (uv)loop."""
     return _run(
-        arun_max_throughput(host, port, path, bodies, duration_s, connections, timeout_s, headers)
+        arun_max_throughput(
+            host, port, path, bodies, duration_s, connections, timeout_s, headers, once
+        )
     )
 
 

@@ -26,13 +26,22 @@ which figures a neighbour disturbed.
 The world is `tests.serving_home.build_world` (seeded) in a temp dir, with a third version (v3,
 good, another seed) and the packages of v1 and v3 (production loads a package without a staging
 test, and only production serves here); its two days of live traffic (~1,900 transactions) are
-reused cyclically. A reused transaction id is observed by the service only once, so the online
-state stays that of the traffic; from the second pass on each request is a retry to the service,
-whose features are computed all the same and then replaced by the remembered ones
-(`fraudloop.features.retries`: a read instead of a write). The world is built in a child
-process: building it leaves a large heap behind, and this process hosts the in-process
-measurements and the load generator, whose garbage-collection pauses must look like
+reused cyclically by the single-request phases. A reused transaction id is observed by the
+service only once, so the online state stays that of the traffic; from the second pass on each
+request is a retry to the service, whose features are computed all the same and then replaced
+by the remembered ones (`fraudloop.features.retries`: a read instead of a write). The world is
+built in a child process: building it leaves a large heap behind, and this process hosts the
+in-process measurements and the load generator, whose garbage-collection pauses must look like
 those of a freshly started service, not like those of a training pipeline.
+
+The batch phases do not reuse that traffic (`fresh_world`): a batch of 10,000 of its rows would
+hold each of its 440 cards ~23 times, and from the second request on every row would be a
+retry, which is not what a card issuer's batch is (until 2026-12-07 they did, and measured
+47,000-108,000 rows/s where new transactions give ~25,000). They run last, against a copy of
+the world whose online state is synthetic at a card issuer's size (`bench/features.py`'s
+`_bench_state`: 42,000 transactions an hour, 100x the handbook's, 504,000 cards, 8 days), with
+the transactions of the hours after it sent once each, in time order: the stage profile in this
+process, then rows/s over HTTP against a service process of their own.
 
 Each headline figure is printed beside the comparison measured in the same run: the HTTP p99
 against the in-process scoring path, that path against LightGBM alone, peak requests/s against
@@ -51,6 +60,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -64,6 +74,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -101,6 +112,12 @@ class Plan:
     swap_every_s: float = 2.5
     retry_rounds: int = 3  # rows remembered for retries or not, alternated (online stores)
     retry_memory_rows: int = 20_000  # transactions whose rows' memory is measured
+    # the batch phases' population (`fresh_world`): the state's transactions an hour (42,000:
+    # 100x the handbook's, ~1 M a day), its days, and the new transactions sent per request
+    # size, each once
+    batch_hour_tx: int = 42_000
+    batch_state_days: int = 8
+    batch_rows_sent: int = 400_000
 
 
 QUICK = Plan(  # every phase, briefly: a smoke run for the suite
@@ -116,6 +133,9 @@ QUICK = Plan(  # every phase, briefly: a smoke run for the suite
     swap_every_s=1.5,
     retry_rounds=1,
     retry_memory_rows=2_000,
+    batch_hour_tx=2_000,
+    batch_state_days=2,
+    batch_rows_sent=20_000,
 )
 
 
@@ -169,9 +189,8 @@ def cyclic(bodies: list[dict], start: int, n: int) -> list[dict]:
 
 
 def in_process(store, bodies: list[dict], plan: Plan, rng: np.random.Generator) -> dict:
-    """LightGBM on one row, the service's scoring path on one request, and a stage-by-stage
-    profile of a 10,000-row batch. This service writes no prediction log into the world's store
-    (the profile flushes its rows into a scratch store)."""
+    """LightGBM on one row and the service's scoring path on one request. This service writes
+    no prediction log."""
     service = ScoringService(store, ServeConfig(log_predictions=False, poll_seconds=3600))
     service.start()
     try:
@@ -205,8 +224,6 @@ def in_process(store, bodies: list[dict], plan: Plan, rng: np.random.Generator) 
             t0 = time.perf_counter()
             Transaction(**bodies[i % len(bodies)])
             validate_s.append(time.perf_counter() - t0)
-
-        profile = batch_profile(service, bodies, slot, plan.profile_rows, plan.profile_reps)
     finally:
         service.predlog = None
         service.stop()
@@ -225,7 +242,6 @@ def in_process(store, bodies: list[dict], plan: Plan, rng: np.random.Generator) 
             "calls": len(score_s),
             "of_which_transaction_validation_p50": round(us(pct(validate_s, 50)), 1),
         },
-        "batch_profile": profile,
     }
 
 
@@ -286,16 +302,15 @@ PARSE_STAGE = "JSON body into validated columns (batch_body.parse: msgspec + arr
 DECIDE_STAGE = "ScoringService.decide_rows, of which:"
 
 
-def batch_profile(
-    service: ScoringService, bodies: list[dict], slot, rows: int = 10_000, reps: int = 6
-) -> dict:
+def batch_profile(service: ScoringService, bodies: list[bytes], slot, rows: int) -> dict:
     """Where the time of one batch request goes, per row: the body into columns (the service's
     own parser, `batch_body.parse`), the real `ScoringService.decide_rows` with its main steps
     timed by wrapping them on this instance (so the profile follows the service's code, not a
     copy of it), the response JSON, and the background prediction-log flush of the rows. Each
-    stage also reports the part spent in the garbage collector. Means over the repetitions after
-    the first (a full collection lands in some of them only)."""
-    body = json.dumps({"transactions": cyclic(bodies, 0, rows)}).encode()
+    stage also reports the part spent in the garbage collector. One request per body of
+    ``bodies`` (``rows`` new transactions each, in time order); means over the repetitions
+    after the first (a full collection lands in some of them only)."""
+    reps = len(bodies)
     scratch = tempfile.TemporaryDirectory()
     watch = GcWatch()
     features = Timed(service, "_features", watch, keep=True)
@@ -325,7 +340,7 @@ def batch_profile(
                 LocalObjectStore(Path(scratch.name) / f"s{rep}"), "bench", flush_seconds=3600
             )
             clock(None)
-            columns = batch_body.parse(body)
+            columns = batch_body.parse(bodies[rep])
             clock(PARSE_STAGE)
             decided, _ = service.decide_rows(columns)
             wall, in_gc = clock(DECIDE_STAGE)
@@ -364,7 +379,7 @@ def batch_profile(
     path = (PARSE_STAGE, DECIDE_STAGE, "JSON of the response")
     return {
         "rows": rows,
-        "body_bytes": len(body),
+        "body_bytes": len(bodies[0]),
         "repetitions_averaged": reps - 1,
         "us_per_row": table,
         "request_path_us_per_row": round(sum(table[n]["us"] for n in path), 2),
@@ -374,15 +389,118 @@ def batch_profile(
     }
 
 
-def batch_phase(service: Service, bodies: list[dict], plan: Plan) -> dict:
-    """Batch rows/s over HTTP, closed loop, for each request size of the plan."""
+class FreshTraffic:
+    """New transactions in time order, handed out once each as JSON batch bodies."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.next = 0
+
+    def take(self, n_bodies: int, rows: int) -> list[bytes]:
+        """``n_bodies`` batch bodies of ``rows`` transactions, the next ones in time order."""
+        stop = self.next + n_bodies * rows
+        if stop > len(self.frame):
+            raise ValueError(f"fresh traffic exhausted: {stop:,} rows asked, {len(self.frame):,}")
+        part = self.frame.iloc[self.next : stop]
+        self.next = stop
+        records = part.to_dict("records")
+        return [
+            json.dumps({"transactions": records[k : k + rows]}, separators=(",", ":")).encode()
+            for k in range(0, len(records), rows)
+        ]
+
+
+def fresh_world(workdir: Path, plan: Plan) -> tuple[LocalObjectStore, FreshTraffic, dict]:
+    """The batch phases' world: a copy of the world's store (registry, packages) whose online
+    state is a synthetic one at ``plan.batch_hour_tx`` transactions an hour (bench/features.py:
+    12 cards per hourly transaction, ~2 transactions a card a day, 78 terminals a card), and
+    the transactions of the hours after it, new to the service. Not the world's two days
+    (1,915 transactions, 440 cards) replayed: after their first pass every row of those would
+    be a retry (answered from the remembered rows), and a batch of 10,000 would hold each
+    card ~23 times: neither is what a card issuer's batch is. Built in a child process (its
+    heap is not this one's, see the module docstring)."""
+    home = workdir / "fresh-home"
+    shutil.copytree(workdir / "home", home)
+    needed = len(plan.batch_rows) * plan.batch_rows_sent + plan.profile_rows * plan.profile_reps
+    hours = -(-needed // plan.batch_hour_tx)
+    spec = {"hour_tx": plan.batch_hour_tx, "days": plan.batch_state_days, "hours": hours}
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--build-fresh",
+            str(workdir),
+            json.dumps(spec),
+        ],
+        cwd=REPO,
+        check=True,
+    )
+    facts = json.loads((workdir / "fresh.json").read_text())
+    frame = pd.read_parquet(workdir / "fresh.parquet")
+    facts |= spec | {"build_s": round(time.perf_counter() - started, 1), "traffic_rows": len(frame)}
+    return LocalObjectStore(home), FreshTraffic(frame), facts
+
+
+def _build_fresh_child(workdir: Path, spec: dict) -> None:
+    from bench.features import _bench_state
+    from fraudloop.core.hours import HOUR_KEY_FORMAT, HOUR_NS
+    from fraudloop.features.feature_store import publish_online
+
+    state, frame, first_hour, customers = _bench_state(
+        spec["hour_tx"], spec["days"], new_hours=spec["hours"]
+    )
+    state_hour = pd.Timestamp((first_hour - 1) * HOUR_NS, tz="UTC").strftime(HOUR_KEY_FORMAT)
+    publish_online(LocalObjectStore(workdir / "fresh-home"), state, state_hour)
+    # whole seconds, as a payment switch stamps them (and the simulator), in time order
+    frame = frame.assign(tx_datetime=frame["tx_datetime"].dt.floor("s"))
+    frame = frame.sort_values(["tx_datetime", "transaction_id"], kind="mergesort")
+    frame = frame.assign(
+        tx_datetime=frame["tx_datetime"].map(lambda t: t.isoformat()),
+        amount=frame["amount"].astype(float),
+    )
+    frame.astype({c: str for c in ("transaction_id", "customer_id", "terminal_id")}).to_parquet(
+        workdir / "fresh.parquet"
+    )
+    summary = {"state_hour": state_hour, "customers": customers, "terminals": len(state.terminals)}
+    (workdir / "fresh.json").write_text(json.dumps(summary))
+
+
+def fresh_batches(workdir: Path, plan: Plan) -> dict:
+    """The batch figures on new transactions (:func:`fresh_world`): the stage profile of the
+    batch path in this process, then rows/s over HTTP against a service process of its own
+    (prediction log on)."""
+    store, traffic, world = fresh_world(workdir, plan)
+    out: dict = {"world": world}
+    service = ScoringService(store, ServeConfig(log_predictions=False, poll_seconds=3600))
+    started = time.perf_counter()
+    service.start()
+    out["in_process_load_s"] = round(time.perf_counter() - started, 1)
+    try:
+        slot = service.follower.deployment.production
+        bodies = traffic.take(plan.profile_reps, plan.profile_rows)
+        out["batch_profile"] = batch_profile(service, bodies, slot, plan.profile_rows)
+    finally:
+        service.predlog = None
+        service.stop()
+    del service
+    gc.collect()
+    http = Service(store, workdir, name="batch-service")
+    try:
+        out["startup_s"] = round(http.wait_ready(timeout=600), 1)
+        out["batch"] = batch_phase(http, traffic, plan)
+        http.terminate()
+    finally:
+        http.close()
+    return out
+
+
+def batch_phase(service: Service, traffic: FreshTraffic, plan: Plan) -> dict:
+    """Batch rows/s over HTTP, closed loop, for each request size of the plan: new
+    transactions, each sent once (``plan.batch_s`` bounds the phase)."""
     out = {}
     for rows in plan.batch_rows:
-        n_bodies = max(2, -(-len(bodies) // rows))  # cover the traffic once at least
-        batch_bodies = [
-            json.dumps({"transactions": cyclic(bodies, k * rows, rows)}).encode()
-            for k in range(n_bodies)
-        ]
+        batch_bodies = traffic.take(plan.batch_rows_sent // rows, rows)
         result, cpu = timed(
             lambda b=batch_bodies: run_max_throughput(
                 HOST,
@@ -392,6 +510,7 @@ def batch_phase(service: Service, bodies: list[dict], plan: Plan) -> dict:
                 plan.batch_s,
                 connections=plan.batch_connections,
                 timeout_s=60,
+                once=True,
             ),
             service,
         )
@@ -408,23 +527,14 @@ def batch_phase(service: Service, bodies: list[dict], plan: Plan) -> dict:
     return out
 
 
-def only_batch(plan: Plan, rng: np.random.Generator) -> dict:
-    """``--only-batch``: the in-process batch profile, then the batch phase over HTTP against a
-    service process (prediction log on), as in a full run but without its other phases."""
+def only_batch(plan: Plan) -> dict:
+    """``--only-batch``: the batch phases (:func:`fresh_batches`) without the others."""
     out: dict = {"load_average_at_start": [round(v, 2) for v in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="fraudloop-bench-serve-") as tmp:
         workdir = Path(tmp)
-        store, bodies, _ = build_world(workdir)
+        store, _, _ = build_world(workdir)
         ModelRegistry(store).promote(1, to="production", actor="bench", reason="bench")
-        out["floor"] = in_process(store, bodies, plan, rng)
-        service = Service(store, workdir)
-        try:
-            service.wait_ready()
-            run_constant_rate(HOST, service.port, "/v1/score", bodies_bytes(bodies), 200, 1.5)
-            out["batch"] = batch_phase(service, bodies, plan)
-            service.terminate()
-        finally:
-            service.close()
+        out["fresh"] = fresh_batches(workdir, plan)
     out["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     return out
 
@@ -972,6 +1082,7 @@ def main() -> None:
         "--seed", type=int, default=0, help="picks the floor's rows and the swaps' timing"
     )
     parser.add_argument("--build-world", type=Path, help=argparse.SUPPRESS)  # the child's job
+    parser.add_argument("--build-fresh", nargs=2, help=argparse.SUPPRESS)  # the child's job
     parser.add_argument(
         "--only-online-stores",
         action="store_true",
@@ -986,11 +1097,14 @@ def main() -> None:
     if args.build_world is not None:
         _build_world_child(args.build_world)
         return
+    if args.build_fresh is not None:
+        _build_fresh_child(Path(args.build_fresh[0]), json.loads(args.build_fresh[1]))
+        return
     plan = QUICK if args.quick else Plan()
     bench = Report("serve", args)
     if args.only_batch:
-        out = only_batch(plan, np.random.default_rng(args.seed))
-        batch_figures(bench, out["batch"], out["floor"]["batch_profile"])
+        out = only_batch(plan)
+        batch_figures(bench, out["fresh"])
         bench.details = out
         bench.finish()
         return
@@ -1078,10 +1192,6 @@ def main() -> None:
             out["hot_swaps"] = swaps | {"cpu": cpu}
             expected_rows += swaps["load"]["ok"]
 
-            # 5. batch rows/s
-            out["batch"] = batch_phase(service, bodies, plan)
-            expected_rows += sum(r["ok"] * r["rows_per_request"] for r in out["batch"].values())
-
             # 7. SIGTERM, then the prediction log
             out["metrics_before_stop"] = {
                 k: v
@@ -1107,6 +1217,9 @@ def main() -> None:
         out["kill_9"] = kill_9(store, workdir, single, plan)
         out["guards"] = slow_clients_and_batches(store, workdir, bodies, plan)
         out["online_stores"] = online_stores(store, workdir, single, plan)
+        # 9. batch rows/s on new transactions, last: its state is large, and this process's
+        # heap after the profile's is not a fresh service's
+        out["fresh"] = fresh_batches(workdir, plan)
 
         log = read_predictions(store, dedupe=False)  # the traffic's ids repeat across phases
         mine = log[log["instance"] == instance]
@@ -1126,13 +1239,23 @@ def main() -> None:
     bench.finish()
 
 
-def batch_figures(bench: Report, batch: dict, profile: dict) -> None:
+def fresh_label(fresh: dict, rows: int, connections: int) -> str:
+    w = fresh["world"]
+    return (
+        f"batch endpoint, {rows:,}-row requests of new transactions, {connections} connections "
+        f"(online state: {w['days']} days at {w['hour_tx']:,} transactions an hour, "
+        f"{w['customers']:,} cards)"
+    )
+
+
+def batch_figures(bench: Report, fresh: dict) -> None:
     """The ``--only-batch`` figures: rows/s over HTTP beside the in-process batch path."""
+    profile = fresh["batch_profile"]
     in_process = 1e6 / profile["request_path_us_per_row"]
-    for n, r in batch.items():
+    for n, r in fresh["batch"].items():
         bench.figure(
             f"batch_{n}_rows_per_s",
-            f"batch endpoint, {int(n):,}-row requests, {r['connections']} connections",
+            fresh_label(fresh, int(n), r["connections"]),
             r["rows_per_s"],
             "rows/s",
             text=f"{r['rows_per_s']:,} rows/s ({r['ok']} requests, p50 {r['p50']:.0f} ms, "
@@ -1257,12 +1380,11 @@ def figures(bench: Report, out: dict) -> None:
         target=">= 1,000 req/s",
     )
     for key, (n, r) in zip(
-        ("batch_rows_per_s", "big_batch_rows_per_s"), out["batch"].items(), strict=True
+        ("batch_rows_per_s", "big_batch_rows_per_s"), out["fresh"]["batch"].items(), strict=True
     ):
         bench.figure(
             key,
-            f"batch endpoint, {int(n):,}-row requests, {out['plan']['batch_connections']} "
-            "connections",
+            fresh_label(out["fresh"], int(n), out["plan"]["batch_connections"]),
             r["rows_per_s"],
             "rows/s",
             text=f"{r['rows_per_s']:,} rows/s ({r['ok']} requests, p50 {r['p50']:.0f} ms, "
@@ -1342,11 +1464,11 @@ def details(bench: Report, out: dict) -> None:
         f"\nswap follow times (poll {out['plan']['poll_seconds']:g} s): "
         f"{swaps['follow_s']['all']}; alias write median {swaps['alias_write_ms_median']} ms"
     )
-    phases = [("in-process floor + profile", floor["cpu"])]
+    phases = [("in-process floor", floor["cpu"])]
     phases.append(("single tx, open loop", lat))
     phases += [(f"closed loop, {c} conn.", r) for c, r in out["peak"].items()]
     phases.append(("hot swaps, open loop", swaps["cpu"]))
-    phases += [(f"batch {int(n):,} rows", r) for n, r in out["batch"].items()]
+    phases += [(f"batch {int(n):,} new rows", r) for n, r in out["fresh"]["batch"].items()]
     note(
         "\nCPU seconds per phase (2 cores = 2 CPU s per wall second; 'other' = every other "
         "process of the machine, i.e. noise in the figures above)"
@@ -1364,9 +1486,9 @@ def details(bench: Report, out: dict) -> None:
             f"of {len(phases)} phases ({', '.join(noisy)}): those figures are pessimistic"
         )
     durability(bench, out)
-    prof = floor["batch_profile"]
+    prof = out["fresh"]["batch_profile"]
     note(
-        f"\nbatch path, one {prof['rows']:,}-row request in process (mean of "
+        f"\nbatch path, one {prof['rows']:,}-row request of new transactions in process (mean of "
         f"{prof['repetitions_averaged']}), us per row "
         f"(= {1e6 / prof['request_path_us_per_row']:,.0f} rows/s on one core); full GC pauses "
         f"seen: {', '.join(f'{ms:.0f}' for ms in prof['full_collection_ms']) or 'none'} ms"

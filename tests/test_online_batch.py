@@ -153,3 +153,25 @@ def test_batch_identities_are_the_row_identities(data):
         [float(r["amount"]) for r in rows],
     )
     assert got == [identity(r) for r in rows]
+
+
+def test_the_segment_bisection_finds_what_a_search_of_the_whole_state_finds():
+    """`lower_bound` searches each row's entity segment only; on keys laid out as the state's
+    (segments of hours, empty segments, targets below, inside, between and above a segment) it
+    answers what `np.searchsorted` over every key answers."""
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(0, 40, 300)
+    lengths[::17] = 0  # entities with no loaded rows
+    starts = np.cumsum(lengths) - lengths
+    hours = [np.sort(rng.choice(5_000, size=n, replace=False)) for n in lengths]
+    flat = online_batch.flat(starts, lengths, np.concatenate(hours), np.zeros(lengths.sum()))
+    which = rng.integers(0, len(lengths), 20_000)
+    lo, hi = starts[which], starts[which] + lengths[which]
+    base = starts[which] * online_batch.SEGMENT + online_batch.HOUR_OFFSET
+    targets = base + rng.integers(-50, 5_050, len(which))
+    found = online_batch.lower_bound(flat.keys, targets, lo, hi)
+    whole = np.searchsorted(flat.keys, targets, "left")
+    has = hi > lo
+    assert np.array_equal(found[has], whole[has])
+    assert np.array_equal(found[~has], lo[~has])  # no segment: nothing valid, nothing read
+    assert ((found >= lo) & (found <= hi)).all()

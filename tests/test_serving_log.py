@@ -4,6 +4,8 @@ hours are deleted."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -210,6 +212,9 @@ def test_pseudonyms_are_keyed_and_stable():
     assert one("C42") == one("C42") != one("C43")
     assert one("C42") != other("C42")
     assert "C42" not in one("C42")
+    # HMAC-SHA256, first 64 bits in hex: the pseudonyms logged before stay the same
+    hexdigest = hmac.new(b"k1", b"C42", hashlib.sha256).hexdigest()
+    assert one("C42") == "p" + hexdigest[:16]
 
 
 def test_retention_deletes_hours_older_than_the_newest_minus_the_setting(tmp_path):

@@ -21,7 +21,6 @@ older than ``retention_hours`` before the newest one logged.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import io
 import json
@@ -432,7 +431,9 @@ class Pseudonyms:
         self.key = key
 
     def __call__(self, value: str) -> str:
-        return "p" + hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:16]
+        # hmac.digest: the one-shot C HMAC (a new hmac object per id cost ~2 us, and a batch of
+        # new cards pays it twice a row); its first 8 bytes are hexdigest()[:16]
+        return "p" + hmac.digest(self.key, value.encode(), "sha256")[:8].hex()
 
 
 def read_predictions(
