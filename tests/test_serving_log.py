@@ -212,9 +212,11 @@ def test_pseudonyms_are_keyed_and_stable():
     assert one("C42") == one("C42") != one("C43")
     assert one("C42") != other("C42")
     assert "C42" not in one("C42")
-    # HMAC-SHA256, first 64 bits in hex: the pseudonyms logged before stay the same
-    hexdigest = hmac.new(b"k1", b"C42", hashlib.sha256).hexdigest()
-    assert one("C42") == "p" + hexdigest[:16]
+    # HMAC-SHA256, first 64 bits in hex, for keys shorter and longer than SHA-256's block
+    for key in (b"", b"k1", b"k" * 64, b"k" * 65, bytes(range(200))):
+        for value in ("C42", "", "terminal-\u00e9-7"):
+            hexdigest = hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+            assert Pseudonyms(key)(value) == "p" + hexdigest[:16]
 
 
 def test_retention_deletes_hours_older_than_the_newest_minus_the_setting(tmp_path):

@@ -21,7 +21,7 @@ older than ``retention_hours`` before the newest one logged.
 from __future__ import annotations
 
 import base64
-import hmac
+import hashlib
 import io
 import json
 import logging
@@ -425,15 +425,26 @@ def _blocks(records: list) -> list[Block]:
 class Pseudonyms:
     """Card and terminal ids as a keyed hash (HMAC-SHA256, 16 hex digits): the same id always
     maps to the same pseudonym, so per-card metrics still work, but the log does not name cards
-    to whoever reads it without the key."""
+    to whoever reads it without the key.
+
+    The HMAC's keyed inner and outer SHA-256 states are computed once (RFC 2104) and copied per
+    id: 1.0 us an id against 1.8 us for ``hmac.new`` and 2.0 us for ``hmac.digest`` (OpenSSL
+    fetches the digest on each call), and a batch of new cards pays it twice a row. A test holds
+    it to ``hmac.new``."""
 
     def __init__(self, key: bytes):
         self.key = key
+        block = hashlib.sha256().block_size
+        padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
 
     def __call__(self, value: str) -> str:
-        # hmac.digest: the one-shot C HMAC (a new hmac object per id cost ~2 us, and a batch of
-        # new cards pays it twice a row); its first 8 bytes are hexdigest()[:16]
-        return "p" + hmac.digest(self.key, value.encode(), "sha256")[:8].hex()
+        inner = self._inner.copy()
+        inner.update(value.encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return "p" + outer.hexdigest()[:16]
 
 
 def read_predictions(
