@@ -14,14 +14,17 @@ figure: HAProxy's L7 retries (conn-failure, empty-response, response-timeout, 50
 none to the client.
 
 The world is bench/serve.py's (the seeded deployable world, built in a child process); its live
-traffic is reused cyclically (a reused transaction is observed once by the shared store).
+traffic is reused cyclically by the single-request phases (a reused transaction is observed
+once by the shared store). The batch phases send new transactions, once each, to replicas of
+their own on a state of 50,400 cards (bench/serve.py's `fresh_world`, at 10x: a 100x state
+takes minutes to load into Redis); until 2026-12-07 they replayed the world's traffic, whose
+rows were retries from the second request on.
 
 Usage: .venv/bin/python bench/balancer.py [--quick] [--json PATH]
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -37,10 +40,11 @@ from bench.loadgen import Result, run_constant_rate, run_max_throughput  # noqa:
 from bench.report import Report, arguments  # noqa: E402
 from bench.serve import (  # noqa: E402
     HOST,
+    FreshTraffic,
     Service,
     bodies_bytes,
     build_world,
-    cyclic,
+    fresh_world,
     redis_server,
 )
 from fraudloop.model.registry import ModelRegistry  # noqa: E402
@@ -57,11 +61,27 @@ class Plan:
     kill_s: float = 12.0
     kill_at_s: float = 4.0
     batch_rows: int = 10_000
-    batch_s: float = 10.0
+    batch_s: float = 30.0  # a bound: the batch phases send their new transactions once each
     batch_connections: int = 2
+    # the batch phases' population (bench/serve.py's `fresh_world`): 4,200 transactions an hour
+    # (10x the handbook's; a 100x state takes minutes to load into Redis), 8 days, and the new
+    # transactions sent with two replicas and again with one
+    batch_hour_tx: int = 4_200
+    batch_state_days: int = 8
+    batch_rows_sent: int = 300_000
 
 
-QUICK = Plan(latency_s=2.0, peak_s=1.5, kill_s=4.0, kill_at_s=1.5, batch_rows=500, batch_s=1.5)
+QUICK = Plan(
+    latency_s=2.0,
+    peak_s=1.5,
+    kill_s=4.0,
+    kill_at_s=1.5,
+    batch_rows=500,
+    batch_s=10.0,
+    batch_hour_tx=500,
+    batch_state_days=2,
+    batch_rows_sent=5_000,
+)
 
 
 def summary(result: Result) -> dict:
@@ -95,11 +115,10 @@ def baseline(store, workdir: Path, single: list[bytes], plan: Plan) -> dict:
 
 
 def with_balancer(store, workdir: Path, bodies: list[dict], plan: Plan) -> dict:
-    """Two replicas on one Redis behind HAProxy: latency at each rate, peak and batch rows/s
-    with two replicas in rotation then one, then a replica killed under load (last: it leaves
-    one replica)."""
+    """Two replicas on one Redis behind HAProxy: latency at each rate and peak with two
+    replicas in rotation then one, then a replica killed under load (last: it leaves one
+    replica)."""
     single = bodies_bytes(bodies)
-    batches = batch_bodies(bodies, plan.batch_rows)
     out: dict = {}
     with redis_server(workdir) as (url, _client, _proc):
         env = {"FRAUDLOOP_ONLINE_STORE": "redis", "FRAUDLOOP_REDIS_URL": url}
@@ -118,12 +137,10 @@ def with_balancer(store, workdir: Path, bodies: list[dict], plan: Plan) -> dict:
                     )
                     out[f"rate_{rate:.0f}"] = summary(result) | {"servers": lb.servers()}
                 out["peak_2"] = summary(peak(port, single, plan))
-                out["batch_2"] = batch(port, batches, plan)
             # one replica in rotation: both of HAProxy's slots point at replica 1
             with haproxy([addresses[0], addresses[0]], workdir / "lb-1") as lb:
                 wait_up(lb, 2)
                 out["peak_1"] = summary(peak(port_of(lb.url), single, plan))
-                out["batch_1"] = batch(port_of(lb.url), batches, plan)
             with haproxy(addresses, workdir / "lb-kill") as lb:
                 wait_up(lb, 2)
                 out["kill"] = kill_under_load(lb, replicas[0], single, plan)
@@ -149,17 +166,36 @@ def peak(port: int, single: list[bytes], plan: Plan) -> Result:
     )
 
 
-def batch_bodies(bodies: list[dict], rows: int) -> list[bytes]:
-    """`rows`-transaction request bodies covering the traffic once at least."""
-    count = max(2, -(-len(bodies) // rows))
-    return [
-        json.dumps({"transactions": cyclic(bodies, k * rows, rows)}).encode() for k in range(count)
-    ]
+def balanced_batches(workdir: Path, plan: Plan) -> dict:
+    """Batch rows/s of new transactions through HAProxy, two replicas on one Redis in rotation
+    then one, against a state of a card issuer's size (`fresh_world`; the world's own traffic,
+    replayed, would be retries from the second request on)."""
+    rows = 2 * plan.batch_rows_sent
+    store, traffic, world = fresh_world(workdir, plan.batch_hour_tx, plan.batch_state_days, rows)
+    out: dict = {"world": world}
+    with redis_server(workdir) as (url, _client, _proc):
+        env = {"FRAUDLOOP_ONLINE_STORE": "redis", "FRAUDLOOP_REDIS_URL": url}
+        replicas = [Service(store, workdir, env, name=f"batch-replica-{k}") for k in (1, 2)]
+        try:
+            out["ready_s"] = [round(r.wait_ready(timeout=600), 1) for r in replicas]
+            addresses = [f"{HOST}:{r.port}" for r in replicas]
+            for key, slots in (("batch_2", addresses), ("batch_1", [addresses[0]] * 2)):
+                with haproxy(slots, workdir / f"lb-{key}") as lb:
+                    wait_up(lb, 2)
+                    out[key] = batch(port_of(lb.url), traffic, plan)
+            for replica in replicas:
+                replica.terminate()
+        finally:
+            for replica in replicas:
+                lines = [line for line in replica.stderr_text().splitlines() if line.strip()]
+                out.setdefault("replica_stderr", {})[replica.stderr_path.stem] = lines[-10:]
+                replica.close()
+    return out
 
 
-def batch(port: int, batches: list[bytes], plan: Plan) -> dict:
-    """Batch rows/s through the balancer, closed loop (a transaction sent again is observed
-    once by the shared store, as in bench/serve.py's batch phase)."""
+def batch(port: int, traffic: FreshTraffic, plan: Plan) -> dict:
+    """Batch rows/s through the balancer, closed loop, each new transaction sent once."""
+    batches = traffic.take(plan.batch_rows_sent // plan.batch_rows, plan.batch_rows)
     result = run_max_throughput(
         HOST,
         port,
@@ -168,6 +204,7 @@ def batch(port: int, batches: list[bytes], plan: Plan) -> dict:
         plan.batch_s,
         connections=plan.batch_connections,
         timeout_s=60,
+        once=True,
     )
     rows_per_s = round(result.ok * plan.batch_rows / result.duration_s)
     return summary(result) | {"rows_per_request": plan.batch_rows, "rows_per_s": rows_per_s}
@@ -210,6 +247,7 @@ def main() -> None:
         single = bodies_bytes(bodies)
         out["baseline"] = baseline(store, workdir, single, plan)
         out["balancer"] = with_balancer(store, workdir, bodies, plan)
+        out["balancer"] |= balanced_batches(workdir, plan)
     out["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     figures(bench, out)
     bench.details = out
@@ -250,8 +288,10 @@ def figures(bench: Report, out: dict) -> None:
     two, one = lb["batch_2"], lb["batch_1"]
     bench.figure(
         "lb_batch_rows_s",
-        f"batch rows/s through HAProxy, 2 replicas + Redis, {two['rows_per_request']:,}-row "
-        f"requests, {out['plan']['batch_connections']} connections",
+        f"batch rows/s of new transactions through HAProxy, 2 replicas + Redis, "
+        f"{two['rows_per_request']:,}-row requests, {out['plan']['batch_connections']} "
+        f"connections (online state: {lb['world']['days']} days at "
+        f"{lb['world']['hour_tx']:,} transactions an hour, {lb['world']['customers']:,} cards)",
         two["rows_per_s"],
         "rows/s",
         text=f"{two['rows_per_s']:,} rows/s (p50 {two['p50']:.0f} ms, failed {two['failed']})",

@@ -410,20 +410,22 @@ class FreshTraffic:
         ]
 
 
-def fresh_world(workdir: Path, plan: Plan) -> tuple[LocalObjectStore, FreshTraffic, dict]:
+def fresh_world(
+    workdir: Path, hour_tx: int, days: int, rows: int
+) -> tuple[LocalObjectStore, FreshTraffic, dict]:
     """The batch phases' world: a copy of the world's store (registry, packages) whose online
-    state is a synthetic one at ``plan.batch_hour_tx`` transactions an hour (bench/features.py:
-    12 cards per hourly transaction, ~2 transactions a card a day, 78 terminals a card), and
-    the transactions of the hours after it, new to the service. Not the world's two days
+    state is a synthetic one of ``days`` days at ``hour_tx`` transactions an hour
+    (bench/features.py: 12 cards per hourly transaction, ~2 transactions a card a day, 78
+    terminals a card), and at least ``rows`` transactions of the hours after it, new to the
+    service. Not the world's two days
     (1,915 transactions, 440 cards) replayed: after their first pass every row of those would
     be a retry (answered from the remembered rows), and a batch of 10,000 would hold each
     card ~23 times: neither is what a card issuer's batch is. Built in a child process (its
     heap is not this one's, see the module docstring)."""
     home = workdir / "fresh-home"
     shutil.copytree(workdir / "home", home)
-    needed = len(plan.batch_rows) * plan.batch_rows_sent + plan.profile_rows * plan.profile_reps
-    hours = -(-needed // plan.batch_hour_tx)
-    spec = {"hour_tx": plan.batch_hour_tx, "days": plan.batch_state_days, "hours": hours}
+    # an hour holds hour_tx transactions on average: one hour more than the mean needs
+    spec = {"hour_tx": hour_tx, "days": days, "hours": -(-rows // hour_tx) + 1}
     started = time.perf_counter()
     subprocess.run(
         [
@@ -470,7 +472,8 @@ def fresh_batches(workdir: Path, plan: Plan) -> dict:
     """The batch figures on new transactions (:func:`fresh_world`): the stage profile of the
     batch path in this process, then rows/s over HTTP against a service process of its own
     (prediction log on)."""
-    store, traffic, world = fresh_world(workdir, plan)
+    needed = len(plan.batch_rows) * plan.batch_rows_sent + plan.profile_rows * plan.profile_reps
+    store, traffic, world = fresh_world(workdir, plan.batch_hour_tx, plan.batch_state_days, needed)
     out: dict = {"world": world}
     service = ScoringService(store, ServeConfig(log_predictions=False, poll_seconds=3600))
     started = time.perf_counter()
