@@ -25,6 +25,7 @@ Usage: .venv/bin/python bench/balancer.py [--quick] [--json PATH]
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -114,41 +115,50 @@ def baseline(store, workdir: Path, single: list[bytes], plan: Plan) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def redis_replicas(store, workdir: Path, prefix: str, ready_timeout: float = 60):
+    """Two scoring replicas on ``store`` sharing one Redis, ready; yields them with a dict that
+    gets the tail of each one's stderr when they are stopped (SIGTERM at the end)."""
+    stderr: dict[str, list[str]] = {}
+    with redis_server(workdir) as (url, _client, _proc):
+        env = {"FRAUDLOOP_ONLINE_STORE": "redis", "FRAUDLOOP_REDIS_URL": url}
+        replicas = [Service(store, workdir, env, name=f"{prefix}-{k}") for k in (1, 2)]
+        try:
+            for replica in replicas:
+                replica.wait_ready(timeout=ready_timeout)
+            yield replicas, stderr
+            for replica in replicas:
+                replica.terminate()
+        finally:
+            for replica in replicas:
+                lines = [line for line in replica.stderr_text().splitlines() if line.strip()]
+                stderr[replica.stderr_path.stem] = lines[-10:]
+                replica.close()
+
+
 def with_balancer(store, workdir: Path, bodies: list[dict], plan: Plan) -> dict:
     """Two replicas on one Redis behind HAProxy: latency at each rate and peak with two
     replicas in rotation then one, then a replica killed under load (last: it leaves one
     replica)."""
     single = bodies_bytes(bodies)
     out: dict = {}
-    with redis_server(workdir) as (url, _client, _proc):
-        env = {"FRAUDLOOP_ONLINE_STORE": "redis", "FRAUDLOOP_REDIS_URL": url}
-        replicas = [Service(store, workdir, env, name=f"replica-{k}") for k in (1, 2)]
-        try:
-            for replica in replicas:
-                replica.wait_ready()
-            addresses = [f"{HOST}:{r.port}" for r in replicas]
-            with haproxy(addresses, workdir / "lb-2") as lb:
-                wait_up(lb, 2)
-                port = port_of(lb.url)
-                warm(port, single)
-                for rate in plan.rates:
-                    result = run_constant_rate(
-                        HOST, port, "/v1/score", single, rate, plan.latency_s
-                    )
-                    out[f"rate_{rate:.0f}"] = summary(result) | {"servers": lb.servers()}
-                out["peak_2"] = summary(peak(port, single, plan))
-            # one replica in rotation: both of HAProxy's slots point at replica 1
-            with haproxy([addresses[0], addresses[0]], workdir / "lb-1") as lb:
-                wait_up(lb, 2)
-                out["peak_1"] = summary(peak(port_of(lb.url), single, plan))
-            with haproxy(addresses, workdir / "lb-kill") as lb:
-                wait_up(lb, 2)
-                out["kill"] = kill_under_load(lb, replicas[0], single, plan)
-            for replica in replicas:
-                replica.terminate()
-        finally:
-            for replica in replicas:
-                replica.close()
+    with redis_replicas(store, workdir, "replica") as (replicas, _):
+        addresses = [f"{HOST}:{r.port}" for r in replicas]
+        with haproxy(addresses, workdir / "lb-2") as lb:
+            wait_up(lb, 2)
+            port = port_of(lb.url)
+            warm(port, single)
+            for rate in plan.rates:
+                result = run_constant_rate(HOST, port, "/v1/score", single, rate, plan.latency_s)
+                out[f"rate_{rate:.0f}"] = summary(result) | {"servers": lb.servers()}
+            out["peak_2"] = summary(peak(port, single, plan))
+        # one replica in rotation: both of HAProxy's slots point at replica 1
+        with haproxy([addresses[0], addresses[0]], workdir / "lb-1") as lb:
+            wait_up(lb, 2)
+            out["peak_1"] = summary(peak(port_of(lb.url), single, plan))
+        with haproxy(addresses, workdir / "lb-kill") as lb:
+            wait_up(lb, 2)
+            out["kill"] = kill_under_load(lb, replicas[0], single, plan)
     return out
 
 
@@ -173,23 +183,15 @@ def balanced_batches(workdir: Path, plan: Plan) -> dict:
     rows = 2 * plan.batch_rows_sent
     store, traffic, world = fresh_world(workdir, plan.batch_hour_tx, plan.batch_state_days, rows)
     out: dict = {"world": world}
-    with redis_server(workdir) as (url, _client, _proc):
-        env = {"FRAUDLOOP_ONLINE_STORE": "redis", "FRAUDLOOP_REDIS_URL": url}
-        replicas = [Service(store, workdir, env, name=f"batch-replica-{k}") for k in (1, 2)]
-        try:
-            out["ready_s"] = [round(r.wait_ready(timeout=600), 1) for r in replicas]
-            addresses = [f"{HOST}:{r.port}" for r in replicas]
-            for key, slots in (("batch_2", addresses), ("batch_1", [addresses[0]] * 2)):
-                with haproxy(slots, workdir / f"lb-{key}") as lb:
-                    wait_up(lb, 2)
-                    out[key] = batch(port_of(lb.url), traffic, plan)
-            for replica in replicas:
-                replica.terminate()
-        finally:
-            for replica in replicas:
-                lines = [line for line in replica.stderr_text().splitlines() if line.strip()]
-                out.setdefault("replica_stderr", {})[replica.stderr_path.stem] = lines[-10:]
-                replica.close()
+    started = time.perf_counter()
+    with redis_replicas(store, workdir, "batch-replica", ready_timeout=600) as (replicas, logs):
+        out["ready_s"] = round(time.perf_counter() - started, 1)
+        addresses = [f"{HOST}:{r.port}" for r in replicas]
+        for key, slots in (("batch_2", addresses), ("batch_1", [addresses[0]] * 2)):
+            with haproxy(slots, workdir / f"lb-{key}") as lb:
+                wait_up(lb, 2)
+                out[key] = batch(port_of(lb.url), traffic, plan)
+    out["replica_stderr"] = logs
     return out
 
 

@@ -185,15 +185,24 @@ def cyclic(bodies: list[dict], start: int, n: int) -> list[dict]:
     return [bodies[(start + i) % len(bodies)] for i in range(n)]
 
 
-# ---- 1. the floor, and the batch path's profile, in process
+# ---- 1. the floor in process
 
 
-def in_process(store, bodies: list[dict], plan: Plan, rng: np.random.Generator) -> dict:
-    """LightGBM on one row and the service's scoring path on one request. This service writes
-    no prediction log."""
+@contextlib.contextmanager
+def scoring_in_process(store):
+    """A `ScoringService` in this process on ``store``, started, writing no prediction log."""
     service = ScoringService(store, ServeConfig(log_predictions=False, poll_seconds=3600))
     service.start()
     try:
+        yield service
+    finally:
+        service.predlog = None
+        service.stop()
+
+
+def in_process(store, bodies: list[dict], plan: Plan, rng: np.random.Generator) -> dict:
+    """LightGBM on one row and the service's scoring path on one request."""
+    with scoring_in_process(store) as service:
         dep = service.follower.deployment
         slot = dep.production
         features = service.follower.features
@@ -224,9 +233,6 @@ def in_process(store, bodies: list[dict], plan: Plan, rng: np.random.Generator) 
             t0 = time.perf_counter()
             Transaction(**bodies[i % len(bodies)])
             validate_s.append(time.perf_counter() - t0)
-    finally:
-        service.predlog = None
-        service.stop()
     return {
         "model_version": slot.version,
         "features": len(slot.features),
@@ -417,11 +423,8 @@ def fresh_world(
     state is a synthetic one of ``days`` days at ``hour_tx`` transactions an hour
     (bench/features.py: 12 cards per hourly transaction, ~2 transactions a card a day, 78
     terminals a card), and at least ``rows`` transactions of the hours after it, new to the
-    service. Not the world's two days
-    (1,915 transactions, 440 cards) replayed: after their first pass every row of those would
-    be a retry (answered from the remembered rows), and a batch of 10,000 would hold each
-    card ~23 times: neither is what a card issuer's batch is. Built in a child process (its
-    heap is not this one's, see the module docstring)."""
+    service (why not the world's traffic: the module docstring). Built in a child process, as
+    the world is."""
     home = workdir / "fresh-home"
     shutil.copytree(workdir / "home", home)
     # an hour holds hour_tx transactions on average: one hour more than the mean needs
@@ -475,17 +478,12 @@ def fresh_batches(workdir: Path, plan: Plan) -> dict:
     needed = len(plan.batch_rows) * plan.batch_rows_sent + plan.profile_rows * plan.profile_reps
     store, traffic, world = fresh_world(workdir, plan.batch_hour_tx, plan.batch_state_days, needed)
     out: dict = {"world": world}
-    service = ScoringService(store, ServeConfig(log_predictions=False, poll_seconds=3600))
     started = time.perf_counter()
-    service.start()
-    out["in_process_load_s"] = round(time.perf_counter() - started, 1)
-    try:
+    with scoring_in_process(store) as service:
+        out["in_process_load_s"] = round(time.perf_counter() - started, 1)
         slot = service.follower.deployment.production
         bodies = traffic.take(plan.profile_reps, plan.profile_rows)
         out["batch_profile"] = batch_profile(service, bodies, slot, plan.profile_rows)
-    finally:
-        service.predlog = None
-        service.stop()
     del service
     gc.collect()
     http = Service(store, workdir, name="batch-service")
@@ -1142,7 +1140,7 @@ def main() -> None:
         ModelRegistry(store).promote(1, to="production", actor="bench", reason="bench")
         single = bodies_bytes(bodies)
 
-        # 1. floor + batch profile (before the service process exists: no CPU contention)
+        # 1. the floor (before the service process exists: no CPU contention)
         me, busy, wall = cpu_seconds(), machine_busy_seconds(), time.perf_counter()
         out["floor"] = in_process(store, bodies, plan, rng)
         me = cpu_seconds() - me
@@ -1189,13 +1187,12 @@ def main() -> None:
                 expected_rows += peak.ok
                 out["peak"][str(connections)] = peak.summary() | cpu
 
-            # 6. hot swaps under load (before the batch phase, so that its figures are the
-            # swaps' alone, not those of what a batch phase leaves behind)
+            # 5. hot swaps under load
             swaps, cpu = timed(lambda: hot_swaps(service, store, single, plan, rng), service)
             out["hot_swaps"] = swaps | {"cpu": cpu}
             expected_rows += swaps["load"]["ok"]
 
-            # 7. SIGTERM, then the prediction log
+            # 6. SIGTERM, then the prediction log
             out["metrics_before_stop"] = {
                 k: v
                 for k, v in service.metrics().items()
@@ -1215,12 +1212,12 @@ def main() -> None:
             service.close()
         out["service_stderr_lines"] = [line for line in stderr.splitlines() if line.strip()][-20:]
 
-        # 8. durability and guards (issue 12)
+        # 7. durability and guards (issue 12)
         out["spool_modes"] = spool_modes(store, workdir, single, plan)
         out["kill_9"] = kill_9(store, workdir, single, plan)
         out["guards"] = slow_clients_and_batches(store, workdir, bodies, plan)
         out["online_stores"] = online_stores(store, workdir, single, plan)
-        # 9. batch rows/s on new transactions, last: its state is large, and this process's
+        # 8. batch rows/s on new transactions, last: its state is large, and this process's
         # heap after the profile's is not a fresh service's
         out["fresh"] = fresh_batches(workdir, plan)
 

@@ -428,9 +428,9 @@ class Pseudonyms:
     to whoever reads it without the key.
 
     The HMAC's keyed inner and outer SHA-256 states are computed once (RFC 2104) and copied per
-    id: 1.0 us an id against 1.8 us for ``hmac.new`` and 2.0 us for ``hmac.digest`` (OpenSSL
-    fetches the digest on each call), and a batch of new cards pays it twice a row. A test holds
-    it to ``hmac.new``."""
+    id, where ``hmac.new`` (and ``hmac.digest``) key the digest again for every id: a batch of
+    new cards pays it twice a row, and its answers + log rows went from 6.5 to 3.3 us a row
+    (`bench/serve.py --only-batch`, its stage profile). A test holds it to ``hmac.new``."""
 
     def __init__(self, key: bytes):
         self.key = key
