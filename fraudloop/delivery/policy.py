@@ -56,8 +56,12 @@ class RolloutPolicy:
         "FRAUDLOOP_ROLLOUT_MAX_P99_RATIO", 1.5, "analysis: canary p99 over production's"
     )
     p99_slack_ms: float = 2.0
-    #: the bound when production served nothing to compare with (at 100 % with no earlier step)
-    max_p99_ms: float = 50.0
+    max_p99_ms: float = setting(
+        "FRAUDLOOP_ROLLOUT_MAX_P99_MS",
+        50.0,
+        "analysis: the canary's p99 bound where production answered too few requests for its "
+        "own p99 (the 100 % step)",
+    )
     max_psi: float = setting(
         "FRAUDLOOP_ROLLOUT_MAX_PSI", 0.25, "analysis: score PSI, canary vs control, same requests"
     )
