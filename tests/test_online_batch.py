@@ -12,6 +12,7 @@ import redis
 
 from fraudloop.core.hours import HOUR_NS
 from fraudloop.features import online_batch
+from fraudloop.features.compute import FEATURE_NAMES
 from fraudloop.features.online import OnlineFeatureStore, TooOld, identity
 from fraudloop.features.redis_store import RedisOnlineStore
 from fraudloop.features.state import FeatureState, hour_key_of, to_utc_ns
@@ -175,3 +176,25 @@ def test_the_segment_bisection_finds_what_a_search_of_the_whole_state_finds():
     assert np.array_equal(found[has], whole[has])
     assert np.array_equal(found[~has], lo[~has])  # no segment: nothing valid, nothing read
     assert ((found >= lo) & (found <= hi)).all()
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_late_arrivals_in_a_batch_get_the_features_they_get_one_by_one(data, redis_url, kind):
+    """Rows out of time order (late arrivals, within the batch and behind the overlay) are
+    counted only in the windows of rows at or after their time, as one by one."""
+    state, records = data
+    sequence = in_time_order(records)
+    warm = len(sequence) // 2
+    rest = sequence[warm:]
+    late = rest[len(rest) // 3 :: 9]  # every 9th of the later rows arrives at the end
+    ids = {r["transaction_id"] for r in late}
+    arrival = sequence[:warm] + [r for r in rest if r["transaction_id"] not in ids] + late
+    assert len(late) > 20
+    expected = one_by_one(memory(state), arrival)
+    store = memory(state) if kind == "memory" else redis_store(redis_url, state)
+    got = [np.vstack([store.features_and_observe_matrix([r]) for r in arrival[:warm]])]
+    for part in batches(arrival[warm:], (40, 300)):
+        got.append(store.features_and_observe_matrix(part))
+    np.testing.assert_array_equal(np.vstack(got), expected)
+    secs_since_prev = FEATURE_NAMES.index("customer_secs_since_prev_tx")
+    assert (expected[:, secs_since_prev] >= 0).all()

@@ -191,3 +191,37 @@ def test_latency_is_microseconds(data):
         store.features(rec)
         lat.append(time.perf_counter() - start)
     assert np.percentile(lat, 50) < 500e-6
+
+
+def test_a_late_arrival_gets_the_features_of_its_own_time(data, batch, load):
+    """A transaction scored after later ones of its card (another switch, a delayed
+    authorization) gets what the offline features give it at its time: the later ones are not
+    in its windows, nor its time since the previous one (they made it negative before). Those
+    scored before it could not see it: they get the features of the history without it."""
+    tx, labels, hours = data
+    first = int(hours.max()) - 30
+    span = 8
+    cutoff = pd.Timestamp((first + span) * HOUR_NS, tz="UTC")
+    state = FeatureState.from_history(
+        tx[hours < first], labels[labels["known_at"] <= cutoff], hour_key_of(first - 1)
+    )
+    window = _records(tx[(hours >= first) & (hours < first + span)])
+    # a card's transaction with at least 3 later ones in the window, none at its terminal (whose
+    # pair would then be "seen": the overlay keeps a pair's last hour only)
+    late = next(
+        r
+        for i, r in enumerate(window)
+        if len(later := [o for o in window[i + 1 :] if o["customer_id"] == r["customer_id"]]) >= 3
+        and all(o["terminal_id"] != r["terminal_id"] for o in later)
+        and all(o["tx_datetime"] > r["tx_datetime"] for o in later)
+    )
+    without = build_features(tx[tx["transaction_id"] != late["transaction_id"]], labels).set_index(
+        "transaction_id"
+    )
+    store = load(state)
+    for rec in [r for r in window if r is not late]:
+        _check(store.features(rec), without.loc[rec["transaction_id"]])
+        store.observe(rec)
+    got = store.features(late)
+    _check(got, batch.loc[late["transaction_id"]])
+    assert got["customer_secs_since_prev_tx"] >= 0

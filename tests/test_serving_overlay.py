@@ -81,9 +81,10 @@ def test_a_retry_gets_the_features_of_its_first_scoring(live):
     assert batch[2] == batch[0]  # a copy inside the batch: the first copy's features
     assert features.in_overlay() == 4
     assert features.features_and_observe(tx(4))["customer_nb_tx_1h"] == 5.0
-    # a reused id with other content is another transaction, scored as the next one
+    # a reused id with other content is another transaction, of its own time: counted with
+    # the card's transactions at or before it (T0, T1, itself), T1 a second 0 before it
     reused = features.features_and_observe(tx(1, amount=99.0))
-    assert reused["customer_nb_tx_1h"] == 6.0 and reused["customer_secs_since_prev_tx"] < 0
+    assert reused["customer_nb_tx_1h"] == 3.0 and reused["customer_secs_since_prev_tx"] == 0.0
 
 
 def test_a_retry_on_the_other_replica_gets_the_first_replicas_answer(redis_url):

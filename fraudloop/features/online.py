@@ -209,7 +209,7 @@ class OnlineFeatureStore:
         tid = str(tx["terminal_id"])
         lo, hi = self._c_range.get(cid, (0, 0))
         sums = customer_sums(
-            hour,
+            t,
             amount,
             (self._c_hours, self._c_n, self._c_s, self._c_ss, self._c_small, lo, hi),
             self._c_last.get(cid, NO_TIME),
@@ -303,14 +303,18 @@ TerminalRows = tuple  # (hours, cum n, lo, hi)
 
 
 def customer_sums(
-    hour: int,
+    t: int,
     amount: float,
     rows: CustomerRows,
     last: int,
     obs: list[tuple[int, int, float, int]] | None,
 ) -> tuple:
     """(n1h, n1d, n7d, n30d, s1d, s7d, s30d, ss30, small1d, prev tx time) of a customer's
-    windows, counting the transaction being scored; ``obs`` are (hour, time, amount, small)."""
+    windows at time ``t`` (ns), counting the transaction being scored; ``obs`` are (hour, time,
+    amount, small). Observations later than ``t`` are not counted: a transaction that arrives
+    after later ones of its card (another switch, a retried authorization) gets the features of
+    its own time, as the offline features give it (at equal times, arrival order decides)."""
+    hour = t // HOUR_NS
     hours, cn, cs, css, csm, lo, hi = rows
     n1h = n1d = n7d = n30d = 1
     s1d = s7d = s30d = amount
@@ -341,6 +345,8 @@ def customer_sums(
                         n1h += cn[end] - (cn[j - 1] if j > lo else 0)
     if obs:
         for oh, ot, oa, osm in obs:
+            if ot > t:
+                continue
             if oh >= hour - _W30D:
                 n30d += 1
                 s30d += oa

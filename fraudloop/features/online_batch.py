@@ -381,7 +381,10 @@ def features(x: BatchInputs) -> np.ndarray:
         oa = np.concatenate((x.co[2], amount))[entry]
         osm = np.concatenate((x.co[3], small))[entry]
         ph = hour[prow]
-        m30, m7, m1, mh = (oh >= ph - w30d), (oh >= ph - w7d), (oh >= ph - w1d), (oh >= ph - w1h)
+        # an entry later than its row is not counted (a late arrival: `online.customer_sums`)
+        before = ot <= t[prow]
+        m30 = before & (oh >= ph - w30d)
+        m7, m1, mh = m30 & (oh >= ph - w7d), m30 & (oh >= ph - w1d), m30 & (oh >= ph - w1h)
         for counts, mask in ((n30d, m30), (n7d, m7), (n1d, m1), (n1h, mh)):
             counts += np.bincount(prow, weights=mask, minlength=n).astype(_I8)
         sm1d += np.bincount(prow, weights=np.where(m1, osm, 0), minlength=n).astype(_I8)
@@ -389,7 +392,7 @@ def features(x: BatchInputs) -> np.ndarray:
         np.add.at(ss30, prow, np.where(m30, oa * oa, 0.0))
         np.add.at(s7d, prow, np.where(m7, oa, 0.0))
         np.add.at(s1d, prow, np.where(m1, oa, 0.0))
-        np.maximum.at(prev, prow, ot)
+        np.maximum.at(prev, prow, np.where(before, ot, NO_TIME))
 
     # ---- terminals
     top = hour - x.label_delay_hours

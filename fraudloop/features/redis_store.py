@@ -571,7 +571,7 @@ class RedisOnlineStore:
             for entry in oc.split(b";"):
                 oh, ot_, oa, osm = entry.split(b"|")
                 obs.append((int(oh), int(ot_), float(oa), int(osm)))
-        sums = customer_sums(hour, amount, rows, last, obs)
+        sums = customer_sums(t, amount, rows, last, obs)
         seen_hour = int(op) if op is not None else (int(pair_hour) if pair_hour else None)
         t_rows, frauds = _unpack_terminal(t_blob)
         flat = ot.split(b";") if ot else []
