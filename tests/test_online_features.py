@@ -117,9 +117,9 @@ def test_online_equals_batch_over_a_day(data, batch, load):
     assert scored == int((hours >= first).sum()) > 200
 
 
-def test_one_store_serves_several_hours(data, batch, load):
-    """Loaded once, observing as it goes: windows slide across hour boundaries. Labels that
-    become known in those hours must be in the state already (the store filters on known_at)."""
+def _eight_hours(data) -> tuple[FeatureState, pd.DataFrame]:
+    """The state 30 hours before the data's end, with the labels known 8 hours later, and
+    the 8 hours' transactions."""
     tx, labels, hours = data
     first = int(hours.max()) - 30
     span = 8
@@ -127,8 +127,14 @@ def test_one_store_serves_several_hours(data, batch, load):
     state = FeatureState.from_history(
         tx[hours < first], labels[labels["known_at"] <= cutoff], hour_key_of(first - 1)
     )
+    return state, tx[(hours >= first) & (hours < first + span)]
+
+
+def test_one_store_serves_several_hours(data, batch, load):
+    """Loaded once, observing as it goes: windows slide across hour boundaries. Labels that
+    become known in those hours must be in the state already (the store filters on known_at)."""
+    state, window = _eight_hours(data)
     store = load(state)
-    window = tx[(hours >= first) & (hours < first + span)]
     for rec in _records(window):
         _check(store.features(rec), batch.loc[rec["transaction_id"]])
         store.observe(rec)
@@ -198,14 +204,9 @@ def test_a_late_arrival_gets_the_features_of_its_own_time(data, batch, load):
     authorization) gets what the offline features give it at its time: the later ones are not
     in its windows, nor its time since the previous one (they made it negative before). Those
     scored before it could not see it: they get the features of the history without it."""
-    tx, labels, hours = data
-    first = int(hours.max()) - 30
-    span = 8
-    cutoff = pd.Timestamp((first + span) * HOUR_NS, tz="UTC")
-    state = FeatureState.from_history(
-        tx[hours < first], labels[labels["known_at"] <= cutoff], hour_key_of(first - 1)
-    )
-    window = _records(tx[(hours >= first) & (hours < first + span)])
+    tx, labels, _ = data
+    state, frame = _eight_hours(data)
+    window = _records(frame)
     # a card's transaction with at least 3 later ones in the window, none at its terminal (whose
     # pair would then be "seen": the overlay keeps a pair's last hour only)
     late = next(
