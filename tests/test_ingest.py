@@ -23,6 +23,7 @@ from fraudloop.data.expectations import warm_up
 from fraudloop.data.ingest import (
     ingest_labels_day,
     ingest_transactions_hour,
+    ingest_transactions_hours,
     landed_files,
     reason_markdown,
 )
@@ -350,6 +351,36 @@ def test_history_is_read_from_raw_when_not_given(local_store):
     assert outcome.status == "quarantined"
     assert outcome.problems[0].check == "expect_table_row_count_to_be_between"
     assert "over 7 earlier partition(s)" in outcome.problems[0].message
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["one hour", "hours of a day"])
+def test_each_earlier_pointer_is_read_once_for_the_row_bounds_and_the_amount_profiles(
+    local_store, many
+):
+    """The row-count bounds and the amount profiles come from the same pointers (the same hour
+    on earlier days): read once each, not once per check (on S3 each read is a request: a day
+    of the demo's ingestion made 408 GETs, 336 of them these pointers twice over)."""
+    for day in range(1, 8):
+        key = f"2018-04-0{day}-05:00"
+        data = sample_transactions_csv(hour_start(key), rows=30, seed=day)
+        assert ingest_transactions_hour(local_store, key, [("x/a.csv", data)]).status == "valid"
+    reads: dict[str, int] = {}
+    get_bytes = local_store.get_bytes
+
+    def counted(key: str) -> bytes:
+        reads[key] = reads.get(key, 0) + 1
+        return get_bytes(key)
+
+    local_store.get_bytes = counted
+    key = "2018-04-08-05:00"
+    files = [("x/a.csv", sample_transactions_csv(hour_start(key), rows=30, seed=8))]
+    if many:
+        (outcome,) = ingest_transactions_hours(local_store, [(key, files)])
+    else:
+        outcome = ingest_transactions_hour(local_store, key, files)
+    assert outcome.status == "valid"
+    earlier = {k: n for k, n in reads.items() if re.search(r"2018-04-0[1-7]-05:00/_current", k)}
+    assert len(earlier) == 7 and set(earlier.values()) == {1}, earlier
 
 
 def test_every_validation_publishes_its_data_docs_page(store):
@@ -894,7 +925,6 @@ def test_a_day_ingested_at_once_gets_the_verdicts_of_hour_by_hour(tmp_path, over
     shared validation fails and every hour is judged on its own; hour 5's reuse of hour 4's ids
     is then no duplicate."""
     from fraudloop.core.store import LocalObjectStore
-    from fraudloop.data.ingest import ingest_transactions_hours
 
     one_by_one, at_once = LocalObjectStore(tmp_path / "a"), LocalObjectStore(tmp_path / "b")
     for store in (one_by_one, at_once):

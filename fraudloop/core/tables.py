@@ -590,24 +590,33 @@ def unreadable_hours(
     return [key for key, ids in window if isinstance(ids, str) and ids in (UNREADABLE, PENDING)]
 
 
-def history_counts(
+def history_pointers(
     store: ObjectStore, table: str, partition_key: str, lookback: int = 14
-) -> list[int]:
-    """Row counts of valid partitions comparable to ``partition_key``, oldest first.
+) -> list[dict]:
+    """The raw pointers of valid partitions comparable to ``partition_key``, oldest first.
 
     Transactions: the same hour of day on each of the previous ``lookback`` days (traffic has a
     strong daily shape). Labels: each of the previous ``lookback`` days. Quarantined and missing
-    partitions are skipped.
+    partitions are skipped. One read per day back: callers that need several facts of the same
+    history (row counts, amount profiles) share one list instead of reading the pointers again
+    (on S3 each is a request).
     """
     spec(table)
     if table == "transactions":
         start, fmt = hour_start(partition_key), HOUR_KEY_FORMAT
     else:
         start, fmt = day_start(partition_key), DAY_KEY_FORMAT
-    counts: list[int] = []
+    pointers: list[dict] = []
     for days_back in range(lookback, 0, -1):
         key = (start - timedelta(days=days_back)).strftime(fmt)
         pointer = read_pointer(store, table, key)
         if pointer and pointer.get("status") == "valid":
-            counts.append(int(pointer["rows"]))
-    return counts
+            pointers.append(pointer)
+    return pointers
+
+
+def history_counts(
+    store: ObjectStore, table: str, partition_key: str, lookback: int = 14
+) -> list[int]:
+    """Row counts of :func:`history_pointers`, oldest first."""
+    return [int(p["rows"]) for p in history_pointers(store, table, partition_key, lookback)]

@@ -570,13 +570,17 @@ def _concat(table: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
     return canonical_order(table, combined)
 
 
+def _history(store: ObjectStore, partition_key: str, limits: IngestPolicy) -> list[dict]:
+    """The same hour's valid pointers on earlier days: its row-count bounds and amount profiles
+    (one read each, shared)."""
+    return tables.history_pointers(
+        store, "transactions", partition_key, limits.row_count_history_days
+    )
+
+
 def _transaction_params(
-    store: ObjectStore, partition_key: str, limits: IngestPolicy, history_counts: list[int] | None
+    partition_key: str, limits: IngestPolicy, history_counts: list[int]
 ) -> TransactionSuiteParams:
-    if history_counts is None:
-        history_counts = tables.history_counts(
-            store, "transactions", partition_key, limits.row_count_history_days
-        )
     return TransactionSuiteParams(
         hour_start=hour_start(partition_key),
         amount_max=float(limits.max_amount),
@@ -588,14 +592,15 @@ def _transaction_params(
 
 
 def _prepare_transactions(
-    store: ObjectStore,
     partition_key: str,
     files,
     params: TransactionSuiteParams,
     limits: IngestPolicy,
     elsewhere,
+    history: list[dict],
 ) -> _Prepared:
-    """`elsewhere(ids)`: the ids another hour already holds, mapped to that hour."""
+    """`elsewhere(ids)`: the ids another hour already holds, mapped to that hour; `history`:
+    :func:`_history`."""
 
     def row_check(frame: pd.DataFrame) -> RowVerdict:
         return transaction_verdict(
@@ -606,7 +611,7 @@ def _prepare_transactions(
             ingested_elsewhere=elsewhere(frame["transaction_id"]),
         )
 
-    profiles = plausibility.history_profiles(store, partition_key, limits.row_count_history_days)
+    profiles = plausibility.history_profiles(history)
 
     def file_check(key: str, frame: pd.DataFrame) -> Problem | None:
         return plausibility.amounts_look_like_ids(
@@ -632,14 +637,17 @@ def ingest_transactions_hour(
     disables the check. Only storage errors raise; bad input never does.
     """
     limits = limits or IngestPolicy()
-    params = _transaction_params(store, partition_key, limits, history_counts)
+    history = _history(store, partition_key, limits)
+    if history_counts is None:
+        history_counts = [int(p["rows"]) for p in history]
+    params = _transaction_params(partition_key, limits, history_counts)
     prepared = _prepare_transactions(
-        store,
         partition_key,
         files,
         params,
         limits,
         lambda ids: id_index.ingested_elsewhere(store, partition_key, ids),
+        history,
     )
     if prepared.canonical is not None:
         t = time.perf_counter()
@@ -674,9 +682,10 @@ def ingest_transactions_hours(
     prepared_hours: list[tuple[_Prepared, TransactionSuiteParams]] = []
     ordered = sorted(hours, key=lambda item: item[0])
     for key, files in ordered:
-        params = _transaction_params(store, key, limits, None)
+        history = _history(store, key, limits)
+        params = _transaction_params(key, limits, [int(p["rows"]) for p in history])
         prepared = _prepare_transactions(
-            store, key, files, params, limits, _elsewhere_before(store, key, index, accepted)
+            key, files, params, limits, _elsewhere_before(store, key, index, accepted), history
         )
         prepared_hours.append((prepared, params))
         if prepared.canonical is not None:

@@ -25,14 +25,9 @@ feed with customer ids 1..200 and amounts around 50); a learned id format per co
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import numpy as np
 import pandas as pd
 
-from fraudloop.core import tables
-from fraudloop.core.hours import HOUR_KEY_FORMAT, hour_start
-from fraudloop.core.store import ObjectStore
 from fraudloop.data.expectations import Problem
 
 #: fewer rows than this are too few to call a column's shape (quiet night hours)
@@ -54,19 +49,11 @@ def amount_profile(amounts: pd.Series) -> dict[str, float] | None:
     }
 
 
-def history_profiles(store: ObjectStore, partition_key: str, days: int) -> list[dict]:
-    """The amount profiles of the same hour on each of the ``days`` earlier days (valid ones
-    that kept a profile), oldest first."""
-    start = hour_start(partition_key)
-    out = []
-    for back in range(days, 0, -1):
-        key = (start - timedelta(days=back)).strftime(HOUR_KEY_FORMAT)
-        pointer = tables.read_pointer(store, "transactions", key)
-        if pointer and pointer.get("status") == "valid":
-            profile = (pointer.get("validation") or {}).get("amount_profile")
-            if profile:
-                out.append(profile)
-    return out
+def history_profiles(history: list[dict]) -> list[dict]:
+    """The amount profiles kept by ``history`` (the raw pointers of the same hour on earlier
+    days, valid ones: :func:`fraudloop.core.tables.history_pointers`), oldest first."""
+    profiles = ((p.get("validation") or {}).get("amount_profile") for p in history)
+    return [profile for profile in profiles if profile]
 
 
 def amounts_look_like_ids(
