@@ -615,8 +615,13 @@ def history_pointers(
     return pointers
 
 
+def row_counts(pointers: list[dict]) -> list[int]:
+    """The row counts of ``pointers`` (valid ones: :func:`history_pointers`), in their order."""
+    return [int(p["rows"]) for p in pointers]
+
+
 def history_counts(
     store: ObjectStore, table: str, partition_key: str, lookback: int = 14
 ) -> list[int]:
     """Row counts of :func:`history_pointers`, oldest first."""
-    return [int(p["rows"]) for p in history_pointers(store, table, partition_key, lookback)]
+    return row_counts(history_pointers(store, table, partition_key, lookback))

@@ -639,7 +639,7 @@ def ingest_transactions_hour(
     limits = limits or IngestPolicy()
     history = _history(store, partition_key, limits)
     if history_counts is None:
-        history_counts = [int(p["rows"]) for p in history]
+        history_counts = tables.row_counts(history)
     params = _transaction_params(partition_key, limits, history_counts)
     prepared = _prepare_transactions(
         partition_key,
@@ -683,7 +683,7 @@ def ingest_transactions_hours(
     ordered = sorted(hours, key=lambda item: item[0])
     for key, files in ordered:
         history = _history(store, key, limits)
-        params = _transaction_params(key, limits, [int(p["rows"]) for p in history])
+        params = _transaction_params(key, limits, tables.row_counts(history))
         prepared = _prepare_transactions(
             key, files, params, limits, _elsewhere_before(store, key, index, accepted), history
         )

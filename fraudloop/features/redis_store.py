@@ -264,11 +264,11 @@ return (#ARGV - 2) / 2
 """
 
 #: Rows per batch or replay script call. Redis runs one script at a time, so this bounds what
-#: every other call waits, and the scoring path's calls time out at 0.25 s by default: a
-#: 2,000-row batch script ran up to 90-115 ms, two replicas' back to back plus the reply passed
-#: the timeout, and 5 of 12 batches of 10,000 rows got 503 (two replicas, 50,400 cards, new
-#: transactions, 2026-12-07). At 500 rows a script ran at most 38 ms, no batch failed, and
-#: rows/s was the same (16,970 against 17,210-17,610: Redis spends ~40 us a row either way).
+#: every other call waits, and the scoring path's calls time out at 0.25 s by default. At 2,000
+#: rows `bench/balancer.py` had 10,000-row batches through two replicas answered 503 in 2 of 5
+#: runs, none in 4 runs at 500 with the same rows/s; a one-off diagnostic with Redis's SLOWLOG
+#: (2026-12-07, README known limits) put a 2,000-row script at up to 90-115 ms, so two
+#: replicas' back to back plus the reply passed the timeout, and a 500-row one at 38 ms.
 BATCH_CHUNK = 500
 REPLAY_CHUNK = BATCH_CHUNK
 #: fewer rows than this go through the per-row script (cheaper for a handful)
