@@ -21,7 +21,7 @@ CORE = ROOT / "fraudloop"
 #: peers at the end: neither imports the other)
 STAGES = ("core", "feeds", "data", "features", "model", "delivery", "serving", "monitoring")
 RANK = {stage: min(i, 6) for i, stage in enumerate(STAGES)}
-TOP_LEVEL = ("fraudloop", "pipelines", "assets", "resources", "sensors")
+TOP_LEVEL = ("fraudloop", "fraudloop_instance", "pipelines", "assets", "resources", "sensors")
 
 
 def module_name(path: Path) -> str:
@@ -77,6 +77,13 @@ def test_no_core_module_imports_dagster():
         for module in project_modules("fraudloop")
     }
     assert {m: d for m, d in offenders.items() if d} == {}
+
+
+def test_the_instance_plugins_import_dagster_only():
+    """The instance image (webserver, daemon) copies fraudloop_instance without the project."""
+    allowed = ("dagster", "dagster_postgres", "__future__")
+    reached = {m for module in project_modules("fraudloop_instance") for m in imports_of(module)}
+    assert sorted(m for m in reached if not m.startswith(allowed)) == []
 
 
 def test_every_core_module_belongs_to_a_stage_package():

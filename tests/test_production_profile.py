@@ -204,9 +204,9 @@ def test_production_instance_runs_an_asset_on_postgres_and_s3(
     # The file is used as written: Postgres for all three storages, the queued coordinator with
     # the retrain limit, and the Docker launcher (constructed; it only talks to Docker on launch,
     # and materialize() executes in this process, so no launcher call happens here).
-    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-    assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-    assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+    assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
+    assert type(instance.event_log_storage).__name__ == "PooledPostgresEventLogStorage"
+    assert type(instance.schedule_storage).__name__ == "PooledPostgresScheduleStorage"
     assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
     assert isinstance(instance.run_launcher, DockerRunLauncher)
     assert instance.run_launcher.networks == ["fraudloop"]  # DAGSTER_DOCKER_NETWORK
@@ -295,6 +295,57 @@ def test_production_instance_runs_an_asset_on_postgres_and_s3(
     print(f"production profile run on Postgres + S3: {time.monotonic() - started:.1f} s")
 
 
+def _sessions(postgres: PostgresServer) -> tuple[int, int]:
+    """(connections ever opened to dagster_prod, connections open now), this query's excepted."""
+    conn = postgres.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = 'dagster_prod'")
+            (opened,) = cur.fetchone()
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = 'dagster_prod'")
+            (open_now,) = cur.fetchone()
+        return opened, open_now
+    finally:
+        conn.close()
+
+
+def test_the_pooled_storage_reuses_connections_and_reconnects_after_a_restart(
+    postgres, production_home
+):
+    """Stock dagster-postgres opens a connection per statement outside the webserver; the
+    production storage keeps a few open, pings them before reuse, and closes them with the
+    instance."""
+    import gc
+
+    from fraudloop_instance.postgres import POOL_SIZE
+
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(production_home)))
+    runs = instance.get_runs_count()
+    opened_before, _ = _sessions(postgres)
+    for _ in range(40):
+        instance.get_runs_count()
+        instance.event_log_storage.get_latest_storage_id_by_partition(
+            dg.AssetKey("raw_transactions"), dg.DagsterEventType.ASSET_MATERIALIZATION
+        )
+        instance.schedule_storage.all_instigator_state()
+    opened_after, open_now = _sessions(postgres)
+    # 120 statements on up to 2 x 3 kept connections (stock: 120 connections opened)
+    assert opened_after - opened_before <= 3 * POOL_SIZE
+    assert 1 <= open_now <= 3 * POOL_SIZE
+
+    # PostgreSQL restarted under the kept connections: the next statement reconnects instead
+    # of failing on a dead one
+    log = str(postgres.root / "server.log")  # not stdout: the new postmaster would hold our pipe
+    postgres.run("pg_ctl", "-D", str(postgres.datadir), "-l", log, "-m", "fast", "-w", "restart")
+    assert instance.get_runs_count() == runs
+    instance.schedule_storage.all_instigator_state()
+
+    instance.dispose()
+    del instance
+    gc.collect()
+    assert _sessions(postgres)[1] == 0
+
+
 # --------------------------------------------------------------------------------------------
 # The production dagster.yaml as configuration (no server needed)
 # --------------------------------------------------------------------------------------------
@@ -329,7 +380,12 @@ def _settings_env_vars() -> set[str]:
 def test_production_yaml_validates_and_names_the_docker_launcher(monkeypatch):
     monkeypatch.setenv("DAGSTER_DOCKER_NETWORK", "fraudloop")
     config = _production_config()
-    pg = config["storage"]["postgres"]["postgres_db"]
+    storage = config["storage"]["custom"]
+    assert (storage["module"], storage["class"]) == (
+        "fraudloop_instance.postgres",
+        "PooledPostgresStorage",
+    )
+    pg = storage["config"]["postgres_db"]
     assert {
         field: pg[field] for field in ("username", "password", "hostname", "db_name", "port")
     } == {
