@@ -1,4 +1,4 @@
-"""Dagster's PostgreSQL instance storage, with a small connection pool in every process.
+"""Dagster's PostgreSQL instance storage, with one small connection pool per process.
 
 dagster-postgres opens a new connection for every statement outside the webserver (its
 storages use SQLAlchemy's NullPool): a run writes each of its events on a connection of its
@@ -6,11 +6,16 @@ own, and so does every tick of the daemon's sensors, schedules and run queue. In
 stack's system test that was ~45 new connections a second, and each costs a forked PostgreSQL
 backend and a SCRAM handshake: measured there, 10.5 ms of CPU (3.7 ms in the client, 6.8 ms in
 PostgreSQL) against 0.15 ms for the same statement on an open connection, about a fifth of the
-stack's CPU on 2 cores. Here each storage keeps up to `POOL_SIZE` connections open between
-statements and pings one before reusing it, so a restarted PostgreSQL costs a reconnect (which
-dagster-postgres retries as before) and never a statement on a dead connection. Connections are
-closed when the instance is disposed; a run, a sensor evaluation or a CLI call holds them only
-for its own life.
+stack's CPU on 2 cores. And every new instance (one per sensor evaluation in the code server,
+one per run) first lists the database's tables three times to create any that are missing:
+57 ms of its 60.
+
+Here every storage of every instance in a process uses that process's one pool per database
+(up to `POOL_SIZE` connections kept open, each pinged before reuse, so a restarted PostgreSQL
+costs a reconnect, which dagster-postgres retries as before, never a statement on a dead
+connection), and the tables are checked by the process's first instance only: they are not
+dropped under a running deployment, and `dagster instance migrate` is how a schema changes.
+A forked child starts its own pool (the parent's connections are left to the parent).
 
     storage:
       custom:
@@ -26,6 +31,9 @@ for the stock storage. This module needs Dagster and dagster-postgres only: the 
 
 from __future__ import annotations
 
+import os
+import threading
+
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster_postgres import (
     DagsterPostgresStorage,
@@ -39,41 +47,69 @@ from dagster_postgres.utils import (
     pg_url_from_config,
 )
 
-#: connections each storage (runs, events, schedules) keeps open while idle
-POOL_SIZE = 2
+#: connections the process keeps open while idle, shared by its instances' three storages
+POOL_SIZE = 4
 #: connections beyond the pool while threads use the storage at once; closed on return
 MAX_OVERFLOW = 16
 #: a kept connection older than this is replaced at its next use (PostgreSQL-side timeouts,
 #: a balancer in between)
 RECYCLE_SECONDS = 600
 
+_lock = threading.Lock()
+_engines: dict = {}  # postgres_url -> this process's engine
+_tables_checked: set[str] = set()  # postgres_urls whose tables this process checked
+
+
+def _forget_parents_pools() -> None:
+    """In a forked child: the parent's connections are the parent's (closing them here would
+    end the parent's sessions)."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parents_pools)
+
+
+def shared_engine(postgres_url: str, token_provider=None):
+    """This process's pooled engine for `postgres_url`."""
+    with _lock:
+        engine = _engines.get(postgres_url)
+        if engine is None:
+            engine = _engines[postgres_url] = create_pg_engine(
+                postgres_url,
+                token_provider,
+                isolation_level="AUTOCOMMIT",
+                pool_size=POOL_SIZE,
+                max_overflow=MAX_OVERFLOW,
+                pool_recycle=RECYCLE_SECONDS,
+                pool_pre_ping=True,
+            )
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close this process's kept connections (tests; a process that stops using the instance)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
 
 class _Pooled:
-    """Swaps the NullPool engine the storage made in its __init__ for a pooled one."""
+    """Swaps the NullPool engine the storage made in its __init__ for the process's pool."""
 
     postgres_url: str
 
     def _use_pool(self) -> None:
         unpooled = self._engine
-        self._engine = create_pg_engine(
-            self.postgres_url,
-            self._token_provider,
-            isolation_level="AUTOCOMMIT",
-            pool_size=POOL_SIZE,
-            max_overflow=MAX_OVERFLOW,
-            pool_recycle=RECYCLE_SECONDS,
-            pool_pre_ping=True,
-        )
+        self._engine = shared_engine(self.postgres_url, self._token_provider)
         unpooled.dispose()
-
-    def optimize_for_webserver(self, statement_timeout, pool_recycle, max_overflow) -> None:
-        pooled = self._engine
-        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
-        pooled.dispose()
 
     def dispose(self) -> None:
         super().dispose()
-        self._engine.dispose()
+        if self._engine is not _engines.get(self.postgres_url):  # the webserver's own pool
+            self._engine.dispose()
 
 
 class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
@@ -105,16 +141,21 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         token_provider=None,
     ) -> None:
         # DagsterPostgresStorage.__init__ builds the stock storages, each with its own table
-        # check; these are built instead, not after them.
+        # check; these are built instead, not after them, and check only once per process.
         self.postgres_url = postgres_url
         self.should_autocreate_tables = bool(should_autocreate_tables)
         self._inst_data = inst_data
-        args = (postgres_url, self.should_autocreate_tables)
+        with _lock:
+            check_tables = self.should_autocreate_tables and postgres_url not in _tables_checked
+        args = (postgres_url, check_tables)
         self._run_storage = PooledPostgresRunStorage(*args, token_provider=token_provider)
         self._event_log_storage = PooledPostgresEventLogStorage(
             *args, token_provider=token_provider
         )
         self._schedule_storage = PooledPostgresScheduleStorage(*args, token_provider=token_provider)
+        if check_tables:
+            with _lock:
+                _tables_checked.add(postgres_url)
         DagsterStorage.__init__(self)
 
     @classmethod
