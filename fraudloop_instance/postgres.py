@@ -47,6 +47,8 @@ from dagster_postgres.utils import (
     pg_url_from_config,
 )
 
+from fraudloop_instance.once import once_per_process
+
 #: connections the process keeps open while idle, shared by its instances' three storages
 POOL_SIZE = 4
 #: connections beyond the pool while threads use the storage at once; closed on return
@@ -57,7 +59,6 @@ RECYCLE_SECONDS = 600
 
 _lock = threading.Lock()
 _engines: dict = {}  # postgres_url -> this process's engine
-_tables_checked: set[str] = set()  # postgres_urls whose tables this process checked
 
 
 def _forget_parents_pools() -> None:
@@ -145,17 +146,15 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         self.postgres_url = postgres_url
         self.should_autocreate_tables = bool(should_autocreate_tables)
         self._inst_data = inst_data
-        with _lock:
-            check_tables = self.should_autocreate_tables and postgres_url not in _tables_checked
-        args = (postgres_url, check_tables)
-        self._run_storage = PooledPostgresRunStorage(*args, token_provider=token_provider)
-        self._event_log_storage = PooledPostgresEventLogStorage(
-            *args, token_provider=token_provider
-        )
-        self._schedule_storage = PooledPostgresScheduleStorage(*args, token_provider=token_provider)
-        if check_tables:
-            with _lock:
-                _tables_checked.add(postgres_url)
+        with once_per_process(("postgres", postgres_url)) as first:
+            args = (postgres_url, self.should_autocreate_tables and first)
+            self._run_storage = PooledPostgresRunStorage(*args, token_provider=token_provider)
+            self._event_log_storage = PooledPostgresEventLogStorage(
+                *args, token_provider=token_provider
+            )
+            self._schedule_storage = PooledPostgresScheduleStorage(
+                *args, token_provider=token_provider
+            )
         DagsterStorage.__init__(self)
 
     @classmethod

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import httpx
@@ -113,13 +114,19 @@ def dagster_ui(tmp: Path) -> Iterator[DagsterUI]:
     }
     # first the run, then the server: both would otherwise create the instance's SQLite
     # databases at once and race on their migrations
-    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home)))
-    try:
-        result = run_partition_range(
-            JOB, HOURS[0], HOURS[-1], dagster_instance=instance, config=ProjectConfig.from_env(env)
-        )
-    finally:
-        instance.dispose()
+    # the local profile's storage lives in $DAGSTER_HOME, as the server's will
+    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(dagster_home)}):
+        instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home)))
+        try:
+            result = run_partition_range(
+                JOB,
+                HOURS[0],
+                HOURS[-1],
+                dagster_instance=instance,
+                config=ProjectConfig.from_env(env),
+            )
+        finally:
+            instance.dispose()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp / "webserver.log"
