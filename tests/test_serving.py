@@ -132,7 +132,9 @@ def test_not_ready_without_a_verified_model(world):
     with service_thread(store, ready=False) as (base, _):
         assert httpx.get(f"{base}/healthz").status_code == 200
         assert httpx.get(f"{base}/readyz").status_code == 503
-        assert httpx.post(f"{base}/v1/score", json=good).status_code == 503
+        refused = httpx.post(f"{base}/v1/score", json=good)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"].isdigit()  # clients and the balancer try again
         # tamper with v1's package, then promote it: the service refuses it and stays unready
         key = "models/fraud/packages/1/model.txt"
         store.put_bytes(key, store.get_bytes(key).replace(b"tree", b"tree ", 1))

@@ -23,7 +23,8 @@ The answer is sent once its decision is fsync'd to the prediction-log spool (gro
 Failure behaviour: a body over the limit is 413, a body that does not arrive in time 408, an
 invalid field 422 naming it (pydantic's ``loc``), a transaction older than the loaded feature
 state or later than now + the clock skew 422 on ``tx_datetime``, more scoring requests in
-progress than allowed 503 with ``Retry-After``, no verified model 503; a failing canary falls
+progress than allowed 503 with ``Retry-After``, no verified model (or no online features) 503
+with ``Retry-After``; a failing canary falls
 back to production (counted), never a 500; an online store (Redis) that does not answer within
 its timeout 503 with ``Retry-After``. With ``FRAUDLOOP_SCORE_TOKEN`` set, scoring needs
 that bearer token (401 otherwise): scoring writes the online features other cards' decisions
@@ -395,7 +396,11 @@ class ScoringService:
         commit."""
         dep = self.follower.deployment
         if dep.production is None or not self.follower.features.ready:
-            raise HTTPException(503, "not ready: no verified model or online features loaded")
+            raise HTTPException(
+                503,
+                "not ready: no verified model or online features loaded",
+                headers={"Retry-After": str(self.config.retry_after_seconds)},
+            )
         request_id = uuid.uuid4().hex
         started, cpu = time.perf_counter(), time.thread_time()
         served_ns = time.time_ns()

@@ -96,7 +96,9 @@ class ServeConfig:
         "scoring requests in progress at once; more are shed with 503 + Retry-After",
     )
     retry_after_seconds: int = setting(
-        "FRAUDLOOP_SERVE_RETRY_AFTER_SECONDS", 1, "Retry-After of a shed (503) request"
+        "FRAUDLOOP_SERVE_RETRY_AFTER_SECONDS",
+        1,
+        "Retry-After of a 503 (shed, not ready, online store unavailable)",
     )
     header_timeout_seconds: float = setting(
         "FRAUDLOOP_SERVE_HEADER_TIMEOUT_SECONDS",
