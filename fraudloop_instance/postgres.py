@@ -102,7 +102,8 @@ class _Pooled:
 
     postgres_url: str
 
-    def _use_pool(self) -> None:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         unpooled = self._engine
         self._engine = shared_engine(self.postgres_url, self._token_provider)
         unpooled.dispose()
@@ -114,21 +115,15 @@ class _Pooled:
 
 
 class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._use_pool()
+    pass
 
 
 class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._use_pool()
+    pass
 
 
 class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._use_pool()
+    pass
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
@@ -165,7 +160,3 @@ class PooledPostgresStorage(DagsterPostgresStorage):
             should_autocreate_tables=config_value.get("should_autocreate_tables", True),
             token_provider=get_token_provider_from_config(config_value),
         )
-
-    def dispose(self) -> None:
-        for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
-            storage.dispose()

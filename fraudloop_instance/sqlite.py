@@ -79,8 +79,5 @@ class SqliteStorage(DagsterSqliteStorage):
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> SqliteStorage:
-        return cls(inst_data=inst_data, **config_value)
-
-    @classmethod
-    def from_local(cls, base_dir: str, inst_data=None) -> SqliteStorage:
-        return cls(base_dir, inst_data=inst_data)
+        # the stock one names DagsterSqliteStorage, not cls; its from_local makes base_dir
+        return cls.from_local(inst_data=inst_data, **config_value)
