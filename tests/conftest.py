@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 
 import dagster as dg
@@ -12,21 +13,55 @@ from fraudloop.core.ports import free_port
 from fraudloop.core.store import LocalObjectStore, S3ObjectStore
 
 
+class AtomicWrites:
+    """moto checks a write's precondition (If-Match, If-None-Match) and then stores the object
+    as two steps with nothing held between them, so under its threaded server two conditional
+    PUTs racing on one key could both pass: CI saw two winners of six in
+    `test_cross_process_cas_has_exactly_one_winner[s3]`. S3 and MinIO make a conditional write
+    atomic, and the store's compare-and-swap relies on it; taking moto's writes one at a time
+    gives it the same contract (the stack's journaled moto does, for its journal's order).
+    Only writes wait for each other; the tests' uploads are small and local."""
+
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        if environ["REQUEST_METHOD"] not in {"PUT", "POST", "DELETE"}:
+            return self.app(environ, start_response)
+        with self.lock:
+            result = self.app(environ, start_response)
+            try:
+                return list(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """moto's S3 server on a free loopback port: a real HTTP endpoint, not in-process patching."""
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    app = AtomicWrites(DomainDispatcherApplication(create_backend_app))
+    server = make_server(
+        "127.0.0.1", free_port(), app, threaded=True, request_handler=MotoRequestHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True)
+    thread.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
 
 
 @pytest.fixture

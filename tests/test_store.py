@@ -306,6 +306,45 @@ def test_cross_process_cas_has_exactly_one_winner(store):
     assert store.get_bytes(key) == winners[0].encode()
 
 
+def test_conditional_writes_on_the_s3_stand_in_are_atomic_even_when_it_is_slow(
+    s3_store, monkeypatch
+):
+    """The test above relies on S3's conditional PUT being atomic. moto checks the precondition
+    and stores the object as two steps, so a write that is slow to store let a second writer
+    through (CI: two winners); the fixture's server takes writes one at a time, as S3 and MinIO
+    keep them. A store that is slow to write makes the race certain without the fixture's lock."""
+    from moto.s3 import models as moto_s3
+
+    store_object = moto_s3.S3Backend.put_object
+
+    def slow_put_object(self, *args, **kwargs):
+        time.sleep(0.02)
+        return store_object(self, *args, **kwargs)
+
+    monkeypatch.setattr(moto_s3.S3Backend, "put_object", slow_put_object)
+    key = "models/m/aliases.json"
+    s3_store.put_bytes(key, b"start")
+    _, etag = s3_store.get_with_etag(key)
+    barrier = threading.Barrier(6)
+    winners = []
+
+    def write(name: str) -> None:
+        barrier.wait()
+        try:
+            s3_store.put_bytes(key, name.encode(), if_match=etag)
+            winners.append(name)
+        except PreconditionFailed:
+            pass
+
+    threads = [threading.Thread(target=write, args=(f"writer-{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1, winners
+    assert s3_store.get_bytes(key) == winners[0].encode()
+
+
 def test_listing_reads_the_recorded_digest_and_hashes_a_file_without_one(tmp_path):
     store = LocalObjectStore(tmp_path)
     etag = store.put_bytes("landing/a.csv", b"written by the store")
