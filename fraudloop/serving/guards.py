@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import re
 
@@ -31,6 +32,12 @@ def bearer_token(authorization: str | None) -> str | None:
         return None
     match = _BEARER.match(authorization)
     return match.group(1) if match else None
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """Whether the header carries ``token`` as its Bearer credential (constant-time compare)."""
+    given = bearer_token(authorization)
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 class CoalescingTransport:
@@ -147,9 +154,11 @@ class BodyDeadline:
         started = False
 
         async def timed() -> Message:
-            left = deadline - asyncio.get_running_loop().time()
+            # a timeout scope, not wait_for: no task per receive (a request's body is read in
+            # one receive that usually does not even wait)
             try:
-                return await asyncio.wait_for(receive(), max(left, 0.001))
+                async with asyncio.timeout_at(deadline):
+                    return await receive()
             except TimeoutError:
                 if not started:
                     message = f"request body not received within {self.seconds:g} s"

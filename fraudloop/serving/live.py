@@ -42,6 +42,7 @@ from fraudloop.features.online import (
     tx_time_ns,
 )
 from fraudloop.features.retries import DEFAULT_SECONDS, RecentAnswers, settle
+from fraudloop.serving.one_row import OneRowPredictor, one_row_predictor
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +249,17 @@ class Slot:
     features: tuple[str, ...]
     booster: Any = field(repr=False)
     loaded_at: float = field(default_factory=time.time)
+    # derived from the booster (a slot copied with another booster gets its own)
+    one_row: OneRowPredictor | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "one_row", one_row_predictor(self.booster, len(self.features)))
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
+        if self.one_row is not None and matrix.shape[0] == 1:
+            scores = self.one_row.predict(matrix)
+            if scores is not None:
+                return scores
         return self.booster.predict(matrix, num_threads=1)
 
 
