@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml
 
 from bench.report import REPO, Report, arguments
+from fraudloop.core.processes import stop_group
 
 BIN = Path(sys.executable).parent
 PLANNED_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
@@ -155,12 +155,7 @@ class Daemon:
 
     def __exit__(self, *exc) -> None:
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process)
 
 
 def submit_together(env: dict[str, str], days: list[str]) -> list[str]:

@@ -201,7 +201,7 @@ class Loop:
         return self
 
     def __exit__(self, *exc) -> None:
-        from tests.daemon import stop_group
+        from fraudloop.core.processes import stop_group
 
         self.instance.dispose()
         if self.daemon is not None:

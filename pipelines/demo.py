@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from fraudloop.core.ports import free_port
+from fraudloop.core.processes import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -549,12 +550,8 @@ def run_demo(plan: DemoPlan | None = None) -> int:
         return _summarize(plan, store, instance, timeline, first_version, promoted, sent)
     finally:
         for proc in (service, daemon):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            if proc is not None:
+                stop_group(proc)  # with the daemon's code servers and run workers
 
 
 def _die_with_parent() -> None:

@@ -18,13 +18,15 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterRun
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 
+from fraudloop.core.processes import stat_fields
+
 CLOCK_SLACK_SECONDS = 2.0  # /proc start times are in clock ticks; event times in floats
 
 
 def _process_start_epoch(pid: int) -> float | None:
     """When process `pid` started (seconds since the epoch), or None if there is none."""
+    fields = stat_fields(pid)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
         boot = next(
             float(line.split()[1])
             for line in Path("/proc/stat").read_text().splitlines()
@@ -32,8 +34,7 @@ def _process_start_epoch(pid: int) -> float | None:
         )
     except (OSError, StopIteration, ValueError):
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # the command may hold spaces and parens
-    if fields[0] == "Z":  # a zombie: it exited, its parent has not reaped it yet
+    if fields is None or fields[0] == "Z":  # a zombie: it exited, its parent has not reaped it yet
         return None
     return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 

@@ -4,15 +4,15 @@ in its own process group (stopped, then killed if it lingers, on exit)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from fraudloop.core.processes import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -63,16 +63,3 @@ def running_daemon(env: dict[str, str], sensors: list[str]):
         yield process
     finally:
         stop_group(process)
-
-
-def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """Signal the daemon's process group (code server, run workers), then make sure it is gone;
-    a group already killed (a test's SIGKILL) is fine."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from fraudloop.core.ports import free_port
+from fraudloop.core.processes import stop_group
 from fraudloop.core.store import LocalObjectStore
 from pipelines.config import ProjectConfig
 from pipelines.runner import run_partition_range
@@ -48,20 +48,6 @@ JOB = "hourly_ingestion_job"
 SERVER_TIMEOUT = 90.0
 PAGE_TIMEOUT = 30.0
 VIEWPORT = (1400, 900)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate the process group a child leads (webserver + code server, browser + helpers)."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
@@ -159,7 +145,7 @@ def dagster_ui(tmp: Path) -> Iterator[DagsterUI]:
         ui.graphql("mutation { setNuxSeen }")
         yield ui
     finally:
-        _stop(server)
+        stop_group(server, grace=15)
 
 
 # --- the browser -------------------------------------------------------------------------
@@ -206,7 +192,7 @@ class Chromium:
             stderr=self._stack.enter_context(self.log.open("wb")),
             start_new_session=True,
         )
-        self._stack.callback(_stop, self.proc)
+        self._stack.callback(stop_group, self.proc, 15)
         try:
             port_file = self.profile / "DevToolsActivePort"
             deadline = time.monotonic() + 30

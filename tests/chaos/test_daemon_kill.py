@@ -10,8 +10,9 @@ import signal
 import pytest
 
 from fraudloop.core import tables
+from fraudloop.core.processes import stop_group
 from fraudloop.core.store import LocalObjectStore
-from tests.daemon import daemon_env, running_daemon, stop_group, wait_for
+from tests.daemon import daemon_env, running_daemon, wait_for
 from tests.factories import land_hour
 
 pytestmark = pytest.mark.slow
@@ -76,7 +77,7 @@ def test_a_daemon_killed_mid_run_loses_no_file_and_leaves_no_run_hanging(tmp_pat
             "a sensor-launched run to start",
             poll=0.2,
         )
-        stop_group(daemon, signal.SIGKILL)  # the daemon, its code server and the run worker
+        stop_group(daemon, sig=signal.SIGKILL)  # the daemon, its code server and the run worker
         killed = [r.run_id for r in _runs() if not r.is_finished]
         print(f"killed the daemon with {len(killed)} run(s) unfinished", flush=True)
 

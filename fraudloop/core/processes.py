@@ -1,0 +1,66 @@
+"""Stopping a child and everything it started: its whole process group, stragglers included.
+
+The Dagster daemon, the webserver and the scoring service are started in sessions of their own
+(`start_new_session`), so a signal to the group reaches their code servers and run workers too.
+Waiting for the group's leader alone is not enough: Dagster's code server catches SIGTERM, and
+its shutdown waited forever once a run worker of it had died with the group (two `make demo`
+runs of 2026-12-07 each left one behind, 325 MB, still alive half an hour later, after the next
+demo had removed its instance). So the group is waited for as a whole, and what is left after
+the grace period is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a running process of the group is left. Zombies do not count: the group's
+    orphans are reaped by PID 1, which on some machines takes its time (a container's or a VM's
+    init), and a zombie holds nothing. Without /proc, any process of the group counts."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for entry in proc.iterdir():
+        fields = stat_fields(entry.name) if entry.name.isdigit() else None
+        if fields is not None and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command, the state first (``proc(5)``'s
+    third field), or None if there is no such process (or no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()  # the command may hold spaces and parens
+
+
+def stop_group(process: subprocess.Popen, grace: float = 30.0, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to the group ``process`` leads, wait up to ``grace`` seconds for the leader
+    and the rest of the group, then SIGKILL whatever is left. A group already gone is fine."""
+    pgid = process.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+    deadline = time.monotonic() + grace
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if group_alive(pgid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        process.wait()
+        while group_alive(pgid) and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
