@@ -3,10 +3,11 @@
 The Dagster daemon, the webserver and the scoring service are started in sessions of their own
 (`start_new_session`), so a signal to the group reaches their code servers and run workers too.
 Waiting for the group's leader alone is not enough: Dagster's code server catches SIGTERM, and
-its shutdown waited forever once a run worker of it had died with the group (two `make demo`
-runs of 2026-12-07 each left one behind, 325 MB, still alive half an hour later, after the next
-demo had removed its instance). So after the leader, the rest of the group is waited for a
-little, and what is left then is killed.
+its shutdown can wait forever (two `make demo` runs of 2026-12-07 each left one behind, 325 MB,
+still alive half an hour later: its termination thread waiting, its cleanup thread gone; most
+likely it had a run worker that died with the group, and the next demo removed the instance its
+cleanup reads). So after the leader, the rest of the group is waited for a little, and what is
+left then is killed.
 """
 
 from __future__ import annotations
