@@ -1,8 +1,9 @@
 """``POST /v1/score``'s usual request answered as plain ASGI, the rest left to FastAPI.
 
-A profile of the service at its peak (py-spy, `bench/serve.py`'s closed loop) put a third of the
-event loop's time in FastAPI's layers around the endpoint (routing, dependency solving, body
-parsing, the exception and exit-stack middlewares) against less than half in scoring itself.
+A one-off py-spy profile of the service at its peak (under `bench/serve.py`'s closed loop) put
+a third of the event loop's time in FastAPI's layers around the endpoint (routing, dependency
+solving, body parsing, the exception and exit-stack middlewares) against less than half in
+scoring itself.
 A single transaction is what the service answers most, so its happy path skips them: the body
 is read, parsed and validated the way FastAPI does it (``json.loads``, then the pydantic model
 in Python mode), and answered directly.

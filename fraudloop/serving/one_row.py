@@ -1,12 +1,13 @@
 """One row through LightGBM's prepared single-row entry point instead of ``Booster.predict``.
 
 ``Booster.predict`` builds a predictor object, deep-copies its parameters and inspects its input
-on every call: for the one row of a single request that was 26 us of which the trees are a few
-(`bench/serve.py` prints both), and the model call was a fifth of the event loop's time at the
-service's peak. LightGBM's C API prepares the same prediction once per model
-(``LGBM_BoosterPredictForMatSingleRowFastInit``: the predict type, iterations, column count and
-parameters) and then scores a row with one call: the same trees and arithmetic, so the same
-score to the bit (`tests/test_serving_one_row.py` compares them).
+on every call: for the one row of a single request that was 26 us against 7 us this way (a
+one-off micro-measure; `bench/serve.py` prints `Booster.predict`'s one-row floor, p50 ~21 us, and
+the scoring path that uses this), and the model call was a fifth of the event loop's time at the
+service's peak in a one-off py-spy profile. LightGBM's C API prepares the same prediction once
+per model (``LGBM_BoosterPredictForMatSingleRowFastInit``: the predict type, iterations, column
+count and parameters) and then scores a row with one call: the same trees and arithmetic, so
+the same score to the bit (`tests/test_serving_one_row.py` compares them).
 
 The prepared config holds buffers a call writes to, so one caller at a time: a second thread
 (the off-path worker scoring a control row while the event loop scores) does not wait, it takes
