@@ -255,6 +255,15 @@ def reference_features(
                 frauds = sum(fraud_as_of(x, int(hh) * h_ns) for x in tids[inside])
                 f[f"terminal_nb_tx_{w}d"] = float(count)
                 f[f"terminal_risk_{w}d"] = frauds / count if count else 0.0
+                if w == 30:
+                    known = [
+                        int(h)
+                        for x, h in zip(tids[inside], hrs[inside], strict=True)
+                        if fraud_as_of(x, int(hh) * h_ns)
+                    ]
+                    none = 24 * 365.0
+                    f["terminal_first_fraud_age_30d"] = float(hh - min(known)) if known else none
+                    f["terminal_last_fraud_age_30d"] = float(hh - max(known)) if known else none
 
     out = []
     for _, r in tx.iterrows():

@@ -22,6 +22,7 @@ from fraudloop.features.compute import (
     feature_table_markdown,
 )
 from fraudloop.features.state import (
+    NO_FRAUD_AGE_HOURS,
     NO_PREV_TX_SECONDS,
     FeatureState,
     attach_transactions,
@@ -163,6 +164,54 @@ def test_hand_computed_values():
     assert (a1["terminal_nb_tx_1d"], a1["terminal_risk_1d"]) == (1.0, 0.0)
     assert (a1["terminal_nb_tx_7d"], a1["terminal_risk_7d"]) == (2.0, 0.5)
     assert a3["terminal_nb_tx_30d"] == 0.0 and a3["terminal_risk_30d"] == 0.0
+    # b0 (hour 03-24 09:00) is M1's only known fraud for a1 (hour 04-01 10:00): 8 d + 1 h ago
+    assert (a1["terminal_first_fraud_age_30d"], a1["terminal_last_fraud_age_30d"]) == (193, 193)
+    assert a3["terminal_first_fraud_age_30d"] == NO_FRAUD_AGE_HOURS  # M2: none known
+
+
+def test_terminal_fraud_ages_date_the_window_frauds_known_at_the_hour_start():
+    """First / last fraud ages: only frauds inside [H - D - 30 d, H - D) count, only labels
+    known at the start of H, and a revoked fraud stops counting from its revocation."""
+    t = pd.Timestamp
+    when = {
+        "old": "2018-02-18 08:00",  # fraud, but before both probes' windows
+        "f1": "2018-03-01 10:30",  # fraud, known 03-08
+        "f2": "2018-03-10 04:00",  # fraud, known 03-17
+        "late": "2018-03-15 12:00",  # fraud, known only after both probes
+        "f3": "2018-03-20 12:00",  # fraud, known 03-27 12:00, revoked 03-28 00:00
+        "p2": "2018-03-27 20:00",  # window [02-18 20:00, 03-20 20:00): f3 still a fraud
+        "p1": "2018-03-28 10:10",  # window [02-19 10:00, 03-21 10:00): f3 revoked
+    }
+    ids = list(when)
+    tx = pd.DataFrame(
+        {
+            "transaction_id": ids,
+            "tx_datetime": [t(when[k], tz="UTC") for k in ids],
+            "customer_id": [f"C{i}" for i in range(len(ids))],
+            "terminal_id": ["M"] * len(ids),
+            "amount": [10.0] * len(ids),
+        }
+    )
+    known = {"old": "2018-02-25 08:00", "f1": "2018-03-08 10:30", "f2": "2018-03-17 04:00"}
+    known |= {"late": "2018-04-05 00:00", "f3": "2018-03-27 12:00"}
+    labels = pd.DataFrame(
+        {
+            "transaction_id": [*known, "f3"],
+            "is_fraud": [1] * len(known) + [0],
+            "known_at": [t(v, tz="UTC") for v in known.values()] + [t("2018-03-28", tz="UTC")],
+        }
+    )
+    f = build_features(tx, labels).set_index("transaction_id")
+
+    def age(probe: str, fraud: str) -> float:
+        start = t(when[probe], tz="UTC").floor("h")
+        return (start - t(when[fraud], tz="UTC").floor("h")) / pd.Timedelta(hours=1)
+
+    first, last = "terminal_first_fraud_age_30d", "terminal_last_fraud_age_30d"
+    assert (f.loc["p2", first], f.loc["p2", last]) == (age("p2", "f1"), age("p2", "f3"))
+    assert (f.loc["p1", first], f.loc["p1", last]) == (age("p1", "f1"), age("p1", "f2"))
+    assert f.loc["f1", first] == age("f1", "old")  # old is inside f1's window
+    assert f.loc["old", first] == f.loc["old", last] == NO_FRAUD_AGE_HOURS  # none before it
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,7 +42,11 @@ from fraudloop.features.state import (
     CUSTOMER_HORIZON_HOURS,
     CUSTOMER_WINDOW_HOURS,
     DEFAULT_LABEL_DELAY,
+    FRAUD_AGE_WINDOW_DAYS,
     LABEL_INPUT,
+    NO_FIRST_FRAUD_HOUR,
+    NO_FRAUD_AGE_HOURS,
+    NO_LAST_FRAUD_HOUR,
     NO_PREV_TX_SECONDS,
     NO_TIME,
     SMALL_AMOUNT,
@@ -51,6 +55,7 @@ from fraudloop.features.state import (
     FeatureState,
     build_tables,
     delay_hours,
+    fraud_ages,
     fraud_segments,
     group_cumsum,
     group_starts,
@@ -138,6 +143,29 @@ def _terminal_specs() -> list[FeatureSpec]:
     return specs
 
 
+def _fraud_age_specs() -> list[FeatureSpec]:
+    w = FRAUD_AGE_WINDOW_DAYS
+    span = f"[H - 24(D + {w}) h, H - 24D h), D = label delay"
+    none = f"{NO_FRAUD_AGE_HOURS:.0f} when none is known"
+    return [
+        FeatureSpec(
+            f"terminal_first_fraud_age_{w}d",
+            "hours from the start of the transaction's hour back to the hour of the terminal's "
+            f"earliest transaction of the {w}-day window known as fraud at that start (how long "
+            f"a compromise has been running); {none}",
+            span,
+            _TERM_SEES,
+        ),
+        FeatureSpec(
+            f"terminal_last_fraud_age_{w}d",
+            "the same for the terminal's latest known fraud of the window (a compromise that "
+            f"went quiet); {none}",
+            span,
+            _TERM_SEES,
+        ),
+    ]
+
+
 FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec("amount", "transaction amount", "the transaction", "the transaction"),
     FeatureSpec(
@@ -184,6 +212,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "this customer's (customer, terminal) pairs in the window",
     ),
     *_terminal_specs(),
+    *_fraud_age_specs(),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 ID_COLUMNS = TRANSACTION_KEY_COLUMNS
@@ -259,6 +288,9 @@ def _assemble(amount: np.ndarray, t_ns: np.ndarray, agg: dict[str, np.ndarray]) 
         cols[f"terminal_nb_tx_{w}d"] = tn
         with np.errstate(divide="ignore", invalid="ignore"):
             cols[f"terminal_risk_{w}d"] = np.where(tn > 0, agg[f"tf_{w}d"] / tn, 0.0)
+    first, last = fraud_ages(t_ns // HOUR_NS, agg["tfirst"], agg["tlast"])
+    cols[f"terminal_first_fraud_age_{FRAUD_AGE_WINDOW_DAYS}d"] = first
+    cols[f"terminal_last_fraud_age_{FRAUD_AGE_WINDOW_DAYS}d"] = last
     out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
     for j, name in enumerate(FEATURE_NAMES):
         out[:, j] = cols[name]
@@ -392,9 +424,33 @@ def build_features(
         tf_out[tp] = started - ended
         agg[f"tn_{w}d"] = tn_out
         agg[f"tf_{w}d"] = tf_out
+        if w == FRAUD_AGE_WINDOW_DAYS:
+            first, last = _first_last_fraud(skey, segs, seg_lo, seg_hi, ok, h0, span)
+            agg["tfirst"], agg["tlast"] = np.empty(n, np.int64), np.empty(n, np.int64)
+            agg["tfirst"][tp], agg["tlast"][tp] = first, last
 
     matrix = _assemble(amount, t_ns, agg)
     return _frame(ids, t_ns, customers, terminals, matrix)
+
+
+def _first_last_fraud(skey, segs, seg_lo, seg_hi, ok, h0: int, span: int):
+    """Per query (``skey``, in (terminal, hour) order): the earliest and the latest transaction
+    hour of the fraud segments in force for it. Each segment is in force over the hours
+    [seg_lo, seg_hi]; the queries of its terminal in that range are found by ``searchsorted``,
+    and a segment reaches only the few tens of queries of its terminal inside the window."""
+    first = np.full(len(skey), NO_FIRST_FRAUD_HOUR, dtype=np.int64)
+    last = np.full(len(skey), NO_LAST_FRAUD_HOUR, dtype=np.int64)
+    term, tx_hour = segs.term[ok], segs.tx_hour[ok]
+    start = np.searchsorted(skey, term * span + np.clip(seg_lo[ok] - h0, 0, span), "left")
+    stop = np.searchsorted(skey, term * span + np.clip(seg_hi[ok] - h0, -1, span - 1), "right")
+    reach = np.maximum(stop - start, 0)
+    total = int(reach.sum())
+    if total:
+        seg = np.repeat(np.arange(len(reach)), reach)
+        rows = start[seg] + np.arange(total) - np.repeat(np.cumsum(reach) - reach, reach)
+        np.minimum.at(first, rows, tx_hour[seg])
+        np.maximum.at(last, rows, tx_hour[seg])
+    return first, last
 
 
 def _batch_segments(
@@ -616,6 +672,12 @@ def hour_feature_matrix(
         inside = live & (segs.tx_hour >= hour - d - 24 * w) & (segs.tx_hour < hour - d)
         frauds = np.bincount(tpos[segs.term[inside]], minlength=tn_q)
         agg[f"tf_{w}d"] = frauds[tq]
+        if w == FRAUD_AGE_WINDOW_DAYS:
+            first = np.full(tn_q, NO_FIRST_FRAUD_HOUR, dtype=np.int64)
+            last = np.full(tn_q, NO_LAST_FRAUD_HOUR, dtype=np.int64)
+            np.minimum.at(first, tpos[segs.term[inside]], segs.tx_hour[inside])
+            np.maximum.at(last, tpos[segs.term[inside]], segs.tx_hour[inside])
+            agg["tfirst"], agg["tlast"] = first[tq], last[tq]
 
     matrix = _assemble(a, t, agg)
     out = np.empty_like(matrix)

@@ -30,6 +30,10 @@ from fraudloop.features.compute import FEATURE_NAMES, ZSCORE_MIN_RELATIVE_STD
 from fraudloop.features.state import (
     CUSTOMER_HORIZON_HOURS,
     CUSTOMER_WINDOW_HOURS,
+    FRAUD_AGE_WINDOW_DAYS,
+    NO_FIRST_FRAUD_HOUR,
+    NO_FRAUD_AGE_HOURS,
+    NO_LAST_FRAUD_HOUR,
     NO_PREV_TX_SECONDS,
     NO_TIME,
     SMALL_AMOUNT,
@@ -45,6 +49,9 @@ _W7D = CUSTOMER_WINDOW_HOURS["7d"]
 _W30D = CUSTOMER_WINDOW_HOURS["30d"]
 _TW = tuple(24 * w for w in TERMINAL_WINDOW_DAYS)
 _ZERO_FRAUDS = (0,) * len(TERMINAL_WINDOW_DAYS)
+_AGE_W = 24 * FRAUD_AGE_WINDOW_DAYS
+_FIRST_AGE = f"terminal_first_fraud_age_{FRAUD_AGE_WINDOW_DAYS}d"
+_LAST_AGE = f"terminal_last_fraud_age_{FRAUD_AGE_WINDOW_DAYS}d"
 
 
 def tx_time_ns(value: Any) -> int:
@@ -222,14 +229,14 @@ class OnlineFeatureStore:
                 seen_hour = known.get(tid)
         tlo, thi = self._t_range.get(tid, (0, 0))
         tobs = self._obs_t.get(tid)
-        counts, frauds = terminal_counts(
+        counts, frauds, fraud_hours = terminal_counts(
             hour,
             self.label_delay_hours,
             (self._t_hours, self._t_n, tlo, thi),
             tobs.items() if tobs else None,
             self._t_frauds.get(tid),
         )
-        return assemble(t, hour, amount, sums, seen_hour, counts, frauds)
+        return assemble(t, hour, amount, sums, seen_hour, counts, frauds, fraud_hours)
 
     def vector(self, tx: dict[str, Any]) -> list[float]:
         """:meth:`features` as a list in :data:`FEATURE_NAMES` order (model input)."""
@@ -371,9 +378,10 @@ def terminal_counts(
     rows: TerminalRows,
     obs: Iterable[tuple[int, int]] | None,
     frauds: list[tuple[int, int, int]] | None,
-) -> tuple[list[int], list[int]]:
+) -> tuple[list[int], list[int], tuple[int, int]]:
     """Transactions and known frauds per terminal window (windows end ``label_delay_hours``
-    before ``hour``); ``obs`` are (hour, observations), ``frauds`` (tx hour, known from, known
+    before ``hour``), and the first and last transaction hour of the known frauds of the
+    fraud-age window; ``obs`` are (hour, observations), ``frauds`` (tx hour, known from, known
     until) segments."""
     top = hour - label_delay_hours
     tcounts = [0] * len(_TW)
@@ -391,13 +399,16 @@ def terminal_counts(
                     if oh >= top - w:
                         tcounts[k] += count
     tfrauds = list(_ZERO_FRAUDS)
+    first, last = NO_FIRST_FRAUD_HOUR, NO_LAST_FRAUD_HOUR
     if frauds:
         for tx_hour, known_from, known_until in frauds:
             if known_from <= hour < known_until and tx_hour < top:
                 for k, w in enumerate(_TW):
                     if tx_hour >= top - w:
                         tfrauds[k] += 1
-    return tcounts, tfrauds
+                if tx_hour >= top - _AGE_W:
+                    first, last = min(first, tx_hour), max(last, tx_hour)
+    return tcounts, tfrauds, (first, last)
 
 
 def assemble(
@@ -408,6 +419,7 @@ def assemble(
     seen_hour: int | None,
     tcounts: list[int],
     tfrauds: list[int],
+    fraud_hours: tuple[int, int],
 ) -> dict[str, float]:
     """The feature dict (mirrors ``fraudloop.features.compute._assemble``)."""
     n1h, n1d, n7d, n30d, s1d, s7d, s30d, ss30, sm1d, prev = sums
@@ -442,4 +454,8 @@ def assemble(
         cnt = tcounts[k]
         out[f"terminal_nb_tx_{w}d"] = float(cnt)
         out[f"terminal_risk_{w}d"] = tfrauds[k] / cnt if cnt > 0 else 0.0
+    first, last = fraud_hours
+    known = last != NO_LAST_FRAUD_HOUR
+    out[_FIRST_AGE] = float(hour - first) if known else NO_FRAUD_AGE_HOURS
+    out[_LAST_AGE] = float(hour - last) if known else NO_FRAUD_AGE_HOURS
     return {name: out[name] for name in FEATURE_NAMES}

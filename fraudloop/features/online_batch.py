@@ -39,10 +39,14 @@ from fraudloop.features.online import tx_time_ns
 from fraudloop.features.state import (
     CUSTOMER_HORIZON_HOURS,
     CUSTOMER_WINDOW_HOURS,
+    FRAUD_AGE_WINDOW_DAYS,
+    NO_FIRST_FRAUD_HOUR,
+    NO_LAST_FRAUD_HOUR,
     NO_PREV_TX_SECONDS,
     NO_TIME,
     SMALL_AMOUNT,
     TERMINAL_WINDOW_DAYS,
+    fraud_ages,
 )
 
 #: key = segment * SEGMENT + hour + HOUR_OFFSET: sorted by (segment, hour) like the flat rows
@@ -423,6 +427,8 @@ def features(x: BatchInputs) -> np.ndarray:
         for k, w in enumerate(windows):
             tcounts[k] += upper - cum[np.searchsorted(okeys, qbase + top - w, "left")]
     tfrauds = [np.zeros(n, _I8) for _ in windows]
+    first = np.full(n, NO_FIRST_FRAUD_HOUR, _I8)
+    last = np.full(n, NO_LAST_FRAUD_HOUR, _I8)
     fu, fh, ff, fut = x.tf
     if len(fu):
         fsort = np.argsort(fu, kind="stable")
@@ -439,6 +445,9 @@ def features(x: BatchInputs) -> np.ndarray:
             for k, w in enumerate(windows):
                 hit = known & (fh[fpos] >= ftop - w)
                 tfrauds[k] += np.bincount(frow, weights=hit, minlength=n).astype(_I8)
+            aged = known & (fh[fpos] >= ftop - 24 * FRAUD_AGE_WINDOW_DAYS)
+            np.minimum.at(first, frow[aged], fh[fpos][aged])
+            np.maximum.at(last, frow[aged], fh[fpos][aged])
 
     # ---- (card, terminal) novelty: the last earlier fresh row of the pair, else the store's
     seen = x.p_seen[x.pu].copy()
@@ -460,6 +469,7 @@ def features(x: BatchInputs) -> np.ndarray:
         seen,
         tcounts,
         tfrauds,
+        (first, last),
     )
 
 
@@ -469,7 +479,7 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _assemble(t, hour, amount, sums, seen, tcounts, tfrauds) -> np.ndarray:
+def _assemble(t, hour, amount, sums, seen, tcounts, tfrauds, fraud_hours) -> np.ndarray:
     """``fraudloop.features.online.assemble`` over arrays (same operations, same order)."""
     n1h, n1d, n7d, n30d, s1d, s7d, s30d, ss30, sm1d, prev = sums
     hod = hour % 24
@@ -502,6 +512,9 @@ def _assemble(t, hour, amount, sums, seen, tcounts, tfrauds) -> np.ndarray:
         cnt = tcounts[k]
         out[f"terminal_nb_tx_{w}d"] = cnt.astype(_F8)
         out[f"terminal_risk_{w}d"] = _ratio(tfrauds[k].astype(_F8), cnt.astype(_F8))
+    first, last = fraud_ages(hour, *fraud_hours)
+    out[f"terminal_first_fraud_age_{FRAUD_AGE_WINDOW_DAYS}d"] = first
+    out[f"terminal_last_fraud_age_{FRAUD_AGE_WINDOW_DAYS}d"] = last
     return np.ascontiguousarray(np.column_stack([out[name] for name in FEATURE_NAMES]), _F8)
 
 

@@ -576,8 +576,8 @@ class RedisOnlineStore:
         t_rows, frauds = _unpack_terminal(t_blob)
         flat = ot.split(b";") if ot else []
         t_obs = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
-        counts, tfrauds = terminal_counts(hour, int(delay), t_rows, t_obs, frauds)
-        return assemble(t, hour, amount, sums, seen_hour, counts, tfrauds)
+        counts, tfrauds, fraud_hours = terminal_counts(hour, int(delay), t_rows, t_obs, frauds)
+        return assemble(t, hour, amount, sums, seen_hour, counts, tfrauds, fraud_hours)
 
     # ---- loading a state
     def load(self, online: OnlineFeatureStore, pointer: dict[str, Any]) -> str:

@@ -58,6 +58,14 @@ TERMINAL_WINDOW_DAYS: tuple[int, ...] = (1, 7, 30)
 CUSTOMER_HORIZON_HOURS = max(CUSTOMER_WINDOW_HOURS.values())
 #: ``customer_secs_since_prev_tx`` is capped here; also its value when no previous tx is known.
 NO_PREV_TX_SECONDS = 30 * 86_400.0
+#: The terminal window (days) whose known frauds date a compromise (``terminal_*_fraud_age_*``).
+FRAUD_AGE_WINDOW_DAYS = max(TERMINAL_WINDOW_DAYS)
+#: ``terminal_*_fraud_age_*`` of a terminal with no known fraud in that window: beyond any age a
+#: window can hold, so "none known" sorts with "long ago" rather than with "just now".
+NO_FRAUD_AGE_HOURS = 24 * 365.0
+#: Running min / max of fraud transaction hours before any fraud is seen (no fraud known).
+NO_FIRST_FRAUD_HOUR = np.iinfo(np.int64).max // 4
+NO_LAST_FRAUD_HOUR = -1
 #: An amount strictly below this is "small" (card-testing pattern).
 SMALL_AMOUNT = 5.0
 DEFAULT_LABEL_DELAY = timedelta(days=7)
@@ -88,6 +96,18 @@ def delay_hours(label_delay: timedelta | pd.Timedelta | int) -> int:
     if hours < 0:
         raise ValueError("label_delay must not be negative")
     return hours
+
+
+def fraud_ages(
+    hour: np.ndarray, first: np.ndarray, last: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hours from ``hour`` back to the first and the last known fraud (their transaction hours),
+    :data:`NO_FRAUD_AGE_HOURS` where none is known (``last`` is :data:`NO_LAST_FRAUD_HOUR`)."""
+    known = last != NO_LAST_FRAUD_HOUR
+    return (
+        np.where(known, hour - np.where(known, first, hour), NO_FRAUD_AGE_HOURS).astype(np.float64),
+        np.where(known, hour - np.where(known, last, hour), NO_FRAUD_AGE_HOURS).astype(np.float64),
+    )
 
 
 def hour_index(key: str) -> int:

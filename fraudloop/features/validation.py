@@ -14,7 +14,7 @@ import pandas as pd
 from fraudloop.core.hours import hour_start
 from fraudloop.data.expectations import ValidationOutcome, run_suite, warm_up
 from fraudloop.features.compute import FEATURE_NAMES, ID_COLUMNS
-from fraudloop.features.state import NO_PREV_TX_SECONDS
+from fraudloop.features.state import NO_FRAUD_AGE_HOURS, NO_PREV_TX_SECONDS
 
 
 def feature_bounds(name: str) -> tuple[float, float]:
@@ -27,6 +27,8 @@ def feature_bounds(name: str) -> tuple[float, float]:
         return 0.0, 1.0
     if name == "customer_secs_since_prev_tx":
         return 0.0, NO_PREV_TX_SECONDS
+    if "fraud_age" in name:
+        return 1.0, NO_FRAUD_AGE_HOURS
     if "zscore" in name:
         return -1e6, 1e6
     return 0.0, 1e12  # counts, amounts, averages, ratios

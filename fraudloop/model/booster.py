@@ -31,6 +31,9 @@ from fraudloop.features.compute import FEATURE_NAMES
 __all__ = ["FraudModel", "TrainConfig", "TrainedModel", "load_model", "time_split", "train"]
 
 
+LIGHTGBM_DEFAULT_MAX_BIN = 255
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides the model, recorded in the lineage (``to_dict``)."""
@@ -45,6 +48,9 @@ class TrainConfig:
     lambda_l2: float = 1.0
     min_split_gain: float = 0.0
     max_depth: int = -1
+    #: histogram bins per feature: 4095 beat LightGBM's 255 on the window's validation part
+    #: (the tails of amounts and ages get bins of their own; README, model quality)
+    max_bin: int = 4095
     #: "none", "balanced" (scale_pos_weight = negatives / positives) or a float weight
     class_weight: str | float = "none"
     seed: int = 42
@@ -77,6 +83,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
+        # lineage recorded before the field existed was trained with LightGBM's default
+        data.setdefault("max_bin", LIGHTGBM_DEFAULT_MAX_BIN)
         if "features" in data:
             data["features"] = tuple(data["features"])
         return cls(**data)
@@ -96,6 +104,7 @@ class TrainConfig:
             "lambda_l2": self.lambda_l2,
             "min_gain_to_split": self.min_split_gain,
             "max_depth": self.max_depth,
+            "max_bin": self.max_bin,
             "scale_pos_weight": pos_weight,
             "deterministic": True,
             "force_row_wise": True,
