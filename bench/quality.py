@@ -568,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(
             (
                 f"LightGBM, defaults before ({args.before})",
-                f"{len(config.features)} fraudloop",
+                f"{len(before[1].features)} fraudloop",
                 f"{before_spec.train_start:%m-%d}..{last} ({before_spec.window_days} d)",
                 metrics(test, before[1].predict(test)),
                 f"{before[0].training_seconds:.1f} s ({before[0].best_iteration} rounds, "
@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(
             (
                 f"LightGBM, variant ({text})",
-                f"{len(config.features)} fraudloop",
+                f"{len(variant_model.features)} fraudloop",
                 f"{variant_spec.train_start:%m-%d}..{last} ({variant_spec.window_days} d)",
                 metrics(test, variant_model.predict(test)),
                 f"{variant.training_seconds:.1f} s ({variant.best_iteration} rounds, "
