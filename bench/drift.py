@@ -34,9 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import Report, arguments
 from fraudloop.features.compute import FEATURE_NAMES
+from fraudloop.features.state import NO_FRAUD_AGE_HOURS, NO_PREV_TX_SECONDS
 from fraudloop.monitoring.drift import drift_report
-
-NO_PREV_TX_SECONDS = 30 * 86_400.0
 
 
 def synthetic_features(rows: int, seed: int, hour: int | None = None) -> pd.DataFrame:
@@ -79,6 +78,12 @@ def synthetic_features(rows: int, seed: int, hour: int | None = None) -> pd.Data
         frauds = rng.binomial(nb, terminal_risk)
         out[f"terminal_nb_tx_{days}d"] = nb.astype(float)
         out[f"terminal_risk_{days}d"] = np.divide(frauds, nb, out=np.zeros(rows), where=nb > 0)
+    # the 30-day window's known frauds, dated: mostly none (the sentinel), else inside the window
+    known = frauds > 0
+    first = rng.uniform(7 * 24 + 1, 37 * 24, rows).round()
+    last = np.minimum(first, rng.uniform(7 * 24 + 1, 37 * 24, rows).round())  # more recent
+    out["terminal_first_fraud_age_30d"] = np.where(known, first, NO_FRAUD_AGE_HOURS)
+    out["terminal_last_fraud_age_30d"] = np.where(known, last, NO_FRAUD_AGE_HOURS)
     frame = pd.DataFrame(out)
     missing = set(FEATURE_NAMES) - set(frame.columns)
     if missing:  # the feature list changed: adapt the generator rather than bench a subset

@@ -38,6 +38,7 @@ from fraudloop.features.compute import FEATURE_NAMES, advance_hour, build_featur
 from fraudloop.features.online import OnlineFeatureStore
 from fraudloop.features.state import (
     DEFAULT_LABEL_DELAY,
+    NO_FRAUD_AGE_HOURS,
     NO_PREV_TX_SECONDS,
     SMALL_AMOUNT,
     TABLES,
@@ -355,6 +356,34 @@ def pandas_rolling_baseline(
         frauds = rolling.sum().droplevel(0)["fraud"] - fraud_delay
         out[f"terminal_nb_tx_{w}d"] = nb
         out[f"terminal_risk_{w}d"] = (frauds / nb).where(nb > 0, 0.0)
+
+    # ---- the first / last fraud of the 30-day delayed window, by as-of joins on fraud times
+    frauds = df.loc[df["fraud"] > 0, ["terminal_id", "tx_datetime"]].rename(
+        columns={"tx_datetime": "fraud_at"}
+    )
+    frauds = frauds.sort_values("fraud_at")
+    ends = (t - delay).rename("edge")
+    for name, edge, direction in (
+        ("first", ends - pd.Timedelta(days=30), "forward"),
+        ("last", ends, "backward"),
+    ):
+        query = pd.DataFrame({"terminal_id": df["terminal_id"], "edge": edge, "i": df.index})
+        found = (
+            pd.merge_asof(
+                query.sort_values("edge"),
+                frauds,
+                left_on="edge",
+                right_on="fraud_at",
+                by="terminal_id",
+                direction=direction,
+                allow_exact_matches=direction == "backward",
+            )
+            .set_index("i")["fraud_at"]
+            .reindex(df.index)
+        )
+        inside = (found > ends - pd.Timedelta(days=30)) & (found <= ends)
+        age = (t - found).dt.total_seconds() / 3600
+        out[f"terminal_{name}_fraud_age_30d"] = age.where(inside, NO_FRAUD_AGE_HOURS)
 
     out = out[list(FEATURE_NAMES)].astype(np.float64)
     out.insert(0, "transaction_id", df["transaction_id"])

@@ -28,10 +28,16 @@ SPEC = DatasetSpec(
     holdout_days=2,
     label_delay_days=1,
 )
-GOOD = TrainConfig(n_estimators=60, min_child_samples=20, early_stopping_rounds=15)
+#: a fixed number of rounds: early stopping on this window's last day (a dozen frauds) picks a
+#: different round per seed, and the level of two seeds' scores then differs (a score PSI of
+#: 0.26-1.3 between v1 and v3 once the terminal fraud ages were features), while the rollout
+#: tests need two good models that agree (0.01 with fixed rounds)
+GOOD = TrainConfig(
+    n_estimators=60, min_child_samples=20, early_stopping_rounds=0, validation_share=0.0
+)
 #: balanced class weights: scores several times higher, far more reviews -- a canary that the
 #: rollout analysis must refuse (score shift and flagged rate)
-BAD = replace(GOOD, class_weight="balanced", early_stopping_rounds=0, validation_share=0.0)
+BAD = replace(GOOD, class_weight="balanced")
 TX_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "amount"]
 
 

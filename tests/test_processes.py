@@ -11,10 +11,14 @@ import time
 
 from fraudloop.core.processes import group_alive, stat_fields, stop_group
 
-# a leader that starts a child (which ignores SIGTERM if told to), prints its pid, then waits
+# a leader that starts a child (which ignores SIGTERM if told to), prints its pid, then waits.
+# Both take SIGTERM's default action explicitly: a disposition of SIG_IGN is inherited, and the
+# pytest worker can hold one (started from a background shell, it ignores SIGINT, and Dagster's
+# setup_interrupt_handlers, run in-process by other tests, maps SIGTERM to SIGINT's handler).
 LEADER = """
 import signal, subprocess, sys, time
-body = "import signal, time\\n"
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+body = "import signal, time\\nsignal.signal(signal.SIGTERM, signal.SIG_DFL)\\n"
 if sys.argv[1] == "stubborn":
     body += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
 body += "print('armed', flush=True)\\ntime.sleep(600)"

@@ -108,7 +108,7 @@ def test_batches_answer_log_and_count_what_the_rows_one_by_one_get(world, tmp_pa
         answers[name + "_metrics"] = {
             line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1]
             for line in metrics.splitlines()
-            if line.startswith(("fraudloop_predictions_total", "fraudloop_flagged"))
+            if line.startswith(("fraudloop_predictions_total", "fraudloop_flagged_total"))
             or line.startswith("fraudloop_prediction_latency_seconds_count")
         }
 
