@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml
 
 from bench.report import REPO, Report, arguments
-from fraudloop.core.processes import stop_group
+from fraudloop.core.processes import default_interrupts, stop_group
 
 BIN = Path(sys.executable).parent
 PLANNED_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
@@ -150,6 +150,7 @@ class Daemon:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=default_interrupts,
         )
         return self
 

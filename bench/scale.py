@@ -56,6 +56,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import REPO, Report, arguments
+from fraudloop.core.processes import default_interrupts, stop_group
 
 BIN = Path(sys.executable).parent
 START = date(2018, 4, 1)
@@ -197,12 +198,11 @@ class Loop:
             stdout=subprocess.DEVNULL,
             stderr=open(self.tmp / "daemon.log", "w"),
             start_new_session=True,
+            preexec_fn=default_interrupts,
         )
         return self
 
     def __exit__(self, *exc) -> None:
-        from fraudloop.core.processes import stop_group
-
         self.instance.dispose()
         if self.daemon is not None:
             stop_group(self.daemon)

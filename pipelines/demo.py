@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from fraudloop.core.ports import free_port
-from fraudloop.core.processes import stop_group
+from fraudloop.core.processes import default_interrupts, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -557,7 +557,8 @@ def run_demo(plan: DemoPlan | None = None) -> int:
 def _die_with_parent() -> None:
     """In the child, before exec: have the kernel send SIGTERM when the demo's process dies,
     however it dies (a SIGKILL skips the `finally` that stops the daemon and the service, and an
-    orphaned daemon would go on launching runs for hours)."""
+    orphaned daemon would go on launching runs for hours); SIGTERM must not be ignored there."""
+    default_interrupts()
     if sys.platform.startswith("linux"):
         import ctypes
 

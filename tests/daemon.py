@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from fraudloop.core.processes import stop_group
+from fraudloop.core.processes import default_interrupts, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -58,6 +58,7 @@ def running_daemon(env: dict[str, str], sensors: list[str]):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=default_interrupts,
     )
     try:
         yield process

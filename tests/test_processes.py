@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from fraudloop.core.processes import group_alive, stat_fields, stop_group
+from fraudloop.core.processes import default_interrupts, group_alive, stat_fields, stop_group
 
 # a leader that starts a child (which ignores SIGTERM if told to), prints its pid, then waits.
 # Both take SIGTERM's default action explicitly: a disposition of SIG_IGN is inherited, and the
@@ -90,3 +90,34 @@ def test_the_stat_fields_survive_a_command_name_with_spaces_and_parens(tmp_path)
         proc.kill()
         proc.wait()
     assert stat_fields(10**9) is None
+
+
+def test_a_dagster_child_of_a_background_shell_answers_sigterm_with_default_interrupts():
+    """Started with SIGINT ignored (what `make demo &` or nohup passes on), a Dagster process
+    maps SIGTERM onto SIGINT's disposition at start and so ignores it; `default_interrupts`
+    before exec gives it back."""
+    probe = (
+        "import signal\n"
+        "from dagster._utils.interrupts import setup_interrupt_handlers\n"
+        "setup_interrupt_handlers()\n"
+        "print(signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)\n"
+    )
+
+    def sigterm_ignored(preexec) -> str:
+        def start() -> None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the background shell's doing
+            if preexec is not None:
+                preexec()
+
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            preexec_fn=start,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        return done.stdout.strip()
+
+    assert sigterm_ignored(None) == "True"
+    assert sigterm_ignored(default_interrupts) == "False"

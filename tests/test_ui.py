@@ -33,7 +33,7 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from fraudloop.core.ports import free_port
-from fraudloop.core.processes import stop_group
+from fraudloop.core.processes import default_interrupts, stop_group
 from fraudloop.core.store import LocalObjectStore
 from pipelines.config import ProjectConfig
 from pipelines.runner import run_partition_range
@@ -125,6 +125,7 @@ def dagster_ui(tmp: Path) -> Iterator[DagsterUI]:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=default_interrupts,
         )
     try:
         deadline = time.monotonic() + SERVER_TIMEOUT

@@ -48,6 +48,19 @@ def stat_fields(pid: int | str) -> list[str] | None:
     return stat[stat.rindex(")") + 2 :].split()  # the command may hold spaces and parens
 
 
+def default_interrupts() -> None:
+    """In a child, before exec (``preexec_fn``): SIGINT and SIGTERM back to their default actions.
+
+    A process started from a background shell (``make demo &``, ``nohup``) inherits SIGINT
+    ignored, and an ignored signal stays ignored across exec; Python then leaves SIGINT alone,
+    and every Dagster process maps SIGTERM onto SIGINT's handler at start. So the daemon, its
+    code servers and run workers would ignore the SIGTERM that stops them and the parent-death
+    signal that is sent if their parent dies: :func:`stop_group` would wait out its grace and
+    SIGKILL them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def stop_group(
     process: subprocess.Popen,
     grace: float = 30.0,
