@@ -11,14 +11,10 @@ import time
 
 from fraudloop.core.processes import default_interrupts, group_alive, stat_fields, stop_group
 
-# a leader that starts a child (which ignores SIGTERM if told to), prints its pid, then waits.
-# Both take SIGTERM's default action explicitly: a disposition of SIG_IGN is inherited, and the
-# pytest worker can hold one (started from a background shell, it ignores SIGINT, and Dagster's
-# setup_interrupt_handlers, run in-process by other tests, maps SIGTERM to SIGINT's handler).
+# a leader that starts a child (which ignores SIGTERM if told to), prints its pid, then waits
 LEADER = """
 import signal, subprocess, sys, time
-signal.signal(signal.SIGTERM, signal.SIG_DFL)
-body = "import signal, time\\nsignal.signal(signal.SIGTERM, signal.SIG_DFL)\\n"
+body = "import signal, time\\n"
 if sys.argv[1] == "stubborn":
     body += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
 body += "print('armed', flush=True)\\ntime.sleep(600)"
@@ -35,6 +31,7 @@ def start_group(kind: str) -> tuple[subprocess.Popen, int]:
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_interrupts,  # as the project starts its children (see the last test)
     )
     return leader, int(leader.stdout.readline())
 

@@ -670,13 +670,13 @@ def hour_feature_matrix(
     for b, w in enumerate(TERMINAL_WINDOW_DAYS):
         agg[f"tn_{w}d"] = tb[: b + 1].sum(axis=0).astype(np.int64)[tq]
         inside = live & (segs.tx_hour >= hour - d - 24 * w) & (segs.tx_hour < hour - d)
-        frauds = np.bincount(tpos[segs.term[inside]], minlength=tn_q)
-        agg[f"tf_{w}d"] = frauds[tq]
+        at = tpos[segs.term[inside]]
+        agg[f"tf_{w}d"] = np.bincount(at, minlength=tn_q)[tq]
         if w == FRAUD_AGE_WINDOW_DAYS:
             first = np.full(tn_q, NO_FIRST_FRAUD_HOUR, dtype=np.int64)
             last = np.full(tn_q, NO_LAST_FRAUD_HOUR, dtype=np.int64)
-            np.minimum.at(first, tpos[segs.term[inside]], segs.tx_hour[inside])
-            np.maximum.at(last, tpos[segs.term[inside]], segs.tx_hour[inside])
+            np.minimum.at(first, at, segs.tx_hour[inside])
+            np.maximum.at(last, at, segs.tx_hour[inside])
             agg["tfirst"], agg["tlast"] = first[tq], last[tq]
 
     matrix = _assemble(a, t, agg)

@@ -105,8 +105,8 @@ def fraud_ages(
     :data:`NO_FRAUD_AGE_HOURS` where none is known (``last`` is :data:`NO_LAST_FRAUD_HOUR`)."""
     known = last != NO_LAST_FRAUD_HOUR
     return (
-        np.where(known, hour - np.where(known, first, hour), NO_FRAUD_AGE_HOURS).astype(np.float64),
-        np.where(known, hour - np.where(known, last, hour), NO_FRAUD_AGE_HOURS).astype(np.float64),
+        np.where(known, hour - first, NO_FRAUD_AGE_HOURS).astype(np.float64),
+        np.where(known, hour - last, NO_FRAUD_AGE_HOURS).astype(np.float64),
     )
 
 
