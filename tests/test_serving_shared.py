@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 import shutil
+import signal
+import threading
 
 import httpx
 import numpy as np
@@ -169,3 +171,51 @@ def test_a_replica_without_redis_is_not_ready_and_answers_503_then_recovers(worl
                     lambda: client.get(f"{base}/readyz").json()["observed_transactions"] == 1,
                     what="the new Redis's overlay on /readyz",
                 )
+
+
+def in_flight(client: httpx.Client, base: str) -> float:
+    """The service's ``fraudloop_scoring_in_flight`` gauge, read from /metrics."""
+    text = client.get(f"{base}/metrics", timeout=30).text
+    lines = [line for line in text.splitlines() if line.startswith("fraudloop_scoring_in_flight ")]
+    assert len(lines) == 1, text[-2000:]
+    return float(lines[0].split()[1])
+
+
+def test_a_hung_redis_holds_only_the_request_waiting_on_it_not_the_event_loop(world, tmp_path):
+    """Redis stopped (SIGSTOP: its connections stay open, nothing answers) while a single
+    request waits on it: health and metrics answer meanwhile, the metrics showing that request
+    in flight; once Redis resumes, the request gets its answer (or the timeout's 503) and the
+    replica scores again."""
+    store, traffic = world
+    ModelRegistry(store).promote(1, to="production", actor="test", reason="test setup")
+    body = requests_of(traffic.head(2))
+    with redis_server(tmp_path / "redis") as (url, proc):
+        serve_config = config(online_store="redis", redis_url=url, redis_timeout_seconds=8.0)
+        with service_thread(store, serve_config) as (base, _), httpx.Client() as client:
+            assert post(client, base, body[0])["model_version"] == 1
+            assert in_flight(client, base) == 0
+            answer: dict = {}
+
+            def score() -> None:
+                with httpx.Client(timeout=60) as own:
+                    answer["response"] = own.post(f"{base}/v1/score", json=body[1])
+
+            waiting = threading.Thread(target=score)
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                waiting.start()
+                # on the event loop, the scoring call would hold /metrics until its timeout
+                # (8 s), and the gauge would read 0 by then
+                wait_until(lambda: in_flight(client, base) == 1, what="the request in flight")
+                assert client.get(f"{base}/healthz", timeout=30).status_code == 200
+                assert waiting.is_alive(), "the request was answered while Redis was stopped"
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            waiting.join(timeout=60)
+            response = answer["response"]
+            assert response.status_code in (200, 503), response.text
+            if response.status_code == 503:
+                assert "online features" in response.json()["detail"], response.text
+            wait_until(lambda: client.get(f"{base}/readyz").status_code == 200, what="ready")
+            assert post(client, base, body[1])["model_version"] == 1
+            assert in_flight(client, base) == 0

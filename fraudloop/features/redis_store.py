@@ -443,6 +443,12 @@ class RedisOnlineStore:
         """Write the rows queued for retries; stop their writer."""
         self.answers.close()
 
+    @staticmethod
+    def scoring_script(client):
+        """The single-transaction scoring script registered on ``client`` (for an asyncio
+        client: :meth:`features_and_observe_async`)."""
+        return client.register_script(_SCORE)
+
     # ---- what is served
     def current(self) -> dict[str, str]:
         """The served version's description ({} before the first load)."""
@@ -473,11 +479,24 @@ class RedisOnlineStore:
             for call in calls:
                 self._call(pipe, *call)
             replies = pipe.execute()
+        matrix = self._replies_matrix(calls, replies)
+        return [dict(zip(FEATURE_NAMES, row, strict=True)) for row in matrix.tolist()]
+
+    async def features_and_observe_async(self, script, tx: dict[str, Any]) -> np.ndarray:
+        """:meth:`features_and_observe` of one transaction as a (1 x ``FEATURE_NAMES``) matrix,
+        its script call awaited on ``script`` (the scoring script registered on an asyncio
+        client: the service's event loop serves other requests during the round trip)."""
+        call = self._args(tx)
+        reply = await script(keys=self._script_keys, args=self._script_args(*call))
+        return self._replies_matrix([call], [reply])
+
+    def _replies_matrix(self, calls: list[tuple], replies: list) -> np.ndarray:
+        """The features of the script's ``replies`` (one per call, in order), settled for
+        retries."""
         out = [self._features(call, reply) for call, reply in zip(calls, replies, strict=True)]
         fresh = np.array([reply[8] == 1 for reply in replies], dtype=bool)
         answers = [reply[9] for reply in replies if reply[8] != 1]
-        matrix = self._settle(_matrix(out), [c[-1] for c in calls], fresh, answers)
-        return [dict(zip(FEATURE_NAMES, row, strict=True)) for row in matrix.tolist()]
+        return self._settle(_matrix(out), [c[-1] for c in calls], fresh, answers)
 
     def _settle(
         self, matrix: np.ndarray, keys: list[str], fresh: np.ndarray, answers: list
@@ -531,8 +550,7 @@ class RedisOnlineStore:
         ):
             args += (key, c, te, h, ti, repr(am), 1 if am < SMALL_AMOUNT else 0)
         args.append(self.answers.ttl_ms)
-        k = self.keys
-        reply = self._score_many(keys=[k["current"], k["log"], k["seen"], k["loading"]], args=args)
+        reply = self._score_many(keys=self._script_keys, args=args)
         status = reply[0]
         if status == b"none":
             raise NotLoaded("no online feature state is loaded in Redis")
@@ -547,14 +565,23 @@ class RedisOnlineStore:
         cid, tid = str(tx["customer_id"]), str(tx["terminal_id"])
         return t, float(tx["amount"]), cid, tid, identity(tx)
 
-    def _call(self, client, t: int, amount: float, cid: str, tid: str, key: str, observe=True):
+    @property
+    def _script_keys(self) -> list[str]:
         k = self.keys
+        return [k["current"], k["log"], k["seen"], k["loading"]]
+
+    def _script_args(
+        self, t: int, amount: float, cid: str, tid: str, key: str, observe: bool = True
+    ) -> list:
+        """The scoring script's ARGV for one transaction (``_args``'s tuple)."""
         args = [self.ns, cid, tid, key, t // HOUR_NS, t, repr(amount)]
         args += [1 if amount < SMALL_AMOUNT else 0, self.max_observed, 1 if observe else 0]
         args.append(self.answers.ttl_ms)
-        return self._score(
-            keys=[k["current"], k["log"], k["seen"], k["loading"]], args=args, client=client
-        )
+        return args
+
+    def _call(self, client, t: int, amount: float, cid: str, tid: str, key: str, observe=True):
+        args = self._script_args(t, amount, cid, tid, key, observe)
+        return self._score(keys=self._script_keys, args=args, client=client)
 
     def _features(self, call: tuple, reply: list) -> dict[str, float]:
         t, amount = call[:2]

@@ -36,6 +36,7 @@ read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import json
@@ -45,6 +46,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -204,6 +206,16 @@ BearerDeclared = Annotated[
 ]
 
 
+class _Begun(NamedTuple):
+    """A scoring request past its checks: what it is served with, its id and clocks."""
+
+    dep: Deployment
+    request_id: str
+    started: float  # perf_counter
+    cpu: float  # thread_time
+    served_ns: int
+
+
 class Decisions(NamedTuple):
     """A request's answers as columns (input order); ``thresholds``, ``versions``, ``roles`` and
     ``fallback`` are lists, or one value for every row (production answered all)."""
@@ -336,6 +348,10 @@ class ScoringService:
         self.offpath = OffPath(None, self.metrics, config.shadow_queue)
         #: batches are scored here, one at a time, off the event loop
         self.batch_worker = ThreadPoolExecutor(1, thread_name_prefix="batch-scoring")
+        #: the online features are in Redis: a single request awaits its script call
+        #: (:meth:`decide_one`), which on the event loop would hold every other request
+        #: (health, metrics, the next transactions) for its round trip, or its timeout
+        self.awaits_features = config.online_store == "redis"
         self.started_at = time.time()
 
     def _open_log(self) -> PredictionLog | None:
@@ -404,6 +420,32 @@ class ScoringService:
         """The decisions of ``rows`` as columns (a batch is answered without an object per
         row), logged, counted in the metrics once per request; and the future of their spool
         commit."""
+        begun = self._begin(rows)
+        n = len(rows)
+        if n > 1 and not _in_time_order(rows):  # scored in time order (ties by id), answered
+            order = np.lexsort((np.array(rows.ids), rows.t))  # in input order
+            matrix = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
+            with self._feature_errors(n):
+                matrix[order] = self.follower.features.features_and_observe_matrix(rows.take(order))
+        else:
+            with self._feature_errors(n):
+                matrix = self.follower.features.features_and_observe_matrix(rows)
+        return self._conclude(begun, rows, matrix, 0.0, begun.cpu)
+
+    async def decide_one(self, tx: Transaction) -> tuple[Decisions, Future | None]:
+        """:meth:`decide` of one transaction whose features are in Redis: the script call is
+        awaited, the rest runs as in :meth:`decide_rows` (its CPU time counts this request's
+        own, not what the loop ran meanwhile)."""
+        rows = batch_body.of_transactions([tx])
+        begun = self._begin(rows)
+        cpu_before = time.thread_time() - begun.cpu
+        with self._feature_errors(1):
+            matrix = await self.follower.features.features_and_observe_one(rows.dicts()[0])
+        return self._conclude(begun, rows, matrix, cpu_before, time.thread_time())
+
+    def _begin(self, rows: Rows) -> _Begun:
+        """Checks before any feature is read (503 not ready, 422 times), the request's id and
+        clocks."""
         dep = self.follower.deployment
         if dep.production is None or not self.follower.features.ready:
             raise HTTPException(
@@ -411,25 +453,26 @@ class ScoringService:
                 "not ready: no verified model or online features loaded",
                 headers={"Retry-After": str(self.config.retry_after_seconds)},
             )
-        request_id = uuid.uuid4().hex
-        started, cpu = time.perf_counter(), time.thread_time()
-        served_ns = time.time_ns()
-        n = len(rows)
+        begun = _Begun(
+            dep, uuid.uuid4().hex, time.perf_counter(), time.thread_time(), time.time_ns()
+        )
         self._check_times(rows.t)
-        if n > 1 and not _in_time_order(rows):  # scored in time order (ties by id), answered
-            order = np.lexsort((np.array(rows.ids), rows.t))  # in input order
-            matrix = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
-            matrix[order] = self._features(rows.take(order))
-        else:
-            matrix = self._features(rows)
-        canary = self._route(dep, rows.cids)
-        scores, fallback = self._predict(dep, canary, matrix)
-        elapsed_ms = (time.perf_counter() - started) * 1000 / n
-        cpu_ms = (time.thread_time() - cpu) * 1000 / n
+        return begun
+
+    def _conclude(
+        self, begun: _Begun, rows: Rows, matrix: np.ndarray, cpu_before: float, cpu_from: float
+    ) -> tuple[Decisions, Future | None]:
+        """Route, predict and answer; ``cpu_before`` s of this request's CPU were spent before
+        ``cpu_from`` (the thread time this part started at)."""
+        n = len(rows)
+        canary = self._route(begun.dep, rows.cids)
+        scores, fallback = self._predict(begun.dep, canary, matrix)
+        elapsed_ms = (time.perf_counter() - begun.started) * 1000 / n
+        cpu_ms = (cpu_before + time.thread_time() - cpu_from) * 1000 / n
         return self._answer(
-            dep,
-            request_id,
-            served_ns,
+            begun.dep,
+            begun.request_id,
+            begun.served_ns,
             rows,
             matrix,
             canary,
@@ -456,14 +499,15 @@ class ScoringService:
                     503, f"the decision could not be logged (prediction-log spool): {error}"
                 ) from None
 
-    def _features(self, ordered: Rows) -> np.ndarray:
-        """Features of the transactions in time order (rows x ``FEATURE_NAMES``), each observed
-        before the next (the online store may be shared: another replica may have moved on
-        meanwhile)."""
+    @contextlib.contextmanager
+    def _feature_errors(self, n: int) -> Iterator[None]:
+        """The online store's errors as answers, around reading the features of ``n``
+        transactions in time order (each observed before the next; the store may be shared:
+        another replica may have moved on meanwhile)."""
         try:
-            return self.follower.features.features_and_observe_matrix(ordered)
+            yield
         except TooOld as error:
-            loc = ["body", "tx_datetime"] if len(ordered) == 1 else ["body", "transactions"]
+            loc = ["body", "tx_datetime"] if n == 1 else ["body", "transactions"]
             detail = [{"loc": loc, "msg": str(error), "type": "value_error"}]
             raise HTTPException(422, detail) from None
         except (OnlineStoreUnavailable, NotLoaded) as error:
@@ -680,6 +724,9 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
             yield
         finally:
             service.stop()
+            aclose = getattr(service.follower.features, "aclose", None)
+            if aclose is not None:  # the asyncio Redis client's connections, on their loop
+                await aclose()
 
     app = FastAPI(
         title="fraudloop scoring service",
@@ -738,7 +785,11 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
     async def score_one(tx: Transaction) -> bytes:
         """The answer's JSON: the route's, and the fast path's (`FastScore`)."""
         try:
-            _, answers, logged = service.score([tx])
+            if service.awaits_features:  # Redis: the script call is awaited
+                decided, logged = await service.decide_one(tx)
+                answers = decided.dicts()
+            else:  # in process: nothing to wait for
+                _, answers, logged = service.score([tx])
             await service.answered(logged)
         except HTTPException as error:
             count("score", error.status_code)
@@ -857,6 +908,7 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
         limit=config.max_in_flight,
         retry_after=config.retry_after_seconds,
         paths=("/v1/score",),
+        gauge=service.metrics.in_flight,
     )
     return app
 

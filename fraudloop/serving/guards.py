@@ -18,6 +18,7 @@ import contextlib
 import hmac
 import json
 import re
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -181,13 +182,21 @@ class _Answered(Exception):
 class InFlightLimit:
     """Sheds requests to ``paths`` beyond ``limit`` at once with 503 + Retry-After."""
 
-    def __init__(self, app: ASGIApp, limit: int, retry_after: int, paths: tuple[str, ...]):
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        retry_after: int,
+        paths: tuple[str, ...],
+        gauge: Any = None,
+    ):
         self.app = app
         self.limit = limit
         self.retry_after = retry_after
         self.paths = paths
         self.in_flight = 0
         self.shed = 0
+        self.gauge = gauge  # a Prometheus gauge that follows in_flight, if given
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.paths):
@@ -200,7 +209,13 @@ class InFlightLimit:
             await send_json(send, 503, {"detail": detail}, headers)
             return
         self.in_flight += 1  # one event loop: no lock needed
+        self._show()
         try:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+            self._show()
+
+    def _show(self) -> None:
+        if self.gauge is not None:
+            self.gauge.set(self.in_flight)

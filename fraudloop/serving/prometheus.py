@@ -66,6 +66,12 @@ class ServiceMetrics:
             ["role"],
             registry=r,
         )
+        self.in_flight = Gauge(
+            "fraudloop_scoring_in_flight",
+            "Scoring requests being answered now (beyond FRAUDLOOP_SERVE_MAX_IN_FLIGHT they are "
+            "shed with 503).",
+            registry=r,
+        )
         self.canary_share = Gauge(
             "fraudloop_canary_share", "Share of customers routed to the canary.", registry=r
         )

@@ -11,8 +11,9 @@ state is not the one Redis serves, loads it (one replica at a time; the others k
 old version until the switch). Redis calls have short timeouts (a broken connection is retried once,
 a timeout never); a replica whose last Redis call failed is not ready (``/readyz`` 503, so a
 balancer takes it out) and scoring answers 503 at once, without calling Redis, until the next
-poll reaches it again: a single request is scored on the event loop, so a hung Redis costs the
-loop one timeout per poll period, not one per request.
+poll reaches it again. No call blocks the event loop: a single request's script call is
+awaited on an asyncio client (the loop serves other requests during the round trip), batches
+call Redis from the service's batch worker, the poll from the follower's thread.
 """
 
 from __future__ import annotations
@@ -37,15 +38,25 @@ class OnlineStoreUnavailable(RuntimeError):
     """Redis did not answer in time (the request gets 503; the replica is not ready)."""
 
 
-def redis_client(url: str, timeout: float):
+def redis_client(url: str, timeout: float, asynchronous: bool = False):
     """A client with ``timeout`` s connect/read timeouts and one immediate retry on a broken
     connection only (a pooled connection a Redis restart closed is replaced once); a timeout is
-    not retried: it would double the wait, and a script that did run would run twice."""
+    not retried: it would double the wait, and a script that did run would run twice.
+    ``asynchronous``: a ``redis.asyncio`` client (its connections belong to the event loop that
+    first uses them)."""
     import redis
     from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
-    return redis.Redis.from_url(
+    if asynchronous:
+        import redis.asyncio
+        from redis.asyncio.retry import Retry
+
+        factory: Any = redis.asyncio.Redis
+    else:
+        from redis.retry import Retry
+
+        factory = redis.Redis
+    return factory.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -68,7 +79,12 @@ class RedisFeatures:
 
         self.store = store
         self.prefix = prefix
+        self.url, self.timeout = url, timeout
         self._errors = (redis.ConnectionError, redis.TimeoutError)
+        #: an asyncio client and its scoring script, made on the event loop at its first
+        #: single request (:meth:`features_and_observe_one`)
+        self._async_client: Any = None
+        self._async_score: Any = None
         self.shared = RedisOnlineStore(
             redis_client(url, timeout), namespace(prefix), max_observed, retry_answer_seconds
         )
@@ -147,14 +163,34 @@ class RedisFeatures:
             raise OnlineStoreUnavailable(f"Redis: {error}") from error
 
     def features_and_observe_many(self, txs: list[dict[str, Any]]) -> list[dict[str, float]]:
-        if not self.healthy:  # fail fast: the single path runs on the event loop, and one
-            # timeout per poll period (the next refresh) is all a hung Redis may cost it
+        if not self.healthy:  # fail fast: one timeout per poll period (the next refresh) is
+            # all a hung Redis may cost, not one per request
             raise OnlineStoreUnavailable("Redis did not answer; retried by the next poll")
         try:
             return self.shared.features_and_observe(txs)
         except self._errors as error:
             self.healthy = False
             raise OnlineStoreUnavailable(f"Redis: {error}") from error
+
+    async def features_and_observe_one(self, tx: dict[str, Any]) -> np.ndarray:
+        """The (1 x ``FEATURE_NAMES``) features of one transaction, observed, its script call
+        awaited (on the event loop that calls this; fails fast as the others)."""
+        if not self.healthy:
+            raise OnlineStoreUnavailable("Redis did not answer; retried by the next poll")
+        if self._async_score is None:
+            self._async_client = redis_client(self.url, self.timeout, asynchronous=True)
+            self._async_score = self.shared.scoring_script(self._async_client)
+        try:
+            return await self.shared.features_and_observe_async(self._async_score, tx)
+        except self._errors as error:
+            self.healthy = False
+            raise OnlineStoreUnavailable(f"Redis: {error}") from error
+
+    async def aclose(self) -> None:
+        """Close the asyncio client's connections (on the event loop that made them)."""
+        client, self._async_client, self._async_score = self._async_client, None, None
+        if client is not None:
+            await client.aclose()
 
     def close(self) -> None:
         self.shared.close()
