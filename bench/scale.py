@@ -83,6 +83,9 @@ class Stage:
     peak_rss_mb: float = 0.0
     bytes_written: int = 0
     step_s: dict[str, float] = field(default_factory=dict)
+    #: the run process's peak RSS as each step that reports it ended (`process_peak_rss_mb`
+    #: metadata: the training assets), by step key, in step order
+    step_peak_mb: dict[str, float] = field(default_factory=dict)
     error: str = ""
 
     @property
@@ -143,6 +146,19 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
             started[event.step_key] = entry.timestamp
         elif event.event_type in (Kind.STEP_SUCCESS, Kind.STEP_FAILURE):
             out[event.step_key] = round(entry.timestamp - started.get(event.step_key, 0), 3)
+    return out
+
+
+def step_peak_mb(instance, run_id: str) -> dict[str, float]:
+    """The ``process_peak_rss_mb`` each step's materializations report, by step key."""
+    from dagster import DagsterEventType as Kind
+
+    out = {}
+    for entry in instance.all_logs(run_id, of_type=Kind.ASSET_MATERIALIZATION):
+        event = entry.dagster_event
+        metadata = event.event_specific_data.materialization.metadata
+        if "process_peak_rss_mb" in metadata:
+            out[event.step_key] = float(metadata["process_peak_rss_mb"].value)
     return out
 
 
@@ -291,6 +307,7 @@ class Loop:
         if phases is not None:
             result.startup_s, result.steps_s = phases.startup, phases.steps
         result.step_s = step_seconds(self.instance, run_id)
+        result.step_peak_mb = step_peak_mb(self.instance, run_id)
         result.bytes_written = bytes_since(self.store_root, began)
         if result.status != "SUCCESS":
             result.error = failure_text(self.instance, run_id)
@@ -302,6 +319,8 @@ class Loop:
             f"wrote {result.bytes_written / 1e6:8.1f} MB overhead {result.overhead_share:4.0%}",
             flush=True,
         )
+        for step, peak in result.step_peak_mb.items():
+            print(f"    {step}: process peak {peak:,.0f} MB at its end", flush=True)
         return result
 
 

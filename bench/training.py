@@ -5,13 +5,22 @@ temporary local store, then measures, in one run, each beside a figure of the sa
 - building the training dataset (28-day window + 7-day holdout) from the feature store, against
   computing the hourly features of that history;
 - training the candidate on the 28-day window (~280 k rows): wall against CPU seconds;
-- `reproduce` of that registered version (byte-identical or not), against the training.
+- `reproduce` of that registered version (byte-identical or not), against the training;
+- the peak memory of the fit (`booster.train`) on a window the size `FRAUDLOOP_TRAIN_MAX_ROWS`
+  allows at 100x (3 M rows, all features; synthetic values, 60 rounds), in a child process:
+  its RSS above the frame it is given, against the size of one float64 feature matrix (the
+  ratio is the number of matrices the fit holds at its peak; 100x training's 8 GB limit is
+  where this matters).
 
-    .venv/bin/python bench/training.py [--days 43] [--quick] [--json PATH]
+    .venv/bin/python bench/training.py [--days 43] [--fit-rows 3000000] [--quick] [--json PATH]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,12 +44,72 @@ START = date(2018, 4, 1)
 #: (days of history, scale, window days, holdout days, label delay days)
 FULL = (43, 1.0, 28, 7, 7)
 QUICK = (5, 0.1, 3, 1, 1)
+#: rows of the fit-memory window (full, quick)
+FIT_ROWS = (3_000_000, 50_000)
+
+
+def _rss_mb() -> float:
+    """This process's resident set now, MB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _fit_memory_child(rows: int) -> None:
+    """Train on a synthetic ``rows``-row window and print what the fit's peak held above its
+    frame. Its own process: the peak (``ru_maxrss``) must be the fit's, not a bench's."""
+    import resource
+    from dataclasses import replace
+
+    import numpy as np
+
+    from fraudloop.features.compute import FEATURE_NAMES
+    from fraudloop.model.booster import train
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({name: rng.gamma(2.0, 10.0, rows).round(2) for name in FEATURE_NAMES})
+    seconds = np.sort(rng.integers(0, 4 * 86_400, rows))
+    frame["tx_datetime"] = pd.Timestamp(START, tz="UTC") + pd.to_timedelta(seconds, unit="s")
+    frame["transaction_id"] = [f"t{i:09d}" for i in rng.permutation(rows)]
+    signal = (frame[FEATURE_NAMES[0]] - 20) / 10 + rng.normal(0, 1, rows)
+    labels = (signal > 3.2).to_numpy().astype(np.int64)
+    weights = np.where(labels == 1, 1.0, 2.0)  # a down-sampled window's weights
+    import lightgbm  # noqa: F401 - loaded before the frame's RSS is read
+
+    frame_mb = _rss_mb()
+    started = time.perf_counter()
+    model = train(frame, labels, replace(TrainConfig(), n_estimators=60), weights)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "rows": rows,
+        "features": len(FEATURE_NAMES),
+        "frame_rss_mb": round(frame_mb, 1),
+        "peak_rss_mb": round(peak_mb, 1),
+        "matrix_mb": round(rows * len(FEATURE_NAMES) * 8 / 2**20, 1),
+        "fit_s": round(time.perf_counter() - started, 1),
+        "model_sha256": model.sha256,
+    }
+    print(json.dumps(result))
+
+
+def fit_memory(rows: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--fit-memory-child", str(rows)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--days", type=int, help="days of history (43; quick: 5)")
+    parser.add_argument("--fit-rows", type=int, help="rows of the fit-memory window (3 M)")
+    parser.add_argument("--fit-memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fit_memory_child:
+        _fit_memory_child(args.fit_memory_child)
+        return
     days, scale, window, holdout, delay = QUICK if args.quick else FULL
     days = args.days or days
     report = Report("training", args)
@@ -82,6 +151,9 @@ def main() -> None:
             reason="bench/training.py",
         )
         result = training.reproduce(store, registry, 1)
+    fit_rows = args.fit_rows or FIT_ROWS[args.quick]
+    memory = fit_memory(fit_rows)
+    above = memory["peak_rss_mb"] - memory["frame_rss_mb"]
 
     report.figure(
         "dataset_build_s",
@@ -120,7 +192,20 @@ def main() -> None:
         versus_text=f"{fit_s:.1f} s",
         ratio_means="reproduce / train",
     )
+    report.figure(
+        "fit_peak_mb",
+        f"peak memory of the fit on a {fit_rows:,}-row window ({memory['features']} features, "
+        "synthetic, 60 rounds): RSS above its frame",
+        above,
+        "MB",
+        text=f"{above:,.0f} MB above the frame's {memory['frame_rss_mb']:,.0f} MB",
+        versus="one float64 feature matrix of the window",
+        versus_value=memory["matrix_mb"],
+        versus_text=f"{memory['matrix_mb']:,.0f} MB",
+        ratio_means="matrices held at the peak",
+    )
     report.details = {
+        "fit_memory": memory,
         "identical": result.identical,
         "history_stored_s": round(stored_s, 1),
         "transactions": len(history),

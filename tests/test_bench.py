@@ -37,7 +37,7 @@ BENCHES: dict[str, tuple[str, ...]] = {
         "state_load_s",
         "online_p99_us",
     ),
-    "training": ("dataset_build_s", "train_s", "reproduce_s"),
+    "training": ("dataset_build_s", "train_s", "reproduce_s", "fit_peak_mb"),
     "gate": ("bootstrap_s", "bootstrap_peak_mb", "replicate_difference"),
     "quality": ("ap_vs_rf", "cp100_vs_rf", "ap_vs_lr", "cp100_vs_lr"),
     "serve": (

@@ -273,14 +273,14 @@ class _Sample:
     def features(self, table: pa.Table) -> pa.Table:
         return table.filter(self._in(table, self.frauds))
 
-    def weigh(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Negatives outside the hash sample go (a revoked fraud kept by its id), the others
-        weigh 1 / rate: the negatives are exactly the sample."""
-        inside = _sampled(frame["transaction_id"], self.rate, self.key)
-        negative = frame["is_fraud"].to_numpy() == 0
-        frame = frame[inside | ~negative]
-        weight = np.where(frame["is_fraud"].to_numpy() == 0, 1.0 / self.rate, 1.0)
-        return frame.assign(weight=weight)
+    def kept(self, ids: pd.Series, is_fraud: np.ndarray) -> np.ndarray:
+        """Which labelled rows stay: negatives outside the hash sample go (a revoked fraud was
+        kept by its id when read), so the negatives are exactly the sample."""
+        return _sampled(ids, self.rate, self.key) | (is_fraud != 0)
+
+    def weights(self, is_fraud: np.ndarray) -> np.ndarray:
+        """The kept negatives weigh 1 / rate, the frauds 1."""
+        return np.where(is_fraud == 0, 1.0 / self.rate, 1.0)
 
 
 def _fraud_ids(store: ObjectStore, pinned: dict[str, str], cutoff: pd.Timestamp) -> set[str]:
@@ -319,27 +319,54 @@ def _assemble(
         label_columns,
         sample.label_records if sample is not None else None,
     )
-    labels = _labels_as_of(labels, spec.cutoff)
+    label_of = _labels_as_of(labels, spec.cutoff).set_index("transaction_id")["is_fraud"]
+    del labels
     out, counts = [], {}
     for split in ("train", "holdout"):
         if split == "holdout":
-            feats = holdout
+            feats, holdout = holdout, None
         else:
             keep = sample.features if sample is not None else None
             feats = _read_all(store, FEATURE_TABLE, manifest["features"][split], columns, keep)
-        joined = feats.merge(labels, on="transaction_id", how="left", validate="many_to_one")
-        has_label = joined["is_fraud"].notna()
-        counts[f"unlabelled_{split}"] = int((~has_label).sum())
-        frame = joined[has_label].astype({"is_fraud": "int8"})
-        frame = frame.sort_values(["tx_datetime", "transaction_id"], kind="mergesort")
-        frame = frame[[*columns, "is_fraud"]].reset_index(drop=True)
-        if split == "train" and sample is not None:
-            frame = sample.weigh(frame).reset_index(drop=True)
+        frame, unlabelled = _labelled_in_order(
+            feats, label_of, sample if split == "train" else None
+        )
+        del feats  # the frame is its one copy (at 100x, the window was held five times over)
+        counts[f"unlabelled_{split}"] = unlabelled
         counts[split] = len(frame)
         counts[f"fraud_{split}"] = int(frame["is_fraud"].sum())
         out.append(frame)
     counts["unlabelled_rows"] = counts["unlabelled_train"] + counts["unlabelled_holdout"]
     return out[0], out[1], counts
+
+
+def _labelled_in_order(
+    feats: pd.DataFrame, label_of: pd.Series, sample: _Sample | None
+) -> tuple[pd.DataFrame, int]:
+    """The rows of ``feats`` with a label (``label_of``: is_fraud by transaction id), in
+    (tx_datetime, transaction_id) order, with ``is_fraud`` (and ``weight`` when ``sample``
+    down-samples them), and how many had no label. Every row is chosen and ordered first, then
+    the frame is copied once."""
+    is_fraud = feats["transaction_id"].map(label_of).to_numpy()
+    rows = np.flatnonzero(~pd.isna(is_fraud))
+    unlabelled = len(feats) - len(rows)
+    keys = pd.DataFrame(
+        {
+            "tx_datetime": feats["tx_datetime"].to_numpy()[rows],
+            "transaction_id": feats["transaction_id"].to_numpy()[rows],
+        }
+    )
+    order = rows[keys.sort_values(["tx_datetime", "transaction_id"], kind="mergesort").index]
+    labels = is_fraud[order].astype("int8")
+    if sample is not None:
+        kept = sample.kept(feats["transaction_id"].iloc[order], labels)
+        order, labels = order[kept], labels[kept]
+    frame = feats.take(order)
+    frame.index = pd.RangeIndex(len(frame))  # in place: reset_index would copy it all again
+    frame["is_fraud"] = labels
+    if sample is not None:
+        frame["weight"] = sample.weights(labels)
+    return frame, unlabelled
 
 
 def build_dataset(store: ObjectStore, spec: DatasetSpec) -> Dataset:
