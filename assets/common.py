@@ -39,15 +39,6 @@ def range_data_version(outcomes: Mapping[str, Outcome]) -> dg.DataVersion:
     return dg.DataVersion(hashlib.sha256(joined.encode()).hexdigest())
 
 
-def process_peak_rss_mb() -> float:
-    """The run process's peak resident memory so far, MB (Linux: ``ru_maxrss`` is in kB). The
-    steps of a run share its process, so the step at which this jumps is the one that needs the
-    memory: at 100x the training run's process is the one nearest its 8 GB limit."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def run_summary(outcomes: Mapping[str, Outcome]) -> dict[str, Any]:
     bad = {k: o for k, o in outcomes.items() if o.status != "valid"}
     meta: dict[str, Any] = {

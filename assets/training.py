@@ -12,7 +12,8 @@ import dagster as dg
 import pandas as pd
 
 from assets import keys
-from assets.common import RETRY, process_peak_rss_mb, run_config
+from assets.common import RETRY, run_config
+from fraudloop.core.processes import peak_rss_mb
 from fraudloop.model import datasets
 from fraudloop.model.booster import TrainConfig
 from fraudloop.model.evaluation import Evaluation, evaluate_candidate, write_evaluation
@@ -99,7 +100,7 @@ def training_dataset(
             "unlabelled_rows": int(manifest["rows"]["unlabelled_rows"]),
             # 1.0 = the whole window; below, the share of legitimate transactions kept
             "negative_rate": float(manifest.get("sampling", {}).get("negative_rate", 1.0)),
-            "process_peak_rss_mb": process_peak_rss_mb(),
+            "process_peak_rss_mb": peak_rss_mb(),
             "manifest": dg.MetadataValue.json(manifest),
         },
         data_version=dg.DataVersion(manifest["id"]),
@@ -151,7 +152,7 @@ def candidate_model(
             "train_rows": candidate.train_rows,
             "training_seconds": candidate.training_seconds,
             "training_cost": candidate.cost["training_cost"],
-            "process_peak_rss_mb": process_peak_rss_mb(),
+            "process_peak_rss_mb": peak_rss_mb(),
             "params": dg.MetadataValue.json(candidate.config),
             "feature_importance_gain": dg.MetadataValue.md(
                 importance.to_frame("gain").to_markdown()
@@ -229,7 +230,7 @@ def model_evaluation(
             "production": evaluation.production if evaluation.production else "none",
             "threshold": evaluation.threshold,
             "ap_delta": decision["ap_delta"] if decision["ap_delta"] is not None else float("nan"),
-            "process_peak_rss_mb": process_peak_rss_mb(),
+            "process_peak_rss_mb": peak_rss_mb(),
             "report": dg.MetadataValue.md(evaluation.report),
             "report_link": dg.MetadataValue.url(reports.link(report_key)),
         },

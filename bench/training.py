@@ -57,11 +57,11 @@ def _rss_mb() -> float:
 def _fit_memory_child(rows: int) -> None:
     """Train on a synthetic ``rows``-row window and print what the fit's peak held above its
     frame. Its own process: the peak (``ru_maxrss``) must be the fit's, not a bench's."""
-    import resource
     from dataclasses import replace
 
     import numpy as np
 
+    from fraudloop.core.processes import peak_rss_mb
     from fraudloop.features.compute import FEATURE_NAMES
     from fraudloop.model.booster import train
 
@@ -78,7 +78,7 @@ def _fit_memory_child(rows: int) -> None:
     frame_mb = _rss_mb()
     started = time.perf_counter()
     model = train(frame, labels, replace(TrainConfig(), n_estimators=60), weights)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     result = {
         "rows": rows,
         "features": len(FEATURE_NAMES),

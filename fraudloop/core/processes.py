@@ -48,6 +48,15 @@ def stat_fields(pid: int | str) -> list[str] | None:
     return stat[stat.rindex(")") + 2 :].split()  # the command may hold spaces and parens
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MB (Linux: ``ru_maxrss`` is in kB). The
+    steps of a Dagster run share its process, so the step after which this jumps is the one
+    that needs the memory (the training assets report it)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def default_interrupts() -> None:
     """In a child, before exec (``preexec_fn``): SIGINT and SIGTERM back to their default actions.
 

@@ -422,14 +422,14 @@ class ScoringService:
         commit."""
         begun = self._begin(rows)
         n = len(rows)
-        if n > 1 and not _in_time_order(rows):  # scored in time order (ties by id), answered
-            order = np.lexsort((np.array(rows.ids), rows.t))  # in input order
-            matrix = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
-            with self._feature_errors(n):
-                matrix[order] = self.follower.features.features_and_observe_matrix(rows.take(order))
-        else:
-            with self._feature_errors(n):
-                matrix = self.follower.features.features_and_observe_matrix(rows)
+        features = self.follower.features
+        with self._feature_errors(n):
+            if n > 1 and not _in_time_order(rows):  # scored in time order (ties by id),
+                order = np.lexsort((np.array(rows.ids), rows.t))  # answered in input order
+                matrix = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
+                matrix[order] = features.features_and_observe_matrix(rows.take(order))
+            else:
+                matrix = features.features_and_observe_matrix(rows)
         return self._conclude(begun, rows, matrix, 0.0, begun.cpu)
 
     async def decide_one(self, tx: Transaction) -> tuple[Decisions, Future | None]:
@@ -724,9 +724,7 @@ def create_app(store: ObjectStore, config: ServeConfig) -> FastAPI:
             yield
         finally:
             service.stop()
-            aclose = getattr(service.follower.features, "aclose", None)
-            if aclose is not None:  # the asyncio Redis client's connections, on their loop
-                await aclose()
+            await service.follower.features.aclose()  # on the loop its connections belong to
 
     app = FastAPI(
         title="fraudloop scoring service",

@@ -237,6 +237,9 @@ class LiveFeatures:
     def close(self) -> None:
         """Nothing to release (the Redis store closes its connections)."""
 
+    async def aclose(self) -> None:
+        """Nothing to release (the Redis store closes its asyncio client here)."""
+
 
 @dataclass(frozen=True)
 class Slot:
